@@ -1,0 +1,87 @@
+"""Frames to messages and back: the one place where JSON is parsed or written.
+
+Decoding is a single pass of one prebuilt msgspec decoder over the frame's bytes.
+Only a frame that fails it pays for a second, generic look, which tells an
+unknown-but-well-formed message (delivered as :class:`UnknownMessage`) from a
+malformed one (a :class:`ProtocolError` carrying an excerpt of the frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import msgspec
+
+from .errors import ProtocolError
+from .messages import KNOWN_TYPES, KnownMessage, Message, UnknownMessage
+
+__all__ = ["decode", "encode", "to_message"]
+
+_decoder = msgspec.json.Decoder(KnownMessage)
+_generic = msgspec.json.Decoder(UnknownMessage)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(frame: bytes | str) -> Message:
+    """Decode one frame into a typed message.
+
+    Args:
+        frame: the text frame's data, as bytes (fastest) or str.
+
+    Returns:
+        The typed message, or an :class:`UnknownMessage` for a well-formed
+        envelope of a type this library does not know.
+
+    Raises:
+        ProtocolError: the frame is not JSON, not an envelope, or a known type
+            with a wrong payload. It carries an excerpt of the frame.
+    """
+    try:
+        return cast(Message, _decoder.decode(frame))
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        reason = str(exc)
+    try:
+        generic = _generic.decode(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise ProtocolError(
+            f"not a valid message envelope ({reason}); expected a JSON object with "
+            '"type", "id" and "payload"',
+            frame,
+        ) from None
+    if generic.type not in KNOWN_TYPES:
+        return generic
+    raise ProtocolError(
+        f"invalid {generic.type!r} message ({reason})", frame, message_id=generic.id
+    )
+
+
+def encode(message: Message) -> bytes:
+    """Encode a message to the UTF-8 JSON bytes of one text frame."""
+    return _encoder.encode(message)
+
+
+def to_message(message: Message | Mapping[str, Any]) -> Message:
+    """Validate something the application wants to send, and return it typed.
+
+    Args:
+        message: a message struct, or a mapping shaped like the envelope
+            (``{"type": "ask", "id": "...", "payload": {"query": "..."}}``).
+
+    Raises:
+        ProtocolError: the mapping is not a valid message; nothing is sent.
+    """
+    if isinstance(message, Mapping):
+        try:
+            return decode(_encoder.encode(message))
+        except msgspec.EncodeError as exc:
+            raise ProtocolError(f"cannot encode message: {exc}") from None
+    if isinstance(message, (UnknownMessage, *_KNOWN)):
+        return message
+    raise ProtocolError(
+        f"cannot send a {type(message).__name__}: pass a message struct "
+        "(e.g. AskMessage) or a mapping with type, id and payload"
+    )
+
+
+_KNOWN: tuple[type, ...] = tuple(KnownMessage.__args__)

@@ -1,0 +1,152 @@
+"""Configuration: one small, immutable value object with named defaults.
+
+Intervals are in seconds (the seed's milliseconds become seconds, as asyncio
+counts them). The API key never appears in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from yarl import URL
+
+from .errors import ConfigError, NexusConnectionError
+
+__all__ = ["API_KEY_ENV", "ApiKey", "WebSocketConfig"]
+
+#: The environment variable read when no ``api_key`` is given.
+API_KEY_ENV = "NEXUS_API_KEY"
+
+#: An API key, or a callable (sync or async) that returns a fresh one per attempt.
+ApiKey = str | Callable[[], str | Awaitable[str]]
+
+_SECRET_FIELDS = frozenset({"api_key"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebSocketConfig:
+    """How to reach a Nexus server and how to behave when things go wrong.
+
+    Args:
+        url: ``ws://`` or ``wss://`` URL of the server.
+        api_key: the key sent in the ``x-api-key`` header, or a callable returning
+            one (called on every connection attempt); ``None`` reads ``NEXUS_API_KEY``.
+        reconnect_interval: delay before the first retry; it doubles on each retry.
+        max_reconnect_interval: cap on the delay between attempts.
+        reconnect_jitter: fraction of each delay drawn at random (0 disables jitter).
+        max_reconnect_attempts: retries after the first attempt fails; ``None``
+            retries forever.
+        reset_backoff_after: a connection open this long resets the retry count.
+        should_reconnect: optional hook overriding whether a failure is retried.
+        connect_timeout: bound on one attempt (TCP, TLS and the upgrade).
+        request_timeout: bound on an ask, across reconnects; ``None``: no bound.
+        heartbeat: seconds between WebSocket pings; no pong within half of it
+            means the link is dead. ``None`` disables pings.
+        outbox_limit: how many messages may wait for a connection.
+        max_messages: how many received messages a store keeps in its history.
+        max_message_size: largest frame accepted, in bytes.
+        headers: extra HTTP headers for the upgrade request.
+    """
+
+    url: str = "ws://localhost:8000"
+    api_key: ApiKey | None = field(default=None, repr=False)
+    reconnect_interval: float = 1.0
+    max_reconnect_interval: float = 30.0
+    reconnect_jitter: float = 0.5
+    max_reconnect_attempts: int | None = 10
+    reset_backoff_after: float = 10.0
+    should_reconnect: Callable[[NexusConnectionError], bool] | None = None
+    connect_timeout: float = 10.0
+    request_timeout: float | None = 60.0
+    heartbeat: float | None = 15.0
+    outbox_limit: int = 10_000
+    max_messages: int = 1_000
+    max_message_size: int = 4 * 1024 * 1024
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        url = URL(self.url)
+        if url.scheme not in ("ws", "wss") or not url.host:
+            raise ConfigError(
+                f"url must be a ws:// or wss:// URL with a host, got {self.url!r} "
+                "(for example ws://localhost:8000)"
+            )
+        for name in ("reconnect_interval", "max_reconnect_interval", "connect_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        for name in ("request_timeout", "heartbeat"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, or None")
+        if not 0 <= self.reconnect_jitter <= 1:
+            raise ConfigError("reconnect_jitter must be between 0 and 1")
+        if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
+            raise ConfigError("max_reconnect_attempts must be >= 0, or None to retry forever")
+        for name in ("outbox_limit", "max_messages", "max_message_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if not (self.api_key is None or isinstance(self.api_key, str) or callable(self.api_key)):
+            raise ConfigError("api_key must be a string, a callable returning one, or None")
+        if any(k.lower() == "x-api-key" for k in self.headers):
+            raise ConfigError("pass the API key as api_key=..., not in headers")
+
+    @classmethod
+    def from_options(cls, config: WebSocketConfig | None = None, **options: Any) -> WebSocketConfig:
+        """Build a config from another one and/or keyword options.
+
+        Raises:
+            ConfigError: an option that ``WebSocketConfig`` does not have.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                f"WebSocketConfig takes: {', '.join(sorted(known))}"
+            )
+        if config is None:
+            return cls(**options)
+        values = {f.name: getattr(config, f.name) for f in fields(cls)}
+        values.update(options)
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS:
+                value = "<set>" if value is not None else None
+                shown.append(f"{f.name}={value}")
+            elif f.name == "headers":
+                shown.append(f"headers={sorted(value)!r}")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"WebSocketConfig({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    async def resolve_api_key(self) -> str:
+        """The key for this connection attempt.
+
+        Raises:
+            ConfigError: neither ``api_key`` nor ``NEXUS_API_KEY`` gives a key.
+        """
+        source = self.api_key
+        if source is None:
+            key: object = os.environ.get(API_KEY_ENV, "")
+        elif isinstance(source, str):
+            key = source
+        else:
+            key = source()
+            if inspect.isawaitable(key):
+                key = await key
+        if not isinstance(key, str) or not key:
+            raise ConfigError(
+                "no API key: pass api_key=... to WebSocketConfig (or use_websocket), "
+                f"or set the {API_KEY_ENV} environment variable"
+            )
+        return key

@@ -1,0 +1,32 @@
+"""The pure connection core: no asyncio, aiohttp or reactivex in this package.
+
+- :mod:`.state`: the connection's phases and the immutable state snapshot;
+- :mod:`.policy`: the one table of fatal versus retryable failures;
+- :mod:`.backoff`: the backoff schedule and the retry budget;
+- :mod:`.outbox`: frames waiting for a connection;
+- :mod:`.pending`: asks waiting for their answer, and answered ids;
+- :mod:`.connection`: :class:`ClientCore`, the rules that tie them together.
+"""
+
+from .backoff import Backoff, Reconnector
+from .connection import ClientCore, Decision
+from .outbox import Outbox, Outgoing
+from .pending import Pending, PendingTable, Reply
+from .policy import close_error, http_error
+from .state import ConnectionState, Phase
+
+__all__ = [
+    "Backoff",
+    "ClientCore",
+    "ConnectionState",
+    "Decision",
+    "Outbox",
+    "Outgoing",
+    "Pending",
+    "PendingTable",
+    "Phase",
+    "Reconnector",
+    "Reply",
+    "close_error",
+    "http_error",
+]

@@ -1,0 +1,192 @@
+"""The sans-I/O client: state, outbox, pending asks and retry budget in one place.
+
+:class:`ClientCore` is driven by the asyncio layer with plain method calls (an
+attempt started, the connection opened, a frame to send, a reply arrived, the
+connection was lost) and answers with plain values (the new state, the next
+frame to write, what a reply means, how long to wait). It performs no I/O and
+reads no clock of its own, so every rule of the client is tested without sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
+
+from ..errors import NexusConnectionError, ProtocolError, RetriesExhausted
+from .backoff import Reconnector
+from .outbox import Outbox, Outgoing
+from .pending import Pending, PendingTable, Reply
+from .state import ConnectionState, Phase
+
+__all__ = ["ClientCore", "Decision"]
+
+W = TypeVar("W")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after a connection attempt failed or a connection was lost.
+
+    Attributes:
+        delay: seconds to wait before the next attempt; ``None`` means give up.
+        error: when giving up, the error to report (the fatal error itself, or a
+            :class:`RetriesExhausted` wrapping the last one).
+    """
+
+    delay: float | None
+    error: NexusConnectionError
+
+
+class ClientCore(Generic[W]):
+    """Every rule of the client, with no I/O.
+
+    Args:
+        outbox_limit: how many frames may wait for a connection.
+        reconnector: the retry policy (backoff, budget, reset, hook).
+        remember: how many answered ids are kept to drop duplicate answers.
+    """
+
+    def __init__(
+        self,
+        *,
+        outbox_limit: int = 10_000,
+        reconnector: Reconnector | None = None,
+        remember: int = 10_000,
+    ) -> None:
+        self.state = ConnectionState()
+        self.outbox = Outbox(outbox_limit)
+        self.pending: PendingTable[W] = PendingTable(remember)
+        self.reconnector = reconnector if reconnector is not None else Reconnector()
+
+    # -- what the application sends -------------------------------------------------
+
+    def submit(self, frame: bytes) -> None:
+        """Queue a frame that is not tracked (anything but an ask).
+
+        Raises:
+            OutboxFull: nothing was queued.
+        """
+        self.outbox.put(Outgoing(frame))
+
+    def submit_ask(self, ask_id: str, frame: bytes, waiter: W | None = None) -> Pending[W]:
+        """Queue an ask and track it until its answer.
+
+        Raises:
+            OutboxFull: nothing was queued or tracked.
+            ProtocolError: an ask with this id is pending already.
+        """
+        if ask_id in self.pending:
+            raise ProtocolError(
+                f"an ask with id {ask_id!r} is already waiting for its answer; "
+                "give every ask a fresh id (new_id())"
+            )
+        self.outbox.put(Outgoing(frame, ask_id))
+        return self.pending.add(ask_id, frame, waiter)
+
+    def next_outgoing(self) -> Outgoing | None:
+        """The next frame to write, skipping asks settled or abandoned while queued."""
+        pending = self.pending
+        while (item := self.outbox.pop()) is not None:
+            if item.ask_id is None:
+                return item
+            entry = pending.get(item.ask_id)
+            if entry is not None:
+                entry.on_wire = True
+                return item
+        return None
+
+    def unsent(self, item: Outgoing) -> None:
+        """A write of ``item`` failed: it goes back to the head of the outbox."""
+        if item.ask_id is not None:
+            entry = self.pending.get(item.ask_id)
+            if entry is None:
+                return
+            entry.on_wire = False
+        self.outbox.put_front((item,))
+
+    # -- what the server sends -----------------------------------------------------
+
+    def reply(self, message_id: str) -> tuple[Reply, Pending[W] | None]:
+        """Classify a ``response`` or ``error`` for ``message_id``."""
+        return self.pending.settle(message_id)
+
+    def abandon(self, ask_id: str) -> Pending[W] | None:
+        """Stop tracking an ask (it timed out, or its caller gave up)."""
+        return self.pending.discard(ask_id)
+
+    # -- the connection's life -----------------------------------------------------
+
+    def restart(self) -> None:
+        """``connect()`` was called on a stopped or failed client: a fresh budget."""
+        self.reconnector.retries = 0
+        self.reconnector.attempts = 0
+
+    def attempt(self) -> ConnectionState:
+        """An attempt to connect starts now."""
+        self.reconnector.attempt_started()
+        return self._set(
+            replace(
+                self.state,
+                phase=Phase.CONNECTING,
+                attempt=self.reconnector.retries,
+                retry_in=None,
+            )
+        )
+
+    def authenticating(self) -> ConnectionState:
+        """The upgrade succeeded; the server's challenge is being answered."""
+        return self._set(replace(self.state, phase=Phase.AUTHENTICATING))
+
+    def opened(self) -> ConnectionState:
+        """The connection is open (and authenticated): messages may flow.
+
+        Asks that were on the wire of a previous connection without an answer go
+        back to the head of the outbox, in the order they were made, with their
+        original ids: the server de-duplicates them.
+        """
+        self.reconnector.opened()
+        resend = self.pending.on_wire()
+        for _, entry in resend:
+            entry.on_wire = False
+        self.outbox.put_front(Outgoing(entry.frame, ask_id) for ask_id, entry in resend)
+        return self._set(ConnectionState(phase=Phase.CONNECTED))
+
+    def lost(self, error: NexusConnectionError) -> Decision:
+        """An attempt failed or a connection ended with ``error``: retry or give up."""
+        delay = self.reconnector.next_delay(error)
+        if delay is None:
+            final: NexusConnectionError = error
+            if self.reconnector.exhausted:
+                final = RetriesExhausted(self.reconnector.attempts, error)
+            self._set(
+                ConnectionState(
+                    phase=Phase.FAILED,
+                    error=str(final),
+                    attempt=self.reconnector.retries,
+                    close_code=error.close_code,
+                )
+            )
+            return Decision(None, final)
+        self._set(
+            ConnectionState(
+                phase=Phase.WAITING,
+                error=str(error),
+                attempt=self.reconnector.retries,
+                retry_in=delay,
+                close_code=error.close_code,
+            )
+        )
+        return Decision(delay, error)
+
+    def stopped(self) -> ConnectionState:
+        """``disconnect()``: no more attempts until the next ``connect()``."""
+        self.reconnector.retries = 0
+        return self._set(replace(self.state, phase=Phase.DISCONNECTED, retry_in=None))
+
+    def closed(self) -> ConnectionState:
+        """``close()``: the service is finished."""
+        return self._set(replace(self.state, phase=Phase.CLOSED, retry_in=None))
+
+    def _set(self, state: ConnectionState) -> ConnectionState:
+        self.state = state
+        return state

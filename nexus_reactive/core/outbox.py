@@ -1,0 +1,62 @@
+"""The outbox: frames waiting for a connection, in order, bounded."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from ..errors import OutboxFull
+
+__all__ = ["Outbox", "Outgoing"]
+
+
+class Outgoing(NamedTuple):
+    """One encoded frame; ``ask_id`` is set for an ``ask`` tracked as pending."""
+
+    frame: bytes
+    ask_id: str | None = None
+
+
+class Outbox:
+    """A FIFO of frames with a limit on what the application may queue.
+
+    Frames that go back in (a send that failed, asks to send again after a
+    reconnect) are not counted against the limit: they were accepted already.
+    """
+
+    __slots__ = ("_items", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: deque[Outgoing] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Outgoing) -> None:
+        """Queue a new frame.
+
+        Raises:
+            OutboxFull: ``limit`` frames are waiting already; nothing was queued.
+        """
+        if len(self._items) >= self.limit:
+            raise OutboxFull(
+                f"the outbox already holds {self.limit} messages waiting to be sent "
+                "(outbox_limit); nothing was queued. Wait for the connection to drain "
+                "it, or raise outbox_limit."
+            )
+        self._items.append(item)
+
+    def put_front(self, items: Iterable[Outgoing]) -> None:
+        """Put frames back at the head, keeping their order."""
+        self._items.extendleft(reversed(list(items)))
+
+    def pop(self) -> Outgoing | None:
+        """The next frame to send, or ``None`` when empty."""
+        return self._items.popleft() if self._items else None
+
+    def clear(self) -> list[Outgoing]:
+        items = list(self._items)
+        self._items.clear()
+        return items

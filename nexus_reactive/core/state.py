@@ -1,0 +1,78 @@
+"""Connection state: one enum of phases and an immutable snapshot for observers."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["ConnectionState", "Phase"]
+
+
+class Phase(enum.Enum):
+    """Where the connection is in its life."""
+
+    DISCONNECTED = "disconnected"  # not started, or stopped by disconnect()
+    CONNECTING = "connecting"  # an attempt is under way (TCP, TLS, upgrade)
+    AUTHENTICATING = "authenticating"  # upgraded; answering the server's challenge
+    CONNECTED = "connected"  # open (and authenticated): messages flow
+    WAITING = "waiting"  # backing off before the next attempt
+    FAILED = "failed"  # gave up: a fatal error, or attempts ran out
+    CLOSED = "closed"  # close() was called; the service is finished
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """An immutable snapshot of the connection, as the seed's ``ConnectionState``.
+
+    Attributes:
+        phase: where the connection is (see :class:`Phase`).
+        error: why the last attempt or connection failed, in words; ``None`` once
+            connected again.
+        attempt: 0 for the first attempt, then the number of the retry under way
+            or about to start.
+        retry_in: while waiting, the delay in seconds before the next attempt.
+        close_code: the WebSocket close code that ended the last connection.
+    """
+
+    phase: Phase = Phase.DISCONNECTED
+    error: str | None = None
+    attempt: int = 0
+    retry_in: float | None = None
+    close_code: int | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Open (and authenticated): sends go out at once."""
+        return self.phase is Phase.CONNECTED
+
+    @property
+    def connecting(self) -> bool:
+        """An attempt is under way, including its authentication step."""
+        return self.phase is Phase.CONNECTING or self.phase is Phase.AUTHENTICATING
+
+    @property
+    def authenticating(self) -> bool:
+        """Upgraded, and answering the server's key-pair challenge."""
+        return self.phase is Phase.AUTHENTICATING
+
+    @property
+    def reconnecting(self) -> bool:
+        """In a retry cycle: waiting for, or making, an attempt after a failure."""
+        return self.phase is Phase.WAITING or (self.connecting and self.attempt > 0)
+
+    @property
+    def failed(self) -> bool:
+        """Gave up for good; ``error`` says why."""
+        return self.phase is Phase.FAILED
+
+    def __str__(self) -> str:
+        parts = [self.phase.value]
+        if self.attempt:
+            parts.append(f"attempt {self.attempt}")
+        if self.retry_in is not None:
+            parts.append(f"retry in {self.retry_in:.2f}s")
+        if self.close_code is not None:
+            parts.append(f"close code {self.close_code}")
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return ", ".join(parts)

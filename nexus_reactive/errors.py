@@ -1,0 +1,172 @@
+"""Every error nexus-reactive raises or reports.
+
+The tree::
+
+    NexusError
+    ├── ConfigError            the configuration cannot work (no API key, bad URL, ...)
+    ├── UsageError             the API was called where it cannot run (no event loop, ...)
+    ├── NexusConnectionError   a connection could not be opened, or was lost
+    │   ├── AuthenticationError    the server refused our credentials (fatal)
+    │   └── RetriesExhausted       every reconnection attempt failed
+    ├── ProtocolError          a frame that is not a valid message (never fatal)
+    ├── ServerError            the server answered a request with an ``error`` message
+    ├── RequestTimeout         no answer in time (also a ``TimeoutError``)
+    ├── OutboxFull             too many messages waiting for a connection
+    └── ConnectionClosed       the service was disconnected while a request waited
+
+Messages say what happened and what to do about it. None of them ever contains an
+API key or private key material: the configuration redacts secrets before any
+message is built.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ConnectionClosed",
+    "NexusConnectionError",
+    "NexusError",
+    "OutboxFull",
+    "ProtocolError",
+    "RequestTimeout",
+    "RetriesExhausted",
+    "ServerError",
+    "UsageError",
+]
+
+#: How much of an offending frame a :class:`ProtocolError` keeps.
+FRAME_EXCERPT = 200
+
+
+class NexusError(Exception):
+    """The root of every nexus-reactive error."""
+
+
+class ConfigError(NexusError, ValueError):
+    """The configuration cannot work; raised before any network traffic."""
+
+
+class UsageError(NexusError, RuntimeError):
+    """The API was used where it cannot work, e.g. without a running event loop."""
+
+
+class NexusConnectionError(NexusError):
+    """A connection could not be opened, or an open one was lost.
+
+    Attributes:
+        retryable: whether the reconnection policy would try again.
+        status: the HTTP status of a refused upgrade, if that is what happened.
+        close_code: the WebSocket close code, if the connection was closed.
+        retry_after: seconds the server asked us to wait before trying again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        status: int | None = None,
+        close_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.close_code = close_code
+        self.retry_after = retry_after
+
+
+class AuthenticationError(NexusConnectionError):
+    """The server refused our credentials. Fatal: the client does not retry."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        close_code: int | None = None,
+    ) -> None:
+        super().__init__(message, retryable=False, status=status, close_code=close_code)
+
+
+class RetriesExhausted(NexusConnectionError):
+    """Every attempt allowed by ``max_reconnect_attempts`` failed.
+
+    Attributes:
+        attempts: how many connection attempts were made in all.
+        last_error: the failure of the last attempt.
+    """
+
+    def __init__(self, attempts: int, last_error: NexusConnectionError) -> None:
+        super().__init__(
+            f"gave up after {attempts} connection attempt{'s' if attempts != 1 else ''}; "
+            f"last error: {last_error}. Check that the server is running and reachable, "
+            "or raise max_reconnect_attempts (None retries forever).",
+            retryable=False,
+            status=last_error.status,
+            close_code=last_error.close_code,
+        )
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class ProtocolError(NexusError):
+    """A frame that is not a valid message of the protocol.
+
+    It is reported (on the ``errors`` stream and in the log) and skipped: it never
+    settles a pending request and never breaks the connection.
+
+    Attributes:
+        frame: the start of the offending frame (at most ``FRAME_EXCERPT`` characters).
+        message_id: the ``id`` the frame claimed, when one could be read.
+    """
+
+    def __init__(
+        self, message: str, frame: bytes | str = b"", *, message_id: str | None = None
+    ) -> None:
+        self.frame = _excerpt(frame)
+        self.message_id = message_id
+        super().__init__(f"{message}; frame: {self.frame!r}" if frame else message)
+
+
+class ServerError(NexusError):
+    """The server answered a request with an ``error`` message.
+
+    Attributes:
+        code: the protocol's error code (``bad_request``, ``rate_limited``, ...).
+        message_id: the id of the request that failed (``""``: the whole connection).
+        retry_after: seconds to wait before trying again, when the server says.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        message_id: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"server error {code!r}: {message}")
+        self.code = code
+        self.message_id = message_id
+        self.retry_after = retry_after
+
+
+class RequestTimeout(NexusError, TimeoutError):
+    """No answer arrived within the request's timeout (across reconnects)."""
+
+
+class OutboxFull(NexusError):
+    """The outbox already holds ``outbox_limit`` messages; nothing was dropped."""
+
+
+class ConnectionClosed(NexusError):
+    """The service was disconnected or closed while a request was waiting."""
+
+
+def _excerpt(frame: bytes | str) -> str:
+    text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
+    if len(text) <= FRAME_EXCERPT:
+        return text
+    return f"{text[:FRAME_EXCERPT]}... ({len(text)} characters)"

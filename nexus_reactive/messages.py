@@ -1,0 +1,195 @@
+"""The messages of the Nexus protocol (PROTOCOL.md) as typed, immutable structs.
+
+Every message is an envelope ``{"type": ..., "id": ..., "payload": ...}``. Each
+known ``type`` is a tagged :class:`msgspec.Struct`, so that one prebuilt decoder
+turns a frame into the right class in a single pass. A frame of a type that this
+library does not know becomes an :class:`UnknownMessage` carrying its untyped
+payload, so newer servers stay readable.
+
+Use ``match`` to dispatch::
+
+    match message:
+        case ResponseMessage(payload=AskResponse(answer=answer)):
+            print(answer)
+        case ErrorMessage(payload=p):
+            print(p.code, p.message)
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, ClassVar, TypeAlias
+
+import msgspec
+
+__all__ = [
+    "KNOWN_TYPES",
+    "AskMessage",
+    "AskRequest",
+    "AskResponse",
+    "AuthMessage",
+    "AuthOkMessage",
+    "AuthOkPayload",
+    "AuthPayload",
+    "ChallengeMessage",
+    "ChallengePayload",
+    "ErrorMessage",
+    "ErrorPayload",
+    "KnownMessage",
+    "Message",
+    "ResponseChunkMessage",
+    "ResponseChunkPayload",
+    "ResponseMessage",
+    "UnknownMessage",
+    "Usage",
+    "new_id",
+]
+
+
+#: PROTOCOL.md: an id is a string of at most 128 characters.
+MAX_ID_LENGTH = 128
+MessageId = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+
+
+def new_id() -> str:
+    """Return a fresh message id: a random UUID4 in hex, as PROTOCOL.md asks."""
+    return uuid.uuid4().hex
+
+
+class _Payload(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Base of payloads: immutable, untracked by the GC, optional fields omitted."""
+
+
+class AskRequest(_Payload, frozen=True):
+    query: Annotated[str, msgspec.Meta(min_length=1)]
+    team_id: str | None = None
+
+
+class Usage(_Payload, frozen=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AskResponse(_Payload, frozen=True):
+    answer: str
+    context: str | None = None
+    usage: Usage | None = None
+
+
+class ErrorPayload(_Payload, frozen=True):
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+class AuthPayload(_Payload, frozen=True):
+    pubkey: str
+    signature: str
+    challenge: str
+
+
+class ChallengePayload(_Payload, frozen=True):
+    challenge: str
+
+
+class AuthOkPayload(_Payload, frozen=True):
+    pubkey: str
+
+
+class ResponseChunkPayload(_Payload, frozen=True):
+    delta: str
+    index: int
+
+
+class _Envelope(
+    msgspec.Struct, tag_field="type", frozen=True, kw_only=True, gc=False, omit_defaults=True
+):
+    """The envelope: the ``type`` tag comes from the class, ``id`` is the correlation key."""
+
+    type: ClassVar[str]
+    id: MessageId
+
+
+class AskMessage(_Envelope, tag="ask", frozen=True):
+    """Client to server: a question, answered by one ``response`` or ``error``."""
+
+    type: ClassVar[str] = "ask"
+    payload: AskRequest
+
+
+class AuthMessage(_Envelope, tag="auth", frozen=True):
+    """Client to server: the signed answer to a ``challenge`` (same id)."""
+
+    type: ClassVar[str] = "auth"
+    payload: AuthPayload
+
+
+class ResponseMessage(_Envelope, tag="response", frozen=True):
+    """Server to client: the answer to the ``ask`` with this id."""
+
+    type: ClassVar[str] = "response"
+    payload: AskResponse
+
+
+class ErrorMessage(_Envelope, tag="error", frozen=True):
+    """Server to client: the request with this id failed (``""``: the whole connection)."""
+
+    type: ClassVar[str] = "error"
+    payload: ErrorPayload
+
+
+class ChallengeMessage(_Envelope, tag="challenge", frozen=True):
+    """Server to client: key-pair authentication is required; sign this challenge."""
+
+    type: ClassVar[str] = "challenge"
+    payload: ChallengePayload
+
+
+class AuthOkMessage(_Envelope, tag="auth_ok", frozen=True):
+    """Server to client: the ``auth`` with this id was accepted."""
+
+    type: ClassVar[str] = "auth_ok"
+    payload: AuthOkPayload
+
+
+class ResponseChunkMessage(_Envelope, tag="response_chunk", frozen=True):
+    """Server to client: one piece of a streamed answer, ``index`` counting from 0."""
+
+    type: ClassVar[str] = "response_chunk"
+    payload: ResponseChunkPayload
+
+
+class UnknownMessage(msgspec.Struct, frozen=True, gc=False):
+    """A well-formed envelope of a type this library does not know.
+
+    ``payload`` is the decoded JSON value, untyped.
+    """
+
+    type: Annotated[str, msgspec.Meta(min_length=1)]
+    id: MessageId
+    payload: Any = None
+
+
+KnownMessage: TypeAlias = (
+    AskMessage
+    | AuthMessage
+    | ResponseMessage
+    | ErrorMessage
+    | ChallengeMessage
+    | AuthOkMessage
+    | ResponseChunkMessage
+)
+Message: TypeAlias = KnownMessage | UnknownMessage
+
+#: Every tagged class, in one list: the decoder's union is built from it.
+KNOWN_CLASSES: tuple[type[_Envelope], ...] = (
+    AskMessage,
+    AuthMessage,
+    ResponseMessage,
+    ErrorMessage,
+    ChallengeMessage,
+    AuthOkMessage,
+    ResponseChunkMessage,
+)
+KNOWN_TYPES: frozenset[str] = frozenset(cls.type for cls in KNOWN_CLASSES)

@@ -1,0 +1,506 @@
+"""``WebSocketService``: the seed's client class, as asyncio glue around the core.
+
+One supervisor task owns the connection: it makes attempts, runs the receive
+loop and a writer task while connected, and sleeps out the backoff between
+attempts. Every decision (retry or give up, what to send next, what a reply
+means) is taken by the pure :class:`~nexus_reactive.core.ClientCore`; this
+module only performs the I/O and settles futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+import aiohttp
+from reactivex import Observable
+
+from . import codec
+from .config import WebSocketConfig
+from .core import Backoff, ClientCore, ConnectionState, Phase, Reconnector, Reply
+from .errors import (
+    ConnectionClosed,
+    NexusConnectionError,
+    NexusError,
+    ProtocolError,
+    RequestTimeout,
+    ServerError,
+    UsageError,
+)
+from .messages import (
+    AskMessage,
+    AskRequest,
+    AskResponse,
+    ChallengeMessage,
+    ErrorMessage,
+    Message,
+    ResponseMessage,
+    new_id,
+)
+from .streams import Stream, ValueStream
+from .transport import Transport, open_transport
+
+__all__ = ["WebSocketService"]
+
+log = logging.getLogger("nexus_reactive.service")
+
+Handler = Callable[[Any], None]
+
+
+class _Waiter:
+    """What the core holds for an ask: its future (if awaited) and its timer."""
+
+    __slots__ = ("future", "timer")
+
+    def __init__(self, future: asyncio.Future[AskResponse] | None) -> None:
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class WebSocketService:
+    """A client of a Nexus server: connect, send, ask, and observe.
+
+    Args:
+        config: where the server is and how to behave; see :class:`WebSocketConfig`.
+
+    The streams are hot and live on the event loop's thread:
+
+    - :attr:`messages`: every valid inbound message, in arrival order;
+    - :attr:`state`: the :class:`ConnectionState`, replayed to each new subscriber;
+    - :attr:`errors`: every :class:`NexusError` reported (malformed frames, failed
+      attempts, connection-wide server errors, timeouts of unawaited asks).
+    """
+
+    def __init__(self, config: WebSocketConfig) -> None:
+        self._config = config
+        reconnector = Reconnector(
+            backoff=Backoff(
+                initial=config.reconnect_interval,
+                maximum=config.max_reconnect_interval,
+                jitter=config.reconnect_jitter,
+            ),
+            max_attempts=config.max_reconnect_attempts,
+            reset_after=config.reset_backoff_after,
+            should_reconnect=config.should_reconnect,
+        )
+        self._core: ClientCore[_Waiter] = ClientCore(
+            outbox_limit=config.outbox_limit, reconnector=reconnector
+        )
+        self._state: ValueStream[ConnectionState] = ValueStream(self._core.state, "state")
+        self._messages: Stream[Message] = Stream("messages")
+        self._errors: Stream[NexusError] = Stream("errors")
+        self._handlers: dict[str, tuple[Handler, ...]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._transport: Transport | None = None
+        self._wake: asyncio.Event | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<WebSocketService {self._config.url} {self._core.state}>"
+
+    # -- streams and introspection -------------------------------------------------
+
+    @property
+    def config(self) -> WebSocketConfig:
+        return self._config
+
+    @property
+    def messages(self) -> Observable[Message]:
+        """Every valid inbound message, in arrival order."""
+        return self._messages
+
+    @property
+    def state(self) -> ValueStream[ConnectionState]:
+        """The connection state; ``state.value`` is the current one."""
+        return self._state
+
+    @property
+    def errors(self) -> Observable[NexusError]:
+        """Every error the service reports without raising it."""
+        return self._errors
+
+    @property
+    def outbox_size(self) -> int:
+        """How many messages wait to be written."""
+        return len(self._core.outbox)
+
+    @property
+    def pending_count(self) -> int:
+        """How many asks wait for their answer."""
+        return len(self._core.pending)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the connection (retrying per the policy) and wait until it is open.
+
+        Idempotent: while connected it returns at once; while connecting or waiting
+        to retry, it waits for that connection.
+
+        Raises:
+            ConfigError: no API key (checked before any network traffic).
+            AuthenticationError: the server refused the credentials; not retried.
+            RetriesExhausted: every attempt allowed failed.
+            NexusConnectionError: a failure the policy does not retry.
+            ConnectionClosed: ``disconnect()`` or ``close()`` was called meanwhile.
+        """
+        if self._closed:
+            raise UsageError("this service is closed; create a new WebSocketService")
+        await self._config.resolve_api_key()  # fail fast, before any traffic
+        if self._core.state.connected:
+            return
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise UsageError("a WebSocketService is bound to the event loop it first ran on")
+        if self._ready is None or self._ready.done():
+            self._ready = loop.create_future()
+        ready = self._ready
+        if self._supervisor is None or self._supervisor.done():
+            self._core.restart()
+            self._supervisor = loop.create_task(self._supervise(), name="nexus-reactive")
+        await asyncio.shield(ready)
+
+    def disconnect(self) -> None:
+        """Stop reconnecting and begin closing (synchronous, as in the seed).
+
+        Asks awaited with :meth:`ask` fail with :class:`ConnectionClosed`. Other
+        queued messages stay in the outbox for the next :meth:`connect`.
+        """
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+        reason = ConnectionClosed(
+            "disconnect() was called before the answer arrived; connect() and ask again"
+        )
+        self._fail_ready(reason)
+        for ask_id, entry in list(self._core.pending.drain()):
+            self._finish(ask_id, entry.waiter, reason)
+        if not self._closed and self._core.state.phase is not Phase.DISCONNECTED:
+            self._publish(self._core.stopped())
+
+    async def close(self) -> None:
+        """Disconnect and wait until everything the service started has finished.
+
+        The streams complete. Idempotent.
+        """
+        supervisor = self._supervisor
+        self.disconnect()
+        if supervisor is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        if not self._closed:
+            self._closed = True
+            dropped = len(self._core.outbox)
+            if dropped:
+                log.warning("closed with %d unsent message(s) in the outbox", dropped)
+            self._publish(self._core.closed())
+            self._state._complete()
+            self._messages._complete()
+            self._errors._complete()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(self, message: Message | Mapping[str, Any]) -> None:
+        """Validate a message and send it, or queue it until connected.
+
+        An ``ask`` sent this way is tracked like any other: sent again after a
+        reconnect, its answer delivered once to ``messages`` and ``on_response``.
+
+        Raises:
+            ProtocolError: not a valid message; nothing was sent.
+            OutboxFull: the outbox is full; nothing was queued.
+        """
+        typed = codec.to_message(message)
+        frame = codec.encode(typed)
+        if isinstance(typed, AskMessage):
+            self._track(typed.id, frame, None)
+        else:
+            self._core.submit(frame)
+            self._kick()
+
+    def send_query(self, query: str, team_id: str | None = None) -> str:
+        """Send an ``ask`` without waiting for it; its answer comes to the streams.
+
+        Returns:
+            The new message id, to match the ``response`` by.
+
+        Raises:
+            OutboxFull: the outbox is full; nothing was queued.
+        """
+        ask_id = new_id()
+        frame = codec.encode(AskMessage(id=ask_id, payload=AskRequest(query, team_id)))
+        self._track(ask_id, frame, None)
+        return ask_id
+
+    async def ask(
+        self, query: str, team_id: str | None = None, timeout: float | None = None
+    ) -> AskResponse:
+        """Ask a question and wait for exactly its answer, across reconnects.
+
+        Args:
+            query: the question.
+            team_id: optional team scope.
+            timeout: seconds to wait; defaults to ``request_timeout``.
+
+        Raises:
+            ServerError: the server answered with an ``error`` (see ``.code``).
+            RequestTimeout: no answer in time.
+            ConnectionClosed: ``disconnect()`` was called meanwhile.
+            NexusConnectionError: the service gave up reconnecting.
+            OutboxFull: the outbox is full; nothing was queued.
+        """
+        future: asyncio.Future[AskResponse] = asyncio.get_running_loop().create_future()
+        ask_id = new_id()
+        frame = codec.encode(AskMessage(id=ask_id, payload=AskRequest(query, team_id)))
+        self._track(ask_id, frame, future, timeout)
+        try:
+            return await future
+        finally:
+            if not future.done() or future.cancelled():
+                self._abandon(ask_id)
+
+    def _track(
+        self,
+        ask_id: str,
+        frame: bytes,
+        future: asyncio.Future[AskResponse] | None,
+        timeout: float | None = None,
+    ) -> None:
+        waiter = _Waiter(future)
+        self._core.submit_ask(ask_id, frame, waiter)
+        limit = timeout if timeout is not None else self._config.request_timeout
+        if limit is not None:
+            loop = self._loop or asyncio.get_running_loop()
+            waiter.timer = loop.call_later(limit, self._expire, ask_id, limit)
+        self._kick()
+
+    def _expire(self, ask_id: str, limit: float) -> None:
+        entry = self._core.abandon(ask_id)
+        if entry is None:
+            return
+        error = RequestTimeout(
+            f"no answer to ask {ask_id} within {limit:g}s (request_timeout); the server "
+            "may be slow or unreachable. Raise the timeout or check state.error."
+        )
+        self._finish(ask_id, entry.waiter, error)
+
+    def _abandon(self, ask_id: str) -> None:
+        entry = self._core.abandon(ask_id)
+        if entry is not None and entry.waiter is not None and entry.waiter.timer is not None:
+            entry.waiter.timer.cancel()
+
+    def _finish(self, ask_id: str, waiter: _Waiter | None, error: NexusError) -> None:
+        """Fail one ask: its future if awaited, else report on ``errors``."""
+        if waiter is None:
+            return
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        future = waiter.future
+        if future is None:
+            self._report(error)
+        elif not future.done():
+            future.set_exception(error)
+
+    def _kick(self) -> None:
+        if self._wake is not None and self._core.state.connected:
+            self._wake.set()
+
+    # -- handlers ------------------------------------------------------------------
+
+    def on_message(self, type: str, handler: Callable[[Any], None]) -> Callable[[], None]:
+        """Call ``handler`` with every inbound message of ``type``.
+
+        Returns:
+            A function that unsubscribes the handler.
+        """
+        self._handlers[type] = (*self._handlers.get(type, ()), handler)
+
+        def unsubscribe() -> None:
+            handlers = self._handlers.get(type, ())
+            self._handlers[type] = tuple(h for h in handlers if h is not handler)
+
+        return unsubscribe
+
+    def on_response(self, handler: Callable[[ResponseMessage], None]) -> Callable[[], None]:
+        """Call ``handler`` with every ``response`` message (each answer once)."""
+        return self.on_message("response", handler)
+
+    # -- the connection ------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        # The session lives exactly as long as this task: close() awaits it, and a
+        # supervisor that gives up leaves nothing open behind it.
+        async with aiohttp.ClientSession() as session:
+            await self._run(session)
+
+    async def _run(self, session: aiohttp.ClientSession) -> None:
+        core = self._core
+        try:
+            while True:
+                self._publish(core.attempt())
+                try:
+                    transport = await self._open(session)
+                except NexusConnectionError as exc:
+                    error = exc
+                else:
+                    error = await self._serve(transport)
+                self._report(error)
+                decision = core.lost(error)
+                self._publish(core.state)
+                if decision.delay is None:
+                    log.warning("giving up: %s", decision.error)
+                    self._give_up(decision.error)
+                    return
+                log.info("%s; next attempt in %.2fs", error, decision.delay)
+                await asyncio.sleep(decision.delay)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: surface it instead of hanging the callers
+            log.exception("the connection supervisor failed")
+            self._give_up(NexusConnectionError(f"internal error: {exc!r}", retryable=False))
+
+    async def _open(self, session: aiohttp.ClientSession) -> Transport:
+        config = self._config
+        api_key = await config.resolve_api_key()
+        headers = {**config.headers, "x-api-key": api_key}
+        return await open_transport(
+            session,
+            config.url,
+            headers=headers,
+            heartbeat=config.heartbeat,
+            connect_timeout=config.connect_timeout,
+            max_message_size=config.max_message_size,
+        )
+
+    async def _serve(self, transport: Transport) -> NexusConnectionError:
+        """Run one open connection until it ends; return why it ended."""
+        self._transport = transport
+        self._wake = asyncio.Event()
+        self._publish(self._core.opened())
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+        writer = asyncio.create_task(self._write(transport), name="nexus-reactive-writer")
+        try:
+            return await transport.pump(self._on_frame, self._report)
+        finally:
+            self._transport = None
+            self._wake = None
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await transport.close()
+
+    async def _write(self, transport: Transport) -> None:
+        core = self._core
+        wake = self._wake
+        assert wake is not None
+        while True:
+            item = core.next_outgoing()
+            if item is None:
+                wake.clear()
+                await wake.wait()
+                continue
+            try:
+                await transport.send(item.frame)
+            except asyncio.CancelledError:
+                core.unsent(item)
+                raise
+            except Exception as exc:
+                core.unsent(item)
+                log.info("write failed (%s); the frame waits for the next connection", exc)
+                await transport.close(1011)
+                return
+
+    def _on_frame(self, frame: bytes) -> NexusConnectionError | None:
+        try:
+            message = codec.decode(frame)
+        except ProtocolError as exc:
+            self._report(exc)
+            return None
+        return self._dispatch(message)
+
+    def _dispatch(self, message: Message) -> NexusConnectionError | None:
+        """Settle, deliver and hand out one message; an error return ends the connection."""
+        if isinstance(message, (ResponseMessage, ErrorMessage)):
+            outcome, entry = self._core.reply(message.id)
+            if outcome is Reply.DUPLICATE:
+                log.debug("dropped a second answer to %s", message.id)
+                return None
+            if entry is not None and entry.waiter is not None:
+                self._settle(entry.waiter, message)
+            elif isinstance(message, ErrorMessage) and outcome is Reply.UNSOLICITED:
+                self._report(_server_error(message))
+        elif isinstance(message, ChallengeMessage):
+            return self._on_challenge()
+        self._messages._emit(message)
+        handlers = self._handlers.get(message.type)
+        if handlers:
+            for handler in handlers:
+                try:
+                    handler(message)
+                except Exception:
+                    log.exception("an on_message handler for %r raised", message.type)
+        return None
+
+    def _settle(self, waiter: _Waiter, message: ResponseMessage | ErrorMessage) -> None:
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        future = waiter.future
+        if future is None or future.done():
+            return
+        if isinstance(message, ResponseMessage):
+            future.set_result(message.payload)
+        else:
+            future.set_exception(_server_error(message))
+
+    def _on_challenge(self) -> NexusConnectionError:
+        return NexusConnectionError(
+            "the server requires key-pair authentication (it sent a challenge), and "
+            "this client has no signing key configured. Not retrying.",
+            retryable=False,
+        )
+
+    def _give_up(self, error: NexusConnectionError) -> None:
+        self._fail_ready(error)
+        for ask_id, entry in self._core.pending.drain():
+            self._finish(ask_id, entry.waiter, error)
+
+    def _fail_ready(self, error: NexusError) -> None:
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_exception(error)
+            ready.exception()  # retrieved: a store that never awaits must not warn
+
+    def _publish(self, state: ConnectionState) -> None:
+        if state != self._state.value:
+            log.debug("state: %s", state)
+            self._state._set(state)
+
+    def _report(self, error: NexusError) -> None:
+        if isinstance(error, ProtocolError):
+            log.warning("%s", error)
+        self._errors._emit(error)
+
+
+def _server_error(message: ErrorMessage) -> ServerError:
+    p = message.payload
+    return ServerError(p.code, p.message, message_id=message.id, retry_after=p.retry_after)

@@ -1,0 +1,120 @@
+"""The library's observables: hot streams and streams that hold a current value.
+
+These are small :class:`reactivex.Observable` subclasses rather than Subjects: the
+library is the only producer, always on the event loop's thread, so a Subject's
+lock and checks would be paid on every message for nothing. Emitting is one loop
+over a tuple of bound ``on_next`` methods.
+
+A subscriber that raises is logged and unsubscribed; it never breaks the receive
+loop or starves the other subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+__all__ = ["Stream", "ValueStream"]
+
+T = TypeVar("T")
+log = logging.getLogger("nexus_reactive.streams")
+
+
+class Stream(Observable[T], Generic[T]):
+    """A hot stream: subscribers receive what is emitted after they subscribe."""
+
+    def __init__(self, name: str = "stream") -> None:
+        super().__init__()
+        self._name = name
+        self._observers: tuple[abc.ObserverBase[T], ...] = ()
+        self._sinks: tuple[Callable[[T], None], ...] = ()
+        self._completed = False
+
+    @property
+    def observer_count(self) -> int:
+        """How many subscribers this stream has now."""
+        return len(self._observers)
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        if self._completed:
+            observer.on_completed()
+            return Disposable()
+        self._add(observer)
+        return Disposable(lambda: self._remove(observer))
+
+    def _add(self, observer: abc.ObserverBase[T]) -> None:
+        self._observers = (*self._observers, observer)
+        self._sinks = tuple(o.on_next for o in self._observers)
+
+    def _remove(self, observer: abc.ObserverBase[T]) -> None:
+        self._observers = tuple(o for o in self._observers if o is not observer)
+        self._sinks = tuple(o.on_next for o in self._observers)
+
+    def _emit(self, value: T) -> None:
+        for sink in self._sinks:
+            try:
+                sink(value)
+            except Exception:
+                log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
+                self._observers = tuple(o for o in self._observers if o.on_next is not sink)
+                self._sinks = tuple(o.on_next for o in self._observers)
+
+    def _complete(self) -> None:
+        """End the stream: every subscriber gets ``on_completed`` and is released."""
+        if self._completed:
+            return
+        self._completed = True
+        observers, self._observers, self._sinks = self._observers, (), ()
+        for observer in observers:
+            try:
+                observer.on_completed()
+            except Exception:
+                log.exception("a subscriber of %s raised on completion", self._name)
+
+
+class ValueStream(Stream[T], Generic[T]):
+    """A stream that always holds a current value, like a ``BehaviorSubject``.
+
+    Every new subscriber receives the current value first: synchronously inside
+    ``subscribe`` when no scheduler is given, else on that scheduler. ``.value``
+    reads it at any time.
+    """
+
+    def __init__(self, value: T, name: str = "stream") -> None:
+        super().__init__(name)
+        self._value = value
+
+    @property
+    def value(self) -> T:
+        """The current value."""
+        return self._value
+
+    def _current(self) -> T:
+        return self.value
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        if self._completed:
+            observer.on_completed()
+            return Disposable()
+        self._add(observer)
+        if scheduler is None:
+            observer.on_next(self._current())
+        else:
+
+            def replay(_scheduler: abc.SchedulerBase, _state: Any = None) -> None:
+                observer.on_next(self._current())
+
+            scheduler.schedule(replay)
+        return Disposable(lambda: self._remove(observer))
+
+    def _set(self, value: T) -> None:
+        self._value = value
+        self._emit(value)

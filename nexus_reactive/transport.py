@@ -1,0 +1,160 @@
+"""The aiohttp WebSocket transport: the only module that touches sockets.
+
+It opens one connection (mapping every aiohttp and OS failure to the library's
+own errors, here and nowhere else), writes frames, and runs the tight receive
+loop that hands each text frame's bytes to a callback. Frames stay bytes end to
+end (``decode_text=False``), so msgspec decodes them without a str copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as _ssl
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from .core.policy import close_error, http_error
+from .errors import AuthenticationError, NexusConnectionError, ProtocolError
+
+__all__ = ["Transport", "open_transport"]
+
+log = logging.getLogger("nexus_reactive.transport")
+
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+_ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+
+
+class Transport:
+    """One open WebSocket connection."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[Literal[False]]) -> None:
+        self._ws = ws
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    async def send(self, frame: bytes) -> None:
+        """Write one text frame (UTF-8 JSON bytes)."""
+        await self._ws.send_frame(frame, _TEXT)
+
+    async def pump(
+        self,
+        on_frame: Callable[[bytes], NexusConnectionError | None],
+        on_invalid: Callable[[ProtocolError], None],
+    ) -> NexusConnectionError:
+        """Receive until the connection ends; return why it ended.
+
+        Args:
+            on_frame: called with each text frame's bytes, in order. Returning an
+                error ends the connection with that error.
+            on_invalid: called for a frame the protocol does not allow (binary).
+        """
+        ws = self._ws
+        receive = ws.receive
+        while True:
+            msg = await receive()
+            kind = msg.type
+            if kind is _TEXT:
+                stop = on_frame(msg.data)
+                if stop is not None:
+                    return stop
+            elif kind is _BINARY:
+                on_invalid(
+                    ProtocolError(
+                        "received a binary frame; the protocol uses text frames only",
+                        bytes(msg.data[:64]),
+                    )
+                )
+            elif kind in _ENDED:
+                return self._why_ended(kind, msg.data, msg.extra)
+
+    def _why_ended(self, kind: WSMsgType, data: object, extra: object) -> NexusConnectionError:
+        ws = self._ws
+        if kind is WSMsgType.CLOSE and isinstance(data, int):
+            return close_error(data, extra if isinstance(extra, str) else "")
+        exc = ws.exception()
+        code = ws.close_code
+        if isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009:
+            return close_error(1009, "a received frame exceeded max_message_size")
+        if isinstance(exc, asyncio.TimeoutError):
+            return NexusConnectionError(
+                "the server stopped answering pings (no pong within the heartbeat); "
+                "the link is treated as dead",
+                close_code=code,
+            )
+        if exc is not None:
+            return NexusConnectionError(f"connection lost: {exc}", close_code=code)
+        return close_error(code)
+
+    async def close(self, code: int = 1000) -> None:
+        """Close the connection (idempotent); never raises."""
+        try:
+            await self._ws.close(code=code)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            pass
+
+
+async def open_transport(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    ssl: _ssl.SSLContext | bool = True,
+    heartbeat: float | None = None,
+    connect_timeout: float = 10.0,
+    max_message_size: int = 4 * 1024 * 1024,
+) -> Transport:
+    """Open a WebSocket to ``url``.
+
+    Raises:
+        AuthenticationError: the server refused the credentials (HTTP 401/403).
+        NexusConnectionError: any other failure, marked retryable or not per the
+            policy table.
+    """
+    try:
+        async with asyncio.timeout(connect_timeout):
+            ws = await session.ws_connect(
+                url,
+                headers=headers,
+                ssl=ssl,
+                heartbeat=heartbeat,
+                max_msg_size=max_message_size,
+                decode_text=False,
+                autoping=True,
+            )
+    except aiohttp.WSServerHandshakeError as exc:
+        raise http_error(exc.status, _retry_after(exc.headers)) from None
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise AuthenticationError(
+            f"the server's TLS certificate was rejected ({exc.certificate_error}); "
+            "pass ssl=<an SSLContext trusting its CA> if it is a private CA"
+        ) from None
+    except TimeoutError:
+        raise NexusConnectionError(
+            f"no connection within connect_timeout ({connect_timeout:g}s)"
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise NexusConnectionError(f"cannot connect to {url}: {_describe(exc)}") from None
+    return Transport(ws)
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    try:
+        return max(0.0, float(headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text
