@@ -95,10 +95,15 @@ class WebSocketService:
         self._handlers: dict[str, tuple[Handler, ...]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        # Every supervisor started and not yet finished, including ones that
+        # disconnect() cancelled: close() waits for all of them.
+        self._tasks: set[asyncio.Task[None]] = set()
         self._ready: asyncio.Future[None] | None = None
         self._transport: Transport | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
+        # Why the service gave up for good; cleared by the next connect().
+        self._failure: NexusConnectionError | None = None
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.url} {self._core.state}>"
@@ -164,7 +169,10 @@ class WebSocketService:
         ready = self._ready
         if self._supervisor is None or self._supervisor.done():
             self._core.restart()
+            self._failure = None
             self._supervisor = loop.create_task(self._supervise(), name="nexus-reactive")
+            self._tasks.add(self._supervisor)
+            self._supervisor.add_done_callback(self._tasks.discard)
         await asyncio.shield(ready)
 
     def disconnect(self) -> None:
@@ -190,11 +198,9 @@ class WebSocketService:
 
         The streams complete. Idempotent.
         """
-        supervisor = self._supervisor
         self.disconnect()
-        if supervisor is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if not self._closed:
             self._closed = True
             dropped = len(self._core.outbox)
@@ -267,6 +273,10 @@ class WebSocketService:
             NexusConnectionError: the service gave up reconnecting.
             OutboxFull: the outbox is full; nothing was queued.
         """
+        if self._failure is not None:
+            # Nothing will connect until connect() is called again: say why now
+            # instead of letting the ask sit out its timeout.
+            raise self._failure
         future: asyncio.Future[AskResponse] = asyncio.get_running_loop().create_future()
         ask_id = new_id()
         frame = codec.encode(AskMessage(id=ask_id, payload=AskRequest(query, team_id)))
@@ -480,6 +490,7 @@ class WebSocketService:
         )
 
     def _give_up(self, error: NexusConnectionError) -> None:
+        self._failure = error
         self._fail_ready(error)
         for ask_id, entry in self._core.pending.drain():
             self._finish(ask_id, entry.waiter, error)

@@ -251,4 +251,3 @@ def use_websocket(config: WebSocketConfig | None = None, /, **options: Any) -> W
     if resolved is None:
         resolved = WebSocketConfig()
     return WebSocketStore(resolved, loop)
-

@@ -9,6 +9,7 @@ end (``decode_text=False``), so msgspec decodes them without a str copy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl as _ssl
 from collections.abc import Callable, Mapping
@@ -96,10 +97,8 @@ class Transport:
 
     async def close(self, code: int = 1000) -> None:
         """Close the connection (idempotent); never raises."""
-        try:
+        with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
             await self._ws.close(code=code)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
-            pass
 
 
 async def open_transport(

@@ -1,0 +1,191 @@
+"""The ``nexus-reactive`` command (also ``python -m nexus_reactive``).
+
+Subcommands::
+
+    nexus-reactive serve [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+    nexus-reactive ask [--url ws://localhost:8000] [--api-key KEY] [--team-id ID] "question"
+
+Each subcommand is a function ``(args) -> exit code`` registered in
+:func:`build_parser`. Exit codes: 0 success, 1 runtime failure (e.g. the port is
+taken), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from .config import WebSocketConfig
+from .errors import ConfigError, NexusError, UsageError
+from .messages import AskResponse
+from .server import API_KEY_ENV, run_server
+from .service import WebSocketService
+
+__all__ = ["build_parser", "main"]
+
+PROG = "nexus-reactive"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand.
+
+    Returns:
+        The parser; each subcommand sets ``args.command`` to its handler.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=None,
+        help="how much to log to stderr (default: info for serve, warning for ask)",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="A reactive client, and a reference server, for Nexus."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="run the reference server",
+        description="Run the reference Nexus server until Ctrl-C or SIGTERM.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)"
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help=f"an accepted API key; repeat for several (default: ${API_KEY_ENV}). "
+        f"Prefer {API_KEY_ENV}: arguments are visible to other local users.",
+    )
+    serve.set_defaults(command=_serve)
+
+    ask = commands.add_parser(
+        "ask",
+        parents=[common],
+        help="ask a server one question and print the answer",
+        description="Connect, ask one question, print the answer, and exit.",
+    )
+    ask.add_argument("question", help="the question to ask")
+    ask.add_argument(
+        "--url", default="ws://localhost:8000", help="server URL (default: ws://localhost:8000)"
+    )
+    ask.add_argument(
+        "--api-key",
+        dest="api_key",
+        metavar="KEY",
+        help=f"the API key (default: ${API_KEY_ENV}; prefer it: arguments are visible "
+        "to other local users)",
+    )
+    ask.add_argument("--team-id", default=None, metavar="ID", help="scope the question to a team")
+    ask.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the answer (default: 30)"
+    )
+    ask.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="connection retries before giving up (default: 2)",
+    )
+    ask.set_defaults(command=_ask, default_log_level="warning")
+
+    # --- more subcommands go here: add a parser with parents=[common]
+    # --- and set_defaults(command=handler), handler: (argparse.Namespace) -> int.
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: the arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+        The process exit code.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Command | None = getattr(args, "command", None)
+    if command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(args.log_level or getattr(args, "default_log_level", "info"))
+    return command(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    api_keys: list[str] | None = args.api_keys or None
+    if api_keys is None and not os.environ.get(API_KEY_ENV):
+        _error(f"serve: no API key; pass --api-key KEY or set {API_KEY_ENV}")
+        return EXIT_USAGE
+    try:
+        run_server(args.host, args.port, api_keys=api_keys)
+    except ConfigError as exc:
+        _error(f"serve: {exc}")
+        return EXIT_USAGE
+    except OSError as exc:
+        _error(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _ask(args: argparse.Namespace) -> int:
+    try:
+        config = WebSocketConfig(
+            url=args.url, api_key=args.api_key, max_reconnect_attempts=args.retries
+        )
+        answer = asyncio.run(_ask_once(config, args.question, args.team_id, args.timeout))
+    except (ConfigError, UsageError) as exc:
+        _error(f"ask: {exc}")
+        return EXIT_USAGE
+    except NexusError as exc:
+        _error(f"ask: {exc}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    print(answer.answer)
+    if answer.context:
+        print(f"\ncontext: {answer.context}")
+    if answer.usage is not None:
+        u = answer.usage
+        print(
+            f"\n(tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion "
+            f"= {u.total_tokens})",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+async def _ask_once(
+    config: WebSocketConfig, question: str, team_id: str | None, timeout: float
+) -> AskResponse:
+    async with WebSocketService(config) as service:
+        return await service.ask(question, team_id=team_id, timeout=timeout)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _error(message: str) -> None:
+    print(f"{PROG} {message}", file=sys.stderr)
