@@ -40,7 +40,7 @@ from .messages import (
     ResponseMessage,
     new_id,
 )
-from .streams import Stream, ValueStream
+from .streams import DerivedStream, Stream, ValueStream
 from .transport import Transport, open_transport
 
 __all__ = ["WebSocketService"]
@@ -93,6 +93,9 @@ class WebSocketService:
         self._messages: Stream[Message] = Stream("messages")
         self._errors: Stream[NexusError] = Stream("errors")
         self._handlers: dict[str, tuple[Handler, ...]] = {}
+        self._outbox_depth: DerivedStream[int] = DerivedStream(
+            lambda: len(self._core.outbox), "outbox_depth"
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._supervisor: asyncio.Task[None] | None = None
         # Every supervisor started and not yet finished, including ones that
@@ -104,6 +107,7 @@ class WebSocketService:
         self._closed = False
         # Why the service gave up for good; cleared by the next connect().
         self._failure: NexusConnectionError | None = None
+        self._retry_after: float | None = None
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.url} {self._core.state}>"
@@ -128,6 +132,14 @@ class WebSocketService:
     def errors(self) -> Observable[NexusError]:
         """Every error the service reports without raising it."""
         return self._errors
+
+    @property
+    def outbox_depth(self) -> ValueStream[int]:
+        """How many messages wait in the outbox, as a stream; ``.value`` is current.
+
+        It emits when the depth changes while someone is subscribed.
+        """
+        return self._outbox_depth
 
     @property
     def outbox_size(self) -> int:
@@ -208,6 +220,7 @@ class WebSocketService:
                 log.warning("closed with %d unsent message(s) in the outbox", dropped)
             self._publish(self._core.closed())
             self._state._complete()
+            self._outbox_depth._complete()
             self._messages._complete()
             self._errors._complete()
 
@@ -330,6 +343,7 @@ class WebSocketService:
             future.set_exception(error)
 
     def _kick(self) -> None:
+        self._outbox_depth._refresh()
         if self._wake is not None and self._core.state.connected:
             self._wake.set()
 
@@ -409,8 +423,12 @@ class WebSocketService:
         if ready is not None and not ready.done():
             ready.set_result(None)
         writer = asyncio.create_task(self._write(transport), name="nexus-reactive-writer")
+        self._retry_after = None
         try:
-            return await transport.pump(self._on_frame, self._report)
+            error = await transport.pump(self._on_frame, self._report)
+            if self._retry_after is not None and error.retry_after is None and error.retryable:
+                error.retry_after = self._retry_after
+            return error
         finally:
             self._transport = None
             self._wake = None
@@ -422,9 +440,11 @@ class WebSocketService:
     async def _write(self, transport: Transport) -> None:
         core = self._core
         wake = self._wake
+        depth = self._outbox_depth
         assert wake is not None
         while True:
             item = core.next_outgoing()
+            depth._refresh()
             if item is None:
                 wake.clear()
                 await wake.wait()
@@ -458,6 +478,9 @@ class WebSocketService:
             if entry is not None and entry.waiter is not None:
                 self._settle(entry.waiter, message)
             elif isinstance(message, ErrorMessage) and outcome is Reply.UNSOLICITED:
+                if message.id == "" and message.payload.retry_after is not None:
+                    # A server about to close with 4429 says how long to stay away.
+                    self._retry_after = message.payload.retry_after
                 self._report(_server_error(message))
         elif isinstance(message, ChallengeMessage):
             return self._on_challenge()

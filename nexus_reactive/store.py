@@ -24,7 +24,7 @@ from .core import ConnectionState
 from .errors import NexusError, UsageError
 from .messages import AuthOkMessage, ChallengeMessage, Message
 from .service import WebSocketService
-from .streams import ValueStream
+from .streams import DerivedStream, ValueStream
 
 __all__ = ["History", "WebSocketStore", "use_websocket"]
 
@@ -85,19 +85,6 @@ class History(Sequence[T], Generic[T]):
         return f"History({len(self)} messages)"
 
 
-class _HistoryStream(ValueStream[History[Message]]):
-    """``messages``: its value is computed from the store's buffer, so it is always
-    current, even between two emissions."""
-
-    def __init__(self, store: WebSocketStore) -> None:
-        super().__init__(History([]), "messages")
-        self._store = store
-
-    @property
-    def value(self) -> History[Message]:
-        return self._store._snapshot()
-
-
 class WebSocketStore:
     """What :func:`use_websocket` returns: state, messages and two commands.
 
@@ -113,7 +100,7 @@ class WebSocketStore:
         self._buffer: list[Message] = []
         self._start = 0
         self._flush_scheduled = False
-        self._messages = _HistoryStream(self)
+        self._messages: DerivedStream[History[Message]] = DerivedStream(self._snapshot, "messages")
         self._closed = False
         self._unsubscribe = self.service.messages.subscribe(self._on_message)
         self._connecting: asyncio.Task[None] | None = loop.create_task(
@@ -153,7 +140,7 @@ class WebSocketStore:
         """Empty the history. Views taken before keep their contents."""
         self._buffer = []
         self._start = 0
-        self._messages._set(self._snapshot())
+        self._messages._emit(self._snapshot())
 
     def __iter__(self) -> Iterator[Any]:
         yield self.state

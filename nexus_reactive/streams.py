@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-__all__ = ["Stream", "ValueStream"]
+__all__ = ["DerivedStream", "Stream", "ValueStream"]
 
 T = TypeVar("T")
 log = logging.getLogger("nexus_reactive.streams")
@@ -118,3 +118,33 @@ class ValueStream(Stream[T], Generic[T]):
     def _set(self, value: T) -> None:
         self._value = value
         self._emit(value)
+
+
+class DerivedStream(ValueStream[T], Generic[T]):
+    """A :class:`ValueStream` whose value is read from its owner on demand.
+
+    ``.value`` is therefore always current, even between emissions, and the owner
+    pays for an emission only when someone subscribes (:meth:`_refresh`).
+    """
+
+    def __init__(self, getter: Callable[[], T], name: str = "stream") -> None:
+        super().__init__(getter(), name)
+        self._getter = getter
+
+    @property
+    def value(self) -> T:
+        return self._getter()
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        self._value = self._getter()
+        return super()._subscribe_core(observer, scheduler)
+
+    def _refresh(self) -> None:
+        """Emit the current value if anyone listens and it changed since the last one."""
+        if self._sinks:
+            value = self._getter()
+            if value != self._value:
+                self._value = value
+                self._emit(value)

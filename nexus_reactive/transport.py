@@ -80,7 +80,8 @@ class Transport:
     def _why_ended(self, kind: WSMsgType, data: object, extra: object) -> NexusConnectionError:
         ws = self._ws
         if kind is WSMsgType.CLOSE and isinstance(data, int):
-            return close_error(data, extra if isinstance(extra, str) else "")
+            reason = extra if isinstance(extra, str) else ""
+            return close_error(data, reason, retry_after=_retry_after_in(reason))
         exc = ws.exception()
         code = ws.close_code
         if isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009:
@@ -152,6 +153,16 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
         return max(0.0, float(headers.get("Retry-After", "")))
     except ValueError:
         return None
+
+
+def _retry_after_in(reason: str) -> float | None:
+    """A close reason may carry ``retry_after``: ``"retry_after=2.5"`` or ``"2.5"``."""
+    text = reason.strip().removeprefix("retry_after").lstrip(":= ")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
 
 
 def _describe(exc: BaseException) -> str:
