@@ -14,9 +14,9 @@ from typing import Any, cast
 import msgspec
 
 from .errors import ProtocolError
-from .messages import KNOWN_TYPES, KnownMessage, Message, UnknownMessage
+from .messages import KNOWN_TYPES, AuthMessage, KnownMessage, Message, UnknownMessage
 
-__all__ = ["decode", "encode", "to_message"]
+__all__ = ["decode", "encode", "redact", "to_message"]
 
 _decoder = msgspec.json.Decoder(KnownMessage)
 _generic = msgspec.json.Decoder(UnknownMessage)
@@ -39,11 +39,11 @@ def decode(frame: bytes | str) -> Message:
     """
     try:
         return cast(Message, _decoder.decode(frame))
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError) as exc:
         reason = str(exc)
     try:
         generic = _generic.decode(frame)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError):
         raise ProtocolError(
             f"not a valid message envelope ({reason}); expected a JSON object with "
             '"type", "id" and "payload"',
@@ -71,13 +71,13 @@ def to_message(message: Message | Mapping[str, Any]) -> Message:
     Raises:
         ProtocolError: the mapping is not a valid message; nothing is sent.
     """
-    if isinstance(message, Mapping):
+    if isinstance(message, (Mapping, UnknownMessage, *_KNOWN)):
+        # Structs are not validated on construction: a round trip through the
+        # decoder applies every constraint (non-empty query, id length...).
         try:
             return decode(_encoder.encode(message))
-        except msgspec.EncodeError as exc:
+        except (msgspec.EncodeError, TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError(f"cannot encode message: {exc}") from None
-    if isinstance(message, (UnknownMessage, *_KNOWN)):
-        return message
     raise ProtocolError(
         f"cannot send a {type(message).__name__}: pass a message struct "
         "(e.g. AskMessage) or a mapping with type, id and payload"
@@ -85,3 +85,28 @@ def to_message(message: Message | Mapping[str, Any]) -> Message:
 
 
 _KNOWN: tuple[type, ...] = tuple(KnownMessage.__args__)
+
+
+_SECRET_PAYLOAD_FIELDS = (b'"signature"',)
+
+
+def redact(frame: bytes | str, limit: int = 2000) -> str:
+    """A frame as text for logs: signatures hidden, long frames cut.
+
+    API keys never travel in frames (only in the upgrade's header), so the only
+    secret-like field is an ``auth`` message's signature.
+    """
+    data = frame.encode() if isinstance(frame, str) else frame
+    if any(field in data for field in _SECRET_PAYLOAD_FIELDS):
+        try:
+            message = _decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return "<unparsable frame with a signature field: redacted>"
+        if isinstance(message, AuthMessage):
+            message = msgspec.structs.replace(
+                message,
+                payload=msgspec.structs.replace(message.payload, signature="<redacted>"),
+            )
+        data = _encoder.encode(message)
+    text = data.decode("utf-8", "replace")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

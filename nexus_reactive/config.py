@@ -7,11 +7,15 @@ counts them). The API key never appears in a ``repr``.
 from __future__ import annotations
 
 import inspect
+import ipaddress
+import math
 import os
+import ssl as _ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from yarl import URL
 
 from .errors import ConfigError, NexusConnectionError
@@ -24,7 +28,7 @@ API_KEY_ENV = "NEXUS_API_KEY"
 #: An API key, or a callable (sync or async) that returns a fresh one per attempt.
 ApiKey = str | Callable[[], str | Awaitable[str]]
 
-_SECRET_FIELDS = frozenset({"api_key"})
+_SECRET_FIELDS = frozenset({"api_key", "signing_key"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +54,18 @@ class WebSocketConfig:
         max_messages: how many received messages a store keeps in its history.
         max_message_size: largest frame accepted, in bytes.
         headers: extra HTTP headers for the upgrade request.
+        signing_key: an Ed25519 private key (the key object, a PEM file path, or a
+            32-byte seed in hex) to answer the server's ``challenge``; ``None`` if
+            the server does not require key-pair authentication.
+        auth_timeout: how long to wait for the challenge and for ``auth_ok``.
+        ssl: for ``wss://``: ``True`` verifies certificates and host names against
+            the system's CAs (the default); an ``ssl.SSLContext`` for a private CA or
+            client certificates. ``False`` disables verification: never in production.
+        allow_insecure: allow sending the API key over plain ``ws://`` to a host
+            that is not loopback.
+        rate: at most this many messages per second go out (``None``: no limit);
+            excess messages wait, they are never dropped.
+        burst: how many messages may go out at once before ``rate`` applies.
     """
 
     url: str = "ws://localhost:8000"
@@ -67,21 +83,39 @@ class WebSocketConfig:
     max_messages: int = 1_000
     max_message_size: int = 4 * 1024 * 1024
     headers: Mapping[str, str] = field(default_factory=dict)
+    signing_key: Ed25519PrivateKey | str | os.PathLike[str] | None = field(
+        default=None, repr=False
+    )
+    auth_timeout: float = 10.0
+    ssl: _ssl.SSLContext | bool = True
+    allow_insecure: bool = False
+    rate: float | None = None
+    burst: int | None = None
 
     def __post_init__(self) -> None:
-        url = URL(self.url)
+        try:
+            url = URL(self.url)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"url is not a valid URL ({exc}): {self.url!r}") from None
         if url.scheme not in ("ws", "wss") or not url.host:
             raise ConfigError(
                 f"url must be a ws:// or wss:// URL with a host, got {self.url!r} "
                 "(for example ws://localhost:8000)"
             )
-        for name in ("reconnect_interval", "max_reconnect_interval", "connect_timeout"):
-            if getattr(self, name) <= 0:
+        for name in (
+            "reconnect_interval",
+            "max_reconnect_interval",
+            "connect_timeout",
+            "auth_timeout",
+        ):
+            if not _positive(getattr(self, name)):
                 raise ConfigError(f"{name} must be a positive number of seconds")
-        for name in ("request_timeout", "heartbeat"):
+        for name in ("request_timeout", "heartbeat", "rate"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not _positive(value):
                 raise ConfigError(f"{name} must be a positive number of seconds, or None")
+        if not (self.reset_backoff_after >= 0 and math.isfinite(self.reset_backoff_after)):
+            raise ConfigError("reset_backoff_after must be a number of seconds >= 0")
         if not 0 <= self.reconnect_jitter <= 1:
             raise ConfigError("reconnect_jitter must be between 0 and 1")
         if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
@@ -91,6 +125,13 @@ class WebSocketConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if not (self.api_key is None or isinstance(self.api_key, str) or callable(self.api_key)):
             raise ConfigError("api_key must be a string, a callable returning one, or None")
+        if self.burst is not None and self.burst < 1:
+            raise ConfigError("burst must be at least 1")
+        if url.scheme == "ws" and not self.allow_insecure and not _is_loopback(url.host):
+            raise ConfigError(
+                f"refusing to send the API key in clear text to {url.host} over ws://: "
+                "use wss://, or pass allow_insecure=True if this network is trusted"
+            )
         if any(k.lower() == "x-api-key" for k in self.headers):
             raise ConfigError("pass the API key as api_key=..., not in headers")
 
@@ -150,3 +191,17 @@ class WebSocketConfig:
                 f"or set the {API_KEY_ENV} environment variable"
             )
         return key
+
+
+def _positive(value: object) -> bool:
+    # `not (x > 0)` also rejects NaN, which every comparison answers False to.
+    return isinstance(value, (int, float)) and value > 0 and not math.isnan(value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

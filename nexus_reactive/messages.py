@@ -48,7 +48,9 @@ __all__ = [
 
 #: PROTOCOL.md: an id is a string of at most 128 characters.
 MAX_ID_LENGTH = 128
-MessageId = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+#: Only an ``error`` may carry the empty id: it is about the connection as a whole.
+ErrorId = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
 
 
 def new_id() -> str:
@@ -136,6 +138,7 @@ class ErrorMessage(_Envelope, tag="error", frozen=True):
     """Server to client: the request with this id failed (``""``: the whole connection)."""
 
     type: ClassVar[str] = "error"
+    id: ErrorId
     payload: ErrorPayload
 
 
@@ -168,7 +171,7 @@ class UnknownMessage(msgspec.Struct, frozen=True, gc=False):
 
     type: Annotated[str, msgspec.Meta(min_length=1)]
     id: MessageId
-    payload: Any = None
+    payload: Any
 
 
 KnownMessage: TypeAlias = (

@@ -11,6 +11,7 @@ loop or starves the other subscribers.
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -18,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-__all__ = ["DerivedStream", "Stream", "ValueStream"]
+__all__ = ["DerivedStream", "ScheduledView", "Stream", "ValueStream"]
 
 T = TypeVar("T")
 log = logging.getLogger("nexus_reactive.streams")
@@ -62,8 +63,15 @@ class Stream(Observable[T], Generic[T]):
                 sink(value)
             except Exception:
                 log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
-                self._observers = tuple(o for o in self._observers if o.on_next is not sink)
-                self._sinks = tuple(o.on_next for o in self._observers)
+                self._drop(sink)
+
+    def _drop(self, sink: Callable[[T], None]) -> None:
+        # Bound methods are made anew on each attribute access: find the observer by
+        # the position of the very sink object we stored, not by `o.on_next is sink`.
+        for index, stored in enumerate(self._sinks):
+            if stored is sink:
+                self._remove(self._observers[index])
+                return
 
     def _complete(self) -> None:
         """End the stream: every subscriber gets ``on_completed`` and is released."""
@@ -98,22 +106,43 @@ class ValueStream(Stream[T], Generic[T]):
     def _current(self) -> T:
         return self.value
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._name}: {self.value!r}>"
+
+    def _repr_html_(self) -> str:
+        value = self.value
+        render = getattr(value, "_repr_html_", None)
+        inner = render() if callable(render) else html.escape(repr(value))
+        return f"<div><code>{html.escape(self._name)}</code>: {inner}</div>"
+
     def _subscribe_core(
         self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
         if self._completed:
             observer.on_completed()
             return Disposable()
-        self._add(observer)
         if scheduler is None:
+            self._add(observer)
             observer.on_next(self._current())
-        else:
+            return Disposable(lambda: self._remove(observer))
+        # On a scheduler, join and replay in the same scheduled action, so a value
+        # emitted meanwhile is neither delivered before the replay nor twice.
+        disposed = False
 
-            def replay(_scheduler: abc.SchedulerBase, _state: Any = None) -> None:
-                observer.on_next(self._current())
+        def join(_scheduler: abc.SchedulerBase, _state: Any = None) -> None:
+            if disposed or self._completed:
+                return
+            self._add(observer)
+            observer.on_next(self._current())
 
-            scheduler.schedule(replay)
-        return Disposable(lambda: self._remove(observer))
+        scheduler.schedule(join)
+
+        def dispose() -> None:
+            nonlocal disposed
+            disposed = True
+            self._remove(observer)
+
+        return Disposable(dispose)
 
     def _set(self, value: T) -> None:
         self._value = value
@@ -148,3 +177,38 @@ class DerivedStream(ValueStream[T], Generic[T]):
             if value != self._value:
                 self._value = value
                 self._emit(value)
+
+
+class ScheduledView(ValueStream[T], Generic[T]):
+    """A value stream whose emissions are all delivered on ``scheduler``.
+
+    For UI toolkits (``TkinterScheduler``, ``QtScheduler``...) that want callbacks on
+    their own thread. Order is kept (``observe_on`` queues), and ``.value`` reads the
+    source's current value from any thread.
+    """
+
+    def __init__(self, source: ValueStream[T], scheduler: abc.SchedulerBase) -> None:
+        super().__init__(source.value, f"{source._name} on {type(scheduler).__name__}")
+        self._source = source
+        self._scheduler = scheduler
+        self._observed = source.pipe(_observe_on(scheduler))
+
+    @property
+    def value(self) -> T:
+        """The source's current value."""
+        return self._source.value
+
+    @property
+    def scheduler(self) -> abc.SchedulerBase:
+        return self._scheduler
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        return self._observed.subscribe(observer, scheduler=scheduler)
+
+
+def _observe_on(scheduler: abc.SchedulerBase) -> Callable[[Observable[T]], Observable[T]]:
+    from reactivex import operators
+
+    return operators.observe_on(scheduler)

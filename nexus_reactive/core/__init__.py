@@ -5,6 +5,7 @@
 - :mod:`.backoff`: the backoff schedule and the retry budget;
 - :mod:`.outbox`: frames waiting for a connection;
 - :mod:`.pending`: asks waiting for their answer, and answered ids;
+- :mod:`.ratelimit`: the token bucket that paces outgoing messages;
 - :mod:`.connection`: :class:`ClientCore`, the rules that tie them together.
 """
 
@@ -13,6 +14,7 @@ from .connection import ClientCore, Decision
 from .outbox import Outbox, Outgoing
 from .pending import Pending, PendingTable, Reply
 from .policy import close_error, http_error
+from .ratelimit import TokenBucket
 from .state import ConnectionState, Phase
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "Phase",
     "Reconnector",
     "Reply",
+    "TokenBucket",
     "close_error",
     "http_error",
 ]

@@ -95,6 +95,19 @@ class ClientCore(Generic[W]):
                 return item
         return None
 
+    def resend(self, ask_id: str) -> bool:
+        """Send a pending ask again first (the server asked us to retry it later).
+
+        Returns:
+            Whether the ask was pending (and is now at the head of the outbox).
+        """
+        entry = self.pending.get(ask_id)
+        if entry is None:
+            return False
+        entry.on_wire = False
+        self.outbox.put_front((Outgoing(entry.frame, ask_id),))
+        return True
+
     def unsent(self, item: Outgoing) -> None:
         """A write of ``item`` failed: it goes back to the head of the outbox."""
         if item.ask_id is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import html
 from dataclasses import dataclass
 
 __all__ = ["ConnectionState", "Phase"]
@@ -64,6 +65,24 @@ class ConnectionState:
     def failed(self) -> bool:
         """Gave up for good; ``error`` says why."""
         return self.phase is Phase.FAILED
+
+    def _repr_html_(self) -> str:
+        """One line for notebooks: a coloured dot and the state in words."""
+        colour = (
+            "#2e7d32"
+            if self.connected
+            else "#c62828"
+            if self.failed
+            else "#f9a825"
+            if self.connecting or self.reconnecting
+            else "#757575"
+        )
+        label = "Connected" if self.connected else self.phase.value.capitalize()
+        detail = html.escape(str(self))
+        return (
+            f'<span style="color:{colour}">&#9679;</span> <b>{label}</b> '
+            f'<span style="color:#666">({detail})</span>'
+        )
 
     def __str__(self) -> str:
         parts = [self.phase.value]
