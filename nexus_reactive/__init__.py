@@ -56,6 +56,7 @@ from .messages import (
 from .service import WebSocketService
 from .store import History, WebSocketStore, use_websocket
 from .streams import Stream, ValueStream
+from .sync import SyncWebSocketStore, use_websocket_sync
 
 __version__ = "0.1.0"
 
@@ -93,6 +94,7 @@ __all__ = [
     "RetriesExhausted",
     "ServerError",
     "Stream",
+    "SyncWebSocketStore",
     "UnknownMessage",
     "Usage",
     "UsageError",
@@ -105,4 +107,5 @@ __all__ = [
     "encode",
     "new_id",
     "use_websocket",
+    "use_websocket_sync",
 ]

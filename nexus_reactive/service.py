@@ -13,15 +13,28 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import aiohttp
-from reactivex import Observable
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+import reactivex
+from reactivex import Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import Disposable
 
 from . import codec
 from .config import WebSocketConfig
-from .core import Backoff, ClientCore, ConnectionState, Phase, Reconnector, Reply
+from .core import (
+    Backoff,
+    ClientCore,
+    ConnectionState,
+    Phase,
+    Reconnector,
+    Reply,
+    TokenBucket,
+)
 from .errors import (
+    AuthenticationError,
     ConnectionClosed,
     NexusConnectionError,
     NexusError,
@@ -40,12 +53,14 @@ from .messages import (
     ResponseMessage,
     new_id,
 )
+from .logs import enable_debug_from_env
 from .streams import DerivedStream, Stream, ValueStream
 from .transport import Transport, open_transport
 
 __all__ = ["WebSocketService"]
 
 log = logging.getLogger("nexus_reactive.service")
+frames_log = logging.getLogger("nexus_reactive.frames")
 
 Handler = Callable[[Any], None]
 
@@ -108,6 +123,11 @@ class WebSocketService:
         # Why the service gave up for good; cleared by the next connect().
         self._failure: NexusConnectionError | None = None
         self._retry_after: float | None = None
+        self._signing_key: Ed25519PrivateKey | None = None
+        # Paces writes (config.rate) and holds them while a server's retry_after runs.
+        self._bucket = TokenBucket(config.rate, config.burst)
+        self._trace = False
+        enable_debug_from_env()
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.url} {self._core.state}>"
@@ -132,6 +152,59 @@ class WebSocketService:
     def errors(self) -> Observable[NexusError]:
         """Every error the service reports without raising it."""
         return self._errors
+
+    def stream(self, type: str) -> Observable[Message]:
+        """Inbound messages of one ``type`` (``"response"``, ``"error"``...)."""
+        wanted = type
+
+        def matches(message: Message) -> bool:
+            return message.type == wanted
+
+        return self._messages.pipe(ops.filter(matches))
+
+    @property
+    def responses(self) -> Observable[ResponseMessage]:
+        """Every ``response`` message, each answer once."""
+        return self._messages.pipe(
+            ops.filter(lambda m: isinstance(m, ResponseMessage)),
+            ops.map(lambda m: cast(ResponseMessage, m)),
+        )
+
+    def ask_rx(
+        self, query: str, team_id: str | None = None, timeout: float | None = None
+    ) -> Observable[AskResponse]:
+        """:meth:`ask` as a cold Observable: each subscription asks once and emits
+        the answer then completes, or errors (``ServerError``, ``RequestTimeout``...).
+
+        Compose it: ``queries.pipe(ops.flat_map(service.ask_rx))``, ``ops.retry(3)``.
+        Disposing the subscription abandons the ask. Subscribe on the event loop's
+        thread (or deliver there with ``subscribe_on`` an ``AsyncIOThreadSafeScheduler``).
+        """
+
+        def subscribe(
+            observer: abc.ObserverBase[AskResponse], _scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            task = asyncio.get_running_loop().create_task(
+                self.ask(query, team_id, timeout), name="nexus-reactive-ask"
+            )
+
+            def done(finished: asyncio.Task[AskResponse]) -> None:
+                if finished.cancelled():
+                    return
+                error = finished.exception()
+                if isinstance(error, Exception):
+                    observer.on_error(error)
+                else:
+                    observer.on_next(finished.result())
+                    observer.on_completed()
+
+            task.add_done_callback(done)
+            def cancel() -> None:
+                task.cancel()
+
+            return Disposable(cancel)
+
+        return reactivex.create(subscribe)
 
     @property
     def outbox_depth(self) -> ValueStream[int]:
@@ -169,6 +242,10 @@ class WebSocketService:
         if self._closed:
             raise UsageError("this service is closed; create a new WebSocketService")
         await self._config.resolve_api_key()  # fail fast, before any traffic
+        if self._config.signing_key is not None and self._signing_key is None:
+            from .signing import load_signing_key  # only clients that sign need it
+
+            self._signing_key = load_signing_key(self._config.signing_key)
         if self._core.state.connected:
             return
         loop = asyncio.get_running_loop()
@@ -255,16 +332,23 @@ class WebSocketService:
             self._core.submit(frame)
             self._kick()
 
-    def send_query(self, query: str, team_id: str | None = None) -> str:
+    def send_query(
+        self, query: str, team_id: str | None = None, *, message_id: str | None = None
+    ) -> str:
         """Send an ``ask`` without waiting for it; its answer comes to the streams.
 
+        Args:
+            query: the question.
+            team_id: optional team scope.
+            message_id: the id to use; a fresh one by default.
+
         Returns:
-            The new message id, to match the ``response`` by.
+            The message id, to match the ``response`` by.
 
         Raises:
             OutboxFull: the outbox is full; nothing was queued.
         """
-        ask_id = new_id()
+        ask_id = message_id or new_id()
         frame = codec.encode(AskMessage(id=ask_id, payload=AskRequest(query, team_id)))
         self._track(ask_id, frame, None)
         return ask_id
@@ -409,6 +493,7 @@ class WebSocketService:
             session,
             config.url,
             headers=headers,
+            ssl=config.ssl,
             heartbeat=config.heartbeat,
             connect_timeout=config.connect_timeout,
             max_message_size=config.max_message_size,
@@ -416,15 +501,32 @@ class WebSocketService:
 
     async def _serve(self, transport: Transport) -> NexusConnectionError:
         """Run one open connection until it ends; return why it ended."""
-        self._transport = transport
-        self._wake = asyncio.Event()
-        self._publish(self._core.opened())
-        ready = self._ready
-        if ready is not None and not ready.done():
-            ready.set_result(None)
-        writer = asyncio.create_task(self._write(transport), name="nexus-reactive-writer")
-        self._retry_after = None
+        writer: asyncio.Task[None] | None = None
         try:
+            if self._signing_key is not None:
+                from .handshake import authenticate
+
+                self._publish(self._core.authenticating())
+                try:
+                    await authenticate(
+                        transport,
+                        self._signing_key,
+                        self._config.auth_timeout,
+                        self._messages._emit,
+                        self._report,
+                    )
+                except NexusConnectionError as exc:
+                    return exc
+            self._transport = transport
+            self._wake = asyncio.Event()
+            # Checked once per connection, so the hot path pays one bool test.
+            self._trace = frames_log.isEnabledFor(logging.DEBUG)
+            self._publish(self._core.opened())
+            ready = self._ready
+            if ready is not None and not ready.done():
+                ready.set_result(None)
+            writer = asyncio.create_task(self._write(transport), name="nexus-reactive-writer")
+            self._retry_after = None
             error = await transport.pump(self._on_frame, self._report)
             if self._retry_after is not None and error.retry_after is None and error.retryable:
                 error.retry_after = self._retry_after
@@ -432,15 +534,18 @@ class WebSocketService:
         finally:
             self._transport = None
             self._wake = None
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
             await transport.close()
 
     async def _write(self, transport: Transport) -> None:
         core = self._core
         wake = self._wake
         depth = self._outbox_depth
+        bucket = self._bucket
+        loop = asyncio.get_running_loop()
         assert wake is not None
         while True:
             item = core.next_outgoing()
@@ -450,6 +555,11 @@ class WebSocketService:
                 await wake.wait()
                 continue
             try:
+                delay = bucket.take(loop.time())
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if self._trace:
+                    frames_log.debug("-> %s", codec.redact(item.frame))
                 await transport.send(item.frame)
             except asyncio.CancelledError:
                 core.unsent(item)
@@ -461,6 +571,8 @@ class WebSocketService:
                 return
 
     def _on_frame(self, frame: bytes) -> NexusConnectionError | None:
+        if self._trace:
+            frames_log.debug("<- %s", codec.redact(frame))
         try:
             message = codec.decode(frame)
         except ProtocolError as exc:
@@ -471,6 +583,11 @@ class WebSocketService:
     def _dispatch(self, message: Message) -> NexusConnectionError | None:
         """Settle, deliver and hand out one message; an error return ends the connection."""
         if isinstance(message, (ResponseMessage, ErrorMessage)):
+            if isinstance(message, ErrorMessage) and message.payload.code == "rate_limited":
+                if self._core.resend(message.id):
+                    # Not an answer: the server will take the same ask (same id) later.
+                    self._hold(message)
+                    return None
             outcome, entry = self._core.reply(message.id)
             if outcome is Reply.DUPLICATE:
                 log.debug("dropped a second answer to %s", message.id)
@@ -494,6 +611,16 @@ class WebSocketService:
                     log.exception("an on_message handler for %r raised", message.type)
         return None
 
+    def _hold(self, message: ErrorMessage) -> None:
+        wait = message.payload.retry_after
+        if wait is None:
+            wait = self._config.reconnect_interval
+        loop = asyncio.get_running_loop()
+        self._bucket.pause_until(loop.time() + wait)
+        log.info("rate limited: ask %s waits %.2fs, as the server asked", message.id, wait)
+        self._report(_server_error(message))
+        self._kick()
+
     def _settle(self, waiter: _Waiter, message: ResponseMessage | ErrorMessage) -> None:
         if waiter.timer is not None:
             waiter.timer.cancel()
@@ -505,11 +632,16 @@ class WebSocketService:
         else:
             future.set_exception(_server_error(message))
 
-    def _on_challenge(self) -> NexusConnectionError:
-        return NexusConnectionError(
+    def _on_challenge(self) -> NexusConnectionError | None:
+        if self._signing_key is not None:
+            # Authenticated already on this connection; a second challenge is odd
+            # but harmless: ignore it rather than drop a working connection.
+            log.warning("ignored a second challenge on an authenticated connection")
+            return None
+        return AuthenticationError(
             "the server requires key-pair authentication (it sent a challenge), and "
-            "this client has no signing key configured. Not retrying.",
-            retryable=False,
+            "this client has no signing key configured: pass signing_key=... "
+            "(see `nexus-reactive keygen`). Not retrying."
         )
 
     def _give_up(self, error: NexusConnectionError) -> None:

@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, Self, TypeVar, overload
+
+from reactivex import abc
 
 from .config import WebSocketConfig
 from .core import ConnectionState
 from .errors import NexusError, UsageError
-from .messages import AuthOkMessage, ChallengeMessage, Message
+from .messages import AuthOkMessage, ChallengeMessage, Message, new_id
 from .service import WebSocketService
-from .streams import DerivedStream, ValueStream
+from .streams import DerivedStream, ScheduledView, ValueStream
 
 __all__ = ["History", "WebSocketStore", "use_websocket"]
 
@@ -84,6 +87,11 @@ class History(Sequence[T], Generic[T]):
     def __repr__(self) -> str:
         return f"History({len(self)} messages)"
 
+    def _repr_html_(self) -> str:
+        from .display import history_html
+
+        return history_html(self)  # type: ignore[arg-type]
+
 
 class WebSocketStore:
     """What :func:`use_websocket` returns: state, messages and two commands.
@@ -93,14 +101,26 @@ class WebSocketStore:
         state, messages, send_message, clear_messages = store
     """
 
-    def __init__(self, config: WebSocketConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: WebSocketConfig,
+        loop: asyncio.AbstractEventLoop,
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> None:
         self._config = config
         self._loop = loop
+        self._thread = threading.get_ident()
+        self._scheduler = scheduler
         self.service = WebSocketService(config)
         self._buffer: list[Message] = []
         self._start = 0
         self._flush_scheduled = False
         self._messages: DerivedStream[History[Message]] = DerivedStream(self._snapshot, "messages")
+        self._state_view: ValueStream[ConnectionState] = self.service.state
+        self._messages_view: ValueStream[History[Message]] = self._messages
+        if scheduler is not None:
+            self._state_view = ScheduledView(self.service.state, scheduler)
+            self._messages_view = ScheduledView(self._messages, scheduler)
         self._closed = False
         self._unsubscribe = self.service.messages.subscribe(self._on_message)
         self._connecting: asyncio.Task[None] | None = loop.create_task(
@@ -117,27 +137,44 @@ class WebSocketStore:
 
     @property
     def state(self) -> ValueStream[ConnectionState]:
-        """The connection state; ``state.value`` is the current one."""
-        return self.service.state
+        """The connection state; ``state.value`` is the current one.
+
+        Emissions arrive on the store's scheduler if one was given, else on the
+        event loop's thread.
+        """
+        return self._state_view
 
     @property
     def messages(self) -> ValueStream[History[Message]]:
         """Received messages in arrival order; ``messages.value`` is current."""
-        return self._messages
+        return self._messages_view
+
+    @property
+    def scheduler(self) -> abc.SchedulerBase | None:
+        """The scheduler every emission is delivered on, if one was given."""
+        return self._scheduler
 
     def send_message(self, query: str, team_id: str | None = None) -> str:
-        """Ask ``query``; the answer arrives in :attr:`messages`.
+        """Ask ``query``; the answer arrives in :attr:`messages`. Any thread may call it.
 
         Returns:
             The ask's id, which its ``response`` carries.
 
         Raises:
             OutboxFull: too many messages wait for a connection; nothing was queued.
+                (Called from another thread, the error goes to ``service.errors``.)
         """
-        return self.service.send_query(query, team_id)
+        if self._on_loop_thread():
+            return self.service.send_query(query, team_id)
+        ask_id = new_id()
+        self._loop.call_soon_threadsafe(self._send_from_thread, query, team_id, ask_id)
+        return ask_id
 
     def clear_messages(self) -> None:
-        """Empty the history. Views taken before keep their contents."""
+        """Empty the history; views taken before keep their contents. Any thread."""
+        if not self._on_loop_thread():
+            self._loop.call_soon_threadsafe(self.clear_messages)
+            return
         self._buffer = []
         self._start = 0
         self._messages._emit(self._snapshot())
@@ -151,7 +188,22 @@ class WebSocketStore:
     # -- cleanup ("unmount") -------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop connecting, close the connection, and complete the streams."""
+        """Stop connecting, close the connection, and complete the streams.
+
+        It may be awaited from any thread or event loop: the work runs on the
+        store's own loop.
+        """
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            future = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+            await asyncio.wrap_future(future)
+            return
+        await self._close()
+
+    async def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -170,7 +222,34 @@ class WebSocketStore:
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
 
+    # -- notebooks ---------------------------------------------------------------
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        from .display import store_html
+
+        return store_html(self.service.state.value, self._snapshot(), self._config.url)
+
+    def display(self) -> Any:
+        """Show a live view in a notebook that updates in place as state and
+        messages change. Returns the IPython display handle."""
+        from .display import live_view
+
+        return live_view(self)
+
     # -- internals ---------------------------------------------------------------
+
+    def _on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._thread
+
+    def _send_from_thread(self, query: str, team_id: str | None, ask_id: str) -> None:
+        try:
+            self.service.send_query(query, team_id, message_id=ask_id)
+        except NexusError as exc:
+            log.warning("send_message from another thread failed: %s", exc)
+            self.service._report(exc)
 
     async def _connect(self) -> None:
         try:
@@ -206,10 +285,20 @@ class WebSocketStore:
 
 
 @overload
-def use_websocket(config: WebSocketConfig, /) -> WebSocketStore: ...
+def use_websocket(
+    config: WebSocketConfig, /, *, scheduler: abc.SchedulerBase | None = None
+) -> WebSocketStore: ...
 @overload
-def use_websocket(config: None = None, /, **options: Any) -> WebSocketStore: ...
-def use_websocket(config: WebSocketConfig | None = None, /, **options: Any) -> WebSocketStore:
+def use_websocket(
+    config: None = None, /, *, scheduler: abc.SchedulerBase | None = None, **options: Any
+) -> WebSocketStore: ...
+def use_websocket(
+    config: WebSocketConfig | None = None,
+    /,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    **options: Any,
+) -> WebSocketStore:
     """Create a store and start connecting at once, like the seed's ``useWebSocket``.
 
     Call it from a coroutine (the store runs on the running event loop)::
@@ -221,6 +310,8 @@ def use_websocket(config: WebSocketConfig | None = None, /, **options: Any) -> W
         config: a :class:`WebSocketConfig`; or give its fields as keywords
             (``url=..., api_key=..., max_messages=...``), optionally overriding
             those of ``config``.
+        scheduler: deliver every emission of ``state`` and ``messages`` on this
+            reactivex scheduler (e.g. ``TkinterScheduler``, ``QtScheduler``).
 
     Raises:
         UsageError: there is no running event loop.
@@ -232,9 +323,10 @@ def use_websocket(config: WebSocketConfig | None = None, /, **options: Any) -> W
         raise UsageError(
             "use_websocket() needs a running asyncio event loop. From a script, call it "
             "inside a coroutine: `async def main(): async with use_websocket(...) as "
-            "store: ...` then `asyncio.run(main())`."
+            "store: ...` then `asyncio.run(main())`; or use use_websocket_sync(...), which "
+            "runs its own loop in a background thread (Tk/Qt apps, plain REPLs)."
         ) from None
     resolved = WebSocketConfig.from_options(config, **options) if options else config
     if resolved is None:
         resolved = WebSocketConfig()
-    return WebSocketStore(resolved, loop)
+    return WebSocketStore(resolved, loop, scheduler)

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from .core.policy import close_error, http_error
-from .errors import AuthenticationError, NexusConnectionError, ProtocolError
+from .errors import NexusConnectionError, ProtocolError
 
 __all__ = ["Transport", "open_transport"]
 
@@ -77,6 +77,20 @@ class Transport:
             elif kind in _ENDED:
                 return self._why_ended(kind, msg.data, msg.extra)
 
+    async def receive_frame(self) -> bytes:
+        """Receive one text frame; used by handshakes, before the receive loop runs.
+
+        Raises:
+            NexusConnectionError: the connection ended first.
+        """
+        while True:
+            msg = await self._ws.receive()
+            if msg.type is _TEXT:
+                data: bytes = msg.data
+                return data
+            if msg.type in _ENDED:
+                raise self._why_ended(msg.type, msg.data, msg.extra)
+
     def _why_ended(self, kind: WSMsgType, data: object, extra: object) -> NexusConnectionError:
         ws = self._ws
         if kind is WSMsgType.CLOSE and isinstance(data, int):
@@ -133,9 +147,11 @@ async def open_transport(
     except aiohttp.WSServerHandshakeError as exc:
         raise http_error(exc.status, _retry_after(exc.headers)) from None
     except aiohttp.ClientConnectorCertificateError as exc:
-        raise AuthenticationError(
-            f"the server's TLS certificate was rejected ({exc.certificate_error}); "
-            "pass ssl=<an SSLContext trusting its CA> if it is a private CA"
+        raise NexusConnectionError(
+            f"the server's TLS certificate was rejected ({_cert_reason(exc)}). If the "
+            "server uses a private CA, pass ssl=<an ssl.SSLContext that trusts it>; check "
+            "that the URL's host name matches the certificate. Not retrying.",
+            retryable=False,
         ) from None
     except TimeoutError:
         raise NexusConnectionError(
@@ -153,6 +169,11 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
         return max(0.0, float(headers.get("Retry-After", "")))
     except ValueError:
         return None
+
+
+def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    error = exc.certificate_error
+    return getattr(error, "verify_message", None) or str(error) or "verification failed"
 
 
 def _retry_after_in(reason: str) -> float | None:

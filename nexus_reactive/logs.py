@@ -1,0 +1,40 @@
+"""Logging: one ``nexus_reactive`` hierarchy, and ``NEXUS_DEBUG=1``.
+
+- ``nexus_reactive.service``: state changes (DEBUG), reconnects and failures (INFO+);
+- ``nexus_reactive.frames``: every frame in (``<-``) and out (``->``) at DEBUG,
+  signatures redacted (API keys never travel in frames);
+- ``nexus_reactive.transport``, ``.streams``, ``.store``, ``.server``.
+
+``NEXUS_DEBUG=1`` in the environment turns all of it on at DEBUG on stderr, as the
+seed's "add console logging" does, without touching the application's logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+__all__ = ["enable_debug_from_env", "enable_debug_logging"]
+
+_ROOT = "nexus_reactive"
+_enabled = False
+
+
+def enable_debug_logging() -> None:
+    """Log everything nexus-reactive does, frames included, to stderr at DEBUG."""
+    global _enabled
+    if _enabled:
+        return
+    _enabled = True
+    logger = logging.getLogger(_ROOT)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
+def enable_debug_from_env() -> None:
+    """Apply ``NEXUS_DEBUG=1`` (or ``true``/``yes``/``on``) if it is set."""
+    if os.environ.get("NEXUS_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+        enable_debug_logging()
