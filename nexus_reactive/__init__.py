@@ -46,6 +46,7 @@ from .messages import (
     ErrorMessage,
     ErrorPayload,
     Message,
+    PartialResponse,
     ResponseChunkMessage,
     ResponseChunkPayload,
     ResponseMessage,
@@ -54,7 +55,7 @@ from .messages import (
     new_id,
 )
 from .service import WebSocketService
-from .store import History, WebSocketStore, use_websocket
+from .store import History, HistoryItem, WebSocketStore, use_websocket
 from .streams import Stream, ValueStream
 from .sync import SyncWebSocketStore, use_websocket_sync
 
@@ -81,10 +82,12 @@ __all__ = [
     "ErrorMessage",
     "ErrorPayload",
     "History",
+    "HistoryItem",
     "Message",
     "NexusConnectionError",
     "NexusError",
     "OutboxFull",
+    "PartialResponse",
     "Phase",
     "ProtocolError",
     "RequestTimeout",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .core import ConnectionState
-from .messages import ErrorMessage, Message, ResponseMessage
+from .messages import ErrorMessage, Message, PartialResponse, ResponseMessage
 
 if TYPE_CHECKING:
     from .store import WebSocketStore
@@ -26,12 +26,14 @@ def state_html(state: ConnectionState) -> str:
     return state._repr_html_()
 
 
-def history_html(messages: Sequence[Message]) -> str:
+def history_html(messages: Sequence[Message | PartialResponse]) -> str:
     """The newest messages as a small table."""
     rows = []
     for message in list(messages)[-_SHOWN:]:
         if isinstance(message, ResponseMessage):
             text = message.payload.answer
+        elif isinstance(message, PartialResponse):
+            text = f"{message.payload.answer} \u2026"
         elif isinstance(message, ErrorMessage):
             text = f"{message.payload.code}: {message.payload.message}"
         else:
@@ -49,7 +51,9 @@ def history_html(messages: Sequence[Message]) -> str:
     )
 
 
-def store_html(state: ConnectionState, messages: Sequence[Message], url: str) -> str:
+def store_html(
+    state: ConnectionState, messages: Sequence[Message | PartialResponse], url: str
+) -> str:
     """A store: where it connects, its state, and its newest messages."""
     return (
         f"<div><b>WebSocketStore</b> <code>{html.escape(url)}</code><br>"

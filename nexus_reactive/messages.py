@@ -37,6 +37,7 @@ __all__ = [
     "ErrorPayload",
     "KnownMessage",
     "Message",
+    "PartialResponse",
     "ResponseChunkMessage",
     "ResponseChunkPayload",
     "ResponseMessage",
@@ -172,6 +173,20 @@ class UnknownMessage(msgspec.Struct, frozen=True, gc=False):
     type: Annotated[str, msgspec.Meta(min_length=1)]
     id: MessageId
     payload: Any
+
+
+class PartialResponse(msgspec.Struct, frozen=True, gc=False):
+    """An answer still being streamed: the text so far. Not a wire message.
+
+    A store shows it where the answer will be, growing as ``response_chunk``
+    frames arrive, and replaces it with the final :class:`ResponseMessage`.
+    ``payload.answer`` works as it does for a response.
+    """
+
+    type: ClassVar[str] = "response_partial"
+    id: str
+    payload: AskResponse
+    pieces: int = 0
 
 
 KnownMessage: TypeAlias = (

@@ -50,6 +50,7 @@ from .messages import (
     ChallengeMessage,
     ErrorMessage,
     Message,
+    ResponseChunkMessage,
     ResponseMessage,
     new_id,
 )
@@ -66,12 +67,18 @@ Handler = Callable[[Any], None]
 
 
 class _Waiter:
-    """What the core holds for an ask: its future (if awaited) and its timer."""
+    """What the core holds for an ask: its future (if awaited), its timer, and who
+    wants its streamed pieces."""
 
-    __slots__ = ("future", "timer")
+    __slots__ = ("future", "on_piece", "timer")
 
-    def __init__(self, future: asyncio.Future[AskResponse] | None) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[AskResponse] | None,
+        on_piece: Callable[[str], None] | None = None,
+    ) -> None:
         self.future = future
+        self.on_piece = on_piece
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -137,6 +144,11 @@ class WebSocketService:
     @property
     def config(self) -> WebSocketConfig:
         return self._config
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     @property
     def messages(self) -> Observable[Message]:
@@ -349,7 +361,7 @@ class WebSocketService:
             OutboxFull: the outbox is full; nothing was queued.
         """
         ask_id = message_id or new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=AskRequest(query, team_id)))
+        frame = codec.encode(AskMessage(id=ask_id, payload=_ask_request(query, team_id)))
         self._track(ask_id, frame, None)
         return ask_id
 
@@ -370,19 +382,77 @@ class WebSocketService:
             NexusConnectionError: the service gave up reconnecting.
             OutboxFull: the outbox is full; nothing was queued.
         """
+        return await self._ask(query, team_id, timeout)
+
+    async def _ask(
+        self,
+        query: str,
+        team_id: str | None,
+        timeout: float | None,
+        on_piece: Callable[[str], None] | None = None,
+    ) -> AskResponse:
         if self._failure is not None:
             # Nothing will connect until connect() is called again: say why now
             # instead of letting the ask sit out its timeout.
             raise self._failure
         future: asyncio.Future[AskResponse] = asyncio.get_running_loop().create_future()
         ask_id = new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=AskRequest(query, team_id)))
-        self._track(ask_id, frame, future, timeout)
+        frame = codec.encode(AskMessage(id=ask_id, payload=_ask_request(query, team_id)))
+        self._track(ask_id, frame, future, timeout, on_piece)
         try:
             return await future
         finally:
             if not future.done() or future.cancelled():
                 self._abandon(ask_id)
+
+    def ask_stream(
+        self, query: str, team_id: str | None = None, timeout: float | None = None
+    ) -> Observable[str]:
+        """Ask, and observe the answer as it is written.
+
+        Each subscription asks once. It emits the answer's pieces in order (each
+        once, whatever order or repeats the server's ``response_chunk`` frames came
+        in) and completes when the final ``response`` arrives; the pieces joined
+        always equal the final answer (a server that does not stream gives it as
+        one piece). Errors as :meth:`ask`. Subscribe on the event loop's thread.
+        """
+
+        def subscribe(
+            observer: abc.ObserverBase[str], _scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            pieces: list[str] = []
+
+            def on_piece(delta: str) -> None:
+                pieces.append(delta)
+                observer.on_next(delta)
+
+            task = asyncio.get_running_loop().create_task(
+                self._ask(query, team_id, timeout, on_piece), name="nexus-reactive-ask"
+            )
+
+            def done(finished: asyncio.Task[AskResponse]) -> None:
+                if finished.cancelled():
+                    return
+                error = finished.exception()
+                if isinstance(error, Exception):
+                    observer.on_error(error)
+                    return
+                answer = finished.result().answer
+                sent = "".join(pieces)
+                if answer.startswith(sent) and len(answer) > len(sent):
+                    observer.on_next(answer[len(sent) :])
+                elif not answer.startswith(sent):
+                    log.warning("streamed pieces of %r differ from its final answer", query)
+                observer.on_completed()
+
+            task.add_done_callback(done)
+
+            def cancel() -> None:
+                task.cancel()
+
+            return Disposable(cancel)
+
+        return reactivex.create(subscribe)
 
     def _track(
         self,
@@ -390,8 +460,9 @@ class WebSocketService:
         frame: bytes,
         future: asyncio.Future[AskResponse] | None,
         timeout: float | None = None,
+        on_piece: Callable[[str], None] | None = None,
     ) -> None:
-        waiter = _Waiter(future)
+        waiter = _Waiter(future, on_piece)
         self._core.submit_ask(ask_id, frame, waiter)
         limit = timeout if timeout is not None else self._config.request_timeout
         if limit is not None:
@@ -599,8 +670,25 @@ class WebSocketService:
                     # A server about to close with 4429 says how long to stay away.
                     self._retry_after = message.payload.retry_after
                 self._report(_server_error(message))
+        elif isinstance(message, ResponseChunkMessage):
+            for piece in self._core.chunk(message.id, message.payload.index, message):
+                self._deliver_piece(piece)
+            return None
         elif isinstance(message, ChallengeMessage):
             return self._on_challenge()
+        self._deliver(message)
+        return None
+
+    def _deliver_piece(self, piece: ResponseChunkMessage) -> None:
+        entry = self._core.pending.get(piece.id)
+        if entry is not None and entry.waiter is not None and entry.waiter.on_piece is not None:
+            try:
+                entry.waiter.on_piece(piece.payload.delta)
+            except Exception:
+                log.exception("an ask_stream subscriber raised")
+        self._deliver(piece)
+
+    def _deliver(self, message: Message) -> None:
         self._messages._emit(message)
         handlers = self._handlers.get(message.type)
         if handlers:
@@ -609,7 +697,6 @@ class WebSocketService:
                     handler(message)
                 except Exception:
                     log.exception("an on_message handler for %r raised", message.type)
-        return None
 
     def _hold(self, message: ErrorMessage) -> None:
         wait = message.payload.retry_after
@@ -670,3 +757,11 @@ class WebSocketService:
 def _server_error(message: ErrorMessage) -> ServerError:
     p = message.payload
     return ServerError(p.code, p.message, message_id=message.id, retry_after=p.retry_after)
+
+
+def _ask_request(query: str, team_id: str | None) -> AskRequest:
+    if not isinstance(query, str) or not query:
+        raise ProtocolError("an ask needs a non-empty query string; nothing was sent")
+    if team_id is not None and not isinstance(team_id, str):
+        raise ProtocolError("team_id must be a string or None; nothing was sent")
+    return AskRequest(query, team_id)

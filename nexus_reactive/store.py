@@ -9,6 +9,10 @@ History is bounded and cheap: appending is O(1), whatever its length, and each
 emission is an immutable :class:`History` view that shares storage with the
 store instead of copying the list. Under a flood, ``messages`` emits at most
 once per event-loop tick with everything that arrived in it.
+
+A streamed answer shows as a :class:`PartialResponse` that grows in place and is
+replaced by the final response. Stores for the same server and settings share one
+connection; a store scoped to a ``team_id`` sees only the answers to its own asks.
 """
 
 from __future__ import annotations
@@ -17,23 +21,37 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any, Generic, Self, TypeVar, overload
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Generic, Self, TypeAlias, TypeVar, overload
 
 from reactivex import abc
 
+from . import pool
 from .config import WebSocketConfig
 from .core import ConnectionState
 from .errors import NexusError, UsageError
-from .messages import AuthOkMessage, ChallengeMessage, Message, new_id
+from .messages import (
+    AskResponse,
+    AuthOkMessage,
+    ChallengeMessage,
+    Message,
+    PartialResponse,
+    ResponseChunkMessage,
+    ResponseMessage,
+    new_id,
+)
 from .service import WebSocketService
 from .streams import DerivedStream, ScheduledView, ValueStream
 
-__all__ = ["History", "WebSocketStore", "use_websocket"]
+__all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
 log = logging.getLogger("nexus_reactive.store")
 
 T = TypeVar("T")
+
+#: What a store's history holds: received messages, and answers being streamed.
+HistoryItem: TypeAlias = Message | PartialResponse
 
 # Handshake frames are the connection's business, not the conversation's.
 _NOT_HISTORY = (ChallengeMessage, AuthOkMessage)
@@ -42,16 +60,26 @@ _NOT_HISTORY = (ChallengeMessage, AuthOkMessage)
 class History(Sequence[T], Generic[T]):
     """An immutable view of messages in arrival order.
 
-    It shares the store's storage: the store only ever appends to it, so the slice
-    this view covers never changes. Creating one is O(1).
+    It shares the store's storage: the store only appends to that list, except to
+    put a final answer where its in-progress version stood, and a view taken while
+    that answer was in progress carries its own copy of the in-progress slot
+    (``patches``). So the contents of a view never change. Creating one is O(1)
+    plus the number of answers streaming at that moment.
     """
 
-    __slots__ = ("_items", "_start", "_stop")
+    __slots__ = ("_items", "_patches", "_start", "_stop")
 
-    def __init__(self, items: list[T], start: int = 0, stop: int | None = None) -> None:
+    def __init__(
+        self,
+        items: list[T],
+        start: int = 0,
+        stop: int | None = None,
+        patches: Mapping[int, T] | None = None,
+    ) -> None:
         self._items = items
         self._start = start
         self._stop = len(items) if stop is None else stop
+        self._patches = patches
 
     def __len__(self) -> int:
         return self._stop - self._start
@@ -62,23 +90,29 @@ class History(Sequence[T], Generic[T]):
     def __getitem__(self, index: slice) -> list[T]: ...
     def __getitem__(self, index: int | slice) -> T | list[T]:
         if isinstance(index, slice):
-            return self._items[self._start : self._stop][index]
+            return list(self)[index]
         n = self._stop - self._start
         if index < 0:
             index += n
         if not 0 <= index < n:
             raise IndexError("history index out of range")
-        return self._items[self._start + index]
+        at = self._start + index
+        patches = self._patches
+        if patches is not None and at in patches:
+            return patches[at]
+        return self._items[at]
 
     def __iter__(self) -> Iterator[T]:
-        items = self._items
-        for i in range(self._start, self._stop):
-            yield items[i]
+        items, patches = self._items, self._patches
+        if patches is None:
+            for i in range(self._start, self._stop):
+                yield items[i]
+        else:
+            for i in range(self._start, self._stop):
+                yield patches.get(i, items[i])
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, History):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-        if isinstance(other, Sequence) and not isinstance(other, str):
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
             return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
@@ -90,7 +124,7 @@ class History(Sequence[T], Generic[T]):
     def _repr_html_(self) -> str:
         from .display import history_html
 
-        return history_html(self)  # type: ignore[arg-type]
+        return history_html(self)  # type: ignore[arg-type]  # T is HistoryItem here
 
 
 class WebSocketStore:
@@ -106,18 +140,32 @@ class WebSocketStore:
         config: WebSocketConfig,
         loop: asyncio.AbstractEventLoop,
         scheduler: abc.SchedulerBase | None = None,
+        *,
+        team_id: str | None = None,
+        share: bool = True,
     ) -> None:
         self._config = config
         self._loop = loop
         self._thread = threading.get_ident()
         self._scheduler = scheduler
-        self.service = WebSocketService(config)
-        self._buffer: list[Message] = []
+        self._team_id = team_id
+        self._shared = share
+        self.service = pool.acquire(config, loop) if share else WebSocketService(config)
+        # History: live items are _buffer[_start:]; _patches holds the in-progress
+        # answers by slot, _streaming their slot and text by ask id.
+        self._buffer: list[HistoryItem] = []
         self._start = 0
+        self._patches: dict[int, HistoryItem] = {}
+        self._streaming: dict[str, tuple[int, str, int]] = {}
+        # A team-scoped store sees the answers to its own asks only.
+        self._own: set[str] = set()
+        self._own_order: deque[str] = deque()
         self._flush_scheduled = False
-        self._messages: DerivedStream[History[Message]] = DerivedStream(self._snapshot, "messages")
+        self._messages: DerivedStream[History[HistoryItem]] = DerivedStream(
+            self._snapshot, "messages"
+        )
         self._state_view: ValueStream[ConnectionState] = self.service.state
-        self._messages_view: ValueStream[History[Message]] = self._messages
+        self._messages_view: ValueStream[History[HistoryItem]] = self._messages
         if scheduler is not None:
             self._state_view = ScheduledView(self.service.state, scheduler)
             self._messages_view = ScheduledView(self._messages, scheduler)
@@ -128,8 +176,9 @@ class WebSocketStore:
         )
 
     def __repr__(self) -> str:
+        team = f" team={self._team_id}" if self._team_id else ""
         return (
-            f"<WebSocketStore {self._config.url} {self.service.state.value} "
+            f"<WebSocketStore {self._config.url}{team} {self.service.state.value} "
             f"{len(self._snapshot())} messages>"
         )
 
@@ -145,17 +194,16 @@ class WebSocketStore:
         return self._state_view
 
     @property
-    def messages(self) -> ValueStream[History[Message]]:
+    def messages(self) -> ValueStream[History[HistoryItem]]:
         """Received messages in arrival order; ``messages.value`` is current."""
         return self._messages_view
 
-    @property
-    def scheduler(self) -> abc.SchedulerBase | None:
-        """The scheduler every emission is delivered on, if one was given."""
-        return self._scheduler
-
     def send_message(self, query: str, team_id: str | None = None) -> str:
         """Ask ``query``; the answer arrives in :attr:`messages`. Any thread may call it.
+
+        Args:
+            query: the question.
+            team_id: the team to scope it to; defaults to the store's ``team_id``.
 
         Returns:
             The ask's id, which its ``response`` carries.
@@ -164,10 +212,12 @@ class WebSocketStore:
             OutboxFull: too many messages wait for a connection; nothing was queued.
                 (Called from another thread, the error goes to ``service.errors``.)
         """
-        if self._on_loop_thread():
-            return self.service.send_query(query, team_id)
+        team = team_id if team_id is not None else self._team_id
         ask_id = new_id()
-        self._loop.call_soon_threadsafe(self._send_from_thread, query, team_id, ask_id)
+        self._remember(ask_id)
+        if self._on_loop_thread():
+            return self.service.send_query(query, team, message_id=ask_id)
+        self._loop.call_soon_threadsafe(self._send_from_thread, query, team, ask_id)
         return ask_id
 
     def clear_messages(self) -> None:
@@ -177,6 +227,9 @@ class WebSocketStore:
             return
         self._buffer = []
         self._start = 0
+        self._patches = {}
+        # Answers still streaming keep their text and reappear with the next piece.
+        self._streaming = {k: (-1, text, n) for k, (_, text, n) in self._streaming.items()}
         self._messages._emit(self._snapshot())
 
     def __iter__(self) -> Iterator[Any]:
@@ -185,13 +238,25 @@ class WebSocketStore:
         yield self.send_message
         yield self.clear_messages
 
+    # -- more -----------------------------------------------------------------------
+
+    @property
+    def scheduler(self) -> abc.SchedulerBase | None:
+        """The scheduler every emission is delivered on, if one was given."""
+        return self._scheduler
+
+    @property
+    def team_id(self) -> str | None:
+        """The team this store is scoped to, if any."""
+        return self._team_id
+
     # -- cleanup ("unmount") -------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop connecting, close the connection, and complete the streams.
+        """Stop connecting, release the connection, and complete the streams.
 
-        It may be awaited from any thread or event loop: the work runs on the
-        store's own loop.
+        A shared connection closes when the last store using it closes. It may be
+        awaited from any thread or event loop: the work runs on the store's loop.
         """
         try:
             running = asyncio.get_running_loop()
@@ -213,7 +278,8 @@ class WebSocketStore:
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connecting
-        await self.service.close()
+        if not self._shared or pool.release(self.service):
+            await self.service.close()
         self._messages._complete()
 
     async def __aenter__(self) -> Self:
@@ -251,6 +317,14 @@ class WebSocketStore:
             log.warning("send_message from another thread failed: %s", exc)
             self.service._report(exc)
 
+    def _remember(self, ask_id: str) -> None:
+        if self._team_id is None:
+            return
+        self._own.add(ask_id)
+        self._own_order.append(ask_id)
+        if len(self._own_order) > max(10_000, 2 * self._config.max_messages):
+            self._own.discard(self._own_order.popleft())
+
     async def _connect(self) -> None:
         try:
             await self.service.connect()
@@ -261,42 +335,97 @@ class WebSocketStore:
     def _on_message(self, message: Message) -> None:
         if isinstance(message, _NOT_HISTORY):
             return
+        if self._team_id is not None and message.id and message.id not in self._own:
+            return
+        if isinstance(message, ResponseChunkMessage):
+            self._grow(message)
+        elif isinstance(message, ResponseMessage) and message.id in self._streaming:
+            self._finish(message)
+        else:
+            self._append(message)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _append(self, item: HistoryItem) -> int:
+        """Append to the history; return the item's slot in ``_buffer``."""
         buffer = self._buffer
-        buffer.append(message)
+        buffer.append(item)
         limit = self._config.max_messages
         if len(buffer) - self._start > limit:
             self._start += 1
             # Compact once half the buffer is dead: amortised O(1) per message, and
             # views taken before keep the old list.
             if self._start >= limit:
-                self._buffer = buffer[self._start :]
-                self._start = 0
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+                self._compact()
+        return len(self._buffer) - 1
+
+    def _compact(self) -> None:
+        start = self._start
+        self._buffer = self._buffer[start:]
+        self._start = 0
+        self._patches = {k - start: v for k, v in self._patches.items() if k >= start}
+        self._streaming = {
+            k: (slot - start if slot >= start else -1, text, n)
+            for k, (slot, text, n) in self._streaming.items()
+        }
+
+    def _grow(self, chunk: ResponseChunkMessage) -> None:
+        slot, text, pieces = self._streaming.get(chunk.id, (-1, "", 0))
+        text += chunk.payload.delta
+        partial = PartialResponse(chunk.id, AskResponse(answer=text), pieces + 1)
+        if slot < self._start:  # new, cleared, or fallen out of the bounded history
+            slot = self._append(partial)
+        else:
+            self._buffer[slot] = partial
+        self._patches[slot] = partial
+        self._streaming[chunk.id] = (slot, text, pieces + 1)
+
+    def _finish(self, response: ResponseMessage) -> None:
+        slot, _, _ = self._streaming.pop(response.id)
+        if slot < self._start:
+            self._append(response)
+            return
+        # Views taken while it streamed keep their patch; later ones see the answer.
+        self._buffer[slot] = response
+        del self._patches[slot]
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         if not self._closed:
             self._messages._emit(self._snapshot())
 
-    def _snapshot(self) -> History[Message]:
-        return History(self._buffer, self._start, len(self._buffer))
+    def _snapshot(self) -> History[HistoryItem]:
+        patches = dict(self._patches) if self._patches else None
+        return History(self._buffer, self._start, len(self._buffer), patches)
 
 
 @overload
 def use_websocket(
-    config: WebSocketConfig, /, *, scheduler: abc.SchedulerBase | None = None
+    config: WebSocketConfig,
+    /,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    team_id: str | None = None,
+    share: bool = True,
 ) -> WebSocketStore: ...
 @overload
 def use_websocket(
-    config: None = None, /, *, scheduler: abc.SchedulerBase | None = None, **options: Any
+    config: None = None,
+    /,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    team_id: str | None = None,
+    share: bool = True,
+    **options: Any,
 ) -> WebSocketStore: ...
 def use_websocket(
     config: WebSocketConfig | None = None,
     /,
     *,
     scheduler: abc.SchedulerBase | None = None,
+    team_id: str | None = None,
+    share: bool = True,
     **options: Any,
 ) -> WebSocketStore:
     """Create a store and start connecting at once, like the seed's ``useWebSocket``.
@@ -312,6 +441,10 @@ def use_websocket(
             those of ``config``.
         scheduler: deliver every emission of ``state`` and ``messages`` on this
             reactivex scheduler (e.g. ``TkinterScheduler``, ``QtScheduler``).
+        team_id: scope the store to a team: its asks carry this ``team_id`` and it
+            sees only the answers to its own asks.
+        share: share one connection with the other stores of this loop that have
+            the same connection settings (the default); ``False`` opens its own.
 
     Raises:
         UsageError: there is no running event loop.
@@ -329,4 +462,4 @@ def use_websocket(
     resolved = WebSocketConfig.from_options(config, **options) if options else config
     if resolved is None:
         resolved = WebSocketConfig()
-    return WebSocketStore(resolved, loop, scheduler)
+    return WebSocketStore(resolved, loop, scheduler, team_id=team_id, share=share)

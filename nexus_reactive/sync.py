@@ -20,9 +20,9 @@ from reactivex import abc
 from .config import WebSocketConfig
 from .core import ConnectionState
 from .errors import UsageError
-from .messages import AskResponse, Message
+from .messages import AskResponse
 from .service import WebSocketService
-from .store import History, WebSocketStore, use_websocket
+from .store import History, HistoryItem, WebSocketStore, use_websocket
 from .streams import ValueStream
 
 __all__ = ["SyncWebSocketStore", "use_websocket_sync"]
@@ -70,7 +70,7 @@ class SyncWebSocketStore:
         return self._store.state
 
     @property
-    def messages(self) -> ValueStream[History[Message]]:
+    def messages(self) -> ValueStream[History[HistoryItem]]:
         return self._store.messages
 
     def send_message(self, query: str, team_id: str | None = None) -> str:

@@ -21,6 +21,7 @@ from .state import ConnectionState, Phase
 __all__ = ["ClientCore", "Decision"]
 
 W = TypeVar("W")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,33 @@ class ClientCore(Generic[W]):
     def reply(self, message_id: str) -> tuple[Reply, Pending[W] | None]:
         """Classify a ``response`` or ``error`` for ``message_id``."""
         return self.pending.settle(message_id)
+
+    def chunk(self, ask_id: str, index: int, piece: T) -> list[T]:
+        """Order a streamed piece of the answer to ``ask_id``.
+
+        Returns:
+            The pieces now deliverable in order: none if ``index`` was delivered
+            already (a repeat, e.g. a stream restarted after a reconnect) or comes
+            early (it waits for the gap), several once a gap fills. Pieces for an id
+            no ask of ours waits for are passed through as they come.
+        """
+        entry = self.pending.get(ask_id)
+        if entry is None:
+            return [] if self.pending.answered(ask_id) else [piece]
+        if index < entry.next_chunk:
+            return []
+        if index > entry.next_chunk:
+            if entry.early is None:
+                entry.early = {}
+            entry.early.setdefault(index, piece)
+            return []
+        ready = [piece]
+        entry.next_chunk += 1
+        early = entry.early
+        while early and entry.next_chunk in early:
+            ready.append(early.pop(entry.next_chunk))
+            entry.next_chunk += 1
+        return ready
 
     def abandon(self, ask_id: str) -> Pending[W] | None:
         """Stop tracking an ask (it timed out, or its caller gave up)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Pending", "PendingTable", "Reply"]
 
@@ -29,11 +29,15 @@ class Pending(Generic[W]):
             for a fire-and-forget ask.
         on_wire: whether the frame was written to a connection that has not yet
             delivered its answer.
+        next_chunk: the ``index`` of the next streamed piece to deliver.
+        early: pieces that arrived ahead of ``next_chunk``, by index.
     """
 
     frame: bytes
     waiter: W | None = None
     on_wire: bool = False
+    next_chunk: int = 0
+    early: dict[int, Any] | None = None
 
 
 class PendingTable(Generic[W]):
@@ -76,6 +80,10 @@ class PendingTable(Generic[W]):
         if ask_id in self._answered:
             return Reply.DUPLICATE, None
         return Reply.UNSOLICITED, None
+
+    def answered(self, ask_id: str) -> bool:
+        """Whether ``ask_id`` was answered recently (its late pieces are stale)."""
+        return ask_id in self._answered
 
     def discard(self, ask_id: str) -> Pending[W] | None:
         """Forget an ask that timed out or was cancelled; a late reply is unsolicited."""

@@ -1,0 +1,263 @@
+"""use_websocket / WebSocketStore over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from nexus_reactive import (
+    ConnectionState,
+    History,
+    HistoryItem,
+    PartialResponse,
+    ResponseMessage,
+    UsageError,
+    WebSocketConfig,
+    WebSocketStore,
+    use_websocket,
+)
+
+from .conftest import Nexus, Scripted, library_tasks, response_frame
+from .faults import wait_for
+
+
+def test_use_websocket_without_a_loop_says_how_to_use_it() -> None:
+    with pytest.raises(UsageError) as info:
+        use_websocket(url="ws://localhost:8000", api_key="k")
+    assert "asyncio.run" in str(info.value) and "use_websocket_sync" in str(info.value)
+
+
+async def test_store_unpacks_like_the_hook_and_answers(nexus: Nexus) -> None:
+    store = use_websocket(nexus.config())
+    state, messages, send_message, clear_messages = store
+    assert state is store.state and messages is store.messages
+    seen_states: list[ConnectionState] = []
+    state.subscribe(seen_states.append)
+    assert len(seen_states) == 1  # replayed synchronously inside subscribe
+    await wait_for(lambda: state.value.connected)
+    ask_id = send_message("What is Nexus?")
+    await wait_for(lambda: len(messages.value) == 1)
+    message = messages.value[0]
+    assert isinstance(message, ResponseMessage) and message.id == ask_id
+    assert "What is Nexus?" in message.payload.answer  # the seed's message.payload.answer
+    assert seen_states[-1].connected
+    clear_messages()
+    assert len(messages.value) == 0
+    await store.close()
+    assert library_tasks() == []
+
+
+async def test_config_object_and_keywords_are_equivalent(nexus: Nexus) -> None:
+    async with use_websocket(nexus.config(), max_messages=5) as store:
+        assert store.service.config.max_messages == 5
+    with pytest.raises(Exception, match="unknown option"):
+        use_websocket(url=nexus.url, colour="blue")
+
+
+async def test_messages_replay_and_value_is_always_current(nexus: Nexus) -> None:
+    async with use_websocket(nexus.config()) as store:
+        await wait_for(lambda: store.state.value.connected)
+        for i in range(5):
+            store.send_message(f"q{i}")
+        emissions: list[History[HistoryItem]] = []
+        store.messages.subscribe(emissions.append)
+        assert emissions[0] == store.messages.value  # replayed at once
+        await wait_for(lambda: len(store.messages.value) == 5)
+
+        def current_when_seen(history: History[HistoryItem]) -> None:
+            assert len(history) == len(store.messages.value)
+
+        store.messages.subscribe(current_when_seen)
+        store.send_message("one more")
+        await wait_for(lambda: len(store.messages.value) == 6)
+        assert len(emissions[-1]) == 6
+
+
+async def test_views_are_immutable_snapshots(nexus: Nexus) -> None:
+    async with use_websocket(nexus.config()) as store:
+        store.send_message("first")
+        await wait_for(lambda: len(store.messages.value) == 1)
+        before = store.messages.value
+        store.send_message("second")
+        await wait_for(lambda: len(store.messages.value) == 2)
+        assert len(before) == 1
+        store.clear_messages()
+        assert len(before) == 1 and len(store.messages.value) == 0
+
+
+async def test_history_is_bounded_and_keeps_the_newest(scripted: Any) -> None:
+    async def flood(ws: web.WebSocketResponse, s: Scripted) -> None:
+        for i in range(250):
+            await ws.send_str(response_frame(f"id{i}", f"answer {i}"))
+        while await s.next_frame(ws) is not None:
+            pass
+
+    server = await scripted(flood)
+    async with use_websocket(server.config(max_messages=100)) as store:
+        await wait_for(lambda: any(m.id == "id249" for m in store.messages.value))
+        history = store.messages.value
+        assert len(history) == 100
+        assert [m.id for m in history] == [f"id{i}" for i in range(150, 250)]
+
+
+async def test_a_flood_is_batched_into_few_emissions_and_loses_nothing(scripted: Any) -> None:
+    async def flood(ws: web.WebSocketResponse, s: Scripted) -> None:
+        frames = [response_frame(f"id{i}", "x") for i in range(2000)]
+        for frame in frames:
+            await ws.send_str(frame)
+        while await s.next_frame(ws) is not None:
+            pass
+
+    server = await scripted(flood)
+    async with use_websocket(server.config(max_messages=5000)) as store:
+        emissions: list[int] = []
+        store.messages.subscribe(lambda h: emissions.append(len(h)))
+        await wait_for(lambda: len(store.messages.value) == 2000)
+        await wait_for(lambda: emissions[-1] == 2000)
+        assert len(emissions) < 2000 / 2  # many messages per emission
+        assert emissions == sorted(emissions)  # monotonic: nothing lost or reordered
+        assert [m.id for m in store.messages.value] == [f"id{i}" for i in range(2000)]
+
+
+async def test_streamed_answer_grows_in_place_then_is_replaced(scripted: Any) -> None:
+    release = asyncio.Event()
+
+    async def streamer(ws: web.WebSocketResponse, s: Scripted) -> None:
+        frame = await s.next_frame(ws)
+        assert frame is not None
+        ask = frame["id"]
+
+        def chunk(index: int, delta: str) -> str:
+            payload = {"delta": delta, "index": index}
+            return json.dumps({"type": "response_chunk", "id": ask, "payload": payload})
+
+        await ws.send_str(response_frame("before", "unrelated"))
+        await ws.send_str(chunk(1, "world"))  # out of order
+        await ws.send_str(chunk(0, "hello "))
+        await ws.send_str(chunk(0, "hello "))  # repeated
+        await release.wait()
+        await ws.send_str(chunk(2, "!"))
+        await ws.send_str(response_frame(ask, "hello world!"))
+        while await s.next_frame(ws) is not None:
+            pass
+
+    server = await scripted(streamer)
+    async with use_websocket(server.config()) as store:
+        ask_id = store.send_message("greet me")
+        await wait_for(
+            lambda: any(isinstance(m, PartialResponse) for m in store.messages.value)
+        )
+        during = store.messages.value
+        assert [m.id for m in during] == ["before", ask_id]
+        assert isinstance(during[1], PartialResponse)
+        assert during[1].payload.answer == "hello world"
+        release.set()
+        await wait_for(lambda: isinstance(store.messages.value[-1], ResponseMessage))
+        after = store.messages.value
+        assert [m.id for m in after] == ["before", ask_id]
+        assert after[1].payload.answer == "hello world!"
+        # The view taken while streaming still shows what it showed then.
+        assert isinstance(during[1], PartialResponse)
+        assert during[1].payload.answer == "hello world"
+
+
+async def test_stores_for_the_same_server_share_one_socket(nexus: Nexus) -> None:
+    config = nexus.config()
+    a = use_websocket(config)
+    b = use_websocket(config, max_messages=50)  # a per-store option: still shared
+    assert a.service is b.service
+    other = use_websocket(config, share=False)
+    assert other.service is not a.service
+    await wait_for(lambda: a.state.value.connected and other.state.value.connected)
+    a.send_message("from a")
+    b.send_message("from b")
+    await wait_for(lambda: len(a.messages.value) == 2 and len(b.messages.value) == 2)
+    assert nexus.stats.connections_total == 2  # a+b share one, `other` has its own
+    await a.close()
+    assert b.state.value.connected  # still used by b
+    b.send_message("still works")
+    await wait_for(lambda: len(b.messages.value) == 3)
+    await b.close()
+    await other.close()
+    await wait_for(lambda: nexus.stats.connections_open == 0)
+    assert library_tasks() == []
+
+
+async def test_team_scoped_store_sees_only_its_own_answers(start_nexus: Any) -> None:
+    from nexus_reactive import AskRequest, AskResponse
+
+    def engine(request: AskRequest) -> AskResponse:
+        return AskResponse(answer=f"{request.team_id}: {request.query}")
+
+    server = await start_nexus(engine=engine)
+    config = server.config()
+    red = use_websocket(config, team_id="red")
+    blue = use_websocket(config, team_id="blue")
+    everyone = use_websocket(config)
+    assert red.service is blue.service is everyone.service
+    red.send_message("hi")
+    blue.send_message("hello")
+    await wait_for(lambda: len(everyone.messages.value) == 2)
+    await wait_for(lambda: len(red.messages.value) == 1 and len(blue.messages.value) == 1)
+    assert red.messages.value[0].payload.answer == "red: hi"
+    assert blue.messages.value[0].payload.answer == "blue: hello"
+    assert server.stats.connections_total == 1
+    for store in (red, blue, everyone):
+        await store.close()
+
+
+async def test_close_from_another_thread_and_thread_safe_commands(nexus: Nexus) -> None:
+    store = use_websocket(nexus.config())
+    await wait_for(lambda: store.state.value.connected)
+    ids = await asyncio.to_thread(lambda: [store.send_message(f"t{i}") for i in range(3)])
+    await wait_for(lambda: len(store.messages.value) == 3)
+    assert sorted(m.id for m in store.messages.value) == sorted(ids)
+    await asyncio.to_thread(store.clear_messages)
+    await wait_for(lambda: len(store.messages.value) == 0)
+
+    def close_in_thread() -> None:
+        asyncio.run(store.close())
+
+    await asyncio.to_thread(close_in_thread)
+    assert store.service.closed
+    assert library_tasks() == []
+
+
+async def test_scheduler_delivers_every_emission_through_it(nexus: Nexus) -> None:
+    from reactivex.scheduler.eventloop import AsyncIOScheduler
+
+    class Counting(AsyncIOScheduler):
+        scheduled = 0
+
+        def schedule(self, action: Any, state: Any = None) -> Any:
+            Counting.scheduled += 1
+            return super().schedule(action, state)
+
+    scheduler = Counting(asyncio.get_running_loop())
+    async with use_websocket(nexus.config(), scheduler=scheduler) as store:
+        seen: list[ConnectionState] = []
+        store.state.subscribe(seen.append)
+        assert seen == []  # not synchronous: it goes through the scheduler
+        await wait_for(lambda: bool(seen) and seen[-1].connected)
+        assert Counting.scheduled >= len(seen)
+        assert store.state.value.connected
+
+
+async def test_store_repr_and_html_never_show_the_key(nexus: Nexus) -> None:
+    async with use_websocket(nexus.config()) as store:
+        await wait_for(lambda: store.state.value.connected)
+        store.send_message("<b>markup</b>")
+        await wait_for(lambda: len(store.messages.value) == 1)
+        text = repr(store) + store._repr_html_() + repr(store.service.config)
+        assert "WebSocketStore" in text and "&lt;b&gt;markup" in text
+        assert nexus.config().api_key not in text  # type: ignore[operator]
+
+
+def test_store_requires_a_config_url() -> None:
+    with pytest.raises(Exception, match="ws://"):
+        WebSocketConfig(url="http://example.com")
+    assert WebSocketStore  # exported
