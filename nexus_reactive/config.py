@@ -66,6 +66,8 @@ class WebSocketConfig:
         rate: at most this many messages per second go out (``None``: no limit);
             excess messages wait, they are never dropped.
         burst: how many messages may go out at once before ``rate`` applies.
+        persist: a SQLite file that keeps the outbox, pending asks and history
+            across restarts and crashes (see :mod:`nexus_reactive.persist`).
     """
 
     url: str = "ws://localhost:8000"
@@ -83,14 +85,13 @@ class WebSocketConfig:
     max_messages: int = 1_000
     max_message_size: int = 4 * 1024 * 1024
     headers: Mapping[str, str] = field(default_factory=dict)
-    signing_key: Ed25519PrivateKey | str | os.PathLike[str] | None = field(
-        default=None, repr=False
-    )
+    signing_key: Ed25519PrivateKey | str | os.PathLike[str] | None = field(default=None, repr=False)
     auth_timeout: float = 10.0
     ssl: _ssl.SSLContext | bool = True
     allow_insecure: bool = False
     rate: float | None = None
     burst: int | None = None
+    persist: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         try:

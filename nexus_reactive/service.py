@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Self, cast
 
@@ -47,6 +48,7 @@ from .messages import (
     AskMessage,
     AskRequest,
     AskResponse,
+    AuthOkMessage,
     ChallengeMessage,
     ErrorMessage,
     Message,
@@ -55,6 +57,7 @@ from .messages import (
     new_id,
 )
 from .logs import enable_debug_from_env
+from .persist import Journal
 from .streams import DerivedStream, Stream, ValueStream
 from .transport import Transport, open_transport
 
@@ -135,9 +138,43 @@ class WebSocketService:
         self._bucket = TokenBucket(config.rate, config.burst)
         self._trace = False
         enable_debug_from_env()
+        self._journal: Journal | None = None
+        self.restored_history: list[Message] = []
+        if config.persist is not None:
+            self._open_journal(config.persist)
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.url} {self._core.state}>"
+
+    def _open_journal(self, path: str | os.PathLike[str]) -> None:
+        journal = Journal(
+            path, history_limit=self._config.max_messages, on_error=self._journal_error
+        )
+        self._journal = journal
+        self._core.restore(journal.restored.outbox)
+        for frame in journal.restored.history:
+            try:
+                self.restored_history.append(codec.decode(frame))
+            except ProtocolError as exc:
+                log.warning("skipped an unreadable message in the journal: %s", exc)
+        if journal.restored.outbox:
+            log.info("restored %d unsent message(s) from %s", len(journal.restored.outbox), path)
+
+    def _journal_error(self, error: NexusError) -> None:
+        # Called on the journal's thread: hop to the loop if there is one.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._report, error)
+
+    def forget_history(self) -> None:
+        """Clear the journal's durable history (a store's ``clear_messages`` does)."""
+        if self._journal is not None:
+            self._journal.clear_history()
+
+    async def flush(self) -> None:
+        """Wait until everything recorded in the journal (``persist=``) is durable."""
+        if self._journal is not None:
+            await asyncio.to_thread(self._journal.flush)
 
     # -- streams and introspection -------------------------------------------------
 
@@ -211,6 +248,7 @@ class WebSocketService:
                     observer.on_completed()
 
             task.add_done_callback(done)
+
             def cancel() -> None:
                 task.cancel()
 
@@ -289,8 +327,14 @@ class WebSocketService:
             "disconnect() was called before the answer arrived; connect() and ask again"
         )
         self._fail_ready(reason)
-        for ask_id, entry in list(self._core.pending.drain()):
+        # Awaited asks fail now; fire-and-forget ones stay queued for the next connect().
+        awaited = self._core.pending.drain_where(
+            lambda e: e.waiter is not None and e.waiter.future is not None
+        )
+        for ask_id, entry in awaited:
             self._finish(ask_id, entry.waiter, reason)
+            if self._journal is not None:
+                self._journal.abandoned(ask_id)
         if not self._closed and self._core.state.phase is not Phase.DISCONNECTED:
             self._publish(self._core.stopped())
 
@@ -305,7 +349,11 @@ class WebSocketService:
         if not self._closed:
             self._closed = True
             dropped = len(self._core.outbox)
-            if dropped:
+            if self._journal is not None:
+                await asyncio.to_thread(self._journal.close)
+                if dropped:
+                    log.info("%d unsent message(s) kept in the journal", dropped)
+            elif dropped:
                 log.warning("closed with %d unsent message(s) in the outbox", dropped)
             self._publish(self._core.closed())
             self._state._complete()
@@ -340,9 +388,12 @@ class WebSocketService:
         frame = codec.encode(typed)
         if isinstance(typed, AskMessage):
             self._track(typed.id, frame, None)
-        else:
-            self._core.submit(frame)
-            self._kick()
+            return
+        key = new_id() if self._journal is not None else None
+        self._core.submit(frame, key)
+        if self._journal is not None and key is not None:
+            self._journal.queued(key, False, frame)
+        self._kick()
 
     def send_query(
         self, query: str, team_id: str | None = None, *, message_id: str | None = None
@@ -464,6 +515,8 @@ class WebSocketService:
     ) -> None:
         waiter = _Waiter(future, on_piece)
         self._core.submit_ask(ask_id, frame, waiter)
+        if self._journal is not None:
+            self._journal.queued(ask_id, True, frame)
         limit = timeout if timeout is not None else self._config.request_timeout
         if limit is not None:
             loop = self._loop or asyncio.get_running_loop()
@@ -474,6 +527,8 @@ class WebSocketService:
         entry = self._core.abandon(ask_id)
         if entry is None:
             return
+        if self._journal is not None:
+            self._journal.abandoned(ask_id)
         error = RequestTimeout(
             f"no answer to ask {ask_id} within {limit:g}s (request_timeout); the server "
             "may be slow or unreachable. Raise the timeout or check state.error."
@@ -482,6 +537,8 @@ class WebSocketService:
 
     def _abandon(self, ask_id: str) -> None:
         entry = self._core.abandon(ask_id)
+        if entry is not None and self._journal is not None:
+            self._journal.abandoned(ask_id)
         if entry is not None and entry.waiter is not None and entry.waiter.timer is not None:
             entry.waiter.timer.cancel()
 
@@ -632,6 +689,8 @@ class WebSocketService:
                 if self._trace:
                     frames_log.debug("-> %s", codec.redact(item.frame))
                 await transport.send(item.frame)
+                if item.key is not None and self._journal is not None:
+                    self._journal.written(item.key)
             except asyncio.CancelledError:
                 core.unsent(item)
                 raise
@@ -649,9 +708,9 @@ class WebSocketService:
         except ProtocolError as exc:
             self._report(exc)
             return None
-        return self._dispatch(message)
+        return self._dispatch(message, frame)
 
-    def _dispatch(self, message: Message) -> NexusConnectionError | None:
+    def _dispatch(self, message: Message, frame: bytes = b"") -> NexusConnectionError | None:
         """Settle, deliver and hand out one message; an error return ends the connection."""
         if isinstance(message, (ResponseMessage, ErrorMessage)):
             if isinstance(message, ErrorMessage) and message.payload.code == "rate_limited":
@@ -663,6 +722,10 @@ class WebSocketService:
             if outcome is Reply.DUPLICATE:
                 log.debug("dropped a second answer to %s", message.id)
                 return None
+            if self._journal is not None:
+                # One operation: the answer is durable exactly when its ask is done.
+                answers = message.id if outcome is Reply.FIRST else None
+                self._journal.received(frame, answers)
             if entry is not None and entry.waiter is not None:
                 self._settle(entry.waiter, message)
             elif isinstance(message, ErrorMessage) and outcome is Reply.UNSOLICITED:
@@ -676,6 +739,8 @@ class WebSocketService:
             return None
         elif isinstance(message, ChallengeMessage):
             return self._on_challenge()
+        elif self._journal is not None and not isinstance(message, AuthOkMessage):
+            self._journal.received(frame)
         self._deliver(message)
         return None
 

@@ -170,6 +170,11 @@ class WebSocketStore:
             self._state_view = ScheduledView(self.service.state, scheduler)
             self._messages_view = ScheduledView(self._messages, scheduler)
         self._closed = False
+        if team_id is None:
+            # A journal (persist=) restores the history of the previous life.
+            for restored in self.service.restored_history:
+                if not isinstance(restored, _NOT_HISTORY):
+                    self._append(restored)
         self._unsubscribe = self.service.messages.subscribe(self._on_message)
         self._connecting: asyncio.Task[None] | None = loop.create_task(
             self._connect(), name="nexus-reactive-store-connect"
@@ -228,6 +233,7 @@ class WebSocketStore:
         self._buffer = []
         self._start = 0
         self._patches = {}
+        self.service.forget_history()
         # Answers still streaming keep their text and reappear with the next piece.
         self._streaming = {k: (-1, text, n) for k, (_, text, n) in self._streaming.items()}
         self._messages._emit(self._snapshot())

@@ -61,13 +61,24 @@ class ClientCore(Generic[W]):
 
     # -- what the application sends -------------------------------------------------
 
-    def submit(self, frame: bytes) -> None:
+    def submit(self, frame: bytes, key: str | None = None) -> None:
         """Queue a frame that is not tracked (anything but an ask).
 
         Raises:
             OutboxFull: nothing was queued.
         """
-        self.outbox.put(Outgoing(frame))
+        self.outbox.put(Outgoing(frame, None, key))
+
+    def restore(self, items: list[tuple[str, bool, bytes]]) -> None:
+        """Queue what a journal held from a previous life, in order, past the limit:
+        those messages were accepted already. Asks are tracked again (no waiter)."""
+        for key, is_ask, frame in items:
+            if is_ask:
+                if key not in self.pending:
+                    self.pending.add(key, frame)
+                    self.outbox.put_accepted(Outgoing(frame, key))
+            else:
+                self.outbox.put_accepted(Outgoing(frame, None, key))
 
     def submit_ask(self, ask_id: str, frame: bytes, waiter: W | None = None) -> Pending[W]:
         """Queue an ask and track it until its answer.

@@ -12,10 +12,12 @@ __all__ = ["Outbox", "Outgoing"]
 
 
 class Outgoing(NamedTuple):
-    """One encoded frame; ``ask_id`` is set for an ``ask`` tracked as pending."""
+    """One encoded frame; ``ask_id`` is set for an ``ask`` tracked as pending, ``key``
+    names any other message in a journal."""
 
     frame: bytes
     ask_id: str | None = None
+    key: str | None = None
 
 
 class Outbox:
@@ -46,6 +48,10 @@ class Outbox:
                 "(outbox_limit); nothing was queued. Wait for the connection to drain "
                 "it, or raise outbox_limit."
             )
+        self._items.append(item)
+
+    def put_accepted(self, item: Outgoing) -> None:
+        """Queue a frame accepted before (e.g. restored from a journal), past the limit."""
         self._items.append(item)
 
     def put_front(self, items: Iterable[Outgoing]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -92,6 +93,13 @@ class PendingTable(Generic[W]):
     def on_wire(self) -> list[tuple[str, Pending[W]]]:
         """Asks written to the wire and not answered, in the order they were made."""
         return [(ask_id, e) for ask_id, e in self._asks.items() if e.on_wire]
+
+    def drain_where(self, predicate: Callable[[Pending[W]], bool]) -> list[tuple[str, Pending[W]]]:
+        """Remove and return the asks ``predicate`` selects, in the order made."""
+        chosen = [(k, e) for k, e in self._asks.items() if predicate(e)]
+        for ask_id, _ in chosen:
+            del self._asks[ask_id]
+        return chosen
 
     def drain(self) -> list[tuple[str, Pending[W]]]:
         """Remove and return every pending ask (to fail them all at once)."""

@@ -1,0 +1,181 @@
+"""The durable journal (persist=): restarts, crashes, corrupt and locked files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nexus_reactive import AskRequest, AskResponse, ResponseMessage, WebSocketService, use_websocket
+from nexus_reactive.persist import Journal, PersistenceError
+
+from .conftest import KEY, Nexus
+from .faults import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def durable(db: Path) -> tuple[list[dict[str, Any]], int]:
+    """The history and the outbox size a journal file holds."""
+    with sqlite3.connect(db) as conn:
+        history = [json.loads(f) for (f,) in conn.execute("SELECT frame FROM history ORDER BY seq")]
+        (outbox,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    return history, outbox
+
+
+async def test_queued_asks_survive_a_restart_and_history_is_restored(
+    nexus: Nexus, tmp_path: Path
+) -> None:
+    db = tmp_path / "client.db"
+    first = WebSocketService(nexus.config(persist=db))
+    ids = [first.send_query(f"offline {i}") for i in range(5)]
+    await first.flush()
+    await first.close()  # never connected: all five wait in the journal
+    assert nexus.stats.asks_received == 0
+
+    async with use_websocket(nexus.config(persist=db)) as store:
+        assert store.service.outbox_size == 5
+        await wait_for(lambda: len(store.messages.value) == 5)
+        assert [m.id for m in store.messages.value] == ids  # in the order queued
+        await store.service.flush()
+
+    async with use_websocket(nexus.config(persist=db)) as again:
+        # Restored history, nothing left to send, nothing asked twice.
+        assert [m.id for m in again.messages.value] == ids
+        assert again.service.outbox_size == 0
+        await wait_for(lambda: again.state.value.connected)
+    assert nexus.stats.asks_received == 5
+
+
+async def test_clear_messages_clears_the_durable_history(nexus: Nexus, tmp_path: Path) -> None:
+    db = tmp_path / "client.db"
+    async with use_websocket(nexus.config(persist=db)) as store:
+        store.send_message("remember me")
+        await wait_for(lambda: len(store.messages.value) == 1)
+        store.clear_messages()
+        await store.service.flush()
+    history, outbox = durable(db)
+    assert history == [] and outbox == 0
+
+
+def test_a_corrupt_journal_is_a_clear_error(tmp_path: Path) -> None:
+    db = tmp_path / "broken.db"
+    db.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(PersistenceError, match="corrupt") as info:
+        Journal(db)
+    assert str(db) in str(info.value)
+
+
+def test_a_journal_in_use_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
+    db = tmp_path / "busy.db"
+    holder = Journal(db)
+    try:
+        holder.queued("a", True, b"{}")
+        assert holder.flush(5)
+        with pytest.raises(PersistenceError, match="locked"):
+            Journal(db)
+    finally:
+        holder.close()
+    Journal(db).close()  # free again once the holder closed
+
+
+async def test_crash_mid_flight_every_ask_answered_exactly_once(
+    start_nexus: Any, tmp_path: Path
+) -> None:
+    """SIGKILL a client with asks in flight on a slow server; a second life on the
+    same journal finishes the job: every ask answered, each answer recorded once."""
+    gate = asyncio.Event()
+    count = 20
+
+    async def slow(request: AskRequest) -> AskResponse:
+        if int(request.query.split()[-1]) >= 5:
+            await gate.wait()  # the first five answer at once, the rest hang
+        return AskResponse(answer=f"answer to {request.query}")
+
+    server = await start_nexus(engine=slow)
+    db = tmp_path / "crash.db"
+    env = {"NEXUS_API_KEY": KEY, "PYTHONPATH": str(ROOT)}
+
+    def spawn(send: int, expect: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.crash_client",
+                str(db),
+                server.url,
+                str(send),
+                str(expect),
+            ],
+            cwd=ROOT,
+            env={**env, "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    with spawn(count, 0) as life1:
+        try:
+            assert life1.stdout is not None
+            line = await asyncio.to_thread(life1.stdout.readline)
+            assert line.strip() == "queued"
+            await wait_for(lambda: server.stats.asks_received >= count, timeout=15)
+            await wait_for(lambda: server.stats.engine_calls >= count, timeout=15)
+        finally:
+            life1.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(life1.wait)
+    assert life1.returncode == -signal.SIGKILL
+
+    gate.set()
+    with spawn(0, count) as life2:
+        try:
+            assert life2.stdout is not None
+            out = await asyncio.wait_for(asyncio.to_thread(life2.stdout.read), 30)
+            assert out.split() == ["queued", "done"]
+            assert await asyncio.to_thread(life2.wait) == 0
+        finally:
+            if life2.poll() is None:
+                life2.kill()
+                await asyncio.to_thread(life2.wait)
+
+    history, outbox = durable(db)
+    responses = [m for m in history if m["type"] == "response"]
+    answers = sorted(m["payload"]["answer"] for m in responses)
+    assert answers == sorted(f"answer to question {i}" for i in range(count))
+    assert len({m["id"] for m in responses}) == count  # each answer once
+    assert outbox == 0  # nothing left to send
+
+
+def test_journal_restores_in_order(tmp_path: Path) -> None:
+    db = tmp_path / "order.db"
+    journal = Journal(db)
+    for i in range(5):
+        journal.queued(f"k{i}", i % 2 == 0, f'{{"i":{i}}}'.encode())
+    journal.written("k1")
+    journal.received(b'{"type":"response","id":"k0","payload":{"answer":"a"}}', answers="k0")
+    assert journal.flush(5)
+    journal.close()
+    again = Journal(db)
+    try:
+        assert [key for key, _, _ in again.restored.outbox] == ["k2", "k3", "k4"]
+        assert [ask for _, ask, _ in again.restored.outbox] == [True, False, True]
+        assert len(again.restored.history) == 1
+    finally:
+        again.close()
+
+
+async def test_answers_are_recorded_when_their_ask_is_done(nexus: Nexus, tmp_path: Path) -> None:
+    db = tmp_path / "answers.db"
+    async with WebSocketService(nexus.config(persist=db)) as service:
+        answer = await service.ask("durable?")
+        await service.flush()
+    history, outbox = durable(db)
+    assert outbox == 0
+    assert [m["payload"]["answer"] for m in history] == [answer.answer]
+    assert isinstance(ResponseMessage, type)
