@@ -18,6 +18,7 @@ reported and retried; the running process keeps its state in memory meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -176,11 +177,9 @@ class Journal:
         stopping = False
         while not stopping:
             # A failed batch is retried after _RETRY_DELAY even if nothing new comes.
-            batch: list[_Op | threading.Event | None | object] = []
-            try:
+            batch: list[_Op | threading.Event | object | None] = []
+            with contextlib.suppress(queue.Empty):
                 batch.append(self._queue.get(timeout=_RETRY_DELAY if pending else None))
-            except queue.Empty:
-                pass
             # Take everything else already queued: one transaction for all of it.
             while True:
                 try:
@@ -225,10 +224,8 @@ class Journal:
             )
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             error = PersistenceError(
                 f"{_explain(self.path, exc)}; {len(ops)} change(s) kept in memory and "
                 f"retried every {_RETRY_DELAY:g}s"

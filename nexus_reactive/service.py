@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Self, cast
 
 import aiohttp
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import reactivex
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.disposable import Disposable
@@ -44,6 +44,7 @@ from .errors import (
     ServerError,
     UsageError,
 )
+from .logs import enable_debug_from_env
 from .messages import (
     AskMessage,
     AskRequest,
@@ -56,7 +57,6 @@ from .messages import (
     ResponseMessage,
     new_id,
 )
-from .logs import enable_debug_from_env
 from .persist import Journal
 from .streams import DerivedStream, Stream, ValueStream
 from .transport import Transport, open_transport
@@ -713,11 +713,14 @@ class WebSocketService:
     def _dispatch(self, message: Message, frame: bytes = b"") -> NexusConnectionError | None:
         """Settle, deliver and hand out one message; an error return ends the connection."""
         if isinstance(message, (ResponseMessage, ErrorMessage)):
-            if isinstance(message, ErrorMessage) and message.payload.code == "rate_limited":
-                if self._core.resend(message.id):
-                    # Not an answer: the server will take the same ask (same id) later.
-                    self._hold(message)
-                    return None
+            if (
+                isinstance(message, ErrorMessage)
+                and message.payload.code == "rate_limited"
+                and self._core.resend(message.id)
+            ):
+                # Not an answer: the server will take the same ask (same id) later.
+                self._hold(message)
+                return None
             outcome, entry = self._core.reply(message.id)
             if outcome is Reply.DUPLICATE:
                 log.debug("dropped a second answer to %s", message.id)
