@@ -1,0 +1,162 @@
+"""Client-side security: API keys (rotating, never leaked), insecure transports,
+pacing, and a scan of logs, reprs and errors for secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from nexus_reactive import (
+    AuthenticationError,
+    ConfigError,
+    WebSocketConfig,
+    WebSocketService,
+    use_websocket,
+)
+from nexus_reactive.core import TokenBucket
+
+from .conftest import KEY, Nexus
+from .faults import FaultProxy, wait_for
+
+SEED_HEX = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
+
+
+def test_ws_to_a_remote_host_needs_allow_insecure() -> None:
+    with pytest.raises(ConfigError, match="clear text") as info:
+        WebSocketConfig(url="ws://nexus.example.com:8000", api_key="k")
+    assert "wss://" in str(info.value) and "allow_insecure" in str(info.value)
+    WebSocketConfig(url="ws://nexus.example.com:8000", api_key="k", allow_insecure=True)
+    for loopback in ("ws://localhost:1", "ws://127.0.0.1:1", "ws://[::1]:1", "ws://127.8.9.1"):
+        WebSocketConfig(url=loopback)
+    WebSocketConfig(url="wss://nexus.example.com")
+
+
+async def test_a_callable_key_is_called_on_every_attempt(start_nexus: Any) -> None:
+    server = await start_nexus(api_keys=[f"key-{n}" for n in range(1, 10)])
+    calls: list[str] = []
+
+    async def rotating() -> str:
+        calls.append(f"key-{len(calls) + 1}")
+        return calls[-1]
+
+    proxy = FaultProxy("127.0.0.1", server.server.port)
+    await proxy.start()
+    service = WebSocketService(server.config(url=proxy.url(), api_key=rotating))
+    try:
+        await service.connect()
+        await service.ask("with the first key")
+        await proxy.cut()
+        await wait_for(lambda: proxy.connections == 2 and service.state.value.connected)
+        await service.ask("with a fresh key")
+    finally:
+        await service.close()
+        await proxy.close()
+    # One call when connect() checks for a key up front, then one per attempt.
+    assert calls == [f"key-{n}" for n in range(1, 2 + proxy.connections)]
+
+
+async def test_a_sync_callable_key_works(nexus: Nexus) -> None:
+    async with WebSocketService(nexus.config(api_key=lambda: KEY)) as service:
+        assert (await service.ask("sync key")).answer
+
+
+async def test_the_key_travels_only_in_the_header(aiohttp_server: Any) -> None:
+    seen: list[tuple[str, str | None]] = []
+    frames: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append((str(request.url), request.headers.get("x-api-key")))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            frames.append(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/path", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    config = WebSocketConfig(url=f"ws://127.0.0.1:{server.port}/path?room=1", api_key=KEY)
+    async with WebSocketService(config) as service:
+        service.send_query("hello")
+        await wait_for(lambda: len(frames) == 1)
+    assert len(seen) == 1
+    url, header = seen[0]
+    assert header == KEY
+    assert KEY not in url and url.endswith("/path?room=1")
+    assert KEY not in frames[0]
+
+
+def test_token_bucket_delays_and_never_drops() -> None:
+    bucket = TokenBucket(rate=10.0, burst=2, now=0.0)
+    waits = [bucket.take(0.0) for _ in range(5)]
+    assert waits[:2] == [0.0, 0.0]  # the burst goes at once
+    assert waits[2:] == pytest.approx([0.1, 0.2, 0.3])  # then one every 1/rate
+    assert bucket.take(10.0) == 0.0  # refilled (up to the burst) after a pause
+    bucket.pause_until(20.0)
+    assert bucket.take(19.0) == pytest.approx(1.0)  # a server's retry_after holds it
+
+
+def test_token_bucket_without_rate_only_honours_pauses() -> None:
+    bucket = TokenBucket(rate=None)
+    assert [bucket.take(0.0) for _ in range(100)] == [0.0] * 100
+    bucket.pause_until(5.0)
+    assert bucket.take(4.0) == pytest.approx(1.0)
+
+
+async def test_client_rate_paces_the_wire(nexus: Nexus) -> None:
+    loop = asyncio.get_running_loop()
+    async with WebSocketService(nexus.config(rate=20.0, burst=1)) as service:
+        start = loop.time()
+        await asyncio.gather(*(service.ask(f"paced {i}") for i in range(6)))
+        elapsed = loop.time() - start
+    # Six messages at 20/s with a burst of one cannot all go in under 5/20 s.
+    assert elapsed >= 5 / 20 * 0.9
+    assert nexus.stats.asks_received == 6  # delayed, none dropped
+
+
+async def test_secrets_never_appear_in_logs_reprs_or_errors(
+    start_nexus: Any, caplog: pytest.LogCaptureFixture, tmp_path: Any
+) -> None:
+    """The scan: run the client through success, failure and debug frame tracing,
+    and look for the API key and the private key everywhere it could leak."""
+    caplog.set_level(logging.DEBUG)
+    server = await start_nexus()
+    texts: list[str] = []
+    key_obj = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(SEED_HEX))
+
+    async with use_websocket(server.config()) as store:
+        await wait_for(lambda: store.state.value.connected)
+        store.send_message("hello")
+        await wait_for(lambda: len(store.messages.value) == 1)
+        texts += [repr(store), str(store.service), repr(store.service.config), store._repr_html_()]
+        texts += [repr(store.state), repr(store.messages.value), str(store.state.value)]
+
+    bad = WebSocketService(server.config(api_key="wrong-" + KEY))
+    with pytest.raises(AuthenticationError) as info:
+        await bad.connect()
+    texts += [str(info.value), repr(info.value), str(bad.state.value)]
+    await bad.close()
+
+    for signing_key in (SEED_HEX, key_obj):
+        config = server.config(signing_key=signing_key, auth_timeout=0.3)
+        texts += [repr(config), str(config)]
+
+    for junk in (SEED_HEX[:-2] + "zz", SEED_HEX[:62], str(tmp_path / "missing.pem")):
+        service = WebSocketService(server.config(signing_key=junk))
+        with pytest.raises(ConfigError) as error_info:
+            await service.connect()
+        texts += [str(error_info.value), repr(error_info.value)]
+        await service.close()
+
+    texts += [record.getMessage() for record in caplog.records]
+    texts += [str(record.args) for record in caplog.records]
+    blob = "\n".join(texts)
+    assert "x-api-key" not in blob.lower() or KEY not in blob
+    assert KEY not in blob
+    assert SEED_HEX not in blob and SEED_HEX.upper() not in blob
+    assert any("->" in r.getMessage() for r in caplog.records if r.name.endswith("frames"))
