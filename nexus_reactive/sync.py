@@ -38,9 +38,7 @@ class SyncWebSocketStore:
     to receive them on the UI thread).
     """
 
-    def __init__(
-        self, config: WebSocketConfig, scheduler: abc.SchedulerBase | None = None
-    ) -> None:
+    def __init__(self, config: WebSocketConfig, scheduler: abc.SchedulerBase | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="nexus-reactive-loop", daemon=True

@@ -148,9 +148,7 @@ async def test_streamed_answer_grows_in_place_then_is_replaced(scripted: Any) ->
     server = await scripted(streamer)
     async with use_websocket(server.config()) as store:
         ask_id = store.send_message("greet me")
-        await wait_for(
-            lambda: any(isinstance(m, PartialResponse) for m in store.messages.value)
-        )
+        await wait_for(lambda: any(isinstance(m, PartialResponse) for m in store.messages.value))
         during = store.messages.value
         assert [m.id for m in during] == ["before", ask_id]
         assert isinstance(during[1], PartialResponse)
