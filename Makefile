@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test lint typecheck format soak clean
+.PHONY: install demo test lint format soak clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 test: install
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -X dev -W error::ResourceWarning -m pytest -q
 	$(MAKE) --no-print-directory lint
+
+## The long soak: many reconnect cycles under a steady stream of asks.
+soak: install
+	NEXUS_SOAK=long PYTHONASYNCIODEBUG=1 $(BIN)/python -X dev -W error::ResourceWarning -m pytest -q -m soak
 
 lint: install
 	$(BIN)/ruff check .
