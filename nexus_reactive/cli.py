@@ -3,7 +3,11 @@
 Subcommands::
 
     nexus-reactive serve [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+                         [--certfile PEM [--keyfile PEM]]
+                         [--require-signature] [--allowed-pubkey HEX ...]
+                         [--rate PER_SECOND [--burst N]] [--stream [--stream-delay S]]
     nexus-reactive ask [--url ws://localhost:8000] [--api-key KEY] [--team-id ID] "question"
+    nexus-reactive keygen [--out ./nexus_ed25519] [--force]
 
 Each subcommand is a function ``(args) -> exit code`` registered in
 :func:`build_parser`. Exit codes: 0 success, 1 runtime failure (e.g. the port is
@@ -22,8 +26,9 @@ from collections.abc import Callable, Sequence
 from .config import WebSocketConfig
 from .errors import ConfigError, NexusError, UsageError
 from .messages import AskResponse
-from .server import API_KEY_ENV, run_server
+from .server import API_KEY_ENV, EchoEngine, run_server
 from .service import WebSocketService
+from .signing import generate_keypair, write_keypair
 
 __all__ = ["build_parser", "main"]
 
@@ -33,6 +38,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Where ``keygen`` writes the private key by default (the public key goes to ``.pub``).
+DEFAULT_KEY_PATH = "nexus_ed25519"
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -73,6 +80,60 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"an accepted API key; repeat for several (default: ${API_KEY_ENV}). "
         f"Prefer {API_KEY_ENV}: arguments are visible to other local users.",
     )
+    tls = serve.add_argument_group("TLS (serve wss://)")
+    tls.add_argument("--certfile", metavar="PEM", help="the server certificate (chain), PEM")
+    tls.add_argument(
+        "--keyfile", metavar="PEM", help="its unencrypted private key, PEM (default: in certfile)"
+    )
+    auth = serve.add_argument_group("key-pair authentication")
+    auth.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="challenge every connection; serve only clients that sign it with an Ed25519 key",
+    )
+    auth.add_argument(
+        "--allowed-pubkey",
+        action="append",
+        dest="allowed_pubkeys",
+        metavar="HEX",
+        help="a public key let in (as 'keygen' prints it); repeat for several. "
+        "Implies --require-signature",
+    )
+    auth.add_argument(
+        "--auth-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time a client has to answer the challenge (default: 10)",
+    )
+    limits = serve.add_argument_group("rate limiting")
+    limits.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        metavar="PER_SECOND",
+        help="messages per second allowed per API key (default: no limit)",
+    )
+    limits.add_argument(
+        "--burst",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="messages a key may send at once (default: the rate, rounded up)",
+    )
+    demo = serve.add_argument_group("answers")
+    demo.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream answers word by word (response_chunk messages)",
+    )
+    demo.add_argument(
+        "--stream-delay",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="pause between streamed words (default: 0)",
+    )
     serve.set_defaults(command=_serve)
 
     ask = commands.add_parser(
@@ -104,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ask.set_defaults(command=_ask, default_log_level="warning")
 
+    keygen = commands.add_parser(
+        "keygen",
+        parents=[common],
+        help="make an Ed25519 key pair for key-pair authentication",
+        description="Write a new private key (mode 0600) and its public key (PATH.pub); "
+        "print the public key, for the server's --allowed-pubkey.",
+    )
+    keygen.add_argument(
+        "--out",
+        default=DEFAULT_KEY_PATH,
+        metavar="PATH",
+        help=f"where to write the private key (default: ./{DEFAULT_KEY_PATH})",
+    )
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing key at PATH")
+    keygen.set_defaults(command=_keygen, default_log_level="warning")
+
     # --- more subcommands go here: add a parser with parents=[common]
     # --- and set_defaults(command=handler), handler: (argparse.Namespace) -> int.
 
@@ -134,14 +211,47 @@ def _serve(args: argparse.Namespace) -> int:
     if api_keys is None and not os.environ.get(API_KEY_ENV):
         _error(f"serve: no API key; pass --api-key KEY or set {API_KEY_ENV}")
         return EXIT_USAGE
+    if args.burst is not None and args.rate is None:
+        _error("serve: --burst needs --rate")
+        return EXIT_USAGE
     try:
-        run_server(args.host, args.port, api_keys=api_keys)
+        run_server(
+            args.host,
+            args.port,
+            api_keys=api_keys,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            engine=EchoEngine(stream=args.stream, delay=args.stream_delay),
+            require_signature=args.require_signature,
+            allowed_pubkeys=args.allowed_pubkeys,
+            auth_timeout=args.auth_timeout,
+            rate_limit=args.rate,
+            rate_burst=args.burst,
+        )
     except ConfigError as exc:
         _error(f"serve: {exc}")
         return EXIT_USAGE
     except OSError as exc:
         _error(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        pubkey = write_keypair(args.out, generate_keypair(), overwrite=args.force)
+    except FileExistsError:
+        _error(f"keygen: {args.out} or {args.out}.pub already exists; pass --force to replace it")
+        return EXIT_FAILURE
+    except OSError as exc:
+        _error(f"keygen: cannot write {args.out}: {exc.strerror or exc}")
+        return EXIT_FAILURE
+    print(pubkey)
+    print(
+        f"wrote the private key to {args.out} (mode 0600, keep it secret) and the public "
+        f"key to {args.out}.pub",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -177,6 +287,34 @@ async def _ask_once(
 ) -> AskResponse:
     async with WebSocketService(config) as service:
         return await service.ask(question, team_id=team_id, timeout=timeout)
+
+
+def _number(text: str, kind: type[float] | type[int]) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return int(value)
 
 
 def _configure_logging(level: str) -> None:

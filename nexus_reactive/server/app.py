@@ -1,7 +1,8 @@
 """The reference server as an :class:`aiohttp.web.Application`.
 
 :func:`create_app` wires the pieces: API keys (:mod:`.auth`), the engine
-(:mod:`.engine`), the reply cache (:mod:`.dedupe`) and the connection handler
+(:mod:`.engine`), the reply cache (:mod:`.dedupe`), key-pair authentication
+(:mod:`.keyauth`), the rate limiter (:mod:`.ratelimit`) and the connection handler
 (:mod:`.connection`). Everything the app holds is reachable through typed
 :class:`aiohttp.web.AppKey` s, e.g. ``app[STATS_KEY].engine_calls``.
 """
@@ -9,7 +10,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from aiohttp import WSCloseCode, web
 
@@ -17,7 +19,9 @@ from .auth import ApiKeys
 from .connection import handle_upgrade
 from .dedupe import ReplyCache
 from .engine import EchoEngine, Engine
-from .state import ServerState, ServerStats
+from .keyauth import normalize_pubkeys
+from .ratelimit import RateLimiter
+from .state import KeyAuth, ServerState, ServerStats
 
 __all__ = ["STATE_KEY", "STATS_KEY", "create_app"]
 
@@ -30,6 +34,10 @@ STATE_KEY = web.AppKey("nexus_state", ServerState)
 DEFAULT_DEDUPE_SIZE = 10_000
 DEFAULT_DEDUPE_TTL = 300.0
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+DEFAULT_MAX_QUERY_LENGTH = 16_384
+DEFAULT_MAX_TEAM_ID_LENGTH = 128
+DEFAULT_AUTH_TIMEOUT = 10.0
+DEFAULT_ABUSE_THRESHOLD = 50
 
 
 def create_app(
@@ -40,45 +48,99 @@ def create_app(
     dedupe_size: int = DEFAULT_DEDUPE_SIZE,
     dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_query_length: int = DEFAULT_MAX_QUERY_LENGTH,
+    max_team_id_length: int = DEFAULT_MAX_TEAM_ID_LENGTH,
     heartbeat: float | None = None,
+    require_signature: bool = False,
+    allowed_pubkeys: Iterable[str] | None = None,
+    auth_timeout: float = DEFAULT_AUTH_TIMEOUT,
+    rate_limit: float | None = None,
+    rate_burst: int | None = None,
+    abuse_threshold: int = DEFAULT_ABUSE_THRESHOLD,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """Build a Nexus server application.
 
     Args:
         api_keys: the accepted ``x-api-key`` values: one, several, or ``None`` to
             read the ``NEXUS_API_KEY`` environment variable.
-        engine: what answers asks (sync or async, see :class:`Engine`);
+        engine: what answers asks (sync, async or streaming, see :class:`Engine`);
             :class:`EchoEngine` by default.
         path: the URL path that accepts WebSocket upgrades.
         dedupe_size: how many ask replies to remember for repeated ids.
         dedupe_ttl: seconds an unused remembered reply is kept.
-        max_message_size: the largest frame accepted, in bytes; a bigger one
-            closes the connection with code 1009.
+        max_message_size: the largest frame accepted, in bytes, also after
+            permessage-deflate decompression; a bigger one closes the connection
+            with code 1009.
+        max_query_length: the longest ``query`` accepted, in characters; a longer
+            one gets ``error`` ``bad_request``.
+        max_team_id_length: the longest ``team_id`` accepted, in characters.
         heartbeat: seconds between server pings; a client that does not answer
             in half that time is dropped. ``None``: no pings.
+        require_signature: require key-pair authentication: send a ``challenge``
+            first and serve nothing until a valid signed ``auth`` comes back.
+        allowed_pubkeys: the public keys (64 hex digits each) let in; giving any
+            implies ``require_signature``. ``None``: any key that signs its
+            challenge. A valid signature by another key is refused with close 4403.
+        auth_timeout: seconds a client has to authenticate after the challenge;
+            then the connection is closed with 4401.
+        rate_limit: messages per second allowed per API key, over all of that
+            key's connections; a message over it gets ``error`` ``rate_limited``
+            with ``retry_after`` and is not processed. ``None``: no limit.
+        rate_burst: messages a key may send at once before ``rate_limit``
+            applies; ``None``: ``max(1, ceil(rate_limit))``.
+        abuse_threshold: a connection that sends more than this many rate-limited
+            messages in a row gets a connection-wide ``rate_limited`` error and is
+            closed with 4429 (reason ``retry_after=<seconds>``).
+        clock: the monotonic clock of the rate limiter and the reply cache, in
+            seconds; tests inject a fake one.
 
     Returns:
         The application, ready for :class:`aiohttp.web.AppRunner` or the
         ``aiohttp_server`` test fixture.
 
     Raises:
-        ConfigError: no API key was given and ``NEXUS_API_KEY`` is not set, or a
-            key is empty.
-        ValueError: a size, time or path is out of range.
+        ConfigError: no API key was given and ``NEXUS_API_KEY`` is not set, a key
+            is empty, or an allowed public key is not 64 hex digits.
+        ValueError: a size, time, rate or path is out of range.
     """
     keys = ApiKeys(api_keys)
-    if max_message_size < 1:
-        raise ValueError(f"max_message_size must be positive, got {max_message_size}")
-    if heartbeat is not None and heartbeat <= 0:
-        raise ValueError(f"heartbeat must be positive or None, got {heartbeat}")
+    for name, value in (
+        ("max_message_size", max_message_size),
+        ("max_query_length", max_query_length),
+        ("max_team_id_length", max_team_id_length),
+        ("abuse_threshold", abuse_threshold),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    for name, seconds in (("heartbeat", heartbeat), ("rate_limit", rate_limit)):
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"{name} must be positive or None, got {seconds}")
+    if not auth_timeout > 0:
+        raise ValueError(f"auth_timeout must be positive, got {auth_timeout}")
+    if rate_burst is not None and rate_limit is None:
+        raise ValueError("rate_burst needs rate_limit")
     if not path.startswith("/"):
         raise ValueError(f"path must start with '/', got {path!r}")
+    allowed = normalize_pubkeys(allowed_pubkeys)
+    key_auth = (
+        KeyAuth(allowed=allowed, timeout=auth_timeout)
+        if require_signature or allowed is not None
+        else None
+    )
     state = ServerState(
         api_keys=keys,
         engine=engine if engine is not None else EchoEngine(),
-        replies=ReplyCache(dedupe_size, dedupe_ttl),
+        replies=ReplyCache(dedupe_size, dedupe_ttl, clock=clock),
         max_message_size=max_message_size,
+        max_query_length=max_query_length,
+        max_team_id_length=max_team_id_length,
         heartbeat=heartbeat,
+        key_auth=key_auth,
+        rate_limiter=(
+            RateLimiter(rate_limit, rate_burst, clock=clock) if rate_limit is not None else None
+        ),
+        abuse_threshold=abuse_threshold,
     )
     app = web.Application()
     app[STATE_KEY] = state

@@ -5,12 +5,25 @@ message gets an ``error`` reply (PROTOCOL.md codes) and the loop goes on. Each
 ``ask`` is answered in its own task, so a slow answer never holds up a fast one
 and answers may go out in any order. When the socket closes, every task of the
 connection is cancelled and awaited before the handler returns.
+
+Each inbound data frame goes through, in order:
+
+1. key-pair authentication, if the app requires it: while the client has not
+   authenticated, an ``auth`` is judged (:mod:`.keyauth`) and anything else is
+   answered ``unauthenticated`` and dropped (after the rate limit, below); no
+   ``auth`` within the timeout closes with 4401;
+2. the rate limit, if the app has one (:mod:`.ratelimit`): a frame over it is
+   answered ``rate_limited`` with ``retry_after`` and dropped; a connection that
+   keeps sending regardless is closed with 4429;
+3. validation (``bad_request`` for a malformed frame or a field over its limit),
+   then dispatch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine, Hashable
 from typing import Any, assert_never
 
@@ -20,18 +33,22 @@ from .. import codec
 from ..errors import ProtocolError
 from ..messages import (
     AskMessage,
+    AskRequest,
     AuthMessage,
     AuthOkMessage,
+    AuthOkPayload,
     ChallengeMessage,
     ErrorMessage,
     ErrorPayload,
     Message,
     ResponseChunkMessage,
+    ResponseChunkPayload,
     ResponseMessage,
     UnknownMessage,
 )
 from .auth import API_KEY_HEADER
 from .engine import run_engine
+from .keyauth import CLOSE_AUTH_FAILED, CLOSE_FORBIDDEN, judge, new_challenge
 from .state import ServerState
 
 __all__ = ["handle_upgrade"]
@@ -40,6 +57,12 @@ logger = logging.getLogger("nexus_reactive.server")
 
 _INTERNAL = "the server failed to answer; try again later"
 _CLOSING = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+#: PROTOCOL.md: rate limited; the client reconnects after ``retry_after``.
+CLOSE_RATE_LIMITED = 4429
+_CLOSE_REASONS = {
+    CLOSE_AUTH_FAILED: b"authentication failed",
+    CLOSE_FORBIDDEN: b"forbidden",
+}
 
 
 async def handle_upgrade(request: web.Request, state: ServerState) -> web.StreamResponse:
@@ -83,6 +106,12 @@ class _Connection:
         self._peer = peer
         self._tasks: set[asyncio.Task[None]] = set()
         self._write_lock = asyncio.Lock()
+        # Key-pair authentication: the challenge sent, and the loop time by which
+        # the auth must come (None once settled, or when not required).
+        self._challenge: ChallengeMessage | None = None
+        self._auth_deadline: float | None = None
+        self._pubkey: str | None = None
+        self._limited_in_row = 0
 
     async def serve(self) -> None:
         state, stats = self._state, self._state.stats
@@ -91,6 +120,8 @@ class _Connection:
         state.sockets.add(self._ws)
         logger.info("connection from %s opened", self._peer)
         try:
+            if state.key_auth is not None:
+                await self._send_challenge(state.key_auth.timeout)
             await self._receive_loop()
         finally:
             state.sockets.discard(self._ws)
@@ -98,47 +129,175 @@ class _Connection:
             await self._cancel_tasks()
             logger.info("connection from %s closed (code %s)", self._peer, self._ws.close_code)
 
+    @property
+    def _awaiting_auth(self) -> bool:
+        return self._challenge is not None and self._pubkey is None
+
     async def _receive_loop(self) -> None:
         ws = self._ws
         while True:
-            msg = await ws.receive()
-            if msg.type is WSMsgType.TEXT:
+            try:
+                msg = await ws.receive(timeout=self._auth_wait())
+            except TimeoutError:
+                if self._auth_deadline is None:
+                    raise  # not ours: only the auth phase has a receive timeout
+                await self._auth_timed_out()
+                continue  # the next receive sees the close
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 try:
-                    await self._on_text(msg.data)
+                    await self._on_frame(msg.data if msg.type is WSMsgType.TEXT else None)
                 except Exception:
                     # A bug here must cost one frame, not the connection.
                     logger.exception("failed to handle a frame from %s", self._peer)
                     await self._send_error("", "internal", _INTERNAL)
-            elif msg.type is WSMsgType.BINARY:
-                await self._send_error(
-                    "", "bad_request", "binary frames are not part of the protocol"
-                )
             elif msg.type in _CLOSING:
                 if msg.type is WSMsgType.ERROR:
                     # e.g. a frame over max_msg_size: aiohttp has closed with 1009.
                     logger.info("connection from %s failed: %s", self._peer, msg.data)
                 return
 
-    async def _on_text(self, data: str) -> None:
-        try:
-            message = codec.decode(data)
-        except ProtocolError as exc:
-            await self._send_error(exc.message_id or "", "bad_request", _reason(exc))
+    async def _on_frame(self, data: str | None) -> None:
+        """Handle one data frame: ``data`` is the text, ``None`` for a binary frame."""
+        message: Message | None = None
+        problem = "binary frames are not part of the protocol"
+        message_id = ""
+        if data is not None:
+            try:
+                message = codec.decode(data)
+            except ProtocolError as exc:
+                problem, message_id = _reason(exc), exc.message_id or ""
+            else:
+                message_id = message.id
+        if self._awaiting_auth and isinstance(message, AuthMessage):
+            # Exempt from the rate limit: one per connection, and refusing it would
+            # leave an honest client unable to authenticate.
+            await self._authenticate(message)
             return
-        await self._dispatch(message)
+        if not await self._admit(message_id):
+            return
+        if self._awaiting_auth:
+            assert self._challenge is not None
+            await self._send_error(
+                message_id,
+                "unauthenticated",
+                "this server requires key-pair authentication: answer the challenge "
+                f"(id {self._challenge.id!r}) with a signed 'auth' message first",
+            )
+        elif message is None:
+            await self._send_error(message_id, "bad_request", problem)
+        else:
+            await self._dispatch(message)
+
+    # --- key-pair authentication -----------------------------------------------------
+
+    async def _send_challenge(self, timeout: float) -> None:
+        self._challenge = new_challenge()
+        self._auth_deadline = asyncio.get_running_loop().time() + timeout
+        await self._send(codec.encode(self._challenge))
+
+    def _auth_wait(self) -> float | None:
+        if self._auth_deadline is None:
+            return None
+        # Never 0: aiohttp reads a falsy timeout as "no timeout".
+        return max(self._auth_deadline - asyncio.get_running_loop().time(), 0.001)
+
+    async def _authenticate(self, auth: AuthMessage) -> None:
+        key_auth = self._state.key_auth
+        assert self._challenge is not None and key_auth is not None
+        self._auth_deadline = None
+        verdict = judge(self._challenge, auth, key_auth.allowed)
+        if verdict.pubkey is not None:
+            self._pubkey = verdict.pubkey
+            self._state.stats.auth_ok += 1
+            logger.info("connection from %s authenticated as %s", self._peer, verdict.pubkey)
+            await self._send(
+                codec.encode(AuthOkMessage(id=auth.id, payload=AuthOkPayload(verdict.pubkey)))
+            )
+            return
+        self._state.stats.auth_failed += 1
+        logger.info("refused key-pair authentication from %s: %s", self._peer, verdict.reason)
+        await self._send_error(auth.id, "auth_failed", verdict.reason)
+        await self._close(verdict.close_code, _CLOSE_REASONS[verdict.close_code])
+
+    async def _auth_timed_out(self) -> None:
+        key_auth = self._state.key_auth
+        assert key_auth is not None
+        self._auth_deadline = None
+        self._state.stats.auth_failed += 1
+        logger.info(
+            "refused key-pair authentication from %s: no auth within %gs",
+            self._peer,
+            key_auth.timeout,
+        )
+        await self._send_error(
+            "",
+            "unauthenticated",
+            f"no signed 'auth' message within {key_auth.timeout:g}s of the challenge",
+        )
+        await self._close(CLOSE_AUTH_FAILED, b"authentication timed out")
+
+    # --- rate limiting ---------------------------------------------------------------
+
+    async def _admit(self, message_id: str) -> bool:
+        """Take a token for one inbound frame; on refusal, say so (or close) and return False."""
+        limiter = self._state.rate_limiter
+        if limiter is None:
+            return True
+        wait = limiter.acquire(self._key)
+        if wait <= 0.0:
+            self._limited_in_row = 0
+            return True
+        stats = self._state.stats
+        stats.rate_limited += 1
+        self._limited_in_row += 1
+        # Rounded up to the millisecond, so retrying after it always finds a token.
+        retry_after = math.ceil(wait * 1000) / 1000
+        limit = f"{limiter.rate:g} messages per second, burst {limiter.burst}"
+        if self._limited_in_row <= self._state.abuse_threshold:
+            await self._send_error(
+                message_id,
+                "rate_limited",
+                f"over the rate limit ({limit}); not processed, send it again after "
+                f"{retry_after:g}s",
+                retry_after,
+            )
+            return False
+        stats.abuse_closes += 1
+        logger.warning(
+            "closing %s: %d messages in a row over the rate limit",
+            self._peer,
+            self._limited_in_row,
+        )
+        await self._send_error(
+            "",
+            "rate_limited",
+            f"more than {self._state.abuse_threshold} messages in a row over the rate "
+            f"limit ({limit}); closing. Reconnect after {retry_after:g}s and slow down",
+            retry_after,
+        )
+        await self._close(CLOSE_RATE_LIMITED, f"retry_after={retry_after}".encode())
+        return False
+
+    # --- asks ------------------------------------------------------------------------
 
     async def _dispatch(self, message: Message) -> None:
         match message:
             case AskMessage(id=""):
                 await self._send_error("", "bad_request", "an ask needs a non-empty id")
             case AskMessage():
+                too_long = self._over_limits(message.payload)
+                if too_long:
+                    await self._send_error(message.id, "bad_request", too_long)
+                    return
                 self._state.stats.asks_received += 1
                 self._spawn(self._answer(message))
             case AuthMessage():
                 await self._send_error(
                     message.id,
                     "bad_request",
-                    "this server does not require key-pair authentication",
+                    "this server does not require key-pair authentication"
+                    if self._state.key_auth is None
+                    else "this connection is already authenticated",
                 )
             case UnknownMessage():
                 await self._send_error(
@@ -162,13 +321,28 @@ class _Connection:
             case _:
                 assert_never(message)
 
+    def _over_limits(self, request: AskRequest) -> str | None:
+        state = self._state
+        if len(request.query) > state.max_query_length:
+            return (
+                f"query is {len(request.query)} characters long, over this server's "
+                f"max_query_length of {state.max_query_length}"
+            )
+        if request.team_id is not None and len(request.team_id) > state.max_team_id_length:
+            return (
+                f"team_id is {len(request.team_id)} characters long, over this server's "
+                f"max_team_id_length of {state.max_team_id_length}"
+            )
+        return None
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, ask: AskMessage) -> None:
-        key: Hashable = (self._key, ask.id)
+        # One client is one API key and, with key-pair authentication, one public key.
+        key: Hashable = (self._key, self._pubkey, ask.id)
         try:
             reply, replayed = await self._state.replies.get_or_compute(
                 key, lambda: self._compute(ask)
@@ -177,32 +351,54 @@ class _Connection:
             logger.exception("failed to answer ask %s", ask.id)
             reply, replayed = _error(ask.id, "internal", _INTERNAL), False
         if replayed:
+            # Only the final reply is remembered: a repeat of a streamed ask gets the
+            # whole answer in one `response`, not the chunks again.
             self._state.stats.asks_replayed += 1
         await self._send(reply)
 
     async def _compute(self, ask: AskMessage) -> tuple[bytes, bool]:
-        self._state.stats.engine_calls += 1
+        stats = self._state.stats
+        stats.engine_calls += 1
+        index = 0
+
+        async def send_chunk(delta: str) -> None:
+            nonlocal index
+            chunk = ResponseChunkPayload(delta=delta, index=index)
+            index += 1
+            stats.chunks_sent += 1
+            await self._send(codec.encode(ResponseChunkMessage(id=ask.id, payload=chunk)))
+
         try:
-            response = await run_engine(self._state.engine, ask.payload)
+            response = await run_engine(self._state.engine, ask.payload, send_chunk)
         except Exception:
             logger.exception("the engine failed on ask %s", ask.id)
-            return _error(
-                ask.id, "internal", _INTERNAL
-            ), False  # a retry should try the engine again
+            # Not remembered (False): a retry should try the engine again.
+            return _error(ask.id, "internal", _INTERNAL), False
         return codec.encode(ResponseMessage(id=ask.id, payload=response)), True
 
-    async def _send_error(self, message_id: str, code: str, text: str) -> None:
-        await self._send(_error(message_id, code, text))
+    # --- writing ---------------------------------------------------------------------
+
+    async def _send_error(
+        self, message_id: str, code: str, text: str, retry_after: float | None = None
+    ) -> None:
+        await self._send(_error(message_id, code, text, retry_after))
 
     async def _send(self, frame: bytes) -> None:
         if self._ws.closed:
             return
         async with self._write_lock:
+            if self._ws.closed:  # closed while this frame waited for the lock
+                return
             try:
                 await self._ws.send_frame(frame, WSMsgType.TEXT)
             except ConnectionError:
                 # The peer went away mid-write; the receive loop will see the close.
                 logger.debug("dropped a reply to %s: connection lost", self._peer)
+
+    async def _close(self, code: int, reason: bytes) -> None:
+        # Under the write lock, so the close frame never cuts into another frame.
+        async with self._write_lock:
+            await self._ws.close(code=code, message=reason)
 
     async def _cancel_tasks(self) -> None:
         tasks = list(self._tasks)
@@ -214,8 +410,9 @@ class _Connection:
                 logger.error("an ask task failed", exc_info=result)
 
 
-def _error(message_id: str, code: str, text: str) -> bytes:
-    return codec.encode(ErrorMessage(id=message_id, payload=ErrorPayload(code=code, message=text)))
+def _error(message_id: str, code: str, text: str, retry_after: float | None = None) -> bytes:
+    payload = ErrorPayload(code=code, message=text, retry_after=retry_after)
+    return codec.encode(ErrorMessage(id=message_id, payload=payload))
 
 
 def _reason(exc: ProtocolError) -> str:

@@ -1,10 +1,11 @@
-"""Running the server on a TCP port until SIGINT or SIGTERM.
+"""Running the server on a TCP port until SIGINT or SIGTERM, over plain TCP or TLS.
 
 On startup exactly one line goes to stdout, flushed, for scripts to parse::
 
     nexus-reactive server listening on ws://127.0.0.1:8000
 
-With ``port=0`` it shows the port the system picked.
+With ``port=0`` it shows the port the system picked; with TLS the scheme is
+``wss://``.
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Any, TypedDict, Unpack
 
 from aiohttp import web
 
+from ..errors import ConfigError
 from .app import create_app
 from .engine import Engine
 
-__all__ = ["AppOptions", "run_server", "serve"]
+__all__ = ["AppOptions", "run_server", "serve", "server_ssl_context"]
+
+StrPath = str | os.PathLike[str]
 
 logger = logging.getLogger("nexus_reactive.server")
 
@@ -37,7 +43,62 @@ class AppOptions(TypedDict, total=False):
     dedupe_size: int
     dedupe_ttl: float
     max_message_size: int
+    max_query_length: int
+    max_team_id_length: int
     heartbeat: float | None
+    require_signature: bool
+    allowed_pubkeys: Iterable[str] | None
+    auth_timeout: float
+    rate_limit: float | None
+    rate_burst: int | None
+    abuse_threshold: int
+    clock: Callable[[], float]
+
+
+def server_ssl_context(certfile: StrPath, keyfile: StrPath | None = None) -> ssl.SSLContext:
+    """Make a TLS context for serving ``wss://`` (TLS 1.2 or newer).
+
+    Args:
+        certfile: PEM file with the server's certificate, then any intermediates.
+        keyfile: PEM file with the certificate's private key (unencrypted);
+            ``None`` if ``certfile`` holds it too.
+
+    Returns:
+        A server-side :class:`ssl.SSLContext` with the certificate loaded.
+
+    Raises:
+        ConfigError: a file cannot be read, or the key does not match the
+            certificate. The message names the files, never their contents.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    files = f"certfile {os.fspath(certfile)!r}" + (
+        f" and keyfile {os.fspath(keyfile)!r}" if keyfile is not None else ""
+    )
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"TLS: {exc.filename or files} does not exist") from None
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"TLS: cannot use {files}: {exc.reason or 'invalid'}; expected a PEM certificate "
+            "and its unencrypted PEM private key"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"TLS: cannot read {files}: {exc.strerror or exc}") from None
+    return context
+
+
+def _tls(
+    ssl_context: ssl.SSLContext | None, certfile: StrPath | None, keyfile: StrPath | None
+) -> ssl.SSLContext | None:
+    if ssl_context is not None and (certfile is not None or keyfile is not None):
+        raise ConfigError("pass either ssl_context or certfile/keyfile, not both")
+    if certfile is None:
+        if keyfile is not None:
+            raise ConfigError("keyfile needs certfile: pass the certificate too")
+        return ssl_context
+    return server_ssl_context(certfile, keyfile)
 
 
 def announce(url: str) -> None:
@@ -54,6 +115,9 @@ async def serve(
     port: int = 8000,
     *,
     api_keys: str | Iterable[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    certfile: StrPath | None = None,
+    keyfile: StrPath | None = None,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[str], object] = announce,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
@@ -65,17 +129,23 @@ async def serve(
         host: the interface to bind.
         port: the TCP port; 0 picks a free one.
         api_keys: the accepted keys, as for :func:`create_app`.
+        ssl_context: serve ``wss://`` with this server-side TLS context.
+        certfile: serve ``wss://`` with this PEM certificate (chain) file; see
+            :func:`server_ssl_context`. Not together with ``ssl_context``.
+        keyfile: the PEM private key of ``certfile``, if not in that file.
         stop: an event that ends the server when set. Without it, SIGINT and
             SIGTERM do (where the platform allows signal handlers).
-        on_listening: called once with the ``ws://`` URL when the port is bound;
-            by default prints the startup line.
+        on_listening: called once with the ``ws://`` or ``wss://`` URL when the
+            port is bound; by default prints the startup line.
         shutdown_timeout: seconds open connections get to close on shutdown.
         **app_options: the other options of :func:`create_app`.
 
     Raises:
-        ConfigError: no API key (see :func:`create_app`).
+        ConfigError: no API key (see :func:`create_app`), or unusable TLS files
+            or options.
         OSError: the address cannot be bound (e.g. the port is in use).
     """
+    context = _tls(ssl_context, certfile, keyfile)
     app = create_app(api_keys=api_keys, **app_options)
     if stop is None:
         stop = asyncio.Event()
@@ -85,9 +155,10 @@ async def serve(
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=context)
         await site.start()
-        on_listening(_url(host, runner.addresses, app_options.get("path", "/")))
+        scheme = "ws" if context is None else "wss"
+        on_listening(_url(scheme, host, runner.addresses, app_options.get("path", "/")))
         await stop.wait()
         logger.info("shutting down")
     finally:
@@ -100,6 +171,9 @@ def run_server(
     port: int = 8000,
     *,
     api_keys: str | Iterable[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    certfile: StrPath | None = None,
+    keyfile: StrPath | None = None,
     **app_options: Unpack[AppOptions],
 ) -> None:
     """Run the server in a new event loop until SIGINT or SIGTERM, then shut down cleanly.
@@ -108,14 +182,27 @@ def run_server(
         host: the interface to bind.
         port: the TCP port; 0 picks a free one (the startup line shows which).
         api_keys: the accepted keys; ``None`` reads ``NEXUS_API_KEY``.
+        ssl_context: serve ``wss://`` with this server-side TLS context.
+        certfile: serve ``wss://`` with this PEM certificate file.
+        keyfile: the PEM private key of ``certfile``, if not in that file.
         **app_options: the other options of :func:`create_app`.
 
     Raises:
-        ConfigError: no API key (see :func:`create_app`).
+        ConfigError: no API key (see :func:`create_app`), or unusable TLS files.
         OSError: the address cannot be bound.
     """
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(host, port, api_keys=api_keys, **app_options))
+        asyncio.run(
+            serve(
+                host,
+                port,
+                api_keys=api_keys,
+                ssl_context=ssl_context,
+                certfile=certfile,
+                keyfile=keyfile,
+                **app_options,
+            )
+        )
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
@@ -140,7 +227,7 @@ def _nothing() -> None:
     pass
 
 
-def _url(host: str, addresses: list[Any], path: str) -> str:
+def _url(scheme: str, host: str, addresses: list[Any], path: str) -> str:
     # A name like "localhost" may bind one socket per address family; with port 0
     # each gets its own port, so then the URL names the first socket's address.
     ip, port = addresses[0][0], addresses[0][1]
@@ -148,4 +235,4 @@ def _url(host: str, addresses: list[Any], path: str) -> str:
         host = ip
     shown = f"[{host}]" if ":" in host else host
     suffix = "" if path == "/" else path
-    return f"ws://{shown}:{port}{suffix}"
+    return f"{scheme}://{shown}:{port}{suffix}"

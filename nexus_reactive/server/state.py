@@ -9,8 +9,9 @@ from aiohttp import web
 from .auth import ApiKeys
 from .dedupe import ReplyCache
 from .engine import Engine
+from .ratelimit import RateLimiter
 
-__all__ = ["ServerState", "ServerStats"]
+__all__ = ["KeyAuth", "ServerState", "ServerStats"]
 
 
 @dataclass(slots=True)
@@ -23,6 +24,12 @@ class ServerStats:
         asks_received: valid ``ask`` messages received, repeats included.
         engine_calls: times the engine was called.
         asks_replayed: asks answered with a remembered reply (repeated ids).
+        chunks_sent: ``response_chunk`` frames sent (streaming engines).
+        auth_ok: connections that passed key-pair authentication.
+        auth_failed: connections refused by key-pair authentication (a bad
+            ``auth``, a key not allowed, or no ``auth`` in time).
+        rate_limited: messages refused by the rate limit.
+        abuse_closes: connections closed with 4429 for ignoring the rate limit.
     """
 
     connections_total: int = 0
@@ -30,6 +37,25 @@ class ServerStats:
     asks_received: int = 0
     engine_calls: int = 0
     asks_replayed: int = 0
+    chunks_sent: int = 0
+    auth_ok: int = 0
+    auth_failed: int = 0
+    rate_limited: int = 0
+    abuse_closes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAuth:
+    """Key-pair authentication settings: on if an app has one of these.
+
+    Attributes:
+        allowed: the lowercase hex public keys let in; ``None``: any key that
+            signs its challenge.
+        timeout: seconds a client has, after the challenge, to authenticate.
+    """
+
+    allowed: frozenset[str] | None
+    timeout: float
 
 
 @dataclass(slots=True, eq=False)
@@ -40,6 +66,11 @@ class ServerState:
     engine: Engine
     replies: ReplyCache
     max_message_size: int
+    max_query_length: int
+    max_team_id_length: int
     heartbeat: float | None
+    key_auth: KeyAuth | None
+    rate_limiter: RateLimiter | None
+    abuse_threshold: int
     stats: ServerStats = field(default_factory=ServerStats)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)

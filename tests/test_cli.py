@@ -1,0 +1,276 @@
+"""The ``nexus-reactive`` command: keygen, serve (TLS, key-pair auth, rate, stream) and ask.
+
+``serve`` runs in a real subprocess and is reached over loopback; ``ask`` too,
+so that exit codes and output are exactly what a user sees. Fast argument and
+configuration errors run in-process through :func:`main`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import stat
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+
+from nexus_reactive.cli import main
+from nexus_reactive.signing import (
+    generate_keypair,
+    load_signing_key,
+    public_key_hex,
+    sign_challenge,
+)
+
+from .test_server import TIMEOUT, assert_usable, recv
+from .tlsutil import make_tls
+
+KEY = "cli-test-key-5d1e8b"  # distinctive, so output can be scanned for it
+PROCESS_TIMEOUT = 30.0
+ANNOUNCE = re.compile(rb"nexus-reactive server listening on (wss?://127\.0\.0\.1:\d+)\n")
+
+
+def _env(api_key: str | None = KEY) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NEXUS_API_KEY"}
+    if api_key is not None:
+        env["NEXUS_API_KEY"] = api_key
+    return env
+
+
+@contextlib.asynccontextmanager
+async def served(*options: str) -> AsyncIterator[str]:
+    """Run ``nexus-reactive serve --port 0 <options>``; yield its announced URL.
+
+    On exit the server gets SIGTERM and must stop cleanly (exit 0, nothing more on stdout).
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nexus_reactive",
+        "serve",
+        "--port",
+        "0",
+        "--log-level",
+        "warning",
+        *options,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), PROCESS_TIMEOUT)
+        match = ANNOUNCE.fullmatch(line)
+        if match is None:
+            _, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
+            pytest.fail(f"no startup line: {line!r}; stderr: {err.decode()}")
+        yield match.group(1).decode()
+        proc.terminate()
+        out, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
+        assert proc.returncode == 0, err.decode()
+        assert out == b""
+        assert KEY.encode() not in err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def run_cli(args: Sequence[str], api_key: str | None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nexus_reactive",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(api_key),
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+# --- keygen ------------------------------------------------------------------------------
+
+
+def test_keygen_writes_an_owner_only_key_and_prints_the_public_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "client_key"
+    assert main(["keygen", "--out", str(path)]) == 0
+    out, err = capsys.readouterr()
+    pubkey = out.strip()
+    assert out == pubkey + "\n"
+    assert re.fullmatch(r"[0-9a-f]{64}", pubkey)
+    if os.name == "posix":
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert (tmp_path / "client_key.pub").read_text() == pubkey + "\n"
+    assert public_key_hex(load_signing_key(path)) == pubkey
+    assert str(path) in err
+    body = path.read_text().splitlines()[1]
+    assert body not in out + err
+
+
+def test_keygen_refuses_to_overwrite_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "client_key"
+    assert main(["keygen", "--out", str(path)]) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(["keygen", "--out", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "already exists" in err
+    assert "--force" in err
+    assert public_key_hex(load_signing_key(path)) == first
+    assert main(["keygen", "--out", str(path), "--force"]) == 0
+    second = capsys.readouterr().out.strip()
+    assert second != first
+    assert public_key_hex(load_signing_key(path)) == second
+
+
+def test_keygen_default_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["keygen"]) == 0
+    pubkey = capsys.readouterr().out.strip()
+    assert (tmp_path / "nexus_ed25519.pub").read_text().strip() == pubkey
+
+
+# --- serve: configuration errors ---------------------------------------------------------
+
+
+def test_serve_refuses_a_malformed_allowed_pubkey_without_echoing_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    value = "ab" * 31  # looks like a key (could be a mistyped private seed)
+    assert main(["serve", "--port", "0", "--api-key", KEY, "--allowed-pubkey", value]) == 2
+    err = capsys.readouterr().err
+    assert "64 hex digits" in err
+    assert value not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        (["--burst", "5"], "--burst needs --rate"),
+        (["--keyfile", "k.pem"], "keyfile needs certfile"),
+        (["--certfile", "/nonexistent/cert.pem"], "does not exist"),
+    ],
+)
+def test_serve_option_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], mentions: str
+) -> None:
+    assert main(["serve", "--port", "0", "--api-key", KEY, *args]) == 2
+    assert mentions in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--rate", "0"], ["--rate", "fast"], ["--burst", "0"]])
+def test_serve_rejects_bad_numbers(capsys: pytest.CaptureFixture[str], bad: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--port", "0", "--api-key", KEY, *bad])
+    assert info.value.code == 2
+    assert bad[0] in capsys.readouterr().err
+
+
+# --- serve: over real sockets ------------------------------------------------------------
+
+
+async def test_serve_over_tls_announces_wss(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    tls = make_tls(tmp_path)
+    async with served("--certfile", str(tls.server_cert), "--keyfile", str(tls.server_key)) as url:
+        assert url.startswith("wss://127.0.0.1:")
+        async with session.ws_connect(
+            url, headers={"x-api-key": KEY}, ssl=tls.client_context()
+        ) as ws:
+            await assert_usable(ws)
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await session.ws_connect(url, headers={"x-api-key": KEY})
+
+
+async def test_serve_with_key_pair_auth_rate_limit_and_streaming(
+    session: aiohttp.ClientSession,
+) -> None:
+    key, stranger = generate_keypair(), generate_keypair()
+    options = ("--allowed-pubkey", public_key_hex(key), "--stream", "--rate", "50", "--burst", "50")
+    async with served(*options) as url:
+        async with session.ws_connect(url, headers={"x-api-key": KEY}) as ws:
+            challenge = await recv(ws)
+            assert challenge["type"] == "challenge"
+            text = challenge["payload"]["challenge"]
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "auth",
+                        "id": challenge["id"],
+                        "payload": {
+                            "pubkey": public_key_hex(key),
+                            "signature": sign_challenge(key, text),
+                            "challenge": text,
+                        },
+                    }
+                )
+            )
+            assert (await recv(ws))["type"] == "auth_ok"
+            await ws.send_str(json.dumps({"type": "ask", "id": "a", "payload": {"query": "hi"}}))
+            kinds = []
+            while not kinds or kinds[-1] != "response":
+                kinds.append((await recv(ws))["type"])
+            assert kinds == ["response_chunk", "response_chunk", "response_chunk", "response"]
+        async with session.ws_connect(url, headers={"x-api-key": KEY}) as ws:
+            challenge = await recv(ws)
+            text = challenge["payload"]["challenge"]
+            auth = {
+                "pubkey": public_key_hex(stranger),
+                "signature": sign_challenge(stranger, text),
+                "challenge": text,
+            }
+            await ws.send_str(json.dumps({"type": "auth", "id": challenge["id"], "payload": auth}))
+            assert (await recv(ws))["payload"]["code"] == "auth_failed"
+            msg = await ws.receive(timeout=TIMEOUT)
+            assert msg.type is WSMsgType.CLOSE
+            assert msg.data == 4403
+
+
+# --- ask ---------------------------------------------------------------------------------
+
+
+async def test_ask_prints_the_answer_and_exits_0() -> None:
+    async with served() as url:
+        code, out, err = await run_cli(["ask", "--url", url, "what is nexus?"], api_key=KEY)
+    assert code == 0, err
+    assert out.splitlines()[0] == "You asked: what is nexus?"
+    assert "tokens" in err
+    assert KEY not in out + err
+
+
+async def test_ask_with_a_wrong_key_fails_clearly_without_showing_any_key() -> None:
+    wrong = "wrong-key-0c4f2a9e"
+    async with served() as url:
+        code, out, err = await run_cli(["ask", "--url", url, "hello?"], api_key=wrong)
+    assert code != 0
+    assert out == ""
+    assert "401" in err
+    assert "API key" in err
+    assert wrong not in out + err
+    assert KEY not in out + err
