@@ -54,9 +54,9 @@ class WebSocketConfig:
         max_messages: how many received messages a store keeps in its history.
         max_message_size: largest frame accepted, in bytes.
         headers: extra HTTP headers for the upgrade request.
-        signing_key: an Ed25519 private key (the key object, a PEM file path, or a
-            32-byte seed in hex) to answer the server's ``challenge``; ``None`` if
-            the server does not require key-pair authentication.
+        signing_key: an Ed25519 private key (the key object, a PEM file path, PEM
+            bytes, a raw 32-byte seed, or that seed in hex) to answer the server's
+            ``challenge``; ``None`` if the server does not require it.
         auth_timeout: how long to wait for the challenge and for ``auth_ok``.
         ssl: for ``wss://``: ``True`` verifies certificates and host names against
             the system's CAs (the default); an ``ssl.SSLContext`` for a private CA or

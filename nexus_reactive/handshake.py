@@ -99,9 +99,15 @@ async def _next(
             return message
         if isinstance(message, ErrorMessage) and message.id in ("", auth_id):
             code = message.payload.code
-            if code in ("auth_failed", "unauthenticated", "forbidden"):
+            if code in ("auth_failed", "unauthenticated"):
                 raise AuthenticationError(
                     f"the server rejected key-pair authentication ({code}: "
                     f"{message.payload.message}). Check that its allowed keys include "
                     "this client's public key. Not retrying."
                 )
+            # Anything else (rate_limited, internal...) fails this attempt now rather
+            # than after auth_timeout; the reconnection policy decides what next.
+            raise NexusConnectionError(
+                f"the server answered the handshake with {code!r}: {message.payload.message}",
+                retry_after=message.payload.retry_after,
+            )
