@@ -6,6 +6,7 @@ Subcommands::
                          [--certfile PEM [--keyfile PEM]]
                          [--require-signature] [--allowed-pubkey HEX ...]
                          [--rate PER_SECOND [--burst N]] [--stream [--stream-delay S]]
+    nexus-reactive chat [--url ws://localhost:8000] [--api-key KEY] [--team-id ID]
     nexus-reactive ask [--url ws://localhost:8000] [--api-key KEY] [--team-id ID] "question"
     nexus-reactive keygen [--out ./nexus_ed25519] [--force]
 
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 from .config import WebSocketConfig
 from .errors import ConfigError, NexusError, UsageError
 from .messages import AskResponse
-from .server import API_KEY_ENV, EchoEngine, run_server
+from .server import API_KEY_ENV, EchoEngine, Engine, run_server
 from .service import WebSocketService
 from .signing import generate_keypair, write_keypair
 
@@ -123,9 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo = serve.add_argument_group("answers")
     demo.add_argument(
+        "--engine",
+        choices=("docs", "echo"),
+        default="docs",
+        help="docs: answer from a folder of Markdown/text (default); echo: repeat the question",
+    )
+    demo.add_argument(
+        "--docs",
+        metavar="DIR",
+        default=None,
+        help="the folder the docs engine answers from (default: the project's own docs)",
+    )
+    demo.add_argument(
         "--stream",
         action="store_true",
-        help="stream answers word by word (response_chunk messages)",
+        help="stream answers word by word (response_chunk messages); echo engine only",
     )
     demo.add_argument(
         "--stream-delay",
@@ -181,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--force", action="store_true", help="overwrite an existing key at PATH")
     keygen.set_defaults(command=_keygen, default_log_level="warning")
 
+    chat = commands.add_parser(
+        "chat",
+        parents=[common],
+        help="chat with a server in the terminal (needs nexus-reactive[tui])",
+        description="A terminal chat UI built on the store (Textual).",
+    )
+    chat.add_argument("--url", default="ws://localhost:8000", help="server URL")
+    chat.add_argument("--api-key", dest="api_key", metavar="KEY", help=f"default: ${API_KEY_ENV}")
+    chat.add_argument("--team-id", default=None, metavar="ID", help="scope the chat to a team")
+    chat.set_defaults(command=_chat, default_log_level="error")
+
     # --- more subcommands go here: add a parser with parents=[common]
     # --- and set_defaults(command=handler), handler: (argparse.Namespace) -> int.
 
@@ -215,13 +239,14 @@ def _serve(args: argparse.Namespace) -> int:
         _error("serve: --burst needs --rate")
         return EXIT_USAGE
     try:
+        engine = _engine(args)
         run_server(
             args.host,
             args.port,
             api_keys=api_keys,
             certfile=args.certfile,
             keyfile=args.keyfile,
-            engine=EchoEngine(stream=args.stream, delay=args.stream_delay),
+            engine=engine,
             require_signature=args.require_signature,
             allowed_pubkeys=args.allowed_pubkeys,
             auth_timeout=args.auth_timeout,
@@ -235,6 +260,43 @@ def _serve(args: argparse.Namespace) -> int:
         _error(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    if args.engine == "echo" or args.stream:
+        if args.engine == "docs" and args.docs is not None:
+            raise ConfigError("--stream streams the echo engine; drop --docs or --stream")
+        return EchoEngine(stream=args.stream, delay=args.stream_delay)
+    from .server.docsearch import DocsEngine
+
+    try:
+        engine = DocsEngine(args.docs)
+    except ConfigError:
+        if args.docs is not None:
+            raise
+        logging.getLogger("nexus_reactive.server").warning(
+            "no project docs found next to the package; answering with the echo engine "
+            "(pass --docs DIR to answer from a folder)"
+        )
+        return EchoEngine()
+    logging.getLogger("nexus_reactive.server").info(
+        "answering from %d passages of documentation", engine.passages
+    )
+    return engine
+
+
+def _chat(args: argparse.Namespace) -> int:
+    try:
+        from . import chat
+    except ImportError:
+        _error("chat: the chat app needs Textual: pip install 'nexus-reactive[tui]'")
+        return EXIT_USAGE
+    argv = ["--url", args.url]
+    if args.api_key:
+        argv += ["--api-key", args.api_key]
+    if args.team_id:
+        argv += ["--team-id", args.team_id]
+    return chat.main(argv)
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from nexus_reactive.cli import main
+from nexus_reactive.cli import build_parser, main
 from nexus_reactive.signing import (
     generate_keypair,
     load_signing_key,
@@ -59,6 +59,8 @@ async def served(*options: str) -> AsyncIterator[str]:
         "0",
         "--log-level",
         "warning",
+        # Tests pin the echo engine unless they choose: its answers are predictable.
+        *(() if "--engine" in options else ("--engine", "echo")),
         *options,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -274,3 +276,29 @@ async def test_ask_with_a_wrong_key_fails_clearly_without_showing_any_key() -> N
     assert "API key" in err
     assert wrong not in out + err
     assert KEY not in out + err
+
+
+async def test_serve_answers_from_the_project_docs_by_default() -> None:
+    async with served("--engine", "docs") as url:
+        code, out, err = await run_cli(
+            ["ask", "--url", url, "How does the client decide when to reconnect?"], api_key=KEY
+        )
+    assert code == 0, err
+    assert out.startswith("From ")  # an extractive answer, quoting a real passage
+    assert "reconnect" in out.lower()
+    assert "\ncontext: " in out
+    assert "tokens" in err
+
+
+async def test_serve_answers_from_a_docs_folder(tmp_path: Path) -> None:
+    (tmp_path / "cheese.md").write_text("# Cheese\n\nGouda is a Dutch cheese aged for months.\n")
+    async with served("--engine", "docs", "--docs", str(tmp_path)) as url:
+        code, out, err = await run_cli(["ask", "--url", url, "Where is gouda from?"], api_key=KEY)
+    assert code == 0, err
+    assert "Dutch" in out
+
+
+def test_chat_is_a_subcommand() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["chat", "--url", "ws://localhost:9", "--team-id", "t"])
+    assert args.team_id == "t" and callable(args.command)
