@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from nexus_reactive import ConnectionState, History, Message, ResponseMessage, use_websocket
+from nexus_reactive import ConnectionState, History, HistoryItem, ResponseMessage, use_websocket
 
 QUESTIONS = [
     "What is nexus-reactive?",
@@ -29,11 +29,16 @@ async def main(url: str, questions: list[str]) -> int:
         printed = 0
         all_answered = asyncio.Event()
 
-        def show_answers(history: History[Message]) -> None:
+        def show_answers(history: History[HistoryItem]) -> None:
             nonlocal printed
             for message in history[printed:]:
                 if isinstance(message, ResponseMessage):
-                    print(f"[answer {message.id[:8]}] {message.payload.answer}")
+                    answer = message.payload
+                    print(f"[answer {message.id[:8]}] {answer.answer}")
+                    if answer.context:
+                        print(f"    context: {answer.context[:160]}...")
+                    if answer.usage:
+                        print(f"    usage: {answer.usage.total_tokens} tokens")
                 else:
                     print(f"[{message.type} {message.id[:8]}] {message.payload}")
             printed = len(history)

@@ -307,10 +307,12 @@ def test_without_a_folder_it_reads_the_project_readme() -> None:
     [top] = engine.search("reference server and the CLI", k=1)
     assert top.path.name == "README.md"
     assert top.title == "README > The reference server and the CLI"
+    # The project's docs grow (README, docs/): which page answers may change, not
+    # whether the answer is about the question.
     response = ask(engine, "What is a ConfigError?")
-    assert response.context is not None and response.context.startswith("README > ")
-    assert "Errors" in response.context.partition(":")[0]
+    assert response.context is not None and "ConfigError" in response.context
     assert "ConfigError" in response.answer
+    assert any(hit.path.parent.name == "docs" for hit in engine.search("notebook", k=5))
 
 
 # -- through the server ------------------------------------------------------------------

@@ -343,6 +343,8 @@ def _read_passages(path: Path, label: str) -> list[_Passage]:
         return []  # unreadable (permissions, a dangling link): the rest still answers
     suffix = path.suffix.lower()
     if suffix in _MARKDOWN:
+        # mkdocstrings directives (`::: package.Name`) are build instructions, not prose.
+        text = "\n".join(line for line in text.splitlines() if not line.startswith(":::"))
         sections = _markdown_sections(text)
     elif suffix == ".rst":
         sections = _rst_sections(text)
