@@ -154,7 +154,15 @@ class ServerError(NexusError):
 
 
 class RequestTimeout(NexusError, TimeoutError):
-    """No answer arrived within the request's timeout (across reconnects)."""
+    """No answer arrived within the request's timeout (across reconnects).
+
+    Attributes:
+        message_id: the id of the ask that timed out.
+    """
+
+    def __init__(self, message: str, *, message_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message_id = message_id
 
 
 class OutboxFull(NexusError):
@@ -162,7 +170,15 @@ class OutboxFull(NexusError):
 
 
 class ConnectionClosed(NexusError):
-    """The service was disconnected or closed while a request was waiting."""
+    """The service was disconnected or closed while a request was waiting.
+
+    Attributes:
+        message_id: the id of the ask that was waiting, when it is about one.
+    """
+
+    def __init__(self, message: str, *, message_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message_id = message_id
 
 
 def _excerpt(frame: bytes | str) -> str:

@@ -531,7 +531,8 @@ class WebSocketService:
             self._journal.abandoned(ask_id)
         error = RequestTimeout(
             f"no answer to ask {ask_id} within {limit:g}s (request_timeout); the server "
-            "may be slow or unreachable. Raise the timeout or check state.error."
+            "may be slow or unreachable. Raise the timeout or check state.error.",
+            message_id=ask_id,
         )
         self._finish(ask_id, entry.waiter, error)
 

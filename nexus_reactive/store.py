@@ -25,7 +25,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Generic, Self, TypeAlias, TypeVar, overload
 
-from reactivex import abc
+from reactivex import Observable, abc
+from reactivex import operators as ops
 
 from . import pool
 from .config import WebSocketConfig
@@ -167,8 +168,8 @@ class WebSocketStore:
         self._state_view: ValueStream[ConnectionState] = self.service.state
         self._messages_view: ValueStream[History[HistoryItem]] = self._messages
         if scheduler is not None:
-            self._state_view = ScheduledView(self.service.state, scheduler)
-            self._messages_view = ScheduledView(self._messages, scheduler)
+            self._state_view = ScheduledView(self.service.state, scheduler, loop)
+            self._messages_view = ScheduledView(self._messages, scheduler, loop)
         self._closed = False
         if team_id is None:
             # A journal (persist=) restores the history of the previous life.
@@ -245,6 +246,24 @@ class WebSocketStore:
         yield self.clear_messages
 
     # -- more -----------------------------------------------------------------------
+
+    @property
+    def errors(self) -> Observable[NexusError]:
+        """What went wrong without raising: a failed ask (``ServerError``,
+        ``RequestTimeout``, with ``message_id``), malformed frames, failed
+        connection attempts. A team-scoped store sees only its own asks' failures."""
+        errors = self.service.errors
+        if self._scheduler is not None:
+            errors = errors.pipe(ops.observe_on(self._scheduler))
+        if self._team_id is None:
+            return errors
+        own = self._own
+
+        def mine(error: NexusError) -> bool:
+            message_id = getattr(error, "message_id", None)
+            return not message_id or message_id in own
+
+        return errors.pipe(ops.filter(mine))
 
     @property
     def scheduler(self) -> abc.SchedulerBase | None:

@@ -11,13 +11,14 @@ loop or starves the other subscribers.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex.disposable import Disposable, SerialDisposable
 
 __all__ = ["DerivedStream", "ScheduledView", "Stream", "ValueStream"]
 
@@ -187,10 +188,16 @@ class ScheduledView(ValueStream[T], Generic[T]):
     source's current value from any thread.
     """
 
-    def __init__(self, source: ValueStream[T], scheduler: abc.SchedulerBase) -> None:
+    def __init__(
+        self,
+        source: ValueStream[T],
+        scheduler: abc.SchedulerBase,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__(source.value, f"{source._name} on {type(scheduler).__name__}")
         self._source = source
         self._scheduler = scheduler
+        self._loop = loop
         self._observed = source.pipe(_observe_on(scheduler))
 
     @property
@@ -205,7 +212,27 @@ class ScheduledView(ValueStream[T], Generic[T]):
     def _subscribe_core(
         self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        return self._observed.subscribe(observer, scheduler=scheduler)
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            return self._observed.subscribe(observer, scheduler=scheduler)
+        # Subscribed from another thread (a UI's): join and replay on the loop's
+        # thread, where emissions happen, so a replay can never overtake, or be
+        # overtaken by, a concurrent emission.
+        holder = SerialDisposable()
+
+        def join() -> None:
+            if not holder.is_disposed:
+                holder.disposable = self._observed.subscribe(observer, scheduler=scheduler)
+
+        loop.call_soon_threadsafe(join)
+        return holder
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _observe_on(scheduler: abc.SchedulerBase) -> Callable[[Observable[T]], Observable[T]]:

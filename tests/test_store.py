@@ -259,3 +259,27 @@ def test_store_requires_a_config_url() -> None:
     with pytest.raises(Exception, match="ws://"):
         WebSocketConfig(url="http://example.com")
     assert WebSocketStore  # exported
+
+
+async def test_store_errors_name_the_failed_ask_and_respect_team_scope(scripted: Any) -> None:
+    from nexus_reactive import NexusError, RequestTimeout
+
+    async def silent(ws: web.WebSocketResponse, s: Scripted) -> None:
+        while await s.next_frame(ws) is not None:
+            pass
+
+    server = await scripted(silent)
+    config = server.config(request_timeout=0.2)
+    red = use_websocket(config, team_id="red")
+    blue = use_websocket(config, team_id="blue")
+    red_errors: list[NexusError] = []
+    blue_errors: list[NexusError] = []
+    red.errors.subscribe(red_errors.append)
+    blue.errors.subscribe(blue_errors.append)
+    ask_id = red.send_message("nobody answers")
+    await wait_for(lambda: any(isinstance(e, RequestTimeout) for e in red_errors))
+    timeout = next(e for e in red_errors if isinstance(e, RequestTimeout))
+    assert timeout.message_id == ask_id
+    assert not any(isinstance(e, RequestTimeout) for e in blue_errors)
+    await red.close()
+    await blue.close()
