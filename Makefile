@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test lint format soak clean
+.PHONY: install demo test lint format soak docs clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test: install
 ## The long soak: many reconnect cycles under a steady stream of asks.
 soak: install
 	NEXUS_SOAK=long PYTHONASYNCIODEBUG=1 $(BIN)/python -X dev -W error::ResourceWarning -m pytest -q -m soak
+
+## Build the documentation site (MkDocs + mkdocstrings) into site/; warnings are errors.
+docs: install
+	$(BIN)/python -m mkdocs build --strict
 
 lint: install
 	$(BIN)/ruff check .

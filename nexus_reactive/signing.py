@@ -107,7 +107,7 @@ def load_signing_key(key: SigningKeySource) -> Ed25519PrivateKey:
                 "existing key file"
             )
     if isinstance(key, str | os.PathLike):
-        return _from_file(Path(key))
+        return _from_file(Path(key).expanduser())
     raise ConfigError(
         "signing_key must be an Ed25519PrivateKey, a PEM file path, or a 32-byte seed "
         f"as 64 hex characters; got a {type(key).__name__}"
