@@ -7,7 +7,7 @@ for the answers (matched to questions by the id ``send_message`` returns), and
 thread, which is the thread Textual draws on, so handlers update widgets directly.
 
 Keys: Enter sends, Ctrl+L clears the conversation, Ctrl+Q closes the connection and quits.
-Textual is an optional dependency: ``pip install 'nexus-reactive[chat]'``.
+Textual is an optional dependency: ``pip install 'nexus-reactive[tui]'``.
 """
 
 from __future__ import annotations

@@ -14,14 +14,14 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Self, cast
+from typing import Any, Self, TypeGuard, TypeVar, cast, overload
 
 import aiohttp
 import reactivex
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from reactivex import Observable, abc
 from reactivex import operators as ops
-from reactivex.disposable import Disposable
+from reactivex.disposable import Disposable, SerialDisposable
 
 from . import codec
 from .config import WebSocketConfig
@@ -67,6 +67,7 @@ log = logging.getLogger("nexus_reactive.service")
 frames_log = logging.getLogger("nexus_reactive.frames")
 
 Handler = Callable[[Any], None]
+M = TypeVar("M", bound=Message)
 
 
 class _Waiter:
@@ -202,14 +203,26 @@ class WebSocketService:
         """Every error the service reports without raising it."""
         return self._errors
 
-    def stream(self, type: str) -> Observable[Message]:
-        """Inbound messages of one ``type`` (``"response"``, ``"error"``...)."""
-        wanted = type
+    @overload
+    def stream(self, type: str) -> Observable[Message]: ...
+    @overload
+    def stream(self, type: type[M]) -> Observable[M]: ...
+    def stream(self, type: str | type[M]) -> Observable[Message] | Observable[M]:
+        """Inbound messages of one type: by name (``"error"``), or by class
+        (``ErrorMessage``), which also types the stream for the checker."""
+        if isinstance(type, str):
+            wanted = type
 
-        def matches(message: Message) -> bool:
-            return message.type == wanted
+            def named(message: Message) -> bool:
+                return message.type == wanted
 
-        return self._messages.pipe(ops.filter(matches))
+            return self._messages.pipe(ops.filter(named))
+        cls = type
+
+        def of_class(message: Message) -> TypeGuard[M]:
+            return isinstance(message, cls)
+
+        return self._messages.pipe(ops.filter(of_class), ops.map(lambda m: cast(M, m)))
 
     @property
     def responses(self) -> Observable[ResponseMessage]:
@@ -233,6 +246,9 @@ class WebSocketService:
         def subscribe(
             observer: abc.ObserverBase[AskResponse], _scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
+            return self._on_loop(lambda: start(observer))
+
+        def start(observer: abc.ObserverBase[AskResponse]) -> abc.DisposableBase:
             task = asyncio.get_running_loop().create_task(
                 self.ask(query, team_id, timeout), name="nexus-reactive-ask"
             )
@@ -255,6 +271,25 @@ class WebSocketService:
             return Disposable(cancel)
 
         return reactivex.create(subscribe)
+
+    def _on_loop(self, start: Callable[[], abc.DisposableBase]) -> abc.DisposableBase:
+        """Run ``start`` on the service's loop: now if this is it, else soon, via
+        ``call_soon_threadsafe`` (a subscription made from a UI thread)."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = self._loop
+        if loop is None or running is loop:
+            return start()
+        holder = SerialDisposable()
+
+        def begin() -> None:
+            if not holder.is_disposed:
+                holder.disposable = start()
+
+        loop.call_soon_threadsafe(begin)
+        return holder
 
     @property
     def outbox_depth(self) -> ValueStream[int]:
@@ -471,6 +506,9 @@ class WebSocketService:
         def subscribe(
             observer: abc.ObserverBase[str], _scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
+            return self._on_loop(lambda: start(observer))
+
+        def start(observer: abc.ObserverBase[str]) -> abc.DisposableBase:
             pieces: list[str] = []
 
             def on_piece(delta: str) -> None:

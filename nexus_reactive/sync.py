@@ -40,9 +40,7 @@ class SyncWebSocketStore:
 
     def __init__(self, config: WebSocketConfig, scheduler: abc.SchedulerBase | None = None) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="nexus-reactive-loop", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="nexus-reactive-loop", daemon=True)
         self._thread.start()
         self._closed = False
 
@@ -149,11 +147,20 @@ class SyncWebSocketStore:
         if self._closed:
             raise UsageError("this SyncWebSocketStore is closed; create a new one")
 
+    def _run(self) -> None:
+        # The loop starts, stops and is cleaned up on its own thread, so close() works
+        # from anywhere, including a thread that runs an event loop of its own.
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        self._loop.close()
 
 
 def use_websocket_sync(

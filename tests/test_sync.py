@@ -1,0 +1,57 @@
+"""use_websocket_sync and subscriptions made from other threads, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from nexus_reactive import AskResponse, ErrorMessage, WebSocketService, use_websocket_sync
+
+from .conftest import Nexus
+from .faults import wait_for
+
+
+def loop_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "nexus-reactive-loop"]
+
+
+async def test_sync_store_works_and_closes_from_inside_a_running_loop(nexus: Nexus) -> None:
+    store = await asyncio.to_thread(use_websocket_sync, nexus.config())
+    state = await asyncio.to_thread(store.wait_connected, 10)
+    assert state.connected
+    answer = await asyncio.to_thread(store.ask, "blocking ask")
+    assert answer.answer == "You asked: blocking ask"
+    ask_id = store.send_message("from this thread")
+    await wait_for(lambda: any(m.id == ask_id for m in store.messages.value))
+    # close() here runs on a thread with a running loop (this test's): it must not
+    # try to drive a loop of its own on it.
+    store.close()
+    assert loop_threads() == []
+    store.close()  # idempotent
+
+
+async def test_ask_rx_subscribed_from_another_thread(nexus: Nexus) -> None:
+    async with WebSocketService(nexus.config()) as service:
+        got: list[AskResponse] = []
+        done = threading.Event()
+
+        def subscribe_elsewhere() -> None:
+            service.ask_rx("from a UI thread").subscribe(got.append, on_completed=done.set)
+
+        await asyncio.to_thread(subscribe_elsewhere)
+        await wait_for(done.is_set)
+        assert [a.answer for a in got] == ["You asked: from a UI thread"]
+
+
+async def test_stream_by_class_is_typed_and_filtered(nexus: Nexus) -> None:
+    async with WebSocketService(nexus.config()) as service:
+        errors: list[ErrorMessage] = []
+        by_name: list[Any] = []
+        service.stream(ErrorMessage).subscribe(errors.append)
+        service.stream("error").subscribe(by_name.append)
+        service.send({"type": "mystery", "id": "m1", "payload": {}})
+        await service.ask("fine")
+        await wait_for(lambda: len(errors) == 1)
+        assert errors[0].payload.code == "unknown_type"  # typed: payload has .code
+        assert by_name == errors
