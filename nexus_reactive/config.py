@@ -111,10 +111,12 @@ class WebSocketConfig:
         ):
             if not _positive(getattr(self, name)):
                 raise ConfigError(f"{name} must be a positive number of seconds")
-        for name in ("request_timeout", "heartbeat", "rate"):
+        for name in ("request_timeout", "heartbeat"):
             value = getattr(self, name)
             if value is not None and not _positive(value):
                 raise ConfigError(f"{name} must be a positive number of seconds, or None")
+        if self.rate is not None and not _positive(self.rate):
+            raise ConfigError("rate must be a positive number of messages per second, or None")
         if not (self.reset_backoff_after >= 0 and math.isfinite(self.reset_backoff_after)):
             raise ConfigError("reset_backoff_after must be a number of seconds >= 0")
         if not 0 <= self.reconnect_jitter <= 1:

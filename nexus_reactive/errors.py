@@ -118,7 +118,8 @@ class ProtocolError(NexusError):
     settles a pending request and never breaks the connection.
 
     Attributes:
-        frame: the start of the offending frame (at most ``FRAME_EXCERPT`` characters).
+        frame: the start of the offending frame: at most ``FRAME_EXCERPT``
+            characters, then ``"... (N characters)"`` when it was cut.
         message_id: the ``id`` the frame claimed, when one could be read.
     """
 

@@ -59,20 +59,15 @@ class Stream(Observable[T], Generic[T]):
         self._sinks = tuple(o.on_next for o in self._observers)
 
     def _emit(self, value: T) -> None:
-        for sink in self._sinks:
+        observers, sinks = self._observers, self._sinks  # a consistent snapshot
+        for sink in sinks:
             try:
                 sink(value)
             except Exception:
                 log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
-                self._drop(sink)
-
-    def _drop(self, sink: Callable[[T], None]) -> None:
-        # Bound methods are made anew on each attribute access: find the observer by
-        # the position of the very sink object we stored, not by `o.on_next is sink`.
-        for index, stored in enumerate(self._sinks):
-            if stored is sink:
-                self._remove(self._observers[index])
-                return
+                # By position in the snapshot: other observers may have left (and the
+                # tuples been rebuilt) during this very emission.
+                self._remove(observers[sinks.index(sink)])
 
     def _complete(self) -> None:
         """End the stream: every subscriber gets ``on_completed`` and is released."""

@@ -646,6 +646,8 @@ async def test_cli_serve_answers_and_stops_cleanly_on_sigterm(
         "k",
         "--log-level",
         "warning",
+        "--engine",
+        "echo",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,

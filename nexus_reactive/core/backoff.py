@@ -28,9 +28,11 @@ class Backoff:
 
     def delay(self, retry: int, random: Callable[[], float] = _random.random) -> float:
         """The delay before retry number ``retry`` (0 for the first retry)."""
-        # Cap the exponent first so that huge retry counts cannot overflow.
-        exponent = min(retry, 64)
-        base = min(self.maximum, self.initial * self.factor**exponent)
+        # Huge retry counts or factors overflow a float: past the cap it is the cap.
+        try:
+            base = min(self.maximum, self.initial * self.factor ** min(retry, 1024))
+        except OverflowError:
+            base = self.maximum
         return base * (1.0 - self.jitter * random())
 
 

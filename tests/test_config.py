@@ -1,0 +1,355 @@
+"""WebSocketConfig: defaults, validation, secret redaction and API-key resolution."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from nexus_reactive.config import API_KEY_ENV, WebSocketConfig
+from nexus_reactive.errors import ConfigError, NexusError
+
+SECRET = "sk-nexus-TOPSECRET-93c1f0"  # distinctive, so any leak is easy to spot
+
+
+@pytest.fixture
+def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+
+
+# == defaults ==============================================================================
+
+
+def test_defaults_are_the_documented_ones_in_seconds() -> None:
+    config = WebSocketConfig()
+
+    assert config.url == "ws://localhost:8000"
+    assert config.api_key is None
+    assert config.reconnect_interval == 1.0
+    assert config.max_reconnect_interval == 30.0
+    assert config.reconnect_jitter == 0.5
+    assert config.max_reconnect_attempts == 10
+    assert config.reset_backoff_after == 10.0
+    assert config.should_reconnect is None
+    assert config.connect_timeout == 10.0
+    assert config.request_timeout == 60.0
+    assert config.heartbeat == 15.0
+    assert config.outbox_limit == 10_000
+    assert config.max_messages == 1_000
+    assert config.max_message_size == 4 * 1024 * 1024
+    assert dict(config.headers) == {}
+
+
+def test_api_key_env_name() -> None:
+    assert API_KEY_ENV == "NEXUS_API_KEY"
+
+
+def test_config_is_immutable() -> None:
+    config = WebSocketConfig()
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.url = "ws://elsewhere:1"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ws://localhost:8000", "wss://nexus.example.com/v1/ws", "ws://127.0.0.1:1/", "ws://[::1]:9"],
+)
+def test_ws_and_wss_urls_are_accepted(url: str) -> None:
+    assert WebSocketConfig(url=url).url == url
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_reconnect_attempts": None},
+        {"max_reconnect_attempts": 0},
+        {"request_timeout": None, "heartbeat": None},
+        {"reconnect_jitter": 0.0},
+        {"reconnect_jitter": 1.0},
+        {"outbox_limit": 1, "max_messages": 1, "max_message_size": 1},
+    ],
+)
+def test_edge_values_that_are_allowed(options: dict[str, Any]) -> None:
+    config = WebSocketConfig(**options)
+
+    for name, value in options.items():
+        assert getattr(config, name) == value
+
+
+# == validation =============================================================================
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:8000", "https://x.example", "localhost:8000", "", "ws://", "ftp://h"]
+)
+def test_bad_url_is_a_config_error_with_an_example(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        WebSocketConfig(url=url)
+
+    message = str(info.value)
+    assert "ws://" in message and "wss://" in message
+    assert repr(url) in message
+    assert "ws://localhost:8000" in message
+
+
+@pytest.mark.parametrize("url", ["wss://[::1", "wss://host.example:99999"])
+def test_malformed_url_is_a_config_error(url: str) -> None:
+    # Regression: yarl's plain ValueError used to escape.
+    with pytest.raises(ConfigError):
+        WebSocketConfig(url=url)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"reconnect_interval": -1.0}, "reconnect_interval"),
+        ({"reconnect_interval": 0}, "reconnect_interval"),
+        ({"max_reconnect_interval": -5}, "max_reconnect_interval"),
+        ({"connect_timeout": 0}, "connect_timeout"),
+        ({"request_timeout": -1}, "request_timeout"),
+        ({"heartbeat": 0}, "heartbeat"),
+        ({"reconnect_jitter": -0.1}, "reconnect_jitter"),
+        ({"reconnect_jitter": 1.5}, "reconnect_jitter"),
+        ({"max_reconnect_attempts": -1}, "max_reconnect_attempts"),
+        ({"outbox_limit": 0}, "outbox_limit"),
+        ({"max_messages": 0}, "max_messages"),
+        ({"max_message_size": 0}, "max_message_size"),
+        ({"api_key": 1234}, "api_key"),
+        ({"headers": {"X-Api-Key": "k"}}, "api_key"),
+    ],
+)
+def test_invalid_values_are_config_errors_naming_the_option(
+    options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named) as info:
+        WebSocketConfig(**options)
+
+    assert isinstance(info.value, NexusError)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("name", ["reconnect_interval", "max_reconnect_interval"])
+def test_interval_errors_say_the_unit(name: str) -> None:
+    with pytest.raises(ConfigError, match="seconds"):
+        WebSocketConfig(**{name: -1})
+
+
+def test_negative_reset_backoff_after_is_a_config_error() -> None:
+    # Regression: reset_backoff_after was not validated at all.
+    with pytest.raises(ConfigError, match="reset_backoff_after"):
+        WebSocketConfig(reset_backoff_after=-1.0)
+
+
+@pytest.mark.parametrize("name", ["reconnect_interval", "connect_timeout", "request_timeout"])
+def test_nan_interval_is_a_config_error(name: str) -> None:
+    # Regression: `nan <= 0` is False, so NaN used to pass.
+    with pytest.raises(ConfigError, match=name):
+        WebSocketConfig(**{name: float("nan")})
+
+
+# == from_options ===========================================================================
+
+
+def test_from_options_builds_from_keywords() -> None:
+    config = WebSocketConfig.from_options(url="wss://h.example", reconnect_interval=0.25)
+
+    assert config.url == "wss://h.example"
+    assert config.reconnect_interval == 0.25
+    assert config.max_reconnect_attempts == 10
+
+
+def test_from_options_overrides_a_base_config_and_keeps_the_rest() -> None:
+    base = WebSocketConfig(url="wss://a.example:1", api_key=SECRET, heartbeat=None)
+
+    config = WebSocketConfig.from_options(base, url="wss://b.example:2")
+
+    assert config.url == "wss://b.example:2"
+    assert config.api_key == SECRET
+    assert config.heartbeat is None
+    assert base.url == "wss://a.example:1"
+
+
+def test_from_options_validates_the_result() -> None:
+    with pytest.raises(ConfigError, match="reconnect_interval"):
+        WebSocketConfig.from_options(WebSocketConfig(), reconnect_interval=-1)
+
+
+def test_from_options_unknown_option_is_a_config_error_listing_valid_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        WebSocketConfig.from_options(reconnect_intervall=2.0)
+
+    message = str(info.value)
+    assert "unknown option reconnect_intervall" in message
+    assert "reconnect_interval" in message.split("takes:")[1]
+
+
+def test_from_options_names_every_unknown_option() -> None:
+    with pytest.raises(ConfigError, match="unknown options bogus, typo"):
+        WebSocketConfig.from_options(typo=1, bogus=2)
+
+
+# == the secret stays secret ===================================================================
+
+
+def test_repr_and_str_never_contain_the_api_key() -> None:
+    config = WebSocketConfig(api_key=SECRET, headers={"x-trace": "t"})
+
+    for text in (repr(config), str(config)):
+        assert SECRET not in text
+        assert "api_key=<set>" in text
+        assert "ws://localhost:8000" in text
+
+
+def test_repr_without_key_says_none() -> None:
+    assert "api_key=None" in repr(WebSocketConfig())
+
+
+def test_repr_with_a_key_callable_does_not_reveal_it() -> None:
+    def provide_key() -> str:
+        return SECRET
+
+    text = repr(WebSocketConfig(api_key=provide_key))
+
+    assert "api_key=<set>" in text
+    assert SECRET not in text
+
+
+def test_repr_shows_header_names_but_not_values() -> None:
+    text = repr(WebSocketConfig(headers={"Authorization": SECRET, "X-Trace": "abc"}))
+
+    assert "Authorization" in text
+    assert SECRET not in text
+
+
+def test_validation_errors_never_contain_the_api_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        WebSocketConfig(api_key=SECRET, url="http://bad", reconnect_interval=-1)
+
+    assert SECRET not in str(info.value)
+
+
+# == resolve_api_key ===========================================================================
+
+
+async def test_resolve_api_key_from_the_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+
+    assert await WebSocketConfig(api_key=SECRET).resolve_api_key() == SECRET
+
+
+async def test_resolve_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(API_KEY_ENV, "env-key-42")
+
+    assert await WebSocketConfig().resolve_api_key() == "env-key-42"
+
+
+async def test_resolve_api_key_reads_the_environment_at_each_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = WebSocketConfig()
+    monkeypatch.setenv(API_KEY_ENV, "first")
+    first = await config.resolve_api_key()
+    monkeypatch.setenv(API_KEY_ENV, "rotated")
+
+    assert (first, await config.resolve_api_key()) == ("first", "rotated")
+
+
+async def test_resolve_api_key_from_a_sync_callable_each_attempt(no_env_key: None) -> None:
+    calls: list[int] = []
+
+    def provide() -> str:
+        calls.append(1)
+        return f"key-{len(calls)}"
+
+    config = WebSocketConfig(api_key=provide)
+
+    assert await config.resolve_api_key() == "key-1"
+    assert await config.resolve_api_key() == "key-2"
+
+
+async def test_resolve_api_key_from_an_async_callable(no_env_key: None) -> None:
+    async def provide() -> str:
+        return SECRET
+
+    assert await WebSocketConfig(api_key=provide).resolve_api_key() == SECRET
+
+
+async def test_missing_api_key_is_a_config_error_naming_both_sources(no_env_key: None) -> None:
+    with pytest.raises(ConfigError) as info:
+        await WebSocketConfig().resolve_api_key()
+
+    assert "api_key" in str(info.value)
+    assert "NEXUS_API_KEY" in str(info.value)
+
+
+async def test_empty_env_key_counts_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(API_KEY_ENV, "")
+
+    with pytest.raises(ConfigError, match="NEXUS_API_KEY"):
+        await WebSocketConfig().resolve_api_key()
+
+
+@pytest.mark.parametrize("returned", ["", None, 42])
+async def test_callable_returning_no_key_is_a_config_error(no_env_key: None, returned: Any) -> None:
+    with pytest.raises(ConfigError, match="no API key"):
+        await WebSocketConfig(api_key=lambda: returned).resolve_api_key()
+
+
+async def test_async_callable_returning_empty_is_a_config_error(no_env_key: None) -> None:
+    async def provide() -> str:
+        return ""
+
+    with pytest.raises(ConfigError, match="api_key"):
+        await WebSocketConfig(api_key=provide).resolve_api_key()
+
+
+# == the clear-text guard and the newer options =================================================
+
+
+@pytest.mark.parametrize(
+    "url", ["ws://example.com", "ws://10.0.0.5:8000", "ws://0.0.0.0", "ws://localhost.evil.com"]
+)
+def test_ws_to_a_host_that_is_not_loopback_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="wss://") as info:
+        WebSocketConfig(url=url, api_key=SECRET)
+
+    assert "allow_insecure=True" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ws://localhost", "ws://LOCALHOST:1", "ws://app.localhost", "ws://127.0.0.2", "ws://[::1]"],
+)
+def test_ws_to_loopback_is_allowed(url: str) -> None:
+    assert WebSocketConfig(url=url).url == url
+
+
+def test_allow_insecure_permits_ws_to_any_host() -> None:
+    assert WebSocketConfig(url="ws://example.com", allow_insecure=True).allow_insecure is True
+
+
+def test_repr_never_contains_the_signing_key() -> None:
+    seed = "a1b2c3d4" * 8
+
+    text = repr(WebSocketConfig(signing_key=seed))
+
+    assert seed not in text
+    assert "signing_key=<set>" in text
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"auth_timeout": 0}, "auth_timeout"),
+        ({"rate": 0}, "rate"),
+        ({"rate": -1.0}, "rate"),
+        ({"burst": 0}, "burst"),
+        ({"reset_backoff_after": float("inf")}, "reset_backoff_after"),
+    ],
+)
+def test_newer_options_are_validated(options: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        WebSocketConfig(**options)
