@@ -624,6 +624,11 @@ class WebSocketService:
         # The session lives exactly as long as this task: close() awaits it, and a
         # supervisor that gives up leaves nothing open behind it.
         async with aiohttp.ClientSession() as session:
+            # aiohttp re-sends an idempotent request (the upgrade) once when the
+            # connection is reset before the response: every attempt must be one
+            # socket, counted and backed off by our policy, not two.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
             await self._run(session)
 
     async def _run(self, session: aiohttp.ClientSession) -> None:
