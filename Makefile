@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test lint format soak docs clean
+.PHONY: install demo test lint format soak bench docs clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test: install
 ## The long soak: many reconnect cycles under a steady stream of asks.
 soak: install
 	NEXUS_SOAK=long PYTHONASYNCIODEBUG=1 $(BIN)/python -X dev -W error::ResourceWarning -m pytest -q -m soak
+
+## The benchmark suite: library vs baselines, interleaved rounds; table, bench/results/{latest.json,ratios.png}.
+bench: install
+	$(BIN)/python -m bench.run
 
 ## Build the documentation site (MkDocs + mkdocstrings) into site/; warnings are errors.
 docs: install

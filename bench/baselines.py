@@ -1,0 +1,216 @@
+"""The baselines: what an application would write without the library.
+
+Floods (each returns the seconds from "start connecting" to "sentinel received"):
+
+- :func:`flood_raw`: aiohttp ``receive()`` of bytes, no parsing: the ceiling;
+- :func:`flood_raw_decode`: the same plus the library's ``codec.decode`` (a
+  reference point: the cost of typed decoding alone, without service or store);
+- :func:`flood_naive`: aiohttp with ``json.loads`` of every frame;
+- :func:`flood_websockets`: the ``websockets`` library with ``json.loads``.
+
+Asks: :func:`naive_asker` (aiohttp, ``json.dumps``/``json.loads`` and a table of
+futures by id) and :func:`echo_line` (asyncio streams: the raw TCP floor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from nexus_reactive import codec
+
+from . import traffic
+
+__all__ = [
+    "AskFn",
+    "echo_line",
+    "flood_naive",
+    "flood_raw",
+    "flood_raw_decode",
+    "flood_websockets",
+    "naive_asker",
+]
+
+AskFn = Callable[[], Awaitable[object]]
+
+_TEXT = WSMsgType.TEXT
+_SENTINEL = traffic.SENTINEL
+_DONE = traffic.SENTINEL_ID
+
+
+def _check(count: int, n: int, variant: str) -> None:
+    if count != n + 1:
+        raise RuntimeError(f"{variant}: received {count} frames, expected {n + 1}")
+
+
+async def flood_raw(url: str, n: int, api_key: str) -> float:
+    """Receive a flood with aiohttp, frames as bytes, not parsed."""
+    t0 = time.perf_counter()
+    count = 0
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers={"x-api-key": api_key}, decode_text=False) as ws,
+    ):
+        receive = ws.receive
+        while True:
+            msg = await receive()
+            if msg.type is _TEXT:
+                count += 1
+                if msg.data == _SENTINEL:
+                    break
+            else:
+                raise RuntimeError(f"raw: unexpected {msg.type!r}")
+        elapsed = time.perf_counter() - t0
+    _check(count, n, "raw")
+    return elapsed
+
+
+async def flood_raw_decode(url: str, n: int, api_key: str) -> float:
+    """Receive a flood with aiohttp and decode each frame with ``codec.decode``."""
+    t0 = time.perf_counter()
+    count = 0
+    decode = codec.decode
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers={"x-api-key": api_key}, decode_text=False) as ws,
+    ):
+        receive = ws.receive
+        while True:
+            msg = await receive()
+            if msg.type is _TEXT:
+                count += 1
+                if decode(msg.data).id == _DONE:
+                    break
+            else:
+                raise RuntimeError(f"raw+decode: unexpected {msg.type!r}")
+        elapsed = time.perf_counter() - t0
+    _check(count, n, "raw+decode")
+    return elapsed
+
+
+async def flood_naive(url: str, n: int, api_key: str) -> float:
+    """Receive a flood the way most aiohttp code does: text frames, ``json.loads``."""
+    t0 = time.perf_counter()
+    count = 0
+    loads = json.loads
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers={"x-api-key": api_key}) as ws,
+    ):
+        while True:
+            msg = await ws.receive()
+            if msg.type is _TEXT:
+                message = loads(msg.data)
+                count += 1
+                if message["id"] == _DONE:
+                    break
+            else:
+                raise RuntimeError(f"naive: unexpected {msg.type!r}")
+        elapsed = time.perf_counter() - t0
+    _check(count, n, "naive")
+    return elapsed
+
+
+async def flood_websockets(url: str, n: int, api_key: str) -> float:
+    """Receive a flood with the ``websockets`` library and ``json.loads``."""
+    from websockets.asyncio.client import connect
+
+    t0 = time.perf_counter()
+    count = 0
+    loads = json.loads
+    async with connect(
+        url,
+        additional_headers={"x-api-key": api_key},
+        compression=None,  # the same bytes on the wire as every other variant
+        ping_interval=None,
+        max_size=None,
+    ) as ws:
+        async for data in ws:
+            message = loads(data)
+            count += 1
+            if message["id"] == _DONE:
+                break
+        elapsed = time.perf_counter() - t0
+    _check(count, n, "websockets")
+    return elapsed
+
+
+@asynccontextmanager
+async def naive_asker(url: str, api_key: str) -> AsyncIterator[AskFn]:
+    """A naive ask client: ``json.dumps`` out, ``json.loads`` in, futures by id.
+
+    Yields:
+        ``ask()``: send one ask and wait for its answer's payload.
+    """
+    pending: dict[str, asyncio.Future[Any]] = {}
+    loop = asyncio.get_running_loop()
+
+    async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is not _TEXT:
+                continue
+            message = json.loads(msg.data)
+            future = pending.pop(message["id"], None)
+            if future is None or future.done():
+                continue
+            if message["type"] == "error":
+                future.set_exception(RuntimeError(message["payload"]["message"]))
+            else:
+                future.set_result(message["payload"])
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers={"x-api-key": api_key}) as ws,
+    ):
+        reader = asyncio.create_task(read(ws))
+
+        async def ask() -> object:
+            ask_id = uuid.uuid4().hex
+            future: asyncio.Future[Any] = loop.create_future()
+            pending[ask_id] = future
+            await ws.send_str(
+                json.dumps({"type": "ask", "id": ask_id, "payload": {"query": traffic.QUERY}})
+            )
+            return await future
+
+        try:
+            yield ask
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+@asynccontextmanager
+async def echo_line(url: str) -> AsyncIterator[AskFn]:
+    """The raw TCP floor: write a line the size of an ask frame, read it back.
+
+    Args:
+        url: the echo server's ``tcp://host:port``.
+
+    Yields:
+        ``ask()``: one line round trip.
+    """
+    host, port = url.removeprefix("tcp://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    line = b"x" * (len(traffic.ask_frame()) - 1) + b"\n"
+
+    async def ask() -> object:
+        writer.write(line)
+        await writer.drain()
+        return await reader.readline()
+
+    try:
+        yield ask
+    finally:
+        writer.close()
+        await writer.wait_closed()

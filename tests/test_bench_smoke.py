@@ -1,0 +1,76 @@
+"""The benchmark suite runs end to end in smoke mode.
+
+It checks that ``python -m bench.run --quick`` finishes, exits 0, and writes a JSON
+report with every section, every ratio and every target of issue 5, plus the chart.
+It asserts nothing about speed: benchmarks measure, tests don't.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SECTIONS = {"flood", "asks", "history", "memory", "restart"}
+RATIOS = {
+    "flood": {
+        "store / naive",
+        "store / raw",
+        "store / websockets",
+        "service.messages / naive",
+        "service.messages / raw",
+        "service.messages / websockets",
+    },
+    "asks": {
+        "100 in flight: service / naive",
+        "sequential p50: service / echo floor",
+        "sequential p50: service / naive",
+        "sequential asks/s: service / naive",
+    },
+    "history": {"history 200,000 / 10,000"},
+    "memory": {"bytes per stored message / frame bytes", "RSS end / start"},
+    "restart": set(),
+}
+TARGETS = 9
+
+
+def test_quick_bench_reports_every_section_ratio_and_target(tmp_path: Path) -> None:
+    out, png = tmp_path / "latest.json", tmp_path / "ratios.png"
+    # The bench measures the library as applications run it, not in asyncio debug mode.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--json", str(out), "--png", str(png)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+
+    results = json.loads(out.read_text())
+    assert set(results["sections"]) == SECTIONS
+    for name, expected in RATIOS.items():
+        section = results["sections"][name]
+        assert set(section["ratios"]) == expected, name
+        assert section["variants"], name
+        for ratio, value in section["ratios"].items():
+            assert isinstance(value, float) and math.isfinite(value) and value > 0, (name, ratio)
+            assert results["ratios"][f"{name}: {ratio}"] == value
+
+    targets = results["targets"]
+    assert len(targets) == TARGETS
+    for target in targets:
+        assert isinstance(target["pass"], bool)
+        section = results["sections"][target["section"]]
+        assert target["measured"] == section["ratios"][target["ratio"]]
+        verdict = "PASS" if target["pass"] else "MISS"
+        assert f"{verdict}  {target['goal']}" in proc.stdout
+
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
