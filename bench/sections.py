@@ -154,20 +154,34 @@ class Suite:
 
     async def asks(self) -> dict[str, Any]:
         p = self.params
+        # The targets compare clients, so they run against a lean server that answers
+        # at once (as a fast native server would); the reference server, which does
+        # much more per ask, is measured too, for information ("@ reference").
+        lean = servers.start_lean(self.api_key)
         nexus = servers.start_nexus(self.api_key)
         echo = servers.start_echo()
         try:
-            url, key = nexus.url, self.api_key
+            key = self.api_key
+            lean_url, ref_url = lean.url, nexus.url
             clients: dict[str, Asker] = {
-                "service.ask": lambda: library.library_asker(url, key),
-                "naive aiohttp": lambda: baselines.naive_asker(url, key),
+                "service.ask": lambda: library.library_asker(lean_url, key),
+                "naive aiohttp": lambda: baselines.naive_asker(lean_url, key),
             }
             floor: Asker = lambda: baselines.echo_line(echo.url)  # noqa: E731
             runs: list[tuple[str, Callable[[], Awaitable[dict[str, float]]]]] = []
             for name, client in clients.items():
-                runs.append((f"{name} sequential", self._sequential_run(client, nexus)))
+                runs.append((f"{name} sequential", self._sequential_run(client, lean)))
+                runs.append((f"{name} {p.concurrency} in flight", self._inflight_run(client, lean)))
+            reference: dict[str, Asker] = {
+                "service.ask": lambda: library.library_asker(ref_url, key),
+                "naive aiohttp": lambda: baselines.naive_asker(ref_url, key),
+            }
+            for name, client in reference.items():
                 runs.append(
-                    (f"{name} {p.concurrency} in flight", self._inflight_run(client, nexus))
+                    (
+                        f"{name} {p.concurrency} in flight @ reference",
+                        self._inflight_run(client, nexus),
+                    )
                 )
             runs.append(("raw TCP echo sequential", self._sequential_run(floor, echo)))
             samples: dict[str, dict[str, list[float]]] = {name: {} for name, _ in runs}
@@ -182,6 +196,7 @@ class Suite:
         finally:
             echo.stop()
             nexus.stop()
+            lean.stop()
         variants = {
             name: {metric: summarize(values) for metric, values in metrics.items()}
             for name, metrics in samples.items()

@@ -31,11 +31,18 @@ import threading
 import time
 from typing import IO
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from . import traffic
 
-__all__ = ["ServerProcess", "start_echo", "start_flood", "start_nexus", "stop_all"]
+__all__ = [
+    "ServerProcess",
+    "start_echo",
+    "start_flood",
+    "start_lean",
+    "start_nexus",
+    "stop_all",
+]
 
 _LISTENING = re.compile(r"listening on (\S+)")
 _LIVE: set[ServerProcess] = set()
@@ -197,6 +204,8 @@ def nexus_process(api_key: str, port: int = 0) -> ServerProcess:
         str(port),
         "--log-level",
         "warning",
+        "--engine",
+        "echo",  # the asks measure the protocol path, not an answer engine
     )
     return ServerProcess("reference server", argv, {"NEXUS_API_KEY": api_key})
 
@@ -204,6 +213,15 @@ def nexus_process(api_key: str, port: int = 0) -> ServerProcess:
 def start_nexus(api_key: str, port: int = 0) -> ServerProcess:
     """Start the reference server (``nexus-reactive serve``)."""
     server = nexus_process(api_key, port)
+    server.start()
+    return server
+
+
+def start_lean(api_key: str) -> ServerProcess:
+    """Start the lean ask server: it answers each ask at once, parsing only its id."""
+    server = ServerProcess(
+        "lean ask server", _python_module("bench.servers", "lean"), {"NEXUS_API_KEY": api_key}
+    )
     server.start()
     return server
 
@@ -299,6 +317,52 @@ async def _serve_echo(host: str, port: int) -> None:
         await server.serve_forever()
 
 
+async def _serve_lean(host: str, port: int) -> None:
+    """A minimal, fast Nexus server for the ask benchmarks: it checks the key, reads
+    each frame's id with a prebuilt msgspec decoder and answers with a prebuilt
+    response around it. The reference server does far more per ask (validation,
+    de-duplication, an engine, usage); with it, 100 asks in flight measure the
+    server's CPU, not the client's."""
+    import msgspec
+
+    class _Id(msgspec.Struct):
+        id: str
+
+    read_id = msgspec.json.Decoder(_Id).decode
+    key = os.environ.get("NEXUS_API_KEY", "")
+    head = '{"type":"response","id":"'
+    tail = (
+        '","payload":{"answer":"You asked a question","usage":'
+        '{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}}'
+    )
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("x-api-key") != key:
+            return web.Response(status=401)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        receive, send = ws.receive, ws.send_str
+        while True:
+            msg = await receive()
+            if msg.type is not WSMsgType.TEXT:
+                break
+            await send(head + read_id(msg.data).id + tail)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0]
+    print(f"bench lean server listening on ws://{bound[0]}:{bound[1]}/", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
 def _exit_when_parent_goes() -> None:
     # The parent holds our stdin open; EOF means it is gone (even if SIGKILLed).
     def watch() -> None:
@@ -319,12 +383,12 @@ def main(argv: list[str] | None = None) -> None:
 
         raise SystemExit(cli.main(["serve", *argv[1:]]))
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
-    parser.add_argument("kind", choices=("flood", "echo"))
+    parser.add_argument("kind", choices=("flood", "echo", "lean"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    serve = _serve_flood if args.kind == "flood" else _serve_echo
+    serve = {"flood": _serve_flood, "echo": _serve_echo, "lean": _serve_lean}[args.kind]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port))
 

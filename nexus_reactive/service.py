@@ -29,6 +29,7 @@ from .core import (
     Backoff,
     ClientCore,
     ConnectionState,
+    Deadlines,
     Phase,
     Reconnector,
     Reply,
@@ -67,14 +68,17 @@ log = logging.getLogger("nexus_reactive.service")
 frames_log = logging.getLogger("nexus_reactive.frames")
 
 Handler = Callable[[Any], None]
+# Module constants: an enum attribute lookup per message is measurable.
+_FIRST = Reply.FIRST
+_DUPLICATE = Reply.DUPLICATE
 M = TypeVar("M", bound=Message)
 
 
 class _Waiter:
-    """What the core holds for an ask: its future (if awaited), its timer, and who
-    wants its streamed pieces."""
+    """What the core holds for an ask: its future (if awaited), its deadline bucket,
+    and who wants its streamed pieces."""
 
-    __slots__ = ("future", "on_piece", "timer")
+    __slots__ = ("future", "limit", "on_piece", "slot")
 
     def __init__(
         self,
@@ -83,7 +87,8 @@ class _Waiter:
     ) -> None:
         self.future = future
         self.on_piece = on_piece
-        self.timer: asyncio.TimerHandle | None = None
+        self.slot: int | None = None  # its bucket in the service's Deadlines
+        self.limit = 0.0
 
 
 class WebSocketService:
@@ -138,6 +143,11 @@ class WebSocketService:
         # Paces writes (config.rate) and holds them while a server's retry_after runs.
         self._bucket = TokenBucket(config.rate, config.burst)
         self._trace = False
+        self._writing = False  # a frame is being written (writer task or an ask)
+        # Ask timeouts: buckets, and one timer for the earliest (see core.deadlines).
+        self._deadlines: Deadlines[str] = Deadlines()
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_at: float | None = None
         enable_debug_from_env()
         self._journal: Journal | None = None
         self.restored_history: list[Message] = []
@@ -383,6 +393,9 @@ class WebSocketService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if not self._closed:
             self._closed = True
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+                self._deadline_timer = self._deadline_at = None
             dropped = len(self._core.outbox)
             if self._journal is not None:
                 await asyncio.to_thread(self._journal.close)
@@ -481,11 +494,23 @@ class WebSocketService:
             # Nothing will connect until connect() is called again: say why now
             # instead of letting the ask sit out its timeout.
             raise self._failure
-        future: asyncio.Future[AskResponse] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AskResponse] = loop.create_future()
         ask_id = new_id()
         frame = codec.encode(AskMessage(id=ask_id, payload=_ask_request(query, team_id)))
-        self._track(ask_id, frame, future, timeout, on_piece)
+        # Connected, nothing queued, writer idle, no pacing: write from this task and
+        # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
+        # nothing else was waiting to go first.
+        direct = (
+            self._transport is not None
+            and not self._writing
+            and not self._core.outbox
+            and self._bucket.free(loop.time())
+        )
+        self._track(ask_id, frame, future, timeout, on_piece, kick=not direct)
         try:
+            if direct:
+                await self._send_now()
             return await future
         finally:
             if not future.done() or future.cancelled():
@@ -550,6 +575,7 @@ class WebSocketService:
         future: asyncio.Future[AskResponse] | None,
         timeout: float | None = None,
         on_piece: Callable[[str], None] | None = None,
+        kick: bool = True,
     ) -> None:
         waiter = _Waiter(future, on_piece)
         self._core.submit_ask(ask_id, frame, waiter)
@@ -558,8 +584,35 @@ class WebSocketService:
         limit = timeout if timeout is not None else self._config.request_timeout
         if limit is not None:
             loop = self._loop or asyncio.get_running_loop()
-            waiter.timer = loop.call_later(limit, self._expire, ask_id, limit)
-        self._kick()
+            waiter.limit = limit
+            waiter.slot = slot = self._deadlines.add(ask_id, loop.time() + limit)
+            if self._deadline_at is None or slot * self._deadlines.resolution < self._deadline_at:
+                self._arm_deadlines(loop)
+        if kick:
+            self._kick()
+
+    async def _send_now(self) -> None:
+        """Write the head of the outbox from the calling task (see ``_ask``)."""
+        transport, item = self._transport, self._core.next_outgoing()
+        if transport is None or item is None:
+            self._kick()
+            return
+        self._writing = True
+        try:
+            if self._trace:
+                frames_log.debug("-> %s", codec.redact(item.frame))
+            await transport.send(item.frame)
+        except asyncio.CancelledError:
+            self._core.unsent(item)  # the caller's _ask abandons the ask
+            raise
+        except Exception as exc:
+            # Not the caller's failure: the connection is going. The frame goes back
+            # to the head of the outbox and the ask waits, as any other would.
+            self._core.unsent(item)
+            log.info("write failed (%s); the ask waits for the next connection", exc)
+            self._kick()
+        finally:
+            self._writing = False
 
     def _expire(self, ask_id: str, limit: float) -> None:
         entry = self._core.abandon(ask_id)
@@ -578,15 +631,40 @@ class WebSocketService:
         entry = self._core.abandon(ask_id)
         if entry is not None and self._journal is not None:
             self._journal.abandoned(ask_id)
-        if entry is not None and entry.waiter is not None and entry.waiter.timer is not None:
-            entry.waiter.timer.cancel()
+        if entry is not None and entry.waiter is not None:
+            self._untime(ask_id, entry.waiter)
+
+    def _untime(self, ask_id: str, waiter: _Waiter) -> None:
+        if waiter.slot is not None:
+            self._deadlines.remove(ask_id, waiter.slot)
+            waiter.slot = None
+
+    def _arm_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep one timer, for the earliest deadline bucket."""
+        when = self._deadlines.next_due()
+        if when == self._deadline_at:
+            return
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer = None if when is None else loop.call_at(when, self._on_deadlines)
+        self._deadline_at = when
+
+    def _on_deadlines(self) -> None:
+        self._deadline_timer = self._deadline_at = None
+        loop = asyncio.get_running_loop()
+        pending = self._core.pending
+        for ask_id in self._deadlines.pop_due(loop.time()):
+            entry = pending.get(ask_id)
+            if entry is not None and entry.waiter is not None:
+                entry.waiter.slot = None
+                self._expire(ask_id, entry.waiter.limit)
+        self._arm_deadlines(loop)
 
     def _finish(self, ask_id: str, waiter: _Waiter | None, error: NexusError) -> None:
         """Fail one ask: its future if awaited, else report on ``errors``."""
         if waiter is None:
             return
-        if waiter.timer is not None:
-            waiter.timer.cancel()
+        self._untime(ask_id, waiter)
         future = waiter.future
         if future is None:
             self._report(error)
@@ -732,7 +810,11 @@ class WebSocketService:
                     await asyncio.sleep(delay)
                 if self._trace:
                     frames_log.debug("-> %s", codec.redact(item.frame))
-                await transport.send(item.frame)
+                self._writing = True
+                try:
+                    await transport.send(item.frame)
+                finally:
+                    self._writing = False
                 if item.key is not None and self._journal is not None:
                     self._journal.written(item.key)
             except asyncio.CancelledError:
@@ -745,6 +827,12 @@ class WebSocketService:
                 return
 
     def _on_frame(self, frame: bytes) -> NexusConnectionError | None:
+        """Decode, settle and deliver one frame; an error return ends the connection.
+
+        The hot path of the client: dispatch is on ``type(message)`` (an
+        ``isinstance`` against a msgspec class costs several times more), and a
+        ``response`` (the common case) takes the shortest way through.
+        """
         if self._trace:
             frames_log.debug("<- %s", codec.redact(frame))
         try:
@@ -752,42 +840,46 @@ class WebSocketService:
         except ProtocolError as exc:
             self._report(exc)
             return None
-        return self._dispatch(message, frame)
-
-    def _dispatch(self, message: Message, frame: bytes = b"") -> NexusConnectionError | None:
-        """Settle, deliver and hand out one message; an error return ends the connection."""
-        if isinstance(message, (ResponseMessage, ErrorMessage)):
-            if (
-                isinstance(message, ErrorMessage)
-                and message.payload.code == "rate_limited"
-                and self._core.resend(message.id)
-            ):
-                # Not an answer: the server will take the same ask (same id) later.
-                self._hold(message)
-                return None
-            outcome, entry = self._core.reply(message.id)
-            if outcome is Reply.DUPLICATE:
-                log.debug("dropped a second answer to %s", message.id)
-                return None
-            if self._journal is not None:
-                # One operation: the answer is durable exactly when its ask is done.
-                answers = message.id if outcome is Reply.FIRST else None
-                self._journal.received(frame, answers)
-            if entry is not None and entry.waiter is not None:
-                self._settle(entry.waiter, message)
-            elif isinstance(message, ErrorMessage) and outcome is Reply.UNSOLICITED:
-                if message.id == "" and message.payload.retry_after is not None:
-                    # A server about to close with 4429 says how long to stay away.
-                    self._retry_after = message.payload.retry_after
-                self._report(_server_error(message))
-        elif isinstance(message, ResponseChunkMessage):
+        if type(message) is ResponseMessage or type(message) is ErrorMessage:
+            return self._on_reply(message, frame)
+        if type(message) is ResponseChunkMessage:
             for piece in self._core.chunk(message.id, message.payload.index, message):
                 self._deliver_piece(piece)
             return None
-        elif isinstance(message, ChallengeMessage):
+        if type(message) is ChallengeMessage:
             return self._on_challenge()
-        elif self._journal is not None and not isinstance(message, AuthOkMessage):
+        if self._journal is not None and type(message) is not AuthOkMessage:
             self._journal.received(frame)
+        self._deliver(message)
+        return None
+
+    def _on_reply(
+        self, message: ResponseMessage | ErrorMessage, frame: bytes
+    ) -> NexusConnectionError | None:
+        if (
+            type(message) is ErrorMessage
+            and message.payload.code == "rate_limited"
+            and self._core.resend(message.id)
+        ):
+            # Not an answer: the server will take the same ask (same id) later.
+            self._hold(message)
+            return None
+        outcome, entry = self._core.reply(message.id)
+        if outcome is _DUPLICATE:
+            log.debug("dropped a second answer to %s", message.id)
+            return None
+        if self._journal is not None:
+            # One operation: the answer is durable exactly when its ask is done.
+            self._journal.received(frame, message.id if outcome is _FIRST else None)
+        if entry is not None:
+            if entry.waiter is not None:
+                self._settle(entry.waiter, message)
+        elif type(message) is ErrorMessage:
+            payload = message.payload
+            if message.id == "" and payload.retry_after is not None:
+                # A server about to close with 4429 says how long to stay away.
+                self._retry_after = payload.retry_after
+            self._report(_server_error(message))
         self._deliver(message)
         return None
 
@@ -802,6 +894,8 @@ class WebSocketService:
 
     def _deliver(self, message: Message) -> None:
         self._messages._emit(message)
+        if not self._handlers:
+            return
         handlers = self._handlers.get(message.type)
         if handlers:
             for handler in handlers:
@@ -821,8 +915,9 @@ class WebSocketService:
         self._kick()
 
     def _settle(self, waiter: _Waiter, message: ResponseMessage | ErrorMessage) -> None:
-        if waiter.timer is not None:
-            waiter.timer.cancel()
+        if waiter.slot is not None:
+            self._deadlines.remove(message.id, waiter.slot)
+            waiter.slot = None
         future = waiter.future
         if future is None or future.done():
             return

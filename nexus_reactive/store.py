@@ -55,7 +55,7 @@ T = TypeVar("T")
 HistoryItem: TypeAlias = Message | PartialResponse
 
 # Handshake frames are the connection's business, not the conversation's.
-_NOT_HISTORY = (ChallengeMessage, AuthOkMessage)
+_NOT_HISTORY = frozenset({ChallengeMessage, AuthOkMessage})
 
 
 class History(Sequence[T], Generic[T]):
@@ -146,6 +146,7 @@ class WebSocketStore:
         share: bool = True,
     ) -> None:
         self._config = config
+        self._limit = config.max_messages
         self._loop = loop
         self._thread = threading.get_ident()
         self._scheduler = scheduler
@@ -174,9 +175,10 @@ class WebSocketStore:
         if team_id is None:
             # A journal (persist=) restores the history of the previous life.
             for restored in self.service.restored_history:
-                if not isinstance(restored, _NOT_HISTORY):
+                if type(restored) not in _NOT_HISTORY:
                     self._append(restored)
-        self._unsubscribe = self.service.messages.subscribe(self._on_message)
+        # A direct sink: the store is the service's own layer above it, on the hot path.
+        self._detach = self.service._messages._attach(self._on_message)
         self._connecting: asyncio.Task[None] | None = loop.create_task(
             self._connect(), name="nexus-reactive-store-connect"
         )
@@ -297,7 +299,7 @@ class WebSocketStore:
         if self._closed:
             return
         self._closed = True
-        self._unsubscribe.dispose()
+        self._detach()
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
             connecting.cancel()
@@ -358,32 +360,39 @@ class WebSocketStore:
             log.info("the store could not connect: %s", exc)
 
     def _on_message(self, message: Message) -> None:
-        if isinstance(message, _NOT_HISTORY):
+        # Hot path: checks on type() (isinstance against msgspec classes is slower),
+        # and the common case (append a response) inline.
+        kind = type(message)
+        if kind in _NOT_HISTORY:
             return
         if self._team_id is not None and message.id and message.id not in self._own:
             return
-        if isinstance(message, ResponseChunkMessage):
-            self._grow(message)
-        elif isinstance(message, ResponseMessage) and message.id in self._streaming:
-            self._finish(message)
+        if kind is ResponseChunkMessage:
+            self._grow(message)  # type: ignore[arg-type]
+        elif self._streaming and message.id in self._streaming:
+            self._finish(message)  # type: ignore[arg-type]
         else:
-            self._append(message)
+            buffer = self._buffer
+            buffer.append(message)
+            if len(buffer) - self._start > self._limit:
+                self._evict()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _append(self, item: HistoryItem) -> int:
         """Append to the history; return the item's slot in ``_buffer``."""
-        buffer = self._buffer
-        buffer.append(item)
-        limit = self._config.max_messages
-        if len(buffer) - self._start > limit:
-            self._start += 1
-            # Compact once half the buffer is dead: amortised O(1) per message, and
-            # views taken before keep the old list.
-            if self._start >= limit:
-                self._compact()
+        self._buffer.append(item)
+        if len(self._buffer) - self._start > self._limit:
+            self._evict()
         return len(self._buffer) - 1
+
+    def _evict(self) -> None:
+        self._start += 1
+        # Compact once half the buffer is dead: amortised O(1) per message, and
+        # views taken before keep the old list.
+        if self._start >= self._limit:
+            self._compact()
 
     def _compact(self) -> None:
         start = self._start

@@ -15,7 +15,7 @@ import asyncio
 import html
 import logging
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
@@ -50,6 +50,13 @@ class Stream(Observable[T], Generic[T]):
         self._add(observer)
         return Disposable(lambda: self._remove(observer))
 
+    def _attach(self, sink: Callable[[T], None]) -> Callable[[], None]:
+        """Feed ``sink`` directly, without reactivex's per-call observer wrapper: for
+        the library's own layers (the store) on the hot path. Returns a detacher."""
+        observer = cast(abc.ObserverBase[T], _Sink(sink))
+        self._add(observer)
+        return lambda: self._remove(observer)
+
     def _add(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = (*self._observers, observer)
         self._sinks = tuple(o.on_next for o in self._observers)
@@ -80,6 +87,21 @@ class Stream(Observable[T], Generic[T]):
                 observer.on_completed()
             except Exception:
                 log.exception("a subscriber of %s raised on completion", self._name)
+
+
+class _Sink(Generic[T]):
+    """An internal subscriber: ``on_next`` is the plain function itself."""
+
+    __slots__ = ("on_next",)
+
+    def __init__(self, on_next: Callable[[T], None]) -> None:
+        self.on_next = on_next
+
+    def on_error(self, error: Exception) -> None:
+        log.error("internal subscriber got an error: %s", error)
+
+    def on_completed(self) -> None:
+        return None
 
 
 class ValueStream(Stream[T], Generic[T]):

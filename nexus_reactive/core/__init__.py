@@ -4,6 +4,7 @@
 - :mod:`.policy`: the one table of fatal versus retryable failures;
 - :mod:`.backoff`: the backoff schedule and the retry budget;
 - :mod:`.outbox`: frames waiting for a connection;
+- :mod:`.deadlines`: ask deadlines in buckets, one timer for all;
 - :mod:`.pending`: asks waiting for their answer, and answered ids;
 - :mod:`.ratelimit`: the token bucket that paces outgoing messages;
 - :mod:`.connection`: :class:`ClientCore`, the rules that tie them together.
@@ -11,6 +12,7 @@
 
 from .backoff import Backoff, Reconnector
 from .connection import ClientCore, Decision
+from .deadlines import Deadlines
 from .outbox import Outbox, Outgoing
 from .pending import Pending, PendingTable, Reply
 from .policy import close_error, http_error
@@ -21,6 +23,7 @@ __all__ = [
     "Backoff",
     "ClientCore",
     "ConnectionState",
+    "Deadlines",
     "Decision",
     "Outbox",
     "Outgoing",

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 from ..errors import NexusConnectionError, ProtocolError, RetriesExhausted
 from .backoff import Reconnector
 from .outbox import Outbox, Outgoing
-from .pending import Pending, PendingTable, Reply
+from .pending import Pending, PendingTable
 from .state import ConnectionState, Phase
 
 __all__ = ["ClientCore", "Decision"]
@@ -58,6 +58,8 @@ class ClientCore(Generic[W]):
         self.outbox = Outbox(outbox_limit)
         self.pending: PendingTable[W] = PendingTable(remember)
         self.reconnector = reconnector if reconnector is not None else Reconnector()
+        # reply() is the table's settle(): bound once, one call less per message.
+        self.reply = self.pending.settle
 
     # -- what the application sends -------------------------------------------------
 
@@ -130,10 +132,6 @@ class ClientCore(Generic[W]):
         self.outbox.put_front((item,))
 
     # -- what the server sends -----------------------------------------------------
-
-    def reply(self, message_id: str) -> tuple[Reply, Pending[W] | None]:
-        """Classify a ``response`` or ``error`` for ``message_id``."""
-        return self.pending.settle(message_id)
 
     def chunk(self, ask_id: str, index: int, piece: T) -> list[T]:
         """Order a streamed piece of the answer to ``ask_id``.

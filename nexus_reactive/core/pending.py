@@ -20,6 +20,9 @@ class Reply(enum.Enum):
     UNSOLICITED = "unsolicited"  # no ask of ours waits for it: deliver it only
 
 
+_FIRST, _DUPLICATE, _UNSOLICITED = Reply.FIRST, Reply.DUPLICATE, Reply.UNSOLICITED
+
+
 @dataclass(slots=True)
 class Pending(Generic[W]):
     """One ask waiting for its answer.
@@ -77,10 +80,10 @@ class PendingTable(Generic[W]):
             answered[ask_id] = None
             if len(answered) > self.remember:
                 del answered[next(iter(answered))]
-            return Reply.FIRST, entry
+            return _FIRST, entry
         if ask_id in self._answered:
-            return Reply.DUPLICATE, None
-        return Reply.UNSOLICITED, None
+            return _DUPLICATE, None
+        return _UNSOLICITED, None
 
     def answered(self, ask_id: str) -> bool:
         """Whether ``ask_id`` was answered recently (its late pieces are stale)."""

@@ -39,6 +39,10 @@ class TokenBucket:
             return wait
         return wait + (-self._tokens) / self.rate
 
+    def free(self, now: float) -> bool:
+        """Whether a message may go at ``now`` with no pacing at all (no rate, no pause)."""
+        return self.rate is None and now >= self._paused_until
+
     def pause_until(self, when: float) -> None:
         """Send nothing before ``when`` (a server said ``retry_after``)."""
         self._paused_until = max(self._paused_until, when)
