@@ -68,6 +68,8 @@ log = logging.getLogger("nexus_reactive.service")
 frames_log = logging.getLogger("nexus_reactive.frames")
 
 Handler = Callable[[Any], None]
+# Frames written to the socket at once, at most.
+_BATCH = 256
 # Module constants: an enum attribute lookup per message is measurable.
 _FIRST = Reply.FIRST
 _DUPLICATE = Reply.DUPLICATE
@@ -505,6 +507,7 @@ class WebSocketService:
             self._transport is not None
             and not self._writing
             and not self._core.outbox
+            and not self._core.pending  # a lone ask: asks made together go as a batch
             and self._bucket.free(loop.time())
         )
         self._track(ask_id, frame, future, timeout, on_piece, kick=not direct)
@@ -795,36 +798,48 @@ class WebSocketService:
         wake = self._wake
         depth = self._outbox_depth
         bucket = self._bucket
+        journal = self._journal
         loop = asyncio.get_running_loop()
         assert wake is not None
         while True:
             item = core.next_outgoing()
-            depth._refresh()
             if item is None:
+                depth._refresh()
                 wake.clear()
                 await wake.wait()
                 continue
+            batch = [item]
+            if bucket.free(loop.time()):
+                # Everything queued goes out together: one write to the socket.
+                while len(batch) < _BATCH and (more := core.next_outgoing()) is not None:
+                    batch.append(more)
+            depth._refresh()
             try:
                 delay = bucket.take(loop.time())
                 if delay > 0:
                     await asyncio.sleep(delay)
                 if self._trace:
-                    frames_log.debug("-> %s", codec.redact(item.frame))
+                    for sent in batch:
+                        frames_log.debug("-> %s", codec.redact(sent.frame))
                 self._writing = True
                 try:
-                    await transport.send(item.frame)
+                    await transport.send_batch([sent.frame for sent in batch])
                 finally:
                     self._writing = False
-                if item.key is not None and self._journal is not None:
-                    self._journal.written(item.key)
             except asyncio.CancelledError:
-                core.unsent(item)
+                for unsent in reversed(batch):
+                    core.unsent(unsent)
                 raise
             except Exception as exc:
-                core.unsent(item)
-                log.info("write failed (%s); the frame waits for the next connection", exc)
+                for unsent in reversed(batch):
+                    core.unsent(unsent)
+                log.info("write failed (%s); the frames wait for the next connection", exc)
                 await transport.close(1011)
                 return
+            if journal is not None:
+                for sent in batch:
+                    if sent.key is not None:
+                        journal.written(sent.key)
 
     def _on_frame(self, frame: bytes) -> NexusConnectionError | None:
         """Decode, settle and deliver one frame; an error return ends the connection.

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import ssl as _ssl
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -30,13 +30,43 @@ _BINARY = WSMsgType.BINARY
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
+class _Collector:
+    """Stands in for the asyncio transport while aiohttp frames a batch: it keeps
+    the bytes, so the batch goes to the socket in one write."""
+
+    __slots__ = ("chunks", "real")
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def is_closing(self) -> bool:
+        return bool(self.real.is_closing())
+
+
 class Transport:
     """One open WebSocket connection."""
 
-    __slots__ = ("_ws",)
+    __slots__ = ("_batcher", "_ws")
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse[Literal[False]]) -> None:
         self._ws = ws
+        # Batching reuses aiohttp's own framing and masking (WebSocketWriter's
+        # _write_websocket_frame) and writes the frames at once. Those are private
+        # names: if this aiohttp lacks them, or compresses, frames go one by one.
+        writer = getattr(ws, "_writer", None)
+        usable = (
+            writer is not None
+            and not getattr(writer, "compress", 1)
+            and all(
+                hasattr(writer, name)
+                for name in ("_write_websocket_frame", "transport", "protocol", "_output_size")
+            )
+        )
+        self._batcher: Any = writer if usable else None
 
     @property
     def closed(self) -> bool:
@@ -45,6 +75,32 @@ class Transport:
     async def send(self, frame: bytes) -> None:
         """Write one text frame (UTF-8 JSON bytes)."""
         await self._ws.send_frame(frame, _TEXT)
+
+    async def send_batch(self, frames: list[bytes]) -> None:
+        """Write several text frames, in order, with one write to the socket.
+
+        One ``send()`` system call per frame is most of the cost of sending on
+        loopback; frames queued together go together.
+        """
+        writer = self._batcher
+        if writer is None or len(frames) == 1:
+            for frame in frames:
+                await self._ws.send_frame(frame, _TEXT)
+            return
+        real = writer.transport
+        collector = _Collector(real)
+        writer.transport = collector
+        try:
+            for frame in frames:
+                writer._write_websocket_frame(frame, _TEXT, 0)
+        finally:
+            writer.transport = real
+        real.write(b"".join(collector.chunks))
+        # Flow control as aiohttp's send_frame does it.
+        if writer._output_size > writer._limit:
+            writer._output_size = 0
+            if writer.protocol._paused:
+                await writer.protocol._drain_helper()
 
     async def pump(
         self,
