@@ -17,11 +17,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Self, TypeGuard, TypeVar, cast, overload
 
 import aiohttp
-import reactivex
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from reactivex import Observable, abc
 from reactivex import operators as ops
-from reactivex.disposable import Disposable, SerialDisposable
 
 from . import codec
 from .config import WebSocketConfig
@@ -58,6 +56,7 @@ from .messages import (
     ResponseMessage,
     new_id,
 )
+from .observe import observe_ask
 from .persist import Journal
 from .streams import DerivedStream, Stream, ValueStream
 from .transport import Transport, open_transport
@@ -255,53 +254,14 @@ class WebSocketService:
         thread (or deliver there with ``subscribe_on`` an ``AsyncIOThreadSafeScheduler``).
         """
 
-        def subscribe(
-            observer: abc.ObserverBase[AskResponse], _scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            return self._on_loop(lambda: start(observer))
+        def starter(observer: abc.ObserverBase[AskResponse]) -> Any:
+            def finish(answer: AskResponse) -> None:
+                observer.on_next(answer)
+                observer.on_completed()
 
-        def start(observer: abc.ObserverBase[AskResponse]) -> abc.DisposableBase:
-            task = asyncio.get_running_loop().create_task(
-                self.ask(query, team_id, timeout), name="nexus-reactive-ask"
-            )
+            return self.ask(query, team_id, timeout), finish
 
-            def done(finished: asyncio.Task[AskResponse]) -> None:
-                if finished.cancelled():
-                    return
-                error = finished.exception()
-                if isinstance(error, Exception):
-                    observer.on_error(error)
-                else:
-                    observer.on_next(finished.result())
-                    observer.on_completed()
-
-            task.add_done_callback(done)
-
-            def cancel() -> None:
-                task.cancel()
-
-            return Disposable(cancel)
-
-        return reactivex.create(subscribe)
-
-    def _on_loop(self, start: Callable[[], abc.DisposableBase]) -> abc.DisposableBase:
-        """Run ``start`` on the service's loop: now if this is it, else soon, via
-        ``call_soon_threadsafe`` (a subscription made from a UI thread)."""
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        loop = self._loop
-        if loop is None or running is loop:
-            return start()
-        holder = SerialDisposable()
-
-        def begin() -> None:
-            if not holder.is_disposed:
-                holder.disposable = start()
-
-        loop.call_soon_threadsafe(begin)
-        return holder
+        return observe_ask(lambda: self._loop, starter)
 
     @property
     def outbox_depth(self) -> ValueStream[int]:
@@ -531,45 +491,25 @@ class WebSocketService:
         one piece). Errors as :meth:`ask`. Subscribe on the event loop's thread.
         """
 
-        def subscribe(
-            observer: abc.ObserverBase[str], _scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            return self._on_loop(lambda: start(observer))
-
-        def start(observer: abc.ObserverBase[str]) -> abc.DisposableBase:
+        def starter(observer: abc.ObserverBase[str]) -> Any:
             pieces: list[str] = []
 
             def on_piece(delta: str) -> None:
                 pieces.append(delta)
                 observer.on_next(delta)
 
-            task = asyncio.get_running_loop().create_task(
-                self._ask(query, team_id, timeout, on_piece), name="nexus-reactive-ask"
-            )
-
-            def done(finished: asyncio.Task[AskResponse]) -> None:
-                if finished.cancelled():
-                    return
-                error = finished.exception()
-                if isinstance(error, Exception):
-                    observer.on_error(error)
-                    return
-                answer = finished.result().answer
+            def finish(answer: AskResponse) -> None:
                 sent = "".join(pieces)
-                if answer.startswith(sent) and len(answer) > len(sent):
-                    observer.on_next(answer[len(sent) :])
-                elif not answer.startswith(sent):
+                if answer.answer.startswith(sent):
+                    if len(answer.answer) > len(sent):
+                        observer.on_next(answer.answer[len(sent) :])
+                else:
                     log.warning("streamed pieces of %r differ from its final answer", query)
                 observer.on_completed()
 
-            task.add_done_callback(done)
+            return self._ask(query, team_id, timeout, on_piece), finish
 
-            def cancel() -> None:
-                task.cancel()
-
-            return Disposable(cancel)
-
-        return reactivex.create(subscribe)
+        return observe_ask(lambda: self._loop, starter)
 
     def _track(
         self,

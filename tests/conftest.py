@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
@@ -18,6 +19,21 @@ from nexus_reactive.server.app import STATS_KEY
 from nexus_reactive.server.state import ServerStats
 
 KEY = "test-key-7f3a9c"  # distinctive, so tests can scan output for it
+
+
+def client_config(url: str, /, **options: Any) -> WebSocketConfig:
+    """A client config for ``url`` (``url=`` overrides it) with the test key and
+    test-sized intervals."""
+    defaults: dict[str, Any] = {
+        "url": url,
+        "api_key": KEY,
+        "reconnect_interval": 0.01,
+        "max_reconnect_interval": 0.05,
+        "connect_timeout": 2.0,
+        "request_timeout": 10.0,
+    }
+    defaults.update(options)
+    return WebSocketConfig(**defaults)
 
 
 @dataclass
@@ -36,16 +52,7 @@ class Nexus:
 
     def config(self, **options: Any) -> WebSocketConfig:
         """A client config for this server, with test-sized intervals."""
-        defaults: dict[str, Any] = {
-            "url": self.url,
-            "api_key": KEY,
-            "reconnect_interval": 0.01,
-            "max_reconnect_interval": 0.05,
-            "connect_timeout": 2.0,
-            "request_timeout": 10.0,
-        }
-        defaults.update(options)
-        return WebSocketConfig(**defaults)
+        return client_config(self.url, **options)
 
 
 ServerFactory = Callable[..., Awaitable[Nexus]]
@@ -87,16 +94,8 @@ class Scripted:
         return f"ws://127.0.0.1:{self.server.port}/"
 
     def config(self, **options: Any) -> WebSocketConfig:
-        defaults: dict[str, Any] = {
-            "url": self.url,
-            "api_key": KEY,
-            "reconnect_interval": 0.01,
-            "max_reconnect_interval": 0.05,
-            "connect_timeout": 2.0,
-            "request_timeout": 10.0,
-        }
-        defaults.update(options)
-        return WebSocketConfig(**defaults)
+        """A client config for this server, with test-sized intervals."""
+        return client_config(self.url, **options)
 
     async def next_frame(self, ws: web.WebSocketResponse) -> dict[str, Any] | None:
         """Receive one JSON frame (recorded in ``received``); ``None`` when closed."""
@@ -138,6 +137,24 @@ async def scripted(aiohttp_server: Any) -> Callable[[Script], Awaitable[Scripted
 
 def response_frame(message_id: str, answer: str) -> str:
     return json.dumps({"type": "response", "id": message_id, "payload": {"answer": answer}})
+
+
+MakeServer = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+def make_server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> MakeServer:
+    async def make(**options: Any) -> TestServer:
+        options.setdefault("api_keys", KEY)
+        return await aiohttp_server(create_app(**options))
+
+    return make
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 def library_tasks() -> list[asyncio.Task[Any]]:

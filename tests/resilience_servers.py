@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from nexus_reactive import ConnectionState, Phase, WebSocketConfig, WebSocketService
 
-from .conftest import KEY
+from .conftest import KEY, client_config
 
 __all__ = [
     "Conn",
@@ -125,16 +125,7 @@ class ScriptServer:
 
     def config(self, **options: Any) -> WebSocketConfig:
         """A client config for this server with test-sized intervals."""
-        defaults: dict[str, Any] = {
-            "url": self.url,
-            "api_key": KEY,
-            "reconnect_interval": 0.01,
-            "max_reconnect_interval": 0.05,
-            "connect_timeout": 2.0,
-            "request_timeout": 10.0,
-        }
-        defaults.update(options)
-        return WebSocketConfig(**defaults)
+        return client_config(self.url, **options)
 
     def asks(self) -> list[dict[str, Any]]:
         """Every ``ask`` frame received, re-sent copies included."""

@@ -10,7 +10,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -23,28 +23,12 @@ from nexus_reactive.errors import ConfigError
 from nexus_reactive.messages import AskRequest, AskResponse, Usage
 from nexus_reactive.server import STATS_KEY, ReplyCache, ServerStats, count_tokens, create_app
 
-KEY = "test-key"
-TIMEOUT = 10.0
+from .conftest import KEY, MakeServer
 
-MakeServer = Callable[..., Awaitable[TestServer]]
+TIMEOUT = 10.0
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def make_server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> MakeServer:
-    async def make(**options: Any) -> TestServer:
-        options.setdefault("api_keys", KEY)
-        return await aiohttp_server(create_app(**options))
-
-    return make
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def connect(

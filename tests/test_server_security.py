@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from nexus_reactive.server import (
 )
 from nexus_reactive.signing import generate_keypair, public_key_hex, sign_challenge
 
+from .conftest import MakeServer
 from .test_server import (
     KEY,
     TIMEOUT,
@@ -48,23 +49,6 @@ from .test_server import (
     wait_until,
 )
 from .tlsutil import make_tls
-
-MakeServer = Callable[..., Awaitable[TestServer]]
-
-
-@pytest.fixture
-def make_server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> MakeServer:
-    async def make(**options: Any) -> TestServer:
-        options.setdefault("api_keys", KEY)
-        return await aiohttp_server(create_app(**options))
-
-    return make
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def expect_close(ws: aiohttp.ClientWebSocketResponse, code: int) -> str:

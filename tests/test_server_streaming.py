@@ -8,35 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from nexus_reactive.messages import AskRequest, AskResponse
-from nexus_reactive.server import EchoEngine, create_app
+from nexus_reactive.server import EchoEngine
 from nexus_reactive.server.engine import run_engine
 
-from .test_server import KEY, ask, connect, recv, recv_text, stats, wait_until
-
-MakeServer = Callable[..., Awaitable[TestServer]]
-
-
-@pytest.fixture
-def make_server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> MakeServer:
-    async def make(**options: Any) -> TestServer:
-        options.setdefault("api_keys", KEY)
-        return await aiohttp_server(create_app(**options))
-
-    return make
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+from .conftest import MakeServer
+from .test_server import ask, connect, recv, recv_text, stats, wait_until
 
 
 async def recv_stream(
