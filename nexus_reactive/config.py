@@ -70,7 +70,8 @@ class WebSocketConfig:
             across restarts and crashes (see :mod:`nexus_reactive.persist`).
     """
 
-    url: str = "ws://localhost:8000"
+    # The one field that may also be given positionally: WebSocketConfig(url, ...).
+    url: str = field(default="ws://localhost:8000", kw_only=False)
     api_key: ApiKey | None = field(default=None, repr=False)
     reconnect_interval: float = 1.0
     max_reconnect_interval: float = 30.0

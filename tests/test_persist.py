@@ -179,3 +179,26 @@ async def test_answers_are_recorded_when_their_ask_is_done(nexus: Nexus, tmp_pat
     assert outbox == 0
     assert [m["payload"]["answer"] for m in history] == [answer.answer]
     assert isinstance(ResponseMessage, type)
+
+
+def test_a_failing_write_is_reported_retried_and_loses_nothing(tmp_path: Path) -> None:
+    """A database that stops accepting writes (here: full) while the client runs."""
+    errors: list[PersistenceError] = []
+    db = tmp_path / "full.db"
+    journal = Journal(db, on_error=errors.append)
+    try:
+        assert journal.flush(5)
+        (pages,) = journal._db.execute("PRAGMA page_count").fetchone()
+        journal._db.execute(f"PRAGMA max_page_count = {pages}")  # no room to grow
+        journal.queued("big-ask", True, b"x" * 100_000)
+        assert not journal.flush(0.5)  # not durable yet...
+        assert errors and "retried" in str(errors[0])  # ...and said so
+        journal._db.execute("PRAGMA max_page_count = 1000000")
+        assert journal.flush(5)  # the retry commits it
+    finally:
+        journal.close()
+    again = Journal(db)
+    try:
+        assert [key for key, _, _ in again.restored.outbox] == ["big-ask"]
+    finally:
+        again.close()

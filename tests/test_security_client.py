@@ -160,3 +160,35 @@ async def test_secrets_never_appear_in_logs_reprs_or_errors(
     assert KEY not in blob
     assert SEED_HEX not in blob and SEED_HEX.upper() not in blob
     assert any("->" in r.getMessage() for r in caplog.records if r.name.endswith("frames"))
+
+
+async def test_nexus_debug_logs_frames_to_stderr_without_secrets(nexus: Nexus) -> None:
+    import os
+    import sys
+
+    code = (
+        "import asyncio\n"
+        "from nexus_reactive import WebSocketService, WebSocketConfig\n"
+        "async def main():\n"
+        f"    config = WebSocketConfig({nexus.url!r})\n"
+        "    async with WebSocketService(config) as service:\n"
+        "        await service.ask('debug me')\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "NEXUS_DEBUG": "1", "NEXUS_API_KEY": KEY}
+    # Not subprocess.run: the server under test runs on this event loop.
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(child.communicate(), 60)
+    stdout, stderr = out.decode(), err.decode()
+    assert child.returncode == 0, stderr
+    assert "nexus_reactive.frames" in stderr and "-> " in stderr
+    assert "debug me" in stderr  # the frame itself
+    assert "state: connected" in stderr
+    assert KEY not in stderr + stdout
