@@ -52,6 +52,9 @@ class WebSocketConfig:
             means the link is dead. ``None`` disables pings.
         outbox_limit: how many messages may wait for a connection.
         max_messages: how many received messages a store keeps in its history.
+        batch_interval: a store's ``messages`` emits at most once per this many
+            seconds (e.g. 0.05 for a UI that repaints at 20 Hz); ``None``: at most
+            once per event-loop tick. Nothing is dropped either way.
         max_message_size: largest frame accepted, in bytes.
         headers: extra HTTP headers for the upgrade request.
         signing_key: an Ed25519 private key (the key object, a PEM file path, PEM
@@ -84,6 +87,7 @@ class WebSocketConfig:
     heartbeat: float | None = 15.0
     outbox_limit: int = 10_000
     max_messages: int = 1_000
+    batch_interval: float | None = None
     max_message_size: int = 4 * 1024 * 1024
     headers: Mapping[str, str] = field(default_factory=dict)
     signing_key: Ed25519PrivateKey | str | os.PathLike[str] | None = field(default=None, repr=False)
@@ -112,7 +116,7 @@ class WebSocketConfig:
         ):
             if not _positive(getattr(self, name)):
                 raise ConfigError(f"{name} must be a positive number of seconds")
-        for name in ("request_timeout", "heartbeat"):
+        for name in ("request_timeout", "heartbeat", "batch_interval"):
             value = getattr(self, name)
             if value is not None and not _positive(value):
                 raise ConfigError(f"{name} must be a positive number of seconds, or None")

@@ -17,7 +17,7 @@ from .service import WebSocketService
 __all__ = ["acquire", "release"]
 
 # Options that belong to one store, not to the connection.
-_PER_STORE = {"max_messages": 1}
+_PER_STORE: dict[str, object] = {"max_messages": 1, "batch_interval": None}
 
 
 @dataclass(eq=False, slots=True)

@@ -8,7 +8,7 @@ current value (``.value``) and replay it to each new subscriber.
 History is bounded and cheap: appending is O(1), whatever its length, and each
 emission is an immutable :class:`History` view that shares storage with the
 store instead of copying the list. Under a flood, ``messages`` emits at most
-once per event-loop tick with everything that arrived in it.
+once per event-loop tick (or per ``batch_interval``) with everything that arrived.
 
 A streamed answer shows as a :class:`PartialResponse` that grows in place and is
 replaced by the final response. Stores for the same server and settings share one
@@ -147,6 +147,7 @@ class WebSocketStore:
     ) -> None:
         self._config = config
         self._limit = config.max_messages
+        self._interval = config.batch_interval
         self._loop = loop
         self._thread = threading.get_ident()
         self._scheduler = scheduler
@@ -163,6 +164,7 @@ class WebSocketStore:
         self._own: set[str] = set()
         self._own_order: deque[str] = deque()
         self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
         self._messages: DerivedStream[History[HistoryItem]] = DerivedStream(
             self._snapshot, "messages"
         )
@@ -300,6 +302,8 @@ class WebSocketStore:
             return
         self._closed = True
         self._detach()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
             connecting.cancel()
@@ -378,7 +382,10 @@ class WebSocketStore:
                 self._evict()
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            if self._interval is None:
+                self._flush_handle = self._loop.call_soon(self._flush)
+            else:
+                self._flush_handle = self._loop.call_later(self._interval, self._flush)
 
     def _append(self, item: HistoryItem) -> int:
         """Append to the history; return the item's slot in ``_buffer``."""

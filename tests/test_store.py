@@ -283,3 +283,31 @@ async def test_store_errors_name_the_failed_ask_and_respect_team_scope(scripted:
     assert not any(isinstance(e, RequestTimeout) for e in blue_errors)
     await red.close()
     await blue.close()
+
+
+async def test_batch_interval_caps_the_emission_rate_and_drops_nothing(scripted: Any) -> None:
+    async def trickle(ws: web.WebSocketResponse, s: Scripted) -> None:
+        for i in range(40):
+            await ws.send_str(response_frame(f"id{i}", "x"))
+            await asyncio.sleep(0.005)  # the server's pace, not a wait in the test
+        while await s.next_frame(ws) is not None:
+            pass
+
+    server = await scripted(trickle)
+    loop = asyncio.get_running_loop()
+    async with use_websocket(server.config(batch_interval=0.1)) as store:
+        sizes: list[int] = []
+        times: list[float] = []
+
+        def seen(history: Any) -> None:
+            sizes.append(len(history))
+            times.append(loop.time())
+
+        store.messages.subscribe(seen)
+        await wait_for(lambda: sizes[-1] == 40)
+        # After the replay, emissions are at least batch_interval apart (a slow
+        # machine only spreads them further), and each carries all that arrived.
+        gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+        assert all(gap >= 0.09 for gap in gaps), gaps
+        assert len(sizes) < 40 and sizes == sorted(sizes)
+        assert [m.id for m in store.messages.value] == [f"id{i}" for i in range(40)]
