@@ -215,8 +215,8 @@ class WebSocketService(_Link):
         the answer then completes, or errors (``ServerError``, ``RequestTimeout``...).
 
         Compose it: ``queries.pipe(ops.flat_map(service.ask_rx))``, ``ops.retry(3)``.
-        Disposing the subscription abandons the ask. Subscribe on the event loop's
-        thread (or deliver there with ``subscribe_on`` an ``AsyncIOThreadSafeScheduler``).
+        Disposing the subscription abandons the ask. It may be subscribed from any
+        thread: the ask starts on the service's loop; emissions come on that thread.
         """
 
         def starter(observer: abc.ObserverBase[AskResponse]) -> Any:
@@ -453,7 +453,8 @@ class WebSocketService(_Link):
         once, whatever order or repeats the server's ``response_chunk`` frames came
         in) and completes when the final ``response`` arrives; the pieces joined
         always equal the final answer (a server that does not stream gives it as
-        one piece). Errors as :meth:`ask`. Subscribe on the event loop's thread.
+        one piece). Errors as :meth:`ask`. It may be subscribed from any thread; the
+        ask runs, and the pieces are emitted, on the service's loop.
         """
 
         def starter(observer: abc.ObserverBase[str]) -> Any:

@@ -91,7 +91,11 @@ class History(Sequence[T], Generic[T]):
     def __getitem__(self, index: slice) -> list[T]: ...
     def __getitem__(self, index: int | slice) -> T | list[T]:
         if isinstance(index, slice):
-            return list(self)[index]
+            # Only the slice's own items: history[-20:] costs 20, not the history.
+            at, items, patches = self._start, self._items, self._patches
+            if patches is None:
+                return [items[at + i] for i in range(len(self))[index]]
+            return [patches.get(at + i, items[at + i]) for i in range(len(self))[index]]
         n = self._stop - self._start
         if index < 0:
             index += n

@@ -18,7 +18,6 @@ from nexus_reactive import (
     ResponseMessage,
     UsageError,
     WebSocketConfig,
-    WebSocketStore,
     use_websocket,
 )
 
@@ -259,7 +258,6 @@ async def test_store_repr_and_html_never_show_the_key(nexus: Nexus) -> None:
 def test_store_requires_a_config_url() -> None:
     with pytest.raises(Exception, match="ws://"):
         WebSocketConfig(url="http://example.com")
-    assert WebSocketStore  # exported
 
 
 async def test_store_errors_name_the_failed_ask_and_respect_team_scope(scripted: Any) -> None:
@@ -312,3 +310,13 @@ async def test_batch_interval_caps_the_emission_rate_and_drops_nothing(scripted:
         assert all(gap >= 0.09 for gap in gaps), gaps
         assert len(sizes) < 40 and sizes == sorted(sizes)
         assert [m.id for m in store.messages.value] == [f"id{i}" for i in range(40)]
+
+
+@pytest.mark.parametrize(
+    "index", [slice(1, 4), slice(None, None, -2), slice(-3, None), slice(5, 100)]
+)
+def test_history_slices_match_list_slices_with_in_progress_slots(index: slice) -> None:
+    items: list[Any] = list(range(10))
+    view = History(items, 2, 9, {4: "partial"})
+    assert view[index] == list(view)[index]
+    assert "partial" in list(view)
