@@ -1,17 +1,31 @@
-# Every target installs what it needs first; `make demo` and `make test` work on a fresh clone.
+# Every target installs what it needs first; `make demo` and `make test` work on a fresh clone
+# with nothing but Python >= 3.11 and make. Everything installed comes from uv.lock.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+UV     := $(BIN)/uv
+# The locker, bootstrapped into .venv with pip; the dev group in pyproject.toml pins the same
+# version so that `uv sync` keeps it (tests/test_packaging.py checks the two agree).
+UV_VERSION := 0.13.9
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock 2>/dev/null | cksum | cut -d' ' -f1)
+# uv uses the interpreter the venv was made with and never downloads one of its own.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint format soak bench docs clean
+PYTEST_ENV := PYTHONASYNCIODEBUG=1
+PYTEST_ARGS := -X dev -W error::ResourceWarning -m pytest -q
+
+.PHONY: install demo test lint format soak bench docs lock test-lowest test-latest clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# --locked: install exactly what uv.lock says, and fail if pyproject.toml has moved on from it.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --all-extras --quiet
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -21,12 +35,32 @@ demo: install
 
 ## Every test, with asyncio debug mode and ResourceWarning as an error; then lint and types.
 test: install
-	PYTHONASYNCIODEBUG=1 $(BIN)/python -X dev -W error::ResourceWarning -m pytest -q
+	$(PYTEST_ENV) $(BIN)/python $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
+
+## Refresh uv.lock to the newest versions the ranges in pyproject.toml allow; review its diff.
+lock: $(UV)
+	$(UV) lock --upgrade
+
+## The suite on the lowest versions pyproject.toml's ranges allow, in .venv-lowest (not locked).
+test-lowest: $(UV)
+	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-lowest
+	$(UV) pip install --quiet --python .venv-lowest/bin/python --resolution lowest-direct \
+		-e '.[tui,notebook]' --group dev
+	$(UV) pip list --python .venv-lowest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest) '
+	$(PYTEST_ENV) .venv-lowest/bin/python $(PYTEST_ARGS)
+
+## The suite on the newest versions released today, in .venv-latest (not locked).
+test-latest: $(UV)
+	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-latest
+	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --upgrade \
+		-e '.[tui,notebook]' --group dev
+	$(UV) pip list --python .venv-latest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest) '
+	$(PYTEST_ENV) .venv-latest/bin/python $(PYTEST_ARGS)
 
 ## The long soak: many reconnect cycles under a steady stream of asks.
 soak: install
-	NEXUS_SOAK=long PYTHONASYNCIODEBUG=1 $(BIN)/python -X dev -W error::ResourceWarning -m pytest -q -m soak
+	NEXUS_SOAK=long $(PYTEST_ENV) $(BIN)/python $(PYTEST_ARGS) -m soak
 
 ## The benchmark suite: library vs baselines, interleaved rounds; table, bench/results/{latest.json,ratios.png}.
 bench: install
@@ -46,4 +80,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest .venv-latest .pytest_cache .mypy_cache .ruff_cache
