@@ -1,6 +1,6 @@
 """nexus-reactive: a typed, reactive asyncio client for the Nexus WebSocket protocol.
 
-The seed's API::
+The API of the TypeScript design (a React Native client) that this library mirrors::
 
     from nexus_reactive import WebSocketConfig, WebSocketService, use_websocket
 

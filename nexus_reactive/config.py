@@ -1,7 +1,7 @@
 """Configuration: one small, immutable value object with named defaults.
 
-Intervals are in seconds (the seed's milliseconds become seconds, as asyncio
-counts them). The API key never appears in a ``repr``.
+Intervals are in seconds, as asyncio counts them (the TypeScript client this
+library mirrors counts milliseconds). The API key never appears in a ``repr``.
 """
 
 from __future__ import annotations

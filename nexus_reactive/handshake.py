@@ -1,4 +1,4 @@
-"""The key-pair authentication handshake (PROTOCOL.md), run before a connection
+"""The key-pair authentication handshake (docs/protocol.md), run before a connection
 counts as open: wait for ``challenge``, answer with a signed ``auth``, wait for
 ``auth_ok``. Queued messages are held until it succeeds."""
 

@@ -5,8 +5,9 @@
   signatures redacted (API keys never travel in frames);
 - ``nexus_reactive.transport``, ``.streams``, ``.store``, ``.server``.
 
-``NEXUS_DEBUG=1`` in the environment turns all of it on at DEBUG on stderr, as the
-seed's "add console logging" does, without touching the application's logging.
+``NEXUS_DEBUG=1`` in the environment turns all of it on at DEBUG on stderr (the
+console logging of the TypeScript client this library mirrors), without touching
+the application's logging.
 """
 
 from __future__ import annotations

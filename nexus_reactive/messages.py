@@ -1,4 +1,4 @@
-"""The messages of the Nexus protocol (PROTOCOL.md) as typed, immutable structs.
+"""The messages of the Nexus protocol (docs/protocol.md) as typed, immutable structs.
 
 Every message is an envelope ``{"type": ..., "id": ..., "payload": ...}``. Each
 known ``type`` is a tagged :class:`msgspec.Struct`, so that one prebuilt decoder
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-#: PROTOCOL.md: an id is a string of at most 128 characters.
+#: The protocol: an id is a string of at most 128 characters.
 MAX_ID_LENGTH = 128
 MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 #: Only an ``error`` may carry the empty id: it is about the connection as a whole.
@@ -55,7 +55,7 @@ ErrorId = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
 
 
 def new_id() -> str:
-    """Return a fresh message id: a random UUID4 in hex, as PROTOCOL.md asks.
+    """Return a fresh message id: a random UUID4 in hex, as the protocol asks.
 
     It is ``uuid.uuid4().hex`` without the object and with one ``os.urandom`` call
     per 256 ids (a third of the cost, on every ask).

@@ -1,4 +1,5 @@
-"""``WebSocketService``: the seed's client class, its public API.
+"""``WebSocketService``: the client class of the TypeScript design this library
+mirrors, its public API.
 
 The connection's life (attempts, the writer, the receive loop) and the asks in
 flight are in :mod:`nexus_reactive.link`; every decision (retry or give up, what
@@ -287,7 +288,7 @@ class WebSocketService(_Link):
         await asyncio.shield(ready)
 
     def disconnect(self) -> None:
-        """Stop reconnecting and begin closing (synchronous, as in the seed).
+        """Stop reconnecting and begin closing (synchronous, as in the TypeScript client).
 
         Asks awaited with :meth:`ask` fail with :class:`ConnectionClosed`. Other
         queued messages stay in the outbox for the next :meth:`connect`.

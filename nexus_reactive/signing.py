@@ -1,4 +1,4 @@
-"""Ed25519 keys for key-pair authentication (PROTOCOL.md), shared by client and server.
+"""Ed25519 keys for key-pair authentication (docs/protocol.md), shared by client and server.
 
 The client signs the UTF-8 bytes of the server's challenge string; the server
 checks the signature against the public key the client names. On the wire both
@@ -129,7 +129,7 @@ def public_key_hex(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
 
 
 def sign_challenge(key: Ed25519PrivateKey, challenge: str) -> str:
-    """Sign a server's challenge as PROTOCOL.md asks.
+    """Sign a server's challenge as the protocol asks.
 
     Args:
         key: the client's private key.

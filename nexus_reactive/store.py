@@ -1,9 +1,9 @@
 """``use_websocket``: the React hook's mirror, a store of state and messages.
 
-The seed's hook returns ``{state, messages, sendMessage, clearMessages}``; here
-``use_websocket(...)`` returns a :class:`WebSocketStore` with the same four
-members, where ``state`` and ``messages`` are observables that always hold a
-current value (``.value``) and replay it to each new subscriber.
+The TypeScript hook ``useWebSocket`` returns ``{state, messages, sendMessage,
+clearMessages}``; here ``use_websocket(...)`` returns a :class:`WebSocketStore`
+with the same four members, where ``state`` and ``messages`` are observables that
+always hold a current value (``.value``) and replay it to each new subscriber.
 
 History is bounded and cheap: appending is O(1), whatever its length, and each
 emission is an immutable :class:`History` view that shares storage with the
@@ -473,7 +473,7 @@ def use_websocket(
     share: bool = True,
     **options: Any,
 ) -> WebSocketStore:
-    """Create a store and start connecting at once, like the seed's ``useWebSocket``.
+    """Create a store and start connecting at once, like the TypeScript ``useWebSocket`` hook.
 
     Call it from a coroutine (the store runs on the running event loop)::
 

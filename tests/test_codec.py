@@ -319,7 +319,7 @@ def test_decode_str_with_lone_surrogate_raises_protocol_error() -> None:
 
 
 def test_decode_unknown_type_without_payload_is_malformed() -> None:
-    # Regression: PROTOCOL.md requires all three fields, whatever the type.
+    # Regression: docs/protocol.md requires all three fields, whatever the type.
     with pytest.raises(ProtocolError):
         codec.decode(b'{"type": "presence", "id": "a"}')
 
@@ -334,7 +334,7 @@ def test_decode_unknown_type_without_payload_is_malformed() -> None:
     ],
 )
 def test_decode_empty_id_is_malformed_except_on_error(type_: str, payload: Any) -> None:
-    # Regression: PROTOCOL.md allows "" only on an error about the whole connection.
+    # Regression: docs/protocol.md allows "" only on an error about the whole connection.
     with pytest.raises(ProtocolError):
         codec.decode(frame(type_, "", payload))
 

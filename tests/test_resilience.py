@@ -6,7 +6,7 @@ Two kinds of fault are injected here, never a mocked transport:
   the reference server (RST cuts, a refused port, a blackholed half-open link,
   latency, a connection dropped in the middle of a frame);
 - server faults from scripted servers (:mod:`tests.resilience_servers`) that close
-  with each close code of PROTOCOL.md, refuse upgrades with HTTP statuses, send
+  with each close code of docs/protocol.md, refuse upgrades with HTTP statuses, send
   garbage, oversized or duplicate frames, or accept and drop at once.
 
 Intervals are scaled down (backoff from 0.01 s, heartbeat 0.2 s) and every wait

@@ -1,4 +1,4 @@
-"""Which failures are fatal and which are retried: the one table (PROTOCOL.md).
+"""Which failures are fatal and which are retried: the one table (docs/protocol.md).
 
 | failure                                  | action                                  |
 | ---------------------------------------- | --------------------------------------- |

@@ -23,7 +23,7 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ConnectionState:
-    """An immutable snapshot of the connection, as the seed's ``ConnectionState``.
+    """An immutable snapshot of the connection, as the TypeScript client's ``ConnectionState``.
 
     Attributes:
         phase: where the connection is (see :class:`Phase`).

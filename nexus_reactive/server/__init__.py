@@ -1,4 +1,4 @@
-"""The reference Nexus server: the protocol of PROTOCOL.md over aiohttp.
+"""The reference Nexus server: the protocol of docs/protocol.md over aiohttp.
 
 It checks ``x-api-key`` before upgrading, answers every ``ask`` with exactly one
 ``response`` or ``error`` (each in its own task, so answers may come back out of

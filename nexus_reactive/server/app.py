@@ -30,7 +30,7 @@ STATS_KEY = web.AppKey("nexus_stats", ServerStats)
 #: Everything the app holds (:class:`ServerState`): engine, reply cache, open sockets.
 STATE_KEY = web.AppKey("nexus_state", ServerState)
 
-#: PROTOCOL.md: a server remembers at least the last 10,000 ask ids or 5 minutes.
+#: Replies remembered for repeated ask ids: how many, and for how long (docs/protocol.md).
 DEFAULT_DEDUPE_SIZE = 10_000
 DEFAULT_DEDUPE_TTL = 300.0
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024

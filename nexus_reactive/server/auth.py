@@ -19,7 +19,7 @@ __all__ = ["API_KEY_ENV", "API_KEY_HEADER", "ApiKeys"]
 
 #: The environment variable read when no keys are passed explicitly.
 API_KEY_ENV = "NEXUS_API_KEY"
-#: The upgrade request's header that carries the key (PROTOCOL.md).
+#: The upgrade request's header that carries the key (docs/protocol.md).
 API_KEY_HEADER = "x-api-key"
 
 

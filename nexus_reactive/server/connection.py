@@ -1,7 +1,7 @@
 """One client connection: the upgrade, the receive loop, and answering asks.
 
 The receive loop never dies of bad input: every frame that is not a valid client
-message gets an ``error`` reply (PROTOCOL.md codes) and the loop goes on. Each
+message gets an ``error`` reply (the codes of docs/protocol.md) and the loop goes on. Each
 ``ask`` is answered in its own task, so a slow answer never holds up a fast one
 and answers may go out in any order. When the socket closes, every task of the
 connection is cancelled and awaited before the handler returns.
@@ -57,7 +57,7 @@ logger = logging.getLogger("nexus_reactive.server")
 
 _INTERNAL = "the server failed to answer; try again later"
 _CLOSING = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-#: PROTOCOL.md: rate limited; the client reconnects after ``retry_after``.
+#: Close code: rate limited; the client reconnects after ``retry_after``.
 CLOSE_RATE_LIMITED = 4429
 _CLOSE_REASONS = {
     CLOSE_AUTH_FAILED: b"authentication failed",

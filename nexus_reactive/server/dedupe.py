@@ -1,6 +1,6 @@
 """Idempotent asks: the reply to a recent ask id is remembered and sent again.
 
-PROTOCOL.md ("Delivery") makes an ask id an idempotency key: a client that lost
+The protocol ("Delivery" in docs/protocol.md) makes an ask id an idempotency key: a client that lost
 its connection sends the same ask again, and must get the same reply, computed
 once. :class:`ReplyCache` keeps the encoded reply per key in one
 :class:`~collections.OrderedDict` ordered by last use, so every operation is O(1)

@@ -1,4 +1,4 @@
-"""Key-pair authentication, the server's half (PROTOCOL.md "Key-pair authentication").
+"""Key-pair authentication, the server's half (docs/protocol.md, "Key-pair authentication").
 
 Right after the upgrade the server sends a ``challenge``; the client answers with
 an ``auth`` carrying its public key and its signature over the challenge. This
@@ -30,7 +30,7 @@ from ..signing import is_public_key_hex, verify_signature
 
 __all__ = ["CLOSE_AUTH_FAILED", "CLOSE_FORBIDDEN", "AuthVerdict", "judge", "new_challenge"]
 
-#: PROTOCOL.md close codes.
+#: Close codes (docs/protocol.md).
 CLOSE_AUTH_FAILED = 4401
 CLOSE_FORBIDDEN = 4403
 
