@@ -81,8 +81,8 @@ def test_every_page_is_built_and_the_examples_are_included(site: Path) -> None:
     # The quickstart page includes examples/quickstart.py itself, not a copy.
     quickstart = (site / "quickstart" / "index.html").read_text()
     assert "async def main(url: str, questions: list[str]) -&gt; int:" in quickstart
-    seed = (site / "from-the-seed" / "index.html").read_text()
-    assert "useWebSocket" in seed and "use_websocket" in seed
+    mapping = (site / "from-typescript" / "index.html").read_text()
+    assert "useWebSocket" in mapping and "use_websocket" in mapping
 
 
 @pytest.mark.parametrize("page", sorted(path.name for path in DOCS.glob("*.md")))
