@@ -1,4 +1,4 @@
-"""Turning results into a table, the issue's targets, JSON and a PNG chart."""
+"""Turning results into a table, the performance targets, JSON and a PNG chart."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["TARGETS", "Target", "check_targets", "print_report", "write_json", "
 
 @dataclass(frozen=True)
 class Target:
-    """One goal of the issue: a ratio of one section compared with a bound."""
+    """One performance target: a ratio of one section compared with a bound."""
 
     section: str
     ratio: str
@@ -138,7 +138,7 @@ def print_report(results: dict[str, Any]) -> None:
         for name, value in section["ratios"].items():
             print(f"   ratio  {name}: {_number(value)}x")
     print()
-    print("== targets (issue 5)")
+    print("== performance targets")
     for t in results["targets"]:
         verdict = "PASS" if t["pass"] else "MISS"
         print(f"   {verdict}  {t['goal']}: measured {_number(t['measured'])}x ({t['ratio']})")
@@ -179,7 +179,7 @@ def write_png(results: dict[str, Any], path: Path) -> None:
     ax.axvline(1.0, color="gray", linestyle=":", linewidth=1)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.set_xlabel("ratio (bar); black tick: the issue's target; green met, red missed")
+    ax.set_xlabel("ratio (bar); black tick: the target; green met, red missed")
     ax.set_title(f"nexus-reactive benchmark ratios ({results['meta']['rounds']} round(s))")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -23,7 +23,7 @@ __all__ = [
     "ws_frame",
 ]
 
-#: The size of one flood frame in bytes (the issue's "~213 bytes").
+#: The size of one flood frame in bytes: a `response` with a short answer and its usage.
 FRAME_SIZE = 213
 #: How many distinct flood frames there are; a flood cycles through them.
 POOL = 4096

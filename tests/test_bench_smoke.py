@@ -1,7 +1,7 @@
 """The benchmark suite runs end to end in smoke mode.
 
 It checks that ``python -m bench.run --quick`` finishes, exits 0, and writes a JSON
-report with every section, every ratio and every target of issue 5, plus the chart.
+report with every section, every ratio and every performance target, plus the chart.
 It asserts nothing about speed: benchmarks measure, tests don't.
 """
 
