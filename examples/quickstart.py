@@ -1,4 +1,4 @@
-"""Quickstart: the seed's React example, in Python.
+"""Quickstart: the TypeScript design's React example, in Python.
 
 Prints each connection state change and each answer as it arrives.
 
@@ -48,7 +48,7 @@ async def main(url: str, questions: list[str]) -> int:
         state.subscribe(show_state)
         messages.subscribe(show_answers)
 
-        # As in the seed, send once connected; queued sends would also go out then.
+        # As in the TypeScript example, send once connected; queued sends would also go out then.
         await store.service.connect()
         for question in questions:
             print(f"[ask] {question}")
