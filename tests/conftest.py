@@ -18,19 +18,27 @@ from nexus_reactive.server import create_app
 from nexus_reactive.server.app import STATS_KEY
 from nexus_reactive.server.state import ServerStats
 
+from .waiting import EVENTUALLY
+
 KEY = "test-key-7f3a9c"  # distinctive, so tests can scan output for it
 
 
 def client_config(url: str, /, **options: Any) -> WebSocketConfig:
     """A client config for ``url`` (``url=`` overrides it) with the test key and
-    test-sized intervals."""
+    test-sized intervals.
+
+    Retries are quick; the bounds on a connect, on key-pair authentication and on an
+    ask are generous, so that a loaded machine never trips them: a test of those
+    bounds sets its own.
+    """
     defaults: dict[str, Any] = {
         "url": url,
         "api_key": KEY,
         "reconnect_interval": 0.01,
         "max_reconnect_interval": 0.05,
-        "connect_timeout": 2.0,
-        "request_timeout": 10.0,
+        "connect_timeout": EVENTUALLY,
+        "request_timeout": EVENTUALLY,
+        "auth_timeout": EVENTUALLY,
     }
     defaults.update(options)
     return WebSocketConfig(**defaults)

@@ -18,50 +18,28 @@ bytes in 64 KiB chunks. The faults it injects, and what each one simulates:
 * :meth:`FaultProxy.drop_after` -- forwards only ``n`` more bytes downstream, then
   closes the client side mid-stream: a connection dying in the middle of a frame.
 
-:func:`wait_for` polls a condition with a deadline; use it instead of fixed sleeps.
+:func:`wait_for` (from :mod:`tests.waiting`, re-exported here) polls a condition with a
+deadline; use it instead of fixed sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self
+
+from .waiting import wait_for
 
 __all__ = ["CHUNK_SIZE", "FaultProxy", "wait_for"]
 
 CHUNK_SIZE = 64 * 1024
 _QUEUE_SIZE = 16  # chunks buffered per direction (bounds memory under latency)
 
-T = TypeVar("T")
 _Item = tuple[float, bytes] | Literal["eof", "drop"]
-
-
-async def wait_for(
-    predicate: Callable[[], T | Awaitable[T]],
-    timeout: float = 5.0,
-    interval: float = 0.01,
-    message: str | None = None,
-) -> T:
-    """Poll ``predicate`` (sync or async) until it returns a truthy value, and return it.
-
-    Raises :class:`TimeoutError` if it is still falsy after ``timeout`` seconds.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if loop.time() >= deadline:
-            raise TimeoutError(f"condition not met within {timeout}s: {message or predicate!r}")
-        await asyncio.sleep(interval)
 
 
 class _Dropped(Exception):

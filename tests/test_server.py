@@ -24,8 +24,9 @@ from nexus_reactive.messages import AskRequest, AskResponse, Usage
 from nexus_reactive.server import STATS_KEY, ReplyCache, ServerStats, count_tokens, create_app
 
 from .conftest import KEY, MakeServer
+from .waiting import EVENTUALLY, wait_for
 
-TIMEOUT = 10.0
+TIMEOUT = EVENTUALLY  # for a frame that must come
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -65,12 +66,8 @@ async def recv(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll ``condition`` until it holds; fail after ``TIMEOUT`` seconds."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.005)  # a polling interval, not a guess at a duration
+    """Poll ``condition`` until it holds; fail after ``EVENTUALLY`` seconds."""
+    await wait_for(condition, interval=0.005)
 
 
 async def assert_usable(ws: aiohttp.ClientWebSocketResponse) -> None:
