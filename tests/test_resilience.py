@@ -308,8 +308,10 @@ async def test_half_open_link_is_noticed_by_heartbeat(nexus: Nexus, proxy: Fault
 
 async def test_connect_timeout_bounds_every_attempt(nexus: Nexus, proxy: FaultProxy) -> None:
     proxy.blackhole()  # the upgrade request vanishes: each attempt hangs until its timeout
+    # Once the link is back an attempt has 0.5 s to connect; a loaded machine that
+    # misses it only costs another attempt.
     service = WebSocketService(
-        nexus.config(url=proxy.url(), connect_timeout=0.2, max_reconnect_attempts=None)
+        nexus.config(url=proxy.url(), connect_timeout=0.5, max_reconnect_attempts=None)
     )
     errors = errors_of(service)
     connecting = asyncio.ensure_future(service.connect())
@@ -765,7 +767,8 @@ async def test_request_timeout_bounds_an_ask_across_a_reconnect(script_server: A
         await conn.drain()  # the re-sent ask is never answered either
 
     server = await script_server(script)
-    service = WebSocketService(server.config(request_timeout=1.5))
+    # Room for the reconnect and the re-send before the deadline, on a loaded machine too.
+    service = WebSocketService(server.config(request_timeout=3.0))
     await service.connect()
     pending = asyncio.ensure_future(service.ask("will time out"))
     await wait_for(lambda: len(server.asks()) == 2)
@@ -915,12 +918,17 @@ async def test_retry_counter_resets_only_after_a_healthy_connection(
     script_server: Any, healthy: bool
 ) -> None:
     cycles = 4
+    # The retry budget's clock is injected: how long a connection lasted is what the
+    # test says, not what a loaded machine's scheduling makes of it.
+    now = [0.0]
 
     async def script(conn: Conn) -> None:
         if conn.index < cycles:
             if healthy:
-                # Stay up longer than reset_backoff_after before the server restarts.
-                await asyncio.sleep(0.15)
+                # Stay up longer than reset_backoff_after, by the client's clock,
+                # from the moment the client sees the connection open.
+                await wait_for(lambda: service.state.value.connected)
+                now[0] += 1.0
             await conn.close(1012)
             return
         await answer_all(conn)
@@ -930,12 +938,13 @@ async def test_retry_counter_resets_only_after_a_healthy_connection(
         server.config(
             reconnect_jitter=0,
             max_reconnect_interval=1.0,
-            reset_backoff_after=0.1,
+            reset_backoff_after=0.5,
             # After a healthy connection the whole budget is there again: one retry
             # per outage is enough however many outages come.
             max_reconnect_attempts=1 if healthy else None,
         )
     )
+    service._core.reconnector.clock = lambda: now[0]
     states = record_states(service)
     await service.connect()
     await wait_for(lambda: server.connections == cycles + 1 and service.state.value.connected)
