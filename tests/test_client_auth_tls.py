@@ -24,8 +24,9 @@ from nexus_reactive.server.runner import server_ssl_context
 from nexus_reactive.signing import generate_keypair, public_key_hex, write_keypair
 
 from .conftest import KEY, Nexus
-from .faults import FaultProxy, wait_for
+from .faults import FaultProxy
 from .tlsutil import make_tls
+from .waiting import EVENTUALLY, wait_for
 
 SEED_HEX = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
 
@@ -143,7 +144,7 @@ async def test_ask_stream_yields_pieces_in_order(start_nexus: Any) -> None:
         pieces: list[str] = []
         done = asyncio.Event()
         service.ask_stream("tell me something long").subscribe(pieces.append, on_completed=done.set)
-        await asyncio.wait_for(done.wait(), 10)
+        await asyncio.wait_for(done.wait(), EVENTUALLY)
         final = await service.ask("tell me something long")
         assert len(pieces) > 1
         assert "".join(pieces) == final.answer
@@ -169,10 +170,20 @@ async def test_store_shows_a_streamed_answer_then_the_final_one(start_nexus: Any
 
 
 async def test_the_client_waits_as_a_rate_limiting_server_says(start_nexus: Any) -> None:
-    server = await start_nexus(rate_limit=20.0, rate_burst=2)
+    # The server's clock is injected: it moves on by what the server told the client
+    # to wait, when the client hears it. With a real clock, a machine slow enough
+    # between two frames of the burst would refill the bucket and limit nothing.
+    now = [0.0]
+    server = await start_nexus(rate_limit=20.0, rate_burst=2, clock=lambda: now[0])
     async with WebSocketService(server.config()) as service:
         errors: list[NexusError] = []
-        service.errors.subscribe(errors.append)
+
+        def on_error(error: NexusError) -> None:
+            errors.append(error)
+            if isinstance(error, ServerError) and error.retry_after is not None:
+                now[0] += error.retry_after
+
+        service.errors.subscribe(on_error)
         answers = await asyncio.gather(*(service.ask(f"burst {i}") for i in range(8)))
     assert [a.answer for a in answers] == [f"You asked: burst {i}" for i in range(8)]
     limited = [e for e in errors if isinstance(e, ServerError) and e.code == "rate_limited"]
