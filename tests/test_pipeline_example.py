@@ -23,7 +23,7 @@ from nexus_reactive import AskRequest, AskResponse, ResponseMessage, ServerError
 from nexus_reactive.server import count_tokens
 
 from .conftest import KEY, Nexus, ServerFactory
-from .faults import wait_for
+from .waiting import EVENTUALLY, wait_for
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pipeline.py"
 
@@ -171,7 +171,8 @@ async def test_an_ask_that_times_out_is_asked_again(
 
     async with WebSocketService(nexus.config()) as service:
         scheduler = AsyncIOScheduler(asyncio.get_running_loop())
-        ask = pipeline.asker(service, scheduler, timeout=0.2, attempts=5)
+        # 1 s an attempt: a loaded machine answers the second attempt well within it.
+        ask = pipeline.asker(service, scheduler, timeout=1.0, attempts=5)
         outcome = await _first(ask("patience"))
         never.set()  # let the abandoned engine call finish before the server stops
     assert type(outcome).__name__ == "Answered"
@@ -203,7 +204,7 @@ def test_typed_spells_out_each_keystroke(pipeline: ModuleType) -> None:
 
 
 async def _first(observable: Any) -> Any:
-    """The first value of an observable, as an awaitable; at most 10 s."""
+    """The first value of an observable, as an awaitable; at most ``EVENTUALLY`` s."""
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     def on_next(value: Any) -> None:
@@ -216,6 +217,6 @@ async def _first(observable: Any) -> Any:
 
     subscription = observable.subscribe(on_next, on_error)
     try:
-        return await asyncio.wait_for(future, 10)
+        return await asyncio.wait_for(future, EVENTUALLY)
     finally:
         subscription.dispose()
