@@ -17,7 +17,7 @@ from nexus_reactive import AskRequest, AskResponse, WebSocketService, use_websoc
 from nexus_reactive.persist import Journal, PersistenceError
 
 from .conftest import KEY, Nexus
-from .faults import wait_for
+from .waiting import EVENTUALLY, poll, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_a_journal_in_use_by_another_process_is_a_clear_error(tmp_path: Path) ->
     holder = Journal(db)
     try:
         holder.queued("a", True, b"{}")
-        assert holder.flush(5)
+        assert holder.flush(EVENTUALLY)
         with pytest.raises(PersistenceError, match="locked"):
             Journal(db)
     finally:
@@ -123,10 +123,11 @@ async def test_crash_mid_flight_every_ask_answered_exactly_once(
     with spawn(count, 0) as life1:
         try:
             assert life1.stdout is not None
-            line = await asyncio.to_thread(life1.stdout.readline)
+            # On a timeout, the kill below ends the read.
+            line = await asyncio.wait_for(asyncio.to_thread(life1.stdout.readline), EVENTUALLY)
             assert line.strip() == "queued"
-            await wait_for(lambda: server.stats.asks_received >= count, timeout=15)
-            await wait_for(lambda: server.stats.engine_calls >= count, timeout=15)
+            await wait_for(lambda: server.stats.asks_received >= count)
+            await wait_for(lambda: server.stats.engine_calls >= count)
         finally:
             life1.send_signal(signal.SIGKILL)
             await asyncio.to_thread(life1.wait)
@@ -136,7 +137,7 @@ async def test_crash_mid_flight_every_ask_answered_exactly_once(
     with spawn(0, count) as life2:
         try:
             assert life2.stdout is not None
-            out = await asyncio.wait_for(asyncio.to_thread(life2.stdout.read), 30)
+            out = await asyncio.wait_for(asyncio.to_thread(life2.stdout.read), EVENTUALLY)
             assert out.split() == ["queued", "done"]
             assert await asyncio.to_thread(life2.wait) == 0
         finally:
@@ -159,7 +160,7 @@ def test_journal_restores_in_order(tmp_path: Path) -> None:
         journal.queued(f"k{i}", i % 2 == 0, f'{{"i":{i}}}'.encode())
     journal.written("k1")
     journal.received(b'{"type":"response","id":"k0","payload":{"answer":"a"}}', answers="k0")
-    assert journal.flush(5)
+    assert journal.flush(EVENTUALLY)
     journal.close()
     again = Journal(db)
     try:
@@ -186,14 +187,15 @@ def test_a_failing_write_is_reported_retried_and_loses_nothing(tmp_path: Path) -
     db = tmp_path / "full.db"
     journal = Journal(db, on_error=errors.append)
     try:
-        assert journal.flush(5)
+        assert journal.flush(EVENTUALLY)
         (pages,) = journal._db.execute("PRAGMA page_count").fetchone()
         journal._db.execute(f"PRAGMA max_page_count = {pages}")  # no room to grow
         journal.queued("big-ask", True, b"x" * 100_000)
-        assert not journal.flush(0.5)  # not durable yet...
-        assert errors and "retried" in str(errors[0])  # ...and said so
+        assert not journal.flush(0.5)  # not durable yet (it cannot be)...
+        poll(lambda: errors)  # ...and said so, from the writer thread
+        assert "retried" in str(errors[0])
         journal._db.execute("PRAGMA max_page_count = 1000000")
-        assert journal.flush(5)  # the retry commits it
+        assert journal.flush(EVENTUALLY)  # the retry commits it
     finally:
         journal.close()
     again = Journal(db)
