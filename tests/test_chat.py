@@ -31,7 +31,7 @@ async def shows(app: ChatApp, text: str, where: str = "conversation") -> None:
     """Wait until ``text`` is on screen (in the status bar or the conversation)."""
     read = status if where == "status" else conversation
     try:
-        await wait_for(lambda: text in read(app), timeout=5)
+        await wait_for(lambda: text in read(app))
     except TimeoutError:
         pytest.fail(f"{text!r} never shown in the {where}; it shows:\n{read(app)}")
 

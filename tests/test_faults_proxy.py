@@ -10,10 +10,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-try:
-    from faults import FaultProxy, wait_for
-except ImportError:  # pragma: no cover - when tests/ is imported as a package
-    from tests.faults import FaultProxy, wait_for
+from .faults import FaultProxy
+from .waiting import EVENTUALLY, wait_for
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -64,7 +62,7 @@ class EchoServer:
         self.server.close()
         for writer in self.writers:  # handlers then see EOF and finish on their own
             writer.transport.abort()
-        await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 5.0)
+        await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), EVENTUALLY)
         await self.server.wait_closed()
 
 
@@ -102,7 +100,7 @@ async def connect() -> AsyncIterator[Callable[[int], Awaitable[Connection]]]:
 async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
     """Read until EOF or reset; return the bytes received before that."""
     data = bytearray()
-    async with asyncio.timeout(5.0):
+    async with asyncio.timeout(EVENTUALLY):
         while True:
             try:
                 chunk = await reader.read(65536)
@@ -117,7 +115,7 @@ async def roundtrip(conn: Connection, payload: bytes) -> bytes:
     reader, writer = conn
     writer.write(payload)
     await writer.drain()
-    return await asyncio.wait_for(reader.readexactly(len(payload)), 5.0)
+    return await asyncio.wait_for(reader.readexactly(len(payload)), EVENTUALLY)
 
 
 async def test_forwards_both_ways(
@@ -158,7 +156,7 @@ async def test_cut_resets_client_and_upstream(
     await proxy.cut()
     assert proxy.open_connections == 0
     with contextlib.suppress(ConnectionResetError):
-        assert await asyncio.wait_for(reader.read(100), 2.0) == b""
+        assert await asyncio.wait_for(reader.read(100), EVENTUALLY) == b""
     await wait_for(lambda: echo.active == 0)  # upstream side closed too
 
     # New connections are still accepted and forwarded.
@@ -174,7 +172,7 @@ async def test_cut_sends_rst(
     assert await roundtrip((reader, writer), b"ping") == b"ping"
     await proxy.cut()
     with pytest.raises(ConnectionResetError):  # a RST, not a clean FIN
-        await asyncio.wait_for(reader.read(100), 2.0)
+        await asyncio.wait_for(reader.read(100), EVENTUALLY)
 
 
 async def test_blackhole_swallows_then_resumes(
@@ -187,7 +185,7 @@ async def test_blackhole_swallows_then_resumes(
     proxy.blackhole()
     writer.write(b"lost-upstream")
     echo.push(b"lost-downstream")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError):  # watched for 0.3 s: a slow machine only watches longer
         await asyncio.wait_for(reader.read(100), 0.3)
     assert echo.received == received  # nothing reached the server either
     assert proxy.open_connections == 1  # sockets stay open
@@ -250,7 +248,7 @@ async def test_latency_delays_each_direction_in_order(
         writer.write(part)
         await writer.drain()
     payload = b"".join(parts)
-    assert await asyncio.wait_for(reader.readexactly(len(payload)), 5.0) == payload
+    assert await asyncio.wait_for(reader.readexactly(len(payload)), EVENTUALLY) == payload
     assert loop.time() - start >= 2 * 0.15 - 0.01
 
     proxy.latency = 0.0
@@ -330,11 +328,11 @@ async def test_aiohttp_websocket_through_proxy(aiohttp_server) -> None:  # type:
         session.ws_connect(proxy.url("/ws")) as ws,
     ):
         await ws.send_str("hello")
-        assert await ws.receive_str(timeout=5) == "hello"
+        assert await ws.receive_str(timeout=EVENTUALLY) == "hello"
         assert proxy.open_connections == 1
 
         await proxy.cut()
-        msg = await ws.receive(timeout=5)
+        msg = await ws.receive(timeout=EVENTUALLY)
         assert msg.type in (
             aiohttp.WSMsgType.CLOSED,
             aiohttp.WSMsgType.CLOSE,

@@ -27,6 +27,7 @@ from nexus_reactive import (
 from nexus_reactive.server import create_app
 
 from .conftest import KEY
+from .waiting import EVENTUALLY
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -111,14 +112,14 @@ def background() -> Iterator[Background]:
         state.scripted_port = runners[1].addresses[0][1]
         return runners
 
-    runners = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    runners = asyncio.run_coroutine_threadsafe(start(), loop).result(EVENTUALLY)
     yield state
 
     async def stop() -> None:
         for runner in runners:
             await runner.cleanup()
 
-    asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(EVENTUALLY)
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
     loop.close()
@@ -144,7 +145,7 @@ def test_server_survives_arbitrary_frames(background: Background, junk: list[str
             ask = {"type": "ask", "id": "after-junk", "payload": {"query": "still there?"}}
             await ws.send_str(json.dumps(ask))
             while True:
-                msg = await asyncio.wait_for(ws.receive(), 5)
+                msg = await asyncio.wait_for(ws.receive(), EVENTUALLY)
                 assert msg.type is aiohttp.WSMsgType.TEXT, f"connection ended: {msg}"
                 reply = json.loads(msg.data)
                 assert reply["type"] in ("error", "response")
@@ -171,7 +172,7 @@ def test_client_survives_arbitrary_frames(background: Background, junk: list[str
         service.errors.subscribe(errors.append)
         service.messages.subscribe(seen.append)
         await service.connect()
-        deadline = asyncio.get_running_loop().time() + 5
+        deadline = asyncio.get_running_loop().time() + EVENTUALLY
         while not any(getattr(m, "id", None) == "sentinel" for m in seen):
             if service.state.value.failed:
                 break  # e.g. a valid challenge: fatal by design, and reported in words

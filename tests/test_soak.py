@@ -98,7 +98,7 @@ class Load:
 async def progress(load: Load, more: int) -> None:
     """Wait until ``more`` further asks were answered (the client is making headway)."""
     target = load.answered + more
-    await wait_for(lambda: load.answered >= target or load.failures, timeout=20)
+    await wait_for(lambda: load.answered >= target or load.failures)
     assert not load.failures, load.failures[:3]
 
 
@@ -117,7 +117,7 @@ async def fault_cycle(rng: random.Random, proxy: FaultProxy, load: Load) -> None
     elif fault == "mid-frame":
         before = proxy.connections
         proxy.drop_after(rng.randint(1, 300))
-        await wait_for(lambda: proxy.connections > before, timeout=20)
+        await wait_for(lambda: proxy.connections > before)
     elif fault == "outage":
         await proxy.stop_listening()
         await proxy.cut()
@@ -132,10 +132,10 @@ async def fault_cycle(rng: random.Random, proxy: FaultProxy, load: Load) -> None
 
 async def quiesce(nexus: Nexus, proxy: FaultProxy, service: WebSocketService) -> None:
     """Wait for a steady point: one connection end to end, nothing in flight."""
-    await wait_for(lambda: service.state.value.connected, timeout=20)
-    await wait_for(lambda: service.pending_count == 0 and service.outbox_size == 0, timeout=20)
-    await wait_for(lambda: proxy.open_connections == 1, timeout=20)
-    await wait_for(lambda: nexus.stats.connections_open == 1, timeout=20)
+    await wait_for(lambda: service.state.value.connected)
+    await wait_for(lambda: service.pending_count == 0 and service.outbox_size == 0)
+    await wait_for(lambda: proxy.open_connections == 1)
+    await wait_for(lambda: nexus.stats.connections_open == 1)
 
 
 def live_tasks() -> int:

@@ -28,6 +28,7 @@ from nexus_reactive.server.app import STATS_KEY
 from nexus_reactive.server.state import ServerStats
 
 from .conftest import KEY
+from .waiting import EVENTUALLY, poll
 from .xvfb import virtual_display, xvfb_path
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tk_chat.py"
@@ -77,7 +78,7 @@ class ThreadedNexus:
 
     def start(self) -> None:
         self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=EVENTUALLY)
 
     async def _start(self) -> None:
         sock = socket.socket()
@@ -88,7 +89,8 @@ class ThreadedNexus:
 
     def stop(self) -> None:
         try:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
+            future = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
+            future.result(timeout=EVENTUALLY)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join()
@@ -105,7 +107,7 @@ def threaded_nexus() -> Iterator[ThreadedNexus]:
         server.stop()
 
 
-def drive(root: Any, script: Script, timeout: float = 10.0) -> None:
+def drive(root: Any, script: Script, timeout: float = EVENTUALLY) -> None:
     """Run Tk's main loop, stepping ``script`` as its conditions come true.
 
     Returns once the main loop ends (the last window was destroyed). Raises the
@@ -181,7 +183,4 @@ def test_tk_chat_connects_asks_and_closes_cleanly(
     assert seen["answered"] == ["You: What is Nexus?", "Nexus: You asked: What is Nexus?"]
     assert seen["entry"] == ""
     assert [t.name for t in threading.enumerate() if t.name == "nexus-reactive-loop"] == []
-    deadline = time.monotonic() + 5
-    while threaded_nexus.stats.connections_open and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threaded_nexus.stats.connections_open == 0
+    poll(lambda: threaded_nexus.stats.connections_open == 0, message="the socket to close")

@@ -19,8 +19,10 @@ from typing import IO
 
 import pytest
 
+from .waiting import EVENTUALLY
+
 XVFB = "/usr/bin/Xvfb"
-START_TIMEOUT = 10.0
+START_TIMEOUT = EVENTUALLY
 
 
 def xvfb_path() -> str:
