@@ -10,6 +10,7 @@ import dataclasses
 import pytest
 
 from nexus_reactive.core import (
+    DEFAULT_REMEMBER,
     Backoff,
     ClientCore,
     ConnectionState,
@@ -17,6 +18,7 @@ from nexus_reactive.core import (
     Outgoing,
     PendingTable,
     Phase,
+    RecentIds,
     Reconnector,
     Reply,
     TokenBucket,
@@ -486,9 +488,9 @@ def test_pending_table_forgets_the_oldest_answered_ids_beyond_remember() -> None
         table.add(ask_id, b"")
         table.settle(ask_id)
 
-    assert table.settle("a")[0] is Reply.UNSOLICITED
-    assert table.settle("b")[0] is Reply.DUPLICATE
     assert table.settle("c")[0] is Reply.DUPLICATE
+    assert table.settle("b")[0] is Reply.DUPLICATE
+    assert table.settle("a")[0] is Reply.UNSOLICITED  # forgotten: new (then remembered)
 
 
 def test_pending_table_drain_removes_everything_in_order() -> None:
@@ -552,14 +554,91 @@ def test_reply_for_an_unknown_id_is_unsolicited() -> None:
     assert core.reply("never-asked") == (Reply.UNSOLICITED, None)
 
 
-def test_reply_after_abandon_is_unsolicited() -> None:
+def test_reply_after_abandon_is_late_once_then_duplicate() -> None:
     core = connected_core()
     entry = core.submit_ask("a1", b"f")
     core.next_outgoing()
 
     assert core.abandon("a1") is entry
-    assert core.reply("a1") == (Reply.UNSOLICITED, None)
+    assert core.reply("a1") == (Reply.LATE, None)
+    assert core.reply("a1") == (Reply.DUPLICATE, None)
+    assert core.reply("a1") == (Reply.DUPLICATE, None)
     assert core.abandon("a1") is None
+
+
+def test_an_unsolicited_id_is_delivered_once() -> None:
+    core = connected_core()
+
+    assert core.reply("pushed") == (Reply.UNSOLICITED, None)
+    assert core.reply("pushed") == (Reply.DUPLICATE, None)
+
+
+def test_the_connection_wide_error_id_is_never_a_duplicate() -> None:
+    core = connected_core()
+
+    assert core.reply("") == (Reply.UNSOLICITED, None)
+    assert core.reply("") == (Reply.UNSOLICITED, None)
+
+
+def test_drained_asks_are_remembered_as_abandoned() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"f", "waiter")
+    core.submit_ask("a2", b"g")
+    core.pending.drain_where(lambda e: e.waiter is not None)
+    core.pending.drain()
+
+    assert core.reply("a1") == (Reply.LATE, None)
+    assert core.reply("a2") == (Reply.LATE, None)
+    assert core.reply("a1")[0] is Reply.DUPLICATE
+
+
+def test_abandoned_ids_are_bounded_by_remember() -> None:
+    core: ClientCore[object] = ClientCore(remember=3)
+    for n in range(10):
+        core.submit_ask(f"a{n}", b"f")
+        core.abandon(f"a{n}")
+
+    assert len(core.pending._abandoned) == 3
+    assert core.reply("a0")[0] is Reply.UNSOLICITED  # forgotten: treated as new
+    assert core.reply("a9")[0] is Reply.LATE
+
+
+# == RecentIds ============================================================================
+
+
+def test_recent_ids_keep_the_last_limit_in_insertion_order() -> None:
+    ids = RecentIds(limit=3)
+    for item in "abcd":
+        ids.add(item)
+
+    assert len(ids) == 3
+    assert "a" not in ids and all(x in ids for x in "bcd")
+
+
+def test_recent_ids_re_adding_refreshes_and_pop_forgets() -> None:
+    ids = RecentIds(limit=2)
+    ids.add("a")
+    ids.add("b")
+    ids.add("a")  # newest again: "b" is now the oldest
+    ids.add("c")
+
+    assert "a" in ids and "b" not in ids
+    assert ids.pop("a") is True
+    assert ids.pop("a") is False
+    assert "a" not in ids
+
+
+def test_recent_ids_memory_stays_bounded_under_a_flood() -> None:
+    ids = RecentIds()
+    for n in range(5 * DEFAULT_REMEMBER):
+        ids.add(f"id-{n}")
+
+    assert len(ids) == DEFAULT_REMEMBER
+
+
+def test_recent_ids_need_a_positive_limit() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        RecentIds(0)
 
 
 def test_asks_settled_or_abandoned_while_queued_are_skipped() -> None:
