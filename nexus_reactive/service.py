@@ -263,12 +263,15 @@ class WebSocketService(_Link):
         """
         if self._closed:
             raise UsageError("this service is closed; create a new WebSocketService")
-        await self._config.resolve_api_key()  # fail fast, before any traffic
+        if not callable(self._config.api_key):
+            # Fail fast, before any traffic. A key provider is called once per attempt,
+            # by the attempt itself (a failure there is retried per the policy).
+            await self._config.resolve_api_key()
         if self._config.signing_key is not None and self._signing_key is None:
             from .signing import load_signing_key  # only clients that sign need it
 
             self._signing_key = load_signing_key(self._config.signing_key)
-        if self._core.state.connected:
+        if self._state.value.connected:
             return
         loop = asyncio.get_running_loop()
         if self._loop is None:
