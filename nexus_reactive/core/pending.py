@@ -60,17 +60,20 @@ class PendingTable(Generic[W]):
     repeats it: the first reply for an id settles its ask; the first reply for an
     abandoned ask (timed out, cancelled, drained) is delivered once; the first reply
     for an id no ask of ours had is delivered once; any later reply for those ids is
-    a duplicate. Each memory keeps the last ``remember`` ids (default 10,000 each;
-    a reply older than that is treated as new).
+    a duplicate. Each of the three memories (answered, abandoned, unsolicited) keeps
+    the last ``remember`` ids (default 10,000 each; a reply older than that is
+    treated as new). Unsolicited ids have their own memory so that a flood of them
+    cannot push out the ids of our own answered asks.
     """
 
-    __slots__ = ("_abandoned", "_answered", "_asks", "remember")
+    __slots__ = ("_abandoned", "_answered", "_asks", "_unsolicited", "remember")
 
     def __init__(self, remember: int = DEFAULT_REMEMBER) -> None:
         self.remember = remember
         self._asks: dict[str, Pending[W]] = {}
         self._answered = RecentIds(remember)
         self._abandoned = RecentIds(remember)
+        self._unsolicited = RecentIds(remember)
 
     def __len__(self) -> int:
         return len(self._asks)
@@ -95,18 +98,19 @@ class PendingTable(Generic[W]):
         if entry is not None:
             self._answered.add(ask_id)
             return _FIRST, entry
-        if ask_id in self._answered:
+        if ask_id in self._answered or ask_id in self._unsolicited:
             return _DUPLICATE, None
         if not ask_id:
             return _UNSOLICITED, None
-        self._answered.add(ask_id)
         if self._abandoned.pop(ask_id):
+            self._answered.add(ask_id)
             return _LATE, None
+        self._unsolicited.add(ask_id)
         return _UNSOLICITED, None
 
     def answered(self, ask_id: str) -> bool:
         """Whether ``ask_id`` was answered recently (its late pieces are stale)."""
-        return ask_id in self._answered
+        return ask_id in self._answered or ask_id in self._unsolicited
 
     def discard(self, ask_id: str) -> Pending[W] | None:
         """Forget an ask that timed out or was cancelled; its first late reply is
