@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import codec
 from .config import WebSocketConfig
 from .core import ClientCore, ConnectionState, Deadlines, Reply, TokenBucket
+from .core.meaning import challenge_error, connection_retry_after, rate_limit_wait
 from .errors import (
-    AuthenticationError,
     ConfigError,
     NexusConnectionError,
     NexusError,
@@ -449,14 +449,14 @@ class _Link:
     def _on_reply(
         self, message: ResponseMessage | ErrorMessage, frame: bytes
     ) -> NexusConnectionError | None:
-        if (
-            type(message) is ErrorMessage
-            and message.payload.code == "rate_limited"
-            and self._core.resend(message.id)
-        ):
-            # Not an answer: the server will take the same ask (same id) later.
-            self._hold(message)
-            return None
+        if type(message) is ErrorMessage:
+            wait = rate_limit_wait(
+                message.payload.code, message.payload.retry_after, self._config.reconnect_interval
+            )
+            if wait is not None and self._core.resend(message.id):
+                # Not an answer: the server will take the same ask (same id) later.
+                self._hold(message, wait)
+                return None
         outcome, entry = self._core.reply(message.id)
         if outcome is _DUPLICATE:
             log.debug("dropped a second answer to %s", message.id)
@@ -468,10 +468,9 @@ class _Link:
             if entry.waiter is not None:
                 self._settle(entry.waiter, message)
         elif type(message) is ErrorMessage:
-            payload = message.payload
-            if message.id == "" and payload.retry_after is not None:
-                # A server about to close with 4429 says how long to stay away.
-                self._retry_after = payload.retry_after
+            retry_after = connection_retry_after(message.id, message.payload.retry_after)
+            if retry_after is not None:
+                self._retry_after = retry_after
             self._report(_server_error(message))
         self._deliver(message)
         return None
@@ -497,10 +496,7 @@ class _Link:
                 except Exception:
                     log.exception("an on_message handler for %r raised", message.type)
 
-    def _hold(self, message: ErrorMessage) -> None:
-        wait = message.payload.retry_after
-        if wait is None:
-            wait = self._config.reconnect_interval
+    def _hold(self, message: ErrorMessage, wait: float) -> None:
         loop = asyncio.get_running_loop()
         self._bucket.pause_until(loop.time() + wait)
         log.info("rate limited: ask %s waits %.2fs, as the server asked", message.id, wait)
@@ -520,16 +516,12 @@ class _Link:
             future.set_exception(_server_error(message))
 
     def _on_challenge(self) -> NexusConnectionError | None:
-        if self._signing_key is not None:
-            # Authenticated already on this connection; a second challenge is odd
-            # but harmless: ignore it rather than drop a working connection.
+        # The receive loop runs after the handshake: a client with a key authenticated.
+        has_key = self._signing_key is not None
+        error = challenge_error(has_key, authenticated=has_key)
+        if error is None:
             log.warning("ignored a second challenge on an authenticated connection")
-            return None
-        return AuthenticationError(
-            "the server requires key-pair authentication (it sent a challenge), and "
-            "this client has no signing key configured: pass signing_key=... "
-            "(see `nexus-reactive keygen`). Not retrying."
-        )
+        return error
 
     def _give_up(self, error: NexusConnectionError) -> None:
         self._failure = error

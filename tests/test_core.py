@@ -25,6 +25,12 @@ from nexus_reactive.core import (
     close_error,
     http_error,
 )
+from nexus_reactive.core.meaning import (
+    challenge_error,
+    connection_retry_after,
+    handshake_error,
+    rate_limit_wait,
+)
 from nexus_reactive.errors import (
     AuthenticationError,
     NexusConnectionError,
@@ -1078,3 +1084,35 @@ def test_token_bucket_pause_then_rate_adds_up() -> None:
 
     assert bucket.take(0.0) == 10.0
     assert bucket.take(0.0) == 11.0
+
+
+# == meaning: rate limits, challenges, handshake errors ======================================
+
+
+def test_a_rate_limited_reply_waits_what_the_server_says_or_the_default() -> None:
+    assert rate_limit_wait("rate_limited", 2.5, default=1.0) == 2.5
+    assert rate_limit_wait("rate_limited", None, default=1.0) == 1.0
+    assert rate_limit_wait("rate_limited", -3.0, default=1.0) == 0.0
+    assert rate_limit_wait("bad_request", 2.5, default=1.0) is None  # an answer
+
+
+def test_only_a_connection_wide_error_sets_the_reconnect_wait() -> None:
+    assert connection_retry_after("", 4.0) == 4.0
+    assert connection_retry_after("ask-1", 4.0) is None
+    assert connection_retry_after("", None) is None
+
+
+def test_a_challenge_is_fatal_without_a_key_and_ignored_once_authenticated() -> None:
+    error = challenge_error(has_signing_key=False, authenticated=False)
+    assert isinstance(error, AuthenticationError) and not error.retryable
+    assert "signing_key" in str(error)
+    assert challenge_error(has_signing_key=True, authenticated=True) is None
+
+
+def test_handshake_errors_rejecting_the_key_are_fatal_others_retried() -> None:
+    for code in ("auth_failed", "unauthenticated"):
+        fatal = handshake_error(code, "no", None)
+        assert isinstance(fatal, AuthenticationError) and not fatal.retryable
+    retried = handshake_error("rate_limited", "slow down", 3.0)
+    assert not isinstance(retried, AuthenticationError)
+    assert retried.retryable and retried.retry_after == 3.0

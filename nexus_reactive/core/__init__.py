@@ -2,6 +2,7 @@
 
 - :mod:`.state`: the connection's phases and the immutable state snapshot;
 - :mod:`.policy`: the one table of fatal versus retryable failures;
+- :mod:`.meaning`: what rate limits, challenges and handshake errors mean;
 - :mod:`.backoff`: the backoff schedule and the retry budget;
 - :mod:`.outbox`: frames waiting for a connection;
 - :mod:`.deadlines`: ask deadlines in buckets, one timer for all;
