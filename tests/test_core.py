@@ -496,7 +496,7 @@ def test_pending_table_forgets_the_oldest_answered_ids_beyond_remember() -> None
 
     assert table.settle("c")[0] is Reply.DUPLICATE
     assert table.settle("b")[0] is Reply.DUPLICATE
-    assert table.settle("a")[0] is Reply.UNSOLICITED  # forgotten: new (then remembered)
+    assert table.settle("a")[0] is Reply.UNSOLICITED  # forgotten: treated as new
 
 
 def test_pending_table_drain_removes_everything_in_order() -> None:
@@ -572,18 +572,13 @@ def test_reply_after_abandon_is_late_once_then_duplicate() -> None:
     assert core.abandon("a1") is None
 
 
-def test_an_unsolicited_id_is_delivered_once() -> None:
+def test_an_id_no_ask_had_is_a_push_delivered_as_it_comes_and_not_remembered() -> None:
     core = connected_core()
 
     assert core.reply("pushed") == (Reply.UNSOLICITED, None)
-    assert core.reply("pushed") == (Reply.DUPLICATE, None)
-
-
-def test_the_connection_wide_error_id_is_never_a_duplicate() -> None:
-    core = connected_core()
-
-    assert core.reply("") == (Reply.UNSOLICITED, None)
-    assert core.reply("") == (Reply.UNSOLICITED, None)
+    assert core.reply("pushed") == (Reply.UNSOLICITED, None)
+    assert core.reply("") == (Reply.UNSOLICITED, None)  # a connection-wide error
+    assert len(core.pending._answered) == 0 and len(core.pending._abandoned) == 0
 
 
 def test_drained_asks_are_remembered_as_abandoned() -> None:

@@ -58,22 +58,21 @@ class PendingTable(Generic[W]):
 
     Every answer id reaches the application at most once, however often a server
     repeats it: the first reply for an id settles its ask; the first reply for an
-    abandoned ask (timed out, cancelled, drained) is delivered once; the first reply
-    for an id no ask of ours had is delivered once; any later reply for those ids is
-    a duplicate. Each of the three memories (answered, abandoned, unsolicited) keeps
+    abandoned ask (timed out, cancelled, drained) is delivered once; any later reply
+    for those ids is a duplicate. Each of the two memories (answered, abandoned) keeps
     the last ``remember`` ids (default 10,000 each; a reply older than that is
-    treated as new). Unsolicited ids have their own memory so that a flood of them
-    cannot push out the ids of our own answered asks.
+    treated as new). A message whose id no ask of ours had (a server push) is not
+    an answer: it is delivered as it comes, and remembered nowhere, so a flood of
+    pushes neither grows memory nor pushes out the ids of our own asks.
     """
 
-    __slots__ = ("_abandoned", "_answered", "_asks", "_unsolicited", "remember")
+    __slots__ = ("_abandoned", "_answered", "_asks", "remember")
 
     def __init__(self, remember: int = DEFAULT_REMEMBER) -> None:
         self.remember = remember
         self._asks: dict[str, Pending[W]] = {}
         self._answered = RecentIds(remember)
         self._abandoned = RecentIds(remember)
-        self._unsolicited = RecentIds(remember)
 
     def __len__(self) -> int:
         return len(self._asks)
@@ -90,27 +89,21 @@ class PendingTable(Generic[W]):
         return self._asks.get(ask_id)
 
     def settle(self, ask_id: str) -> tuple[Reply, Pending[W] | None]:
-        """Classify a reply for ``ask_id``; a first reply removes the ask.
-
-        The empty id (an error about the whole connection) is never a duplicate.
-        """
+        """Classify a reply for ``ask_id``; a first reply removes the ask."""
         entry = self._asks.pop(ask_id, None)
         if entry is not None:
             self._answered.add(ask_id)
             return _FIRST, entry
-        if ask_id in self._answered or ask_id in self._unsolicited:
+        if ask_id in self._answered:
             return _DUPLICATE, None
-        if not ask_id:
-            return _UNSOLICITED, None
         if self._abandoned.pop(ask_id):
             self._answered.add(ask_id)
             return _LATE, None
-        self._unsolicited.add(ask_id)
         return _UNSOLICITED, None
 
     def answered(self, ask_id: str) -> bool:
         """Whether ``ask_id`` was answered recently (its late pieces are stale)."""
-        return ask_id in self._answered or ask_id in self._unsolicited
+        return ask_id in self._answered
 
     def discard(self, ask_id: str) -> Pending[W] | None:
         """Forget an ask that timed out or was cancelled; its first late reply is
