@@ -7,6 +7,7 @@ The tree::
     ├── UsageError             the API was called where it cannot run (no event loop, ...)
     ├── NexusConnectionError   a connection could not be opened, or was lost
     │   ├── AuthenticationError    the server refused our credentials (fatal)
+    │   ├── RedirectRefused        the server redirected the upgrade elsewhere (fatal)
     │   └── RetriesExhausted       every reconnection attempt failed
     ├── ProtocolError          a frame that is not a valid message (never fatal)
     ├── ServerError            the server answered a request with an ``error`` message
@@ -29,6 +30,7 @@ __all__ = [
     "NexusError",
     "OutboxFull",
     "ProtocolError",
+    "RedirectRefused",
     "RequestTimeout",
     "RetriesExhausted",
     "ServerError",
@@ -88,6 +90,28 @@ class AuthenticationError(NexusConnectionError):
         close_code: int | None = None,
     ) -> None:
         super().__init__(message, retryable=False, status=status, close_code=close_code)
+
+
+class RedirectRefused(NexusConnectionError):
+    """The server answered the upgrade with a redirect (HTTP 3xx). Fatal.
+
+    Redirects are never followed: the API key goes only to the configured origin,
+    whatever the server answers, so no request is made to the ``Location``.
+
+    Attributes:
+        location: where the server wanted the client to go (its ``Location`` header).
+    """
+
+    def __init__(self, status: int, location: str, origin: str) -> None:
+        super().__init__(
+            f"the server answered the WebSocket upgrade with HTTP {status}, a redirect to "
+            f"{location or '(no Location header)'!r}. Redirects are not followed, so the "
+            f"API key is only ever sent to {origin}: if the server really moved, set url= "
+            "to its new address. Not retrying.",
+            retryable=False,
+            status=status,
+        )
+        self.location = location
 
 
 class RetriesExhausted(NexusConnectionError):

@@ -11,6 +11,7 @@ from typing import TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import codec
+from .core.meaning import handshake_error
 from .errors import AuthenticationError, NexusConnectionError, NexusError, ProtocolError
 from .messages import (
     AuthMessage,
@@ -98,16 +99,5 @@ async def _next(
         if isinstance(message, kind):
             return message
         if isinstance(message, ErrorMessage) and message.id in ("", auth_id):
-            code = message.payload.code
-            if code in ("auth_failed", "unauthenticated"):
-                raise AuthenticationError(
-                    f"the server rejected key-pair authentication ({code}: "
-                    f"{message.payload.message}). Check that its allowed keys include "
-                    "this client's public key. Not retrying."
-                )
-            # Anything else (rate_limited, internal...) fails this attempt now rather
-            # than after auth_timeout; the reconnection policy decides what next.
-            raise NexusConnectionError(
-                f"the server answered the handshake with {code!r}: {message.payload.message}",
-                retry_after=message.payload.retry_after,
-            )
+            payload = message.payload
+            raise handshake_error(payload.code, payload.message, payload.retry_after)

@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import codec
 from .config import WebSocketConfig
 from .core import ClientCore, ConnectionState, Deadlines, Reply, TokenBucket
+from .core.meaning import challenge_error, connection_retry_after, rate_limit_wait
 from .errors import (
-    AuthenticationError,
+    ConfigError,
     NexusConnectionError,
     NexusError,
     ProtocolError,
@@ -41,9 +42,9 @@ from .messages import (
 )
 from .persist import Journal
 from .streams import DerivedStream, Stream, ValueStream
-from .transport import Transport, open_transport
+from .transport import Transport, open_session, open_transport
 
-__all__ = ["Handler"]
+__all__ = ["CHALLENGE_GRACE", "Handler"]
 
 # The service's loggers: this module is the service's inside.
 log = logging.getLogger("nexus_reactive.service")
@@ -51,6 +52,10 @@ frames_log = logging.getLogger("nexus_reactive.frames")
 
 #: An ``on_message`` handler.
 Handler = Callable[[Any], None]
+#: Seconds a client without a signing key waits for a first frame (a server that
+#: requires key-pair authentication sends its challenge first) before it reports the
+#: connection open. Messages are not held meanwhile.
+CHALLENGE_GRACE = 0.05
 # Frames written to the socket at once, at most.
 _BATCH = 256
 # Module constants: an enum attribute lookup per message is measurable.
@@ -219,12 +224,7 @@ class _Link:
     async def _supervise(self) -> None:
         # The session lives exactly as long as this task: close() awaits it, and a
         # supervisor that gives up leaves nothing open behind it.
-        async with aiohttp.ClientSession() as session:
-            # aiohttp re-sends an idempotent request (the upgrade) once when the
-            # connection is reset before the response: every attempt must be one
-            # socket, counted and backed off by our policy, not two.
-            if hasattr(session, "_retry_connection"):
-                session._retry_connection = False
+        async with open_session() as session:
             await self._run(session)
 
     async def _run(self, session: aiohttp.ClientSession) -> None:
@@ -236,8 +236,15 @@ class _Link:
                     transport = await self._open(session)
                 except NexusConnectionError as exc:
                     error = exc
+                except Exception as exc:  # any failure of an attempt is one
+                    log.warning("a connection attempt failed unexpectedly", exc_info=True)
+                    error = NexusConnectionError(f"the connection attempt failed: {exc!r}")
                 else:
-                    error = await self._serve(transport)
+                    try:
+                        error = await self._serve(transport)
+                    except Exception as exc:  # a bug of ours: retried per the policy
+                        log.warning("the connection failed unexpectedly", exc_info=True)
+                        error = NexusConnectionError(f"the connection failed: {exc!r}")
                 self._report(error)
                 decision = core.lost(error)
                 self._publish(core.state)
@@ -251,11 +258,31 @@ class _Link:
             raise
         except Exception as exc:  # a bug: surface it instead of hanging the callers
             log.exception("the connection supervisor failed")
-            self._give_up(NexusConnectionError(f"internal error: {exc!r}", retryable=False))
+            fatal = NexusConnectionError(f"internal error: {exc!r}", retryable=False)
+            core.lost(fatal)
+            self._publish(core.state)  # never left in a phase that no task drives
+            self._give_up(fatal)
 
     async def _open(self, session: aiohttp.ClientSession) -> Transport:
+        """One attempt: the key (the provider is called exactly once), then the upgrade,
+        both within ``connect_timeout``."""
         config = self._config
-        api_key = await config.resolve_api_key()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.connect_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                api_key = await config.resolve_api_key()
+        except TimeoutError:
+            raise NexusConnectionError(
+                "the API key provider did not return a key within connect_timeout "
+                f"({config.connect_timeout:g}s)"
+            ) from None
+        except ConfigError as exc:
+            raise NexusConnectionError(f"{exc}. Not retrying.", retryable=False) from exc
+        except Exception as exc:
+            raise NexusConnectionError(
+                f"the API key provider raised {type(exc).__name__}: {exc}"
+            ) from exc
         headers = {**config.headers, "x-api-key": api_key}
         return await open_transport(
             session,
@@ -265,11 +292,13 @@ class _Link:
             heartbeat=config.heartbeat,
             connect_timeout=config.connect_timeout,
             max_message_size=config.max_message_size,
+            deadline=deadline,
         )
 
     async def _serve(self, transport: Transport) -> NexusConnectionError:
         """Run one open connection until it ends; return why it ended."""
         writer: asyncio.Task[None] | None = None
+        grace: asyncio.TimerHandle | None = None
         try:
             if self._signing_key is not None:
                 from .handshake import authenticate
@@ -289,17 +318,26 @@ class _Link:
             self._wake = asyncio.Event()
             # Checked once per connection, so the hot path pays one bool test.
             self._trace = frames_log.isEnabledFor(logging.DEBUG)
-            self._publish(self._core.opened())
-            ready = self._ready
-            if ready is not None and not ready.done():
-                ready.set_result(None)
+            self._core.opened()  # messages flow from now on
             writer = asyncio.create_task(self._write(transport), name="nexus-reactive-writer")
             self._retry_after = None
-            error = await transport.pump(self._on_frame, self._report)
+            first: Callable[[bytes], NexusConnectionError | None] | None = None
+            if self._signing_key is None:
+                # A server that requires key-pair authentication sends its challenge as
+                # the first frame after the upgrade: the connection counts as open (state,
+                # connect()) once the first frame is not a challenge, or once
+                # CHALLENGE_GRACE has passed without a frame. Messages flow meanwhile.
+                first = self._on_first_frame
+                grace = asyncio.get_running_loop().call_later(CHALLENGE_GRACE, self._confirm_open)
+            else:
+                self._confirm_open()
+            error = await transport.pump(self._on_frame, self._report, first)
             if self._retry_after is not None and error.retry_after is None and error.retryable:
                 error.retry_after = self._retry_after
             return error
         finally:
+            if grace is not None:
+                grace.cancel()
             self._transport = None
             self._wake = None
             if writer is not None:
@@ -356,6 +394,31 @@ class _Link:
                     if sent.key is not None:
                         journal.written(sent.key)
 
+    def _confirm_open(self) -> None:
+        """The connection counts as open: publish ``connected``, release ``connect()``."""
+        core = self._core
+        if not core.state.connected or self._state.value.connected:
+            return
+        self._publish(core.state)
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    def _on_first_frame(self, frame: bytes) -> NexusConnectionError | None:
+        """The first frame of a connection without a signing key: a challenge is fatal
+        before the connection was ever reported open."""
+        try:
+            message = codec.decode(frame)
+        except ProtocolError:
+            message = None
+        if type(message) is ChallengeMessage:
+            if self._trace:
+                frames_log.debug("<- %s", codec.redact(frame))
+            self._deliver(message)
+            return self._on_challenge()
+        self._confirm_open()
+        return self._on_frame(frame)
+
     def _on_frame(self, frame: bytes) -> NexusConnectionError | None:
         """Decode, settle and deliver one frame; an error return ends the connection.
 
@@ -386,14 +449,14 @@ class _Link:
     def _on_reply(
         self, message: ResponseMessage | ErrorMessage, frame: bytes
     ) -> NexusConnectionError | None:
-        if (
-            type(message) is ErrorMessage
-            and message.payload.code == "rate_limited"
-            and self._core.resend(message.id)
-        ):
-            # Not an answer: the server will take the same ask (same id) later.
-            self._hold(message)
-            return None
+        if type(message) is ErrorMessage:
+            wait = rate_limit_wait(
+                message.payload.code, message.payload.retry_after, self._config.reconnect_interval
+            )
+            if wait is not None and self._core.resend(message.id):
+                # Not an answer: the server will take the same ask (same id) later.
+                self._hold(message, wait)
+                return None
         outcome, entry = self._core.reply(message.id)
         if outcome is _DUPLICATE:
             log.debug("dropped a second answer to %s", message.id)
@@ -405,10 +468,9 @@ class _Link:
             if entry.waiter is not None:
                 self._settle(entry.waiter, message)
         elif type(message) is ErrorMessage:
-            payload = message.payload
-            if message.id == "" and payload.retry_after is not None:
-                # A server about to close with 4429 says how long to stay away.
-                self._retry_after = payload.retry_after
+            retry_after = connection_retry_after(message.id, message.payload.retry_after)
+            if retry_after is not None:
+                self._retry_after = retry_after
             self._report(_server_error(message))
         self._deliver(message)
         return None
@@ -434,10 +496,7 @@ class _Link:
                 except Exception:
                     log.exception("an on_message handler for %r raised", message.type)
 
-    def _hold(self, message: ErrorMessage) -> None:
-        wait = message.payload.retry_after
-        if wait is None:
-            wait = self._config.reconnect_interval
+    def _hold(self, message: ErrorMessage, wait: float) -> None:
         loop = asyncio.get_running_loop()
         self._bucket.pause_until(loop.time() + wait)
         log.info("rate limited: ask %s waits %.2fs, as the server asked", message.id, wait)
@@ -457,16 +516,12 @@ class _Link:
             future.set_exception(_server_error(message))
 
     def _on_challenge(self) -> NexusConnectionError | None:
-        if self._signing_key is not None:
-            # Authenticated already on this connection; a second challenge is odd
-            # but harmless: ignore it rather than drop a working connection.
+        # The receive loop runs after the handshake: a client with a key authenticated.
+        has_key = self._signing_key is not None
+        error = challenge_error(has_key, authenticated=has_key)
+        if error is None:
             log.warning("ignored a second challenge on an authenticated connection")
-            return None
-        return AuthenticationError(
-            "the server requires key-pair authentication (it sent a challenge), and "
-            "this client has no signing key configured: pass signing_key=... "
-            "(see `nexus-reactive keygen`). Not retrying."
-        )
+        return error
 
     def _give_up(self, error: NexusConnectionError) -> None:
         self._failure = error

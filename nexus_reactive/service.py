@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Self, TypeGuard, TypeVar, cast, overload
 
@@ -123,6 +124,30 @@ class WebSocketService(_Link):
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.url} {self._core.state}>"
+
+    def _check_thread(self, name: str) -> None:
+        """Refuse, before any side effect, a call made off the loop's thread.
+
+        The service's state lives on its event loop's thread; everything that acts on
+        it (send, ask, connect, disconnect, close) must run there while that loop runs.
+        Registering handlers (``on_message``) and subscribing are safe from any thread.
+        """
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            raise UsageError(
+                f"{name}() was called from thread {threading.current_thread().name!r}, which "
+                "is not running this service's event loop; nothing was done. Call it on "
+                f"the loop's thread: from another thread use loop.call_soon_threadsafe("
+                f"service.{name}, ...) or asyncio.run_coroutine_threadsafe(service.ask(...), "
+                "loop); or use a store's send_message / use_websocket_sync(...), which are "
+                "safe from any thread."
+            )
 
     def _open_journal(self, path: str | os.PathLike[str]) -> None:
         journal = Journal(
@@ -264,12 +289,16 @@ class WebSocketService(_Link):
         """
         if self._closed:
             raise UsageError("this service is closed; create a new WebSocketService")
-        await self._config.resolve_api_key()  # fail fast, before any traffic
+        self._check_thread("connect")
+        if not callable(self._config.api_key):
+            # Fail fast, before any traffic. A key provider is called once per attempt,
+            # by the attempt itself (a failure there is retried per the policy).
+            await self._config.resolve_api_key()
         if self._config.signing_key is not None and self._signing_key is None:
             from .signing import load_signing_key  # only clients that sign need it
 
             self._signing_key = load_signing_key(self._config.signing_key)
-        if self._core.state.connected:
+        if self._state.value.connected:
             return
         loop = asyncio.get_running_loop()
         if self._loop is None:
@@ -292,7 +321,11 @@ class WebSocketService(_Link):
 
         Asks awaited with :meth:`ask` fail with :class:`ConnectionClosed`. Other
         queued messages stay in the outbox for the next :meth:`connect`.
+
+        Raises:
+            UsageError: called off the event loop's thread; nothing was done.
         """
+        self._check_thread("disconnect")
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:
             supervisor.cancel()
@@ -316,6 +349,7 @@ class WebSocketService(_Link):
 
         The streams complete. Idempotent.
         """
+        self._check_thread("close")
         self.disconnect()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -359,7 +393,9 @@ class WebSocketService(_Link):
         Raises:
             ProtocolError: not a valid message; nothing was sent.
             OutboxFull: the outbox is full; nothing was queued.
+            UsageError: called off the event loop's thread; nothing was queued.
         """
+        self._check_thread("send")
         typed = codec.to_message(message)
         frame = codec.encode(typed)
         if isinstance(typed, AskMessage):
@@ -386,7 +422,9 @@ class WebSocketService(_Link):
 
         Raises:
             OutboxFull: the outbox is full; nothing was queued.
+            UsageError: called off the event loop's thread; nothing was queued.
         """
+        self._check_thread("send_query")
         ask_id = message_id or new_id()
         frame = codec.encode(AskMessage(id=ask_id, payload=_ask_request(query, team_id)))
         self._track(ask_id, frame, None)
@@ -408,6 +446,7 @@ class WebSocketService(_Link):
             ConnectionClosed: ``disconnect()`` was called meanwhile.
             NexusConnectionError: the service gave up reconnecting.
             OutboxFull: the outbox is full; nothing was queued.
+            UsageError: awaited on another event loop than the service's.
         """
         return await self._ask(query, team_id, timeout)
 
@@ -418,6 +457,7 @@ class WebSocketService(_Link):
         timeout: float | None,
         on_piece: Callable[[str], None] | None = None,
     ) -> AskResponse:
+        self._check_thread("ask")
         if self._failure is not None:
             # Nothing will connect until connect() is called again: say why now
             # instead of letting the ask sit out its timeout.
@@ -481,7 +521,9 @@ class WebSocketService(_Link):
     # -- handlers ------------------------------------------------------------------
 
     def on_message(self, type: str, handler: Callable[[Any], None]) -> Callable[[], None]:
-        """Call ``handler`` with every inbound message of ``type``.
+        """Call ``handler`` with every inbound message of ``type``, on the loop's thread.
+
+        It may be called from any thread (handlers are swapped in atomically).
 
         Returns:
             A function that unsubscribes the handler.

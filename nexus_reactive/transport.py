@@ -17,11 +17,12 @@ from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WSMsgType
+from yarl import URL
 
 from .core.policy import close_error, http_error
-from .errors import NexusConnectionError, ProtocolError
+from .errors import NexusConnectionError, ProtocolError, RedirectRefused
 
-__all__ = ["Transport", "open_transport"]
+__all__ = ["Transport", "open_session", "open_transport", "private_seams"]
 
 log = logging.getLogger("nexus_reactive.transport")
 
@@ -47,6 +48,53 @@ class _Collector:
         return bool(self.real.is_closing())
 
 
+# aiohttp's private names this module relies on, and what happens without them. Each is
+# feature-checked where it is used, with a public fallback; tests/test_transport_seams.py
+# fails with a clear message when an aiohttp release renames one.
+#: ClientSession: re-sends the upgrade once on a reset (fallback: it may, an extra try).
+_RETRY_ATTR = "_retry_connection"
+#: ClientWebSocketResponse -> WebSocketWriter: framing a batch in one write
+#: (fallback: ``send_frame`` per frame).
+_WRITER_ATTR = "_writer"
+_WRITER_ATTRS = ("_write_websocket_frame", "transport", "protocol", "_output_size", "_limit")
+_PROTOCOL_ATTRS = ("_paused", "_drain_helper")
+
+
+def private_seams(ws: object | None = None, session: object | None = None) -> dict[str, bool]:
+    """Which of aiohttp's private names this module uses are present (for tests/diagnosis).
+
+    Args:
+        ws: an open ``ClientWebSocketResponse``, to check the batch-writing seam.
+        session: a ``ClientSession``, to check the upgrade-retry switch.
+    """
+    seams: dict[str, bool] = {}
+    if session is not None:
+        seams[f"ClientSession.{_RETRY_ATTR}"] = hasattr(session, _RETRY_ATTR)
+    if ws is not None:
+        writer = getattr(ws, _WRITER_ATTR, None)
+        seams[f"ClientWebSocketResponse.{_WRITER_ATTR}"] = writer is not None
+        for name in _WRITER_ATTRS:
+            seams[f"WebSocketWriter.{name}"] = writer is not None and hasattr(writer, name)
+        protocol = getattr(writer, "protocol", None)
+        for name in _PROTOCOL_ATTRS:
+            seams[f"WebSocketWriter.protocol.{name}"] = hasattr(protocol, name)
+    return seams
+
+
+def _batch_writer(ws: object) -> Any:
+    """aiohttp's WebSocketWriter when every private name batching needs is there and
+    the connection does not compress; else ``None`` (frames then go one by one)."""
+    writer = getattr(ws, _WRITER_ATTR, None)
+    if writer is None or getattr(writer, "compress", True):
+        return None
+    if not all(hasattr(writer, name) for name in _WRITER_ATTRS):
+        return None
+    protocol = writer.protocol
+    if not all(hasattr(protocol, name) for name in _PROTOCOL_ATTRS):
+        return None
+    return writer
+
+
 class Transport:
     """One open WebSocket connection."""
 
@@ -54,19 +102,7 @@ class Transport:
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse[Literal[False]]) -> None:
         self._ws = ws
-        # Batching reuses aiohttp's own framing and masking (WebSocketWriter's
-        # _write_websocket_frame) and writes the frames at once. Those are private
-        # names: if this aiohttp lacks them, or compresses, frames go one by one.
-        writer = getattr(ws, "_writer", None)
-        usable = (
-            writer is not None
-            and not getattr(writer, "compress", 1)
-            and all(
-                hasattr(writer, name)
-                for name in ("_write_websocket_frame", "transport", "protocol", "_output_size")
-            )
-        )
-        self._batcher: Any = writer if usable else None
+        self._batcher: Any = _batch_writer(ws)
 
     @property
     def closed(self) -> bool:
@@ -106,6 +142,7 @@ class Transport:
         self,
         on_frame: Callable[[bytes], NexusConnectionError | None],
         on_invalid: Callable[[ProtocolError], None],
+        on_first: Callable[[bytes], NexusConnectionError | None] | None = None,
     ) -> NexusConnectionError:
         """Receive until the connection ends; return why it ended.
 
@@ -113,16 +150,19 @@ class Transport:
             on_frame: called with each text frame's bytes, in order. Returning an
                 error ends the connection with that error.
             on_invalid: called for a frame the protocol does not allow (binary).
+            on_first: called instead of ``on_frame`` for the first text frame.
         """
         ws = self._ws
         receive = ws.receive
+        on_text = on_frame if on_first is None else on_first
         while True:
             msg = await receive()
             kind = msg.type
             if kind is _TEXT:
-                stop = on_frame(msg.data)
+                stop = on_text(msg.data)
                 if stop is not None:
                     return stop
+                on_text = on_frame
             elif kind is _BINARY:
                 on_invalid(
                     ProtocolError(
@@ -172,6 +212,43 @@ class Transport:
             await self._ws.close(code=code)
 
 
+class _Redirected(Exception):
+    """Raised from aiohttp's redirect hook: the redirect is refused, not followed."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(status, location)
+        self.status = status
+        self.location = location
+
+
+async def _refuse_redirect(
+    _session: aiohttp.ClientSession,
+    _context: object,
+    params: aiohttp.TraceRequestRedirectParams,
+) -> None:
+    # aiohttp calls this with the 3xx response in hand, before it makes any request to
+    # the Location: raising here means the credentials never go anywhere else. (ws_connect
+    # has no allow_redirects switch; the trace hook is public API since aiohttp 3.0.)
+    response = params.response
+    raise _Redirected(response.status, response.headers.get("Location", ""))
+
+
+def open_session() -> aiohttp.ClientSession:
+    """A client session for one service's connection attempts.
+
+    It never follows a redirect (see :func:`open_transport`), and each attempt is
+    exactly one socket: aiohttp would otherwise re-send an idempotent request (the
+    upgrade) once when the connection is reset before the response, and that retry
+    must be counted and backed off by our policy.
+    """
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(_refuse_redirect)
+    session = aiohttp.ClientSession(trace_configs=[trace])
+    if hasattr(session, _RETRY_ATTR):
+        setattr(session, _RETRY_ATTR, False)
+    return session
+
+
 async def open_transport(
     session: aiohttp.ClientSession,
     url: str,
@@ -181,16 +258,25 @@ async def open_transport(
     heartbeat: float | None = None,
     connect_timeout: float = 10.0,
     max_message_size: int = 4 * 1024 * 1024,
+    deadline: float | None = None,
 ) -> Transport:
     """Open a WebSocket to ``url``.
 
+    Args:
+        deadline: the loop time by which the attempt must be open; by default
+            ``connect_timeout`` from now (``connect_timeout`` names it in errors).
+
     Raises:
         AuthenticationError: the server refused the credentials (HTTP 401/403).
+        RedirectRefused: the server redirected the upgrade (with a session from
+            :func:`open_session`); nothing was sent to the ``Location``.
         NexusConnectionError: any other failure, marked retryable or not per the
             policy table.
     """
+    if deadline is None:
+        deadline = asyncio.get_running_loop().time() + connect_timeout
     try:
-        async with asyncio.timeout(connect_timeout):
+        async with asyncio.timeout_at(deadline):
             ws = await session.ws_connect(
                 url,
                 headers=headers,
@@ -200,6 +286,8 @@ async def open_transport(
                 decode_text=False,
                 autoping=True,
             )
+    except _Redirected as exc:
+        raise RedirectRefused(exc.status, exc.location, _origin(url)) from None
     except aiohttp.WSServerHandshakeError as exc:
         raise http_error(exc.status, _retry_after(exc.headers)) from None
     except aiohttp.ClientConnectorCertificateError as exc:
@@ -216,6 +304,13 @@ async def open_transport(
     except (aiohttp.ClientError, OSError) as exc:
         raise NexusConnectionError(f"cannot connect to {url}: {_describe(exc)}") from None
     return Transport(ws)
+
+
+def _origin(url: str) -> str:
+    try:
+        return str(URL(url).origin())
+    except ValueError:
+        return url
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:

@@ -10,6 +10,7 @@ import dataclasses
 import pytest
 
 from nexus_reactive.core import (
+    DEFAULT_REMEMBER,
     Backoff,
     ClientCore,
     ConnectionState,
@@ -17,11 +18,18 @@ from nexus_reactive.core import (
     Outgoing,
     PendingTable,
     Phase,
+    RecentIds,
     Reconnector,
     Reply,
     TokenBucket,
     close_error,
     http_error,
+)
+from nexus_reactive.core.meaning import (
+    challenge_error,
+    connection_retry_after,
+    handshake_error,
+    rate_limit_wait,
 )
 from nexus_reactive.errors import (
     AuthenticationError,
@@ -486,9 +494,9 @@ def test_pending_table_forgets_the_oldest_answered_ids_beyond_remember() -> None
         table.add(ask_id, b"")
         table.settle(ask_id)
 
-    assert table.settle("a")[0] is Reply.UNSOLICITED
-    assert table.settle("b")[0] is Reply.DUPLICATE
     assert table.settle("c")[0] is Reply.DUPLICATE
+    assert table.settle("b")[0] is Reply.DUPLICATE
+    assert table.settle("a")[0] is Reply.UNSOLICITED  # forgotten: treated as new
 
 
 def test_pending_table_drain_removes_everything_in_order() -> None:
@@ -552,14 +560,86 @@ def test_reply_for_an_unknown_id_is_unsolicited() -> None:
     assert core.reply("never-asked") == (Reply.UNSOLICITED, None)
 
 
-def test_reply_after_abandon_is_unsolicited() -> None:
+def test_reply_after_abandon_is_late_once_then_duplicate() -> None:
     core = connected_core()
     entry = core.submit_ask("a1", b"f")
     core.next_outgoing()
 
     assert core.abandon("a1") is entry
-    assert core.reply("a1") == (Reply.UNSOLICITED, None)
+    assert core.reply("a1") == (Reply.LATE, None)
+    assert core.reply("a1") == (Reply.DUPLICATE, None)
+    assert core.reply("a1") == (Reply.DUPLICATE, None)
     assert core.abandon("a1") is None
+
+
+def test_an_id_no_ask_had_is_a_push_delivered_as_it_comes_and_not_remembered() -> None:
+    core = connected_core()
+
+    assert core.reply("pushed") == (Reply.UNSOLICITED, None)
+    assert core.reply("pushed") == (Reply.UNSOLICITED, None)
+    assert core.reply("") == (Reply.UNSOLICITED, None)  # a connection-wide error
+    assert len(core.pending._answered) == 0 and len(core.pending._abandoned) == 0
+
+
+def test_drained_asks_are_remembered_as_abandoned() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"f", "waiter")
+    core.submit_ask("a2", b"g")
+    core.pending.drain_where(lambda e: e.waiter is not None)
+    core.pending.drain()
+
+    assert core.reply("a1") == (Reply.LATE, None)
+    assert core.reply("a2") == (Reply.LATE, None)
+    assert core.reply("a1")[0] is Reply.DUPLICATE
+
+
+def test_abandoned_ids_are_bounded_by_remember() -> None:
+    core: ClientCore[object] = ClientCore(remember=3)
+    for n in range(10):
+        core.submit_ask(f"a{n}", b"f")
+        core.abandon(f"a{n}")
+
+    assert len(core.pending._abandoned) == 3
+    assert core.reply("a0")[0] is Reply.UNSOLICITED  # forgotten: treated as new
+    assert core.reply("a9")[0] is Reply.LATE
+
+
+# == RecentIds ============================================================================
+
+
+def test_recent_ids_keep_the_last_limit_in_insertion_order() -> None:
+    ids = RecentIds(limit=3)
+    for item in "abcd":
+        ids.add(item)
+
+    assert len(ids) == 3
+    assert "a" not in ids and all(x in ids for x in "bcd")
+
+
+def test_recent_ids_re_adding_refreshes_and_pop_forgets() -> None:
+    ids = RecentIds(limit=2)
+    ids.add("a")
+    ids.add("b")
+    ids.add("a")  # newest again: "b" is now the oldest
+    ids.add("c")
+
+    assert "a" in ids and "b" not in ids
+    assert ids.pop("a") is True
+    assert ids.pop("a") is False
+    assert "a" not in ids
+
+
+def test_recent_ids_memory_stays_bounded_under_a_flood() -> None:
+    ids = RecentIds()
+    for n in range(5 * DEFAULT_REMEMBER):
+        ids.add(f"id-{n}")
+
+    assert len(ids) == DEFAULT_REMEMBER
+
+
+def test_recent_ids_need_a_positive_limit() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        RecentIds(0)
 
 
 def test_asks_settled_or_abandoned_while_queued_are_skipped() -> None:
@@ -999,3 +1079,35 @@ def test_token_bucket_pause_then_rate_adds_up() -> None:
 
     assert bucket.take(0.0) == 10.0
     assert bucket.take(0.0) == 11.0
+
+
+# == meaning: rate limits, challenges, handshake errors ======================================
+
+
+def test_a_rate_limited_reply_waits_what_the_server_says_or_the_default() -> None:
+    assert rate_limit_wait("rate_limited", 2.5, default=1.0) == 2.5
+    assert rate_limit_wait("rate_limited", None, default=1.0) == 1.0
+    assert rate_limit_wait("rate_limited", -3.0, default=1.0) == 0.0
+    assert rate_limit_wait("bad_request", 2.5, default=1.0) is None  # an answer
+
+
+def test_only_a_connection_wide_error_sets_the_reconnect_wait() -> None:
+    assert connection_retry_after("", 4.0) == 4.0
+    assert connection_retry_after("ask-1", 4.0) is None
+    assert connection_retry_after("", None) is None
+
+
+def test_a_challenge_is_fatal_without_a_key_and_ignored_once_authenticated() -> None:
+    error = challenge_error(has_signing_key=False, authenticated=False)
+    assert isinstance(error, AuthenticationError) and not error.retryable
+    assert "signing_key" in str(error)
+    assert challenge_error(has_signing_key=True, authenticated=True) is None
+
+
+def test_handshake_errors_rejecting_the_key_are_fatal_others_retried() -> None:
+    for code in ("auth_failed", "unauthenticated"):
+        fatal = handshake_error(code, "no", None)
+        assert isinstance(fatal, AuthenticationError) and not fatal.retryable
+    retried = handshake_error("rate_limited", "slow down", 3.0)
+    assert not isinstance(retried, AuthenticationError)
+    assert retried.retryable and retried.retry_after == 3.0

@@ -56,8 +56,8 @@ async def test_a_callable_key_is_called_on_every_attempt(start_nexus: Any) -> No
     finally:
         await service.close()
         await proxy.close()
-    # One call when connect() checks for a key up front, then one per attempt.
-    assert calls == [f"key-{n}" for n in range(1, 2 + proxy.connections)]
+    # Exactly one call per attempt (issue 12, item 9: the first attempt called it twice).
+    assert calls == [f"key-{n}" for n in range(1, 1 + proxy.connections)]
 
 
 async def test_a_sync_callable_key_works(nexus: Nexus) -> None:

@@ -331,11 +331,15 @@ async def test_challenge_without_signing_key_is_fatal(scripted: Any) -> None:
 
     server = await scripted(challenger)
     service = WebSocketService(server.config())
-    # Without a signing key the client cannot know a challenge will come, so
-    # connect() resolves at the upgrade; the challenge then ends it for good.
-    await service.connect()
-    state = await wait_for(lambda: service.state.value.failed and service.state.value)
-    assert state.error is not None and "key-pair authentication" in state.error
+    seen: list[Any] = []
+    service.state.subscribe(seen.append)
+    # The challenge comes first after the upgrade: connect() fails with it, and the
+    # state never says connected (issue 12, item 7).
+    with pytest.raises(AuthenticationError, match="key-pair authentication"):
+        await asyncio.wait_for(service.connect(), 10)
+    state = service.state.value
+    assert state.failed and state.error is not None and "key-pair authentication" in state.error
+    assert not any(s.connected for s in seen), seen
     with pytest.raises(NexusError, match="key-pair authentication"):
         await service.ask("after the challenge")
     assert server.connections == 1

@@ -2,10 +2,12 @@
 
 - :mod:`.state`: the connection's phases and the immutable state snapshot;
 - :mod:`.policy`: the one table of fatal versus retryable failures;
+- :mod:`.meaning`: what rate limits, challenges and handshake errors mean;
 - :mod:`.backoff`: the backoff schedule and the retry budget;
 - :mod:`.outbox`: frames waiting for a connection;
 - :mod:`.deadlines`: ask deadlines in buckets, one timer for all;
-- :mod:`.pending`: asks waiting for their answer, and answered ids;
+- :mod:`.pending`: asks waiting for their answer;
+- :mod:`.recent`: the bounded memory of answered and abandoned ids;
 - :mod:`.ratelimit`: the token bucket that paces outgoing messages;
 - :mod:`.connection`: :class:`ClientCore`, the rules that tie them together.
 """
@@ -17,9 +19,11 @@ from .outbox import Outbox, Outgoing
 from .pending import Pending, PendingTable, Reply
 from .policy import close_error, http_error
 from .ratelimit import TokenBucket
+from .recent import DEFAULT_REMEMBER, RecentIds
 from .state import ConnectionState, Phase
 
 __all__ = [
+    "DEFAULT_REMEMBER",
     "Backoff",
     "ClientCore",
     "ConnectionState",
@@ -30,6 +34,7 @@ __all__ = [
     "Pending",
     "PendingTable",
     "Phase",
+    "RecentIds",
     "Reconnector",
     "Reply",
     "TokenBucket",

@@ -44,7 +44,8 @@ class ClientCore(Generic[W]):
     Args:
         outbox_limit: how many frames may wait for a connection.
         reconnector: the retry policy (backoff, budget, reset, hook).
-        remember: how many answered ids are kept to drop duplicate answers.
+        remember: how many answered (and how many abandoned) ids are kept to drop
+            repeated answers (see :mod:`.recent`).
     """
 
     def __init__(

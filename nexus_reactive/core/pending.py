@@ -1,4 +1,5 @@
-"""The table of asks waiting for their answer, and the memory of answered ids."""
+"""The table of asks waiting for their answer, and the memory of answered and
+abandoned ids (bounded, see :mod:`.recent`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from .recent import DEFAULT_REMEMBER, RecentIds
 
 __all__ = ["Pending", "PendingTable", "Reply"]
 
@@ -16,11 +19,17 @@ class Reply(enum.Enum):
     """What a reply with a given id means."""
 
     FIRST = "first"  # the answer to a pending ask: deliver it and settle the ask
-    DUPLICATE = "duplicate"  # that ask was answered already: drop it
+    DUPLICATE = "duplicate"  # that id was answered already: drop it
+    LATE = "late"  # the first answer to an abandoned ask: deliver it only, once
     UNSOLICITED = "unsolicited"  # no ask of ours waits for it: deliver it only
 
 
-_FIRST, _DUPLICATE, _UNSOLICITED = Reply.FIRST, Reply.DUPLICATE, Reply.UNSOLICITED
+_FIRST, _DUPLICATE, _LATE, _UNSOLICITED = (
+    Reply.FIRST,
+    Reply.DUPLICATE,
+    Reply.LATE,
+    Reply.UNSOLICITED,
+)
 
 
 @dataclass(slots=True)
@@ -45,18 +54,25 @@ class Pending(Generic[W]):
 
 
 class PendingTable(Generic[W]):
-    """Asks by id, in the order they were made; answered ids remembered (bounded).
+    """Asks by id, in the order they were made; answered and abandoned ids remembered.
 
-    Every answer reaches the application once: the first reply for an id settles it,
-    a later one is recognised as a duplicate for ``remember`` more answers.
+    Every answer id reaches the application at most once, however often a server
+    repeats it: the first reply for an id settles its ask; the first reply for an
+    abandoned ask (timed out, cancelled, drained) is delivered once; any later reply
+    for those ids is a duplicate. Each of the two memories (answered, abandoned) keeps
+    the last ``remember`` ids (default 10,000 each; a reply older than that is
+    treated as new). A message whose id no ask of ours had (a server push) is not
+    an answer: it is delivered as it comes, and remembered nowhere, so a flood of
+    pushes neither grows memory nor pushes out the ids of our own asks.
     """
 
-    __slots__ = ("_answered", "_asks", "remember")
+    __slots__ = ("_abandoned", "_answered", "_asks", "remember")
 
-    def __init__(self, remember: int = 10_000) -> None:
+    def __init__(self, remember: int = DEFAULT_REMEMBER) -> None:
         self.remember = remember
         self._asks: dict[str, Pending[W]] = {}
-        self._answered: dict[str, None] = {}
+        self._answered = RecentIds(remember)
+        self._abandoned = RecentIds(remember)
 
     def __len__(self) -> int:
         return len(self._asks)
@@ -76,13 +92,13 @@ class PendingTable(Generic[W]):
         """Classify a reply for ``ask_id``; a first reply removes the ask."""
         entry = self._asks.pop(ask_id, None)
         if entry is not None:
-            answered = self._answered
-            answered[ask_id] = None
-            if len(answered) > self.remember:
-                del answered[next(iter(answered))]
+            self._answered.add(ask_id)
             return _FIRST, entry
         if ask_id in self._answered:
             return _DUPLICATE, None
+        if self._abandoned.pop(ask_id):
+            self._answered.add(ask_id)
+            return _LATE, None
         return _UNSOLICITED, None
 
     def answered(self, ask_id: str) -> bool:
@@ -90,8 +106,12 @@ class PendingTable(Generic[W]):
         return ask_id in self._answered
 
     def discard(self, ask_id: str) -> Pending[W] | None:
-        """Forget an ask that timed out or was cancelled; a late reply is unsolicited."""
-        return self._asks.pop(ask_id, None)
+        """Forget an ask that timed out or was cancelled; its first late reply is
+        :attr:`Reply.LATE`, any later one a duplicate."""
+        entry = self._asks.pop(ask_id, None)
+        if entry is not None:
+            self._abandoned.add(ask_id)
+        return entry
 
     def on_wire(self) -> list[tuple[str, Pending[W]]]:
         """Asks written to the wire and not answered, in the order they were made."""
@@ -102,10 +122,13 @@ class PendingTable(Generic[W]):
         chosen = [(k, e) for k, e in self._asks.items() if predicate(e)]
         for ask_id, _ in chosen:
             del self._asks[ask_id]
+            self._abandoned.add(ask_id)
         return chosen
 
     def drain(self) -> list[tuple[str, Pending[W]]]:
         """Remove and return every pending ask (to fail them all at once)."""
         items = list(self._asks.items())
         self._asks.clear()
+        for ask_id, _ in items:
+            self._abandoned.add(ask_id)
         return items

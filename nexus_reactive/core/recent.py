@@ -1,0 +1,48 @@
+"""A bounded memory of recently seen ids: what makes repeated answers harmless.
+
+Every answer id reaches the application at most once. The ask table remembers the
+ids it settled and the ids whose asks were abandoned (timed out, cancelled,
+disconnected); a reply for one of those is recognised however often a server
+repeats it. The memory is bounded: past ``limit`` ids the oldest is forgotten.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_REMEMBER", "RecentIds"]
+
+#: How many ids each memory keeps by default: with 32-character ids, about 1 MiB at most.
+DEFAULT_REMEMBER = 10_000
+
+
+class RecentIds:
+    """The last ``limit`` ids added, in insertion order; O(1) add, test and remove.
+
+    Adding an id already present refreshes it (it becomes the newest).
+    """
+
+    __slots__ = ("_ids", "limit")
+
+    def __init__(self, limit: int = DEFAULT_REMEMBER) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._ids: dict[str, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def add(self, item: str) -> None:
+        """Remember ``item``; forget the oldest id past ``limit``."""
+        ids = self._ids
+        if item in ids:
+            del ids[item]
+        ids[item] = None
+        if len(ids) > self.limit:
+            del ids[next(iter(ids))]
+
+    def pop(self, item: str) -> bool:
+        """Forget ``item``; whether it was remembered."""
+        return self._ids.pop(item, 0) is None
