@@ -247,11 +247,21 @@ def error_codes_sent_by_server() -> set[str]:
 
 
 def error_codes_judged_by_client() -> set[str]:
-    """``code`` strings the client compares an error's code with."""
+    """``code`` strings the client compares an error's code with, and the error codes
+    the core names as module constants in ``core/meaning.py``."""
     codes: set[str] = set()
     for path, tree in _modules(PACKAGE):
         if SERVER in path.parents:
             continue
+        if path.name == "meaning.py":
+            for statement in tree.body:
+                names = [t.id for t in getattr(statement, "targets", []) if isinstance(t, ast.Name)]
+                if isinstance(statement, ast.Assign) and names != ["__all__"]:
+                    codes |= {
+                        node.value
+                        for node in ast.walk(statement.value)
+                        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    }
         for node in ast.walk(tree):
             if not isinstance(node, ast.Compare):
                 continue
