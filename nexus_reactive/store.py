@@ -43,7 +43,7 @@ from .messages import (
     new_id,
 )
 from .service import WebSocketService
-from .streams import DerivedStream, ScheduledView, ValueStream
+from .streams import DerivedPublisher, ScheduledView, ValueStream
 
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
@@ -169,14 +169,14 @@ class WebSocketStore:
         self._own_order: deque[str] = deque()
         self._flush_scheduled = False
         self._flush_handle: asyncio.Handle | None = None
-        self._messages: DerivedStream[History[HistoryItem]] = DerivedStream(
+        self._messages: DerivedPublisher[History[HistoryItem]] = DerivedPublisher(
             self._snapshot, "messages"
         )
         self._state_view: ValueStream[ConnectionState] = self.service.state
-        self._messages_view: ValueStream[History[HistoryItem]] = self._messages
+        self._messages_view: ValueStream[History[HistoryItem]] = self._messages.stream
         if scheduler is not None:
             self._state_view = ScheduledView(self.service.state, scheduler, loop)
-            self._messages_view = ScheduledView(self._messages, scheduler, loop)
+            self._messages_view = ScheduledView(self._messages.stream, scheduler, loop)
         self._closed = False
         if team_id is None:
             # A journal (persist=) restores the history of the previous life.
@@ -184,7 +184,7 @@ class WebSocketStore:
                 if type(restored) not in _NOT_HISTORY:
                     self._append(restored)
         # A direct sink: the store is the service's own layer above it, on the hot path.
-        self._detach = self.service._messages._attach(self._on_message)
+        self._detach = self.service.messages.attach(self._on_message)
         self._connecting: asyncio.Task[None] | None = loop.create_task(
             self._connect(), name="nexus-reactive-store-connect"
         )
@@ -245,7 +245,7 @@ class WebSocketStore:
         self.service.forget_history()
         # Answers still streaming keep their text and reappear with the next piece.
         self._streaming = {k: (-1, text, n) for k, (_, text, n) in self._streaming.items()}
-        self._messages._emit(self._snapshot())
+        self._messages.publish()
 
     def __iter__(self) -> Iterator[Any]:
         yield self.state
@@ -315,7 +315,7 @@ class WebSocketStore:
                 await connecting
         if not self._shared or pool.release(self.service):
             await self.service.close()
-        self._messages._complete()
+        self._messages.complete()
 
     async def __aenter__(self) -> Self:
         return self
@@ -438,7 +438,7 @@ class WebSocketStore:
     def _flush(self) -> None:
         self._flush_scheduled = False
         if not self._closed:
-            self._messages._emit(self._snapshot())
+            self._messages.publish()
 
     def _snapshot(self) -> History[HistoryItem]:
         patches = dict(self._patches) if self._patches else None
