@@ -18,7 +18,7 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from . import codec
-from .config import WebSocketConfig
+from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
 from .core import (
     Backoff,
     ClientCore,
@@ -62,6 +62,8 @@ class WebSocketService(_Link):
 
     Args:
         config: where the server is and how to behave; see :class:`WebSocketConfig`.
+        history_limit: how many received messages the journal (``persist=``)
+            keeps; a store passes its ``max_messages``. Default 1,000.
 
     The streams are hot and live on the event loop's thread:
 
@@ -71,8 +73,9 @@ class WebSocketService(_Link):
       attempts, connection-wide server errors, timeouts of unawaited asks).
     """
 
-    def __init__(self, config: WebSocketConfig) -> None:
+    def __init__(self, config: WebSocketConfig, *, history_limit: int | None = None) -> None:
         self._config = config
+        self._history_limit = history_limit or config.max_messages or DEFAULT_MAX_MESSAGES
         reconnector = Reconnector(
             backoff=Backoff(
                 initial=config.reconnect_interval,
@@ -123,9 +126,7 @@ class WebSocketService(_Link):
         return f"<WebSocketService {self._config.url} {self._core.state}>"
 
     def _open_journal(self, path: str | os.PathLike[str]) -> None:
-        journal = Journal(
-            path, history_limit=self._config.max_messages, on_error=self._journal_error
-        )
+        journal = Journal(path, history_limit=self._history_limit, on_error=self._journal_error)
         self._journal = journal
         self._core.restore(journal.restored.outbox)
         for frame in journal.restored.history:

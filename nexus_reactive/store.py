@@ -11,8 +11,12 @@ store instead of copying the list. Under a flood, ``messages`` emits at most
 once per event-loop tick (or per ``batch_interval``) with everything that arrived.
 
 A streamed answer shows as a :class:`PartialResponse` that grows in place and is
-replaced by the final response. Stores for the same server and settings share one
-connection; a store scoped to a ``team_id`` sees only the answers to its own asks.
+replaced by the final response.
+
+Each store has its own connection by default. With ``share=True``, stores for the
+same server and settings on one loop share one; each still sees only the answers
+to its own asks (and the server's unsolicited messages), never another store's.
+A store scoped to a ``team_id`` sees only the answers to its own asks too.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from . import pool
-from .config import WebSocketConfig
+from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
 from .core import ConnectionState
-from .errors import NexusError, UsageError
+from .errors import ConfigError, NexusError, UsageError
 from .messages import (
     AskResponse,
     AuthOkMessage,
     ChallengeMessage,
+    ErrorMessage,
     Message,
     PartialResponse,
     ResponseChunkMessage,
@@ -56,6 +61,8 @@ HistoryItem: TypeAlias = Message | PartialResponse
 
 # Handshake frames are the connection's business, not the conversation's.
 _NOT_HISTORY = frozenset({ChallengeMessage, AuthOkMessage})
+# Answers to an ask, by its id: a scoped store shows only those to its own asks.
+_ANSWERS = frozenset({ResponseMessage, ErrorMessage, ResponseChunkMessage})
 
 
 class History(Sequence[T], Generic[T]):
@@ -138,6 +145,19 @@ class WebSocketStore:
     Unpacks like the hook's return value::
 
         state, messages, send_message, clear_messages = store
+
+    Args:
+        config: the connection's settings.
+        loop: the event loop the store runs on.
+        scheduler: deliver ``state`` and ``messages`` on this reactivex scheduler.
+        team_id: scope the store to a team (see :func:`use_websocket`).
+        share: share a connection with other stores (see :func:`use_websocket`).
+        max_messages: how many received messages the history keeps (1,000).
+        batch_interval: ``messages`` emits at most once per this many seconds;
+            ``None`` (the default): at most once per event-loop tick.
+
+    Raises:
+        ConfigError: ``max_messages`` or ``batch_interval`` is invalid.
     """
 
     def __init__(
@@ -147,24 +167,44 @@ class WebSocketStore:
         scheduler: abc.SchedulerBase | None = None,
         *,
         team_id: str | None = None,
-        share: bool = True,
+        share: bool = False,
+        max_messages: int | None = None,
+        batch_interval: float | None = None,
     ) -> None:
+        # The config's own fields are deprecated; honoured until they go.
+        if max_messages is None:
+            max_messages = config.max_messages or DEFAULT_MAX_MESSAGES
+        if batch_interval is None:
+            batch_interval = config.batch_interval
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+            raise ConfigError(f"max_messages must be an integer >= 1, got {max_messages!r}")
+        if batch_interval is not None and not (
+            isinstance(batch_interval, (int, float)) and 0 < batch_interval < float("inf")
+        ):
+            raise ConfigError("batch_interval must be a positive number of seconds, or None")
         self._config = config
-        self._limit = config.max_messages
-        self._interval = config.batch_interval
+        self._limit = max_messages
+        self._interval = batch_interval
         self._loop = loop
         self._thread = threading.get_ident()
         self._scheduler = scheduler
         self._team_id = team_id
         self._shared = share
-        self.service = pool.acquire(config, loop) if share else WebSocketService(config)
+        # A scoped store keeps to the answers to its own asks: a shared connection
+        # carries other stores' answers too.
+        self._scoped = share or team_id is not None
+        self.service = (
+            pool.acquire(config, loop, history_limit=max_messages)
+            if share
+            else WebSocketService(config, history_limit=max_messages)
+        )
         # History: live items are _buffer[_start:]; _patches holds the in-progress
         # answers by slot, _streaming their slot and text by ask id.
         self._buffer: list[HistoryItem] = []
         self._start = 0
         self._patches: dict[int, HistoryItem] = {}
         self._streaming: dict[str, tuple[int, str, int]] = {}
-        # A team-scoped store sees the answers to its own asks only.
+        # The ids of this store's own asks (a scoped store shows only their answers).
         self._own: set[str] = set()
         self._own_order: deque[str] = deque()
         self._flush_scheduled = False
@@ -178,7 +218,7 @@ class WebSocketStore:
             self._state_view = ScheduledView(self.service.state, scheduler, loop)
             self._messages_view = ScheduledView(self._messages.stream, scheduler, loop)
         self._closed = False
-        if team_id is None:
+        if not self._scoped:
             # A journal (persist=) restores the history of the previous life.
             for restored in self.service.restored_history:
                 if type(restored) not in _NOT_HISTORY:
@@ -259,11 +299,12 @@ class WebSocketStore:
     def errors(self) -> Observable[NexusError]:
         """What went wrong without raising: a failed ask (``ServerError``,
         ``RequestTimeout``, with ``message_id``), malformed frames, failed
-        connection attempts. A team-scoped store sees only its own asks' failures."""
+        connection attempts. A shared or team-scoped store sees only its own asks'
+        failures (and those about the connection)."""
         errors = self.service.errors
         if self._scheduler is not None:
             errors = errors.pipe(ops.observe_on(self._scheduler))
-        if self._team_id is None:
+        if not self._scoped:
             return errors
         own = self._own
 
@@ -277,6 +318,16 @@ class WebSocketStore:
     def scheduler(self) -> abc.SchedulerBase | None:
         """The scheduler every emission is delivered on, if one was given."""
         return self._scheduler
+
+    @property
+    def max_messages(self) -> int:
+        """How many received messages the history keeps."""
+        return self._limit
+
+    @property
+    def batch_interval(self) -> float | None:
+        """The least time between two emissions of ``messages`` (``None``: a tick)."""
+        return self._interval
 
     @property
     def team_id(self) -> str | None:
@@ -353,11 +404,11 @@ class WebSocketStore:
             self.service._report(exc)
 
     def _remember(self, ask_id: str) -> None:
-        if self._team_id is None:
+        if not self._scoped:
             return
         self._own.add(ask_id)
         self._own_order.append(ask_id)
-        if len(self._own_order) > max(10_000, 2 * self._config.max_messages):
+        if len(self._own_order) > max(10_000, 2 * self._limit):
             self._own.discard(self._own_order.popleft())
 
     async def _connect(self) -> None:
@@ -373,8 +424,8 @@ class WebSocketStore:
         kind = type(message)
         if kind in _NOT_HISTORY:
             return
-        if self._team_id is not None and message.id and message.id not in self._own:
-            return
+        if self._scoped and kind in _ANSWERS and message.id and message.id not in self._own:
+            return  # another store's answer (on a shared connection), or nobody's
         if kind is ResponseChunkMessage:
             self._grow(message)  # type: ignore[arg-type]
         elif self._streaming and message.id in self._streaming:
@@ -452,7 +503,9 @@ def use_websocket(
     *,
     scheduler: abc.SchedulerBase | None = None,
     team_id: str | None = None,
-    share: bool = True,
+    share: bool = False,
+    max_messages: int | None = None,
+    batch_interval: float | None = None,
 ) -> WebSocketStore: ...
 @overload
 def use_websocket(
@@ -461,7 +514,9 @@ def use_websocket(
     *,
     scheduler: abc.SchedulerBase | None = None,
     team_id: str | None = None,
-    share: bool = True,
+    share: bool = False,
+    max_messages: int | None = None,
+    batch_interval: float | None = None,
     **options: Any,
 ) -> WebSocketStore: ...
 def use_websocket(
@@ -470,7 +525,9 @@ def use_websocket(
     *,
     scheduler: abc.SchedulerBase | None = None,
     team_id: str | None = None,
-    share: bool = True,
+    share: bool = False,
+    max_messages: int | None = None,
+    batch_interval: float | None = None,
     **options: Any,
 ) -> WebSocketStore:
     """Create a store and start connecting at once, like the seed's ``useWebSocket``.
@@ -482,14 +539,20 @@ def use_websocket(
 
     Args:
         config: a :class:`WebSocketConfig`; or give its fields as keywords
-            (``url=..., api_key=..., max_messages=...``), optionally overriding
-            those of ``config``.
+            (``url=..., api_key=...``), optionally overriding those of ``config``.
         scheduler: deliver every emission of ``state`` and ``messages`` on this
-            reactivex scheduler (e.g. ``TkinterScheduler``, ``QtScheduler``).
+            reactivex scheduler (e.g. ``TkinterScheduler``, ``QtScheduler``): the
+            latest value, with at most one delivery pending per stream.
         team_id: scope the store to a team: its asks carry this ``team_id`` and it
             sees only the answers to its own asks.
-        share: share one connection with the other stores of this loop that have
-            the same connection settings (the default); ``False`` opens its own.
+        share: share one connection with the other ``share=True`` stores of this
+            loop that have the same connection settings. Off by default: each store
+            opens its own. A shared store still sees only the answers to its own
+            asks, and the server's unsolicited messages.
+        max_messages: how many received messages the history keeps (1,000).
+        batch_interval: ``messages`` emits at most once per this many seconds
+            (e.g. 0.05 for a UI that repaints at 20 Hz); ``None``: at most once per
+            event-loop tick. Nothing is dropped either way.
 
     Raises:
         UsageError: there is no running event loop.
@@ -507,4 +570,12 @@ def use_websocket(
     resolved = WebSocketConfig.from_options(config, **options) if options else config
     if resolved is None:
         resolved = WebSocketConfig()
-    return WebSocketStore(resolved, loop, scheduler, team_id=team_id, share=share)
+    return WebSocketStore(
+        resolved,
+        loop,
+        scheduler,
+        team_id=team_id,
+        share=share,
+        max_messages=max_messages,
+        batch_interval=batch_interval,
+    )
