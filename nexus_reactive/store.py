@@ -48,7 +48,7 @@ from .messages import (
     new_id,
 )
 from .service import WebSocketService
-from .streams import DerivedPublisher, ScheduledView, ValueStream
+from .streams import DerivedPublisher, ScheduledView, ValueStream, deliver_on
 
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
@@ -303,7 +303,8 @@ class WebSocketStore:
         failures (and those about the connection)."""
         errors = self.service.errors
         if self._scheduler is not None:
-            errors = errors.pipe(ops.observe_on(self._scheduler))
+            # Bounded: a slow UI never makes errors pile up without limit.
+            errors = deliver_on(errors, self._scheduler, name="errors")
         if not self._scoped:
             return errors
         own = self._own

@@ -46,6 +46,7 @@ __all__ = [
     "Stream",
     "ValuePublisher",
     "ValueStream",
+    "deliver_on",
 ]
 
 T = TypeVar("T")
@@ -508,6 +509,81 @@ class _Feed(Generic[T]):
 
     def on_error(self, error: Exception) -> None:
         log.error("a scheduled view's source failed: %s", error)
+
+
+def deliver_on(
+    source: Observable[T], scheduler: abc.SchedulerBase, limit: int = 1_000, name: str = "stream"
+) -> Observable[T]:
+    """``source``'s values on ``scheduler``, in order, with at most ``limit`` waiting.
+
+    For streams where every value matters (errors) and which therefore cannot
+    conflate: ``observe_on`` would queue without bound behind a slow subscriber.
+    Past ``limit``, the oldest waiting values are dropped and the count is logged.
+    One delivery at a time is pending on the scheduler; it carries all that waits.
+    """
+
+    def subscribe(
+        observer: abc.ObserverBase[T], _scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        lock = threading.Lock()
+        waiting: deque[T] = deque()
+        dropped = 0
+        scheduled = False
+        ended = False
+
+        def run(_s: abc.SchedulerBase | None = None, _state: Any = None) -> None:
+            nonlocal dropped, scheduled
+            with lock:
+                items = list(waiting)
+                waiting.clear()
+                lost, dropped = dropped, 0
+                finished = ended
+            if lost:
+                log.warning(
+                    "a subscriber of %s on %s fell behind: the %d oldest values waiting for "
+                    "it were dropped (at most %d wait)",
+                    name,
+                    type(scheduler).__name__,
+                    lost,
+                    limit,
+                )
+            for item in items:
+                observer.on_next(item)
+            if finished:
+                observer.on_completed()
+                return
+            with lock:
+                scheduled = bool(waiting) or ended
+                again = scheduled
+            if again:
+                scheduler.schedule(run)
+
+        def wake() -> None:
+            nonlocal scheduled
+            with lock:
+                if scheduled:
+                    return
+                scheduled = True
+            scheduler.schedule(run)
+
+        def on_next(value: T) -> None:
+            nonlocal dropped
+            with lock:
+                if len(waiting) >= limit:
+                    waiting.popleft()
+                    dropped += 1
+                waiting.append(value)
+            wake()
+
+        def on_completed() -> None:
+            nonlocal ended
+            with lock:
+                ended = True
+            wake()
+
+        return source.subscribe(on_next, observer.on_error, on_completed)
+
+    return Observable(subscribe)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

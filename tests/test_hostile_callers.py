@@ -313,3 +313,27 @@ def test_invalid_store_options_are_config_errors() -> None:
     for options in ({"max_messages": 0}, {"batch_interval": -1.0}, {"max_messages": True}):
         with pytest.raises(ConfigError):
             asyncio.run(make(**options))
+
+
+async def test_a_flood_of_malformed_frames_into_a_slow_ui_keeps_errors_bounded(
+    scripted: Any,
+) -> None:
+    async def garbage(ws: web.WebSocketResponse, _conn: Scripted) -> None:
+        for i in range(5_000):
+            await ws.send_str(f"not json {i}")
+        await ws.send_str("the last one")
+        await ws.receive()
+
+    server = await scripted(garbage)
+    ui = SlowThreadScheduler(delay=0.05)
+    try:
+        async with use_websocket(server.config(), scheduler=ui) as store:
+            seen: list[NexusError] = []
+            store.errors.subscribe(seen.append)
+            await wait_for(
+                lambda: bool(seen) and "the last one" in str(seen[-1]), DEADLINE, interval=0.02
+            )
+            assert len(seen) < 5_001  # the oldest were dropped, not queued forever
+            assert ui.max_queued <= 3  # state, messages, errors: one pending each
+    finally:
+        ui.stop()

@@ -18,6 +18,7 @@ from nexus_reactive.streams import (
     Publisher,
     ScheduledView,
     ValuePublisher,
+    deliver_on,
 )
 
 from .schedulers import SlowThreadScheduler
@@ -808,3 +809,34 @@ def test_scheduled_view_on_a_slow_thread_keeps_one_pending_and_ends_on_the_value
         assert seen == sorted(seen)
     finally:
         scheduler.stop()
+
+
+def test_deliver_on_keeps_order_and_at_most_limit_values_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pub: Publisher[int] = Publisher("errors")
+    scheduler = virtual_scheduler()
+    out = Recorder()
+    out.subscribe_to(deliver_on(pub.stream, scheduler, limit=100, name="errors"))
+
+    for value in range(1_000):
+        pub.emit(value)
+    pub.complete()
+    with caplog.at_level(logging.WARNING, logger="nexus_reactive.streams"):
+        scheduler.advance_by(timedelta(seconds=1))
+
+    assert out.values == list(range(900, 1_000))  # the newest, in order
+    assert out.completed == 1
+    assert "the 900 oldest values" in caplog.text
+
+
+def test_deliver_on_delivers_everything_when_the_subscriber_keeps_up() -> None:
+    pub: Publisher[int] = Publisher()
+    scheduler = virtual_scheduler()
+    out = Recorder()
+    out.subscribe_to(deliver_on(pub.stream, scheduler, limit=10))
+    for value in range(50):
+        pub.emit(value)
+        scheduler.advance_by(timedelta(seconds=1))
+
+    assert out.values == list(range(50))
