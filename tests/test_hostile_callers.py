@@ -337,3 +337,81 @@ async def test_a_flood_of_malformed_frames_into_a_slow_ui_keeps_errors_bounded(
             assert ui.max_queued <= 3  # state, messages, errors: one pending each
     finally:
         ui.stop()
+
+
+# == more re-entrant callers =================================================================
+
+
+async def test_a_subscriber_that_asks_again_on_each_answer_keeps_everyone_in_step(
+    nexus: Nexus,
+) -> None:
+    async with use_websocket(nexus.config()) as store:
+        others: list[History[HistoryItem]] = []
+
+        def ask_again(history: History[HistoryItem]) -> None:
+            if 0 < len(history) < 5 and history[-1].id in asked:
+                asked.add(store.send_message(f"again {len(history)}"))
+
+        store.messages.subscribe(ask_again)
+        store.messages.subscribe(others.append)
+        await wait_for(lambda: store.state.value.connected, DEADLINE)
+        asked = {store.send_message("start")}
+        await wait_for(lambda: len(store.messages.value) == 5, DEADLINE)
+        await wait_for(lambda: len(others[-1]) == 5, DEADLINE)
+        assert others[-1] == store.messages.value
+        assert [len(h) for h in others] == sorted(len(h) for h in others)
+
+
+async def test_close_from_a_messages_subscriber_completes_everyone_after_the_value(
+    nexus: Nexus,
+) -> None:
+    store = use_websocket(nexus.config())
+    closing: list[asyncio.Task[None]] = []
+    later: list[History[HistoryItem]] = []
+    completed: list[bool] = []
+
+    def close_on_answer(history: History[HistoryItem]) -> None:
+        if len(history) and not closing:
+            closing.append(asyncio.get_running_loop().create_task(store.close()))
+
+    store.messages.subscribe(close_on_answer)
+    store.messages.subscribe(later.append, on_completed=lambda: completed.append(True))
+    await wait_for(lambda: store.state.value.connected, DEADLINE)
+    store.send_message("bye")
+    await wait_for(lambda: bool(closing) and closing[0].done(), DEADLINE)
+    await closing[0]
+    assert completed == [True]
+    assert len(later[-1]) == 1
+    assert store.service.closed
+
+
+async def test_subscribing_from_another_thread_during_a_flood_ends_on_the_value(
+    scripted: Any,
+) -> None:
+    async def flood(ws: web.WebSocketResponse, conn: Scripted) -> None:
+        for i in range(3_000):
+            await ws.send_str(
+                json.dumps({"type": "response", "id": f"m{i}", "payload": {"answer": "x"}})
+            )
+            if i % 100 == 0:
+                await asyncio.sleep(0.001)
+        await ws.receive()
+
+    server = await scripted(flood)
+    ui = SlowThreadScheduler(delay=0.01)
+    try:
+        async with use_websocket(server.config(), scheduler=ui, max_messages=500) as store:
+            seen: list[History[HistoryItem]] = []
+
+            def subscribe_from_a_thread() -> None:
+                store.messages.subscribe(lambda h: seen.__setitem__(slice(None), [h]))
+
+            await asyncio.to_thread(subscribe_from_a_thread)
+            await wait_for(
+                lambda: len(store.messages.value) == 500 and store.messages.value[-1].id == "m2999",
+                DEADLINE,
+            )
+            await wait_for(lambda: bool(seen) and seen[-1] == store.messages.value, DEADLINE)
+            assert ui.max_queued <= 2
+    finally:
+        ui.stop()
