@@ -12,14 +12,9 @@ import reactivex
 from reactivex import operators as ops
 from reactivex.scheduler import HistoricalScheduler, ImmediateScheduler
 
+from nexus_reactive.scheduled import ScheduledView, deliver_on
 from nexus_reactive.store import History
-from nexus_reactive.streams import (
-    DerivedPublisher,
-    Publisher,
-    ScheduledView,
-    ValuePublisher,
-    deliver_on,
-)
+from nexus_reactive.streams import DerivedPublisher, Publisher, ValuePublisher
 
 from .schedulers import SlowThreadScheduler
 
