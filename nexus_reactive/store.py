@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, Self, overload
 
+import reactivex
 from reactivex import Observable, abc
 from reactivex import operators as ops
 
@@ -50,7 +51,7 @@ from .messages import (
 )
 from .scheduled import ScheduledView, deliver_on
 from .service import WebSocketService
-from .streams import DerivedPublisher, ValueStream
+from .streams import DerivedPublisher, Publisher, ValueStream
 
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
@@ -136,6 +137,7 @@ class WebSocketStore:
         self._messages: DerivedPublisher[History[HistoryItem]] = DerivedPublisher(
             self._snapshot, "messages"
         )
+        self._errors: Publisher[NexusError] = Publisher("store errors")
         self._state_view: ValueStream[ConnectionState] = self.service.state
         self._messages_view: ValueStream[History[HistoryItem]] = self._messages.stream
         if scheduler is not None:
@@ -225,19 +227,21 @@ class WebSocketStore:
         ``RequestTimeout``, with ``message_id``), malformed frames, failed
         connection attempts. A shared or team-scoped store sees only its own asks'
         failures (and those about the connection)."""
-        errors = self.service.errors
+        errors: Observable[NexusError] = self.service.errors
+        if self._scoped:
+            own = self._own
+
+            def mine(error: NexusError) -> bool:
+                message_id = getattr(error, "message_id", None)
+                return not message_id or message_id in own
+
+            errors = errors.pipe(ops.filter(mine))
+        # The store's own (a send_message from another thread that failed).
+        errors = reactivex.merge(errors, self._errors.stream)
         if self._scheduler is not None:
             # Bounded: a slow UI never makes errors pile up without limit.
             errors = deliver_on(errors, self._scheduler, name="errors")
-        if not self._scoped:
-            return errors
-        own = self._own
-
-        def mine(error: NexusError) -> bool:
-            message_id = getattr(error, "message_id", None)
-            return not message_id or message_id in own
-
-        return errors.pipe(ops.filter(mine))
+        return errors
 
     @property
     def scheduler(self) -> abc.SchedulerBase | None:
@@ -292,6 +296,7 @@ class WebSocketStore:
         if not self._shared or pool.release(self.service):
             await self.service.close()
         self._messages.complete()
+        self._errors.complete()
 
     async def __aenter__(self) -> Self:
         return self
@@ -326,7 +331,7 @@ class WebSocketStore:
             self.service.send_query(query, team_id, message_id=ask_id)
         except NexusError as exc:
             log.warning("send_message from another thread failed: %s", exc)
-            self.service._report(exc)
+            self._errors.emit(exc)
 
     def _remember(self, ask_id: str) -> None:
         if not self._scoped:

@@ -21,6 +21,7 @@ from nexus_reactive import (
     ConnectionClosed,
     ConnectionState,
     NexusError,
+    OutboxFull,
     Phase,
     WebSocketConfig,
     WebSocketService,
@@ -415,3 +416,20 @@ async def test_subscribing_from_another_thread_during_a_flood_ends_on_the_value(
             assert ui.max_queued <= 2
     finally:
         ui.stop()
+
+
+async def test_a_failed_send_from_another_thread_goes_to_that_stores_errors_only() -> None:
+    # Nothing listens there: messages wait in an outbox of one.
+    from .conftest import client_config
+
+    config = client_config("ws://127.0.0.1:9/", outbox_limit=1, max_reconnect_attempts=None)
+    async with use_websocket(config, share=True) as a, use_websocket(config, share=True) as b:
+        assert a.service is b.service
+        a_errors: list[NexusError] = []
+        b_errors: list[NexusError] = []
+        a.errors.subscribe(a_errors.append)
+        b.errors.subscribe(b_errors.append)
+        a.send_message("fills the outbox")
+        await asyncio.to_thread(a.send_message, "one too many")
+        await wait_for(lambda: any(isinstance(e, OutboxFull) for e in a_errors), DEADLINE)
+        assert not any(isinstance(e, OutboxFull) for e in b_errors)
