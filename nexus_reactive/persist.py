@@ -117,6 +117,9 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self.restored = self._load()
+            # Opened: from now on only the writer thread waits on the database, and
+            # it may (a moment of contention must not fail a batch at once).
+            self._db.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:
             if hasattr(self, "_db"):
                 self._db.close()
