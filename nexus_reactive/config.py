@@ -11,7 +11,9 @@ import ipaddress
 import math
 import os
 import ssl as _ssl
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -20,7 +22,7 @@ from yarl import URL
 
 from .errors import ConfigError, NexusConnectionError
 
-__all__ = ["API_KEY_ENV", "ApiKey", "WebSocketConfig"]
+__all__ = ["API_KEY_ENV", "DEFAULT_MAX_MESSAGES", "ApiKey", "WebSocketConfig"]
 
 #: The environment variable read when no ``api_key`` is given.
 API_KEY_ENV = "NEXUS_API_KEY"
@@ -29,6 +31,15 @@ API_KEY_ENV = "NEXUS_API_KEY"
 ApiKey = str | Callable[[], str | Awaitable[str]]
 
 _SECRET_FIELDS = frozenset({"api_key", "signing_key"})
+
+#: How many received messages a store keeps by default (``max_messages``).
+DEFAULT_MAX_MESSAGES = 1_000
+
+# Store options that used to be config fields; accepted, with a warning, until the
+# next release. They belong to the store: use_websocket(..., max_messages=...).
+_DEPRECATED_STORE_OPTIONS = ("max_messages", "batch_interval")
+# Deprecated fields copied from another config by from_options: warned about once.
+_INHERITED: ContextVar[frozenset[str]] = ContextVar("nexus_inherited", default=frozenset())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,10 +62,10 @@ class WebSocketConfig:
         heartbeat: seconds between WebSocket pings; no pong within half of it
             means the link is dead. ``None`` disables pings.
         outbox_limit: how many messages may wait for a connection.
-        max_messages: how many received messages a store keeps in its history.
-        batch_interval: a store's ``messages`` emits at most once per this many
-            seconds (e.g. 0.05 for a UI that repaints at 20 Hz); ``None``: at most
-            once per event-loop tick. Nothing is dropped either way.
+        max_messages: deprecated: a store option now
+            (``use_websocket(..., max_messages=...)``); still honoured, with a
+            ``DeprecationWarning``, until the next release.
+        batch_interval: deprecated, likewise (``use_websocket(..., batch_interval=...)``).
         max_message_size: largest frame accepted, in bytes.
         headers: extra HTTP headers for the upgrade request.
         signing_key: an Ed25519 private key (the key object, a PEM file path, PEM
@@ -86,8 +97,8 @@ class WebSocketConfig:
     request_timeout: float | None = 60.0
     heartbeat: float | None = 15.0
     outbox_limit: int = 10_000
-    max_messages: int = 1_000
-    batch_interval: float | None = None
+    max_messages: int | None = None  # deprecated: a store option
+    batch_interval: float | None = None  # deprecated: a store option
     max_message_size: int = 4 * 1024 * 1024
     headers: Mapping[str, str] = field(default_factory=dict)
     signing_key: Ed25519PrivateKey | str | os.PathLike[str] | None = field(default=None, repr=False)
@@ -128,9 +139,21 @@ class WebSocketConfig:
             raise ConfigError("reconnect_jitter must be between 0 and 1")
         if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
             raise ConfigError("max_reconnect_attempts must be >= 0, or None to retry forever")
-        for name in ("outbox_limit", "max_messages", "max_message_size"):
+        for name in ("outbox_limit", "max_message_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.max_messages is not None and self.max_messages < 1:
+            raise ConfigError("max_messages must be at least 1")
+        inherited = _INHERITED.get()
+        for name in _DEPRECATED_STORE_OPTIONS:
+            if getattr(self, name) is not None and name not in inherited:
+                warnings.warn(
+                    f"WebSocketConfig({name}=...) is deprecated and will be removed in the "
+                    f"next release: it is a store option. Pass it to the store instead: "
+                    f"use_websocket(..., {name}=...) or WebSocketStore(..., {name}=...)",
+                    DeprecationWarning,
+                    stacklevel=_caller_level(),
+                )
         if not (self.api_key is None or isinstance(self.api_key, str) or callable(self.api_key)):
             raise ConfigError("api_key must be a string, a callable returning one, or None")
         if self.burst is not None and self.burst < 1:
@@ -161,7 +184,11 @@ class WebSocketConfig:
             return cls(**options)
         values = {f.name: getattr(config, f.name) for f in fields(cls)}
         values.update(options)
-        return cls(**values)
+        token = _INHERITED.set(frozenset(_DEPRECATED_STORE_OPTIONS) - set(options))
+        try:
+            return cls(**values)
+        finally:
+            _INHERITED.reset(token)
 
     def __repr__(self) -> str:
         shown = []
@@ -199,6 +226,21 @@ class WebSocketConfig:
                 f"or set the {API_KEY_ENV} environment variable"
             )
         return key
+
+
+def _caller_level() -> int:
+    """The stack level of the first frame outside this module and dataclasses: the
+    code that built the config, whichever way it was built."""
+    # Level 1 is the caller of warnings.warn (__post_init__), one frame above this.
+    frame = inspect.currentframe()
+    frame = frame.f_back if frame is not None else None
+    level = 1
+    while frame is not None and (
+        frame.f_code.co_filename == __file__
+        or (frame.f_code.co_name == "__init__" and frame.f_code.co_filename.startswith("<"))
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _positive(value: object) -> bool:

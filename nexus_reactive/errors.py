@@ -13,7 +13,8 @@ The tree::
     ├── ServerError            the server answered a request with an ``error`` message
     ├── RequestTimeout         no answer in time (also a ``TimeoutError``)
     ├── OutboxFull             too many messages waiting for a connection
-    └── ConnectionClosed       the service was disconnected while a request waited
+    ├── ConnectionClosed       the service was disconnected while a request waited
+    └── PersistenceError       the journal (persist=) cannot be used: corrupt, locked, ...
 
 Messages say what happened and what to do about it. None of them ever contains an
 API key or private key material: the configuration redacts secrets before any
@@ -29,6 +30,7 @@ __all__ = [
     "NexusConnectionError",
     "NexusError",
     "OutboxFull",
+    "PersistenceError",
     "ProtocolError",
     "RedirectRefused",
     "RequestTimeout",
@@ -204,6 +206,11 @@ class ConnectionClosed(NexusError):
     def __init__(self, message: str, *, message_id: str | None = None) -> None:
         super().__init__(message)
         self.message_id = message_id
+
+
+class PersistenceError(NexusError):
+    """The journal's database (``persist=``) cannot be used: corrupt, locked by
+    another process, or unwritable. The message names the file and what to do."""
 
 
 def _excerpt(frame: bytes | str) -> str:

@@ -41,7 +41,7 @@ from .messages import (
     ResponseMessage,
 )
 from .persist import Journal
-from .streams import DerivedStream, Stream, ValueStream
+from .streams import DerivedPublisher, Publisher, ValuePublisher
 from .transport import Transport, open_session, open_transport
 
 __all__ = ["CHALLENGE_GRACE", "Handler"]
@@ -88,11 +88,11 @@ class _Link:
 
     _config: WebSocketConfig
     _core: ClientCore[_Waiter]
-    _state: ValueStream[ConnectionState]
-    _messages: Stream[Message]
-    _errors: Stream[NexusError]
+    _state: ValuePublisher[ConnectionState]
+    _messages: Publisher[Message]
+    _errors: Publisher[NexusError]
     _handlers: dict[str, tuple[Handler, ...]]
-    _outbox_depth: DerivedStream[int]
+    _outbox_depth: DerivedPublisher[int]
     _loop: asyncio.AbstractEventLoop | None
     _supervisor: asyncio.Task[None] | None
     _ready: asyncio.Future[None] | None
@@ -215,7 +215,7 @@ class _Link:
             future.set_exception(error)
 
     def _kick(self) -> None:
-        self._outbox_depth._refresh()
+        self._outbox_depth.refresh()
         if self._wake is not None and self._core.state.connected:
             self._wake.set()
 
@@ -309,7 +309,7 @@ class _Link:
                         transport,
                         self._signing_key,
                         self._config.auth_timeout,
-                        self._messages._emit,
+                        self._messages.emit,
                         self._report,
                     )
                 except NexusConnectionError as exc:
@@ -357,7 +357,7 @@ class _Link:
         while True:
             item = core.next_outgoing()
             if item is None:
-                depth._refresh()
+                depth.refresh()
                 wake.clear()
                 await wake.wait()
                 continue
@@ -366,7 +366,7 @@ class _Link:
                 # Everything queued goes out together: one write to the socket.
                 while len(batch) < _BATCH and (more := core.next_outgoing()) is not None:
                     batch.append(more)
-            depth._refresh()
+            depth.refresh()
             try:
                 delay = bucket.take(loop.time())
                 if delay > 0:
@@ -485,7 +485,7 @@ class _Link:
         self._deliver(piece)
 
     def _deliver(self, message: Message) -> None:
-        self._messages._emit(message)
+        self._messages.emit(message)
         if not self._handlers:
             return
         handlers = self._handlers.get(message.type)
@@ -538,12 +538,12 @@ class _Link:
     def _publish(self, state: ConnectionState) -> None:
         if state != self._state.value:
             log.debug("state: %s", state)
-            self._state._set(state)
+            self._state.set(state)
 
     def _report(self, error: NexusError) -> None:
         if isinstance(error, ProtocolError):
             log.warning("%s", error)
-        self._errors._emit(error)
+        self._errors.emit(error)
 
 
 def _server_error(message: ErrorMessage) -> ServerError:

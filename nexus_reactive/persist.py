@@ -14,6 +14,12 @@ Writes never block the event loop: they go to a queue that one thread commits in
 batched transactions (WAL mode). :meth:`Journal.flush` waits until everything
 queued so far is durable. A write that fails (disk full, database locked) is
 reported and retried; the running process keeps its state in memory meanwhile.
+
+One process per file. Opening never waits for another holder: a lock file next
+to the database (``<path>.lock``, an ``flock`` held for the journal's life and
+released by the kernel if the process dies) records the holder's pid, so a
+second process fails at once with a :class:`PersistenceError` naming that pid
+and the path; SQLite's own lock is taken with no busy timeout as a backstop.
 """
 
 from __future__ import annotations
@@ -23,11 +29,17 @@ import logging
 import os
 import queue
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import NexusError
+from .errors import PersistenceError
+
+if sys.platform != "win32":
+    import fcntl
+else:  # pragma: no cover - SQLite's exclusive lock alone guards the file there
+    fcntl = None
 
 __all__ = ["Journal", "PersistenceError", "Restored"]
 
@@ -47,10 +59,6 @@ CREATE TABLE IF NOT EXISTS history (
 """
 
 _RETRY_DELAY = 1.0  # seconds between attempts at a batch that failed
-
-
-class PersistenceError(NexusError):
-    """The journal's database cannot be used (corrupt, locked, unwritable)."""
 
 
 @dataclass
@@ -95,8 +103,13 @@ class Journal:
         self.history_limit = history_limit
         self._on_error = on_error
         self._queue: queue.SimpleQueue[_Op | threading.Event | None] = queue.SimpleQueue()
+        self._lock_fd = _lock(self.path)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # timeout=0: a database locked by anyone else fails now, instead of
+            # blocking the caller (an event loop) for sqlite3's default 5 s.
+            self._db = sqlite3.connect(
+                self.path, timeout=0, check_same_thread=False, isolation_level=None
+            )
             # EXCLUSIVE: a second process on the same file fails loudly at open
             # instead of both sending the same outbox.
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -104,9 +117,13 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self.restored = self._load()
+            # Opened: from now on only the writer thread waits on the database, and
+            # it may (a moment of contention must not fail a batch at once).
+            self._db.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:
             if hasattr(self, "_db"):
                 self._db.close()
+            _unlock(self._lock_fd)
             raise PersistenceError(_explain(self.path, exc)) from None
         self._thread = threading.Thread(
             target=self._run, name="nexus-reactive-journal", daemon=True
@@ -156,6 +173,8 @@ class Journal:
         self._queue.put(None)
         self._thread.join()
         self._db.close()
+        _unlock(self._lock_fd)
+        self._lock_fd = None
 
     # -- internals -------------------------------------------------------------------
 
@@ -237,12 +256,67 @@ class Journal:
         return True
 
 
+def _lock(path: str) -> int | None:
+    """Take ``<path>.lock`` for this process without waiting, and write our pid in it.
+
+    Raises:
+        PersistenceError: another process (or another journal of this one) holds
+            it; the message names that process.
+    """
+    if fcntl is None:
+        return None
+    lock_path = f"{path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise PersistenceError(
+            f"the journal {path} cannot be used: its lock file {lock_path} cannot be "
+            f"opened ({exc.strerror}). Check the directory's permissions, or pass "
+            "another persist= path"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _read_pid(fd)
+        os.close(fd)
+        if holder == os.getpid():
+            who = f"this process (pid {holder}) already has a journal open on it"
+            fix = "close that service first, or pass another persist= path"
+        elif holder is not None:
+            who = f"process {holder} is using it"
+            fix = f"stop process {holder} (e.g. `kill {holder}`), or pass another persist= path"
+        else:
+            who = "another process is using it"
+            fix = f"stop the process that holds {lock_path}, or pass another persist= path"
+        raise PersistenceError(
+            f"the journal {path} is locked: {who}. Each client process needs its own "
+            f"persist file: {fix}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # releases the flock; the file stays (removing it would race)
+
+
 def _explain(path: str, exc: sqlite3.Error) -> str:
     text = str(exc)
     if "locked" in text or "busy" in text:
         return (
-            f"the journal {path} is locked: another process is using it. Each client "
-            "needs its own persist file"
+            f"the journal {path} is locked: another program is using the database "
+            f"(find it with `fuser {path}`). Each client process needs its own persist "
+            "file: stop that program, or pass another persist= path"
         )
     if "not a database" in text or "malformed" in text:
         return (

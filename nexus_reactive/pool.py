@@ -1,23 +1,22 @@
-"""One socket for many stores: services shared by reference count.
+"""One socket for many stores, when they ask for it (``share=True``): services
+shared by reference count.
 
-Stores created for the same server with the same connection settings (URL, key,
-signing key, TLS, timeouts...) on the same event loop share one
-:class:`WebSocketService`; it closes when the last of them closes.
+Stores created with ``share=True`` for the same server with the same connection
+settings (URL, key, signing key, TLS, timeouts...) on the same event loop share
+one :class:`WebSocketService`; it closes when the last of them closes. Store
+options (``max_messages``, ``batch_interval``, ``scheduler``) are the store's own,
+not part of the settings compared.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass
 
 from .config import WebSocketConfig
 from .service import WebSocketService
 
 __all__ = ["acquire", "release"]
-
-# Options that belong to one store, not to the connection.
-_PER_STORE: dict[str, object] = {"max_messages": 1, "batch_interval": None}
 
 
 @dataclass(eq=False, slots=True)
@@ -31,19 +30,17 @@ class _Entry:
 _entries: list[_Entry] = []
 
 
-def _key(config: WebSocketConfig) -> WebSocketConfig:
-    return dataclasses.replace(config, **_PER_STORE)  # type: ignore[arg-type]
-
-
-def acquire(config: WebSocketConfig, loop: asyncio.AbstractEventLoop) -> WebSocketService:
-    """The shared service for ``config`` on ``loop``, created on first use."""
-    key = _key(config)
+def acquire(
+    config: WebSocketConfig, loop: asyncio.AbstractEventLoop, *, history_limit: int | None = None
+) -> WebSocketService:
+    """The shared service for ``config`` on ``loop``, created on first use (with
+    ``history_limit`` for its journal, if it has one)."""
     for entry in _entries:
-        if entry.loop is loop and entry.key == key and not entry.service.closed:
+        if entry.loop is loop and entry.key == config and not entry.service.closed:
             entry.users += 1
             return entry.service
-    service = WebSocketService(config)
-    _entries.append(_Entry(loop, key, service, 1))
+    service = WebSocketService(config, history_limit=history_limit)
+    _entries.append(_Entry(loop, config, service, 1))
     return service
 
 

@@ -20,7 +20,7 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from . import codec
-from .config import WebSocketConfig
+from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
 from .core import (
     Backoff,
     ClientCore,
@@ -49,7 +49,7 @@ from .messages import (
 )
 from .observe import observe_ask
 from .persist import Journal
-from .streams import DerivedStream, Stream, ValueStream
+from .streams import DerivedPublisher, Publisher, Stream, ValuePublisher, ValueStream
 from .transport import Transport
 
 __all__ = ["WebSocketService"]
@@ -64,6 +64,8 @@ class WebSocketService(_Link):
 
     Args:
         config: where the server is and how to behave; see :class:`WebSocketConfig`.
+        history_limit: how many received messages the journal (``persist=``)
+            keeps; a store passes its ``max_messages``. Default 1,000.
 
     The streams are hot and live on the event loop's thread:
 
@@ -73,8 +75,9 @@ class WebSocketService(_Link):
       attempts, connection-wide server errors, timeouts of unawaited asks).
     """
 
-    def __init__(self, config: WebSocketConfig) -> None:
+    def __init__(self, config: WebSocketConfig, *, history_limit: int | None = None) -> None:
         self._config = config
+        self._history_limit = history_limit or config.max_messages or DEFAULT_MAX_MESSAGES
         reconnector = Reconnector(
             backoff=Backoff(
                 initial=config.reconnect_interval,
@@ -88,13 +91,12 @@ class WebSocketService(_Link):
         self._core: ClientCore[_Waiter] = ClientCore(
             outbox_limit=config.outbox_limit, reconnector=reconnector
         )
-        self._state: ValueStream[ConnectionState] = ValueStream(self._core.state, "state")
-        self._messages: Stream[Message] = Stream("messages")
-        self._errors: Stream[NexusError] = Stream("errors")
+        # Publishers: the service alone emits; the properties hand out the streams.
+        self._state = ValuePublisher(self._core.state, "state")
+        self._messages: Publisher[Message] = Publisher("messages")
+        self._errors: Publisher[NexusError] = Publisher("errors")
         self._handlers: dict[str, tuple[Handler, ...]] = {}
-        self._outbox_depth: DerivedStream[int] = DerivedStream(
-            lambda: len(self._core.outbox), "outbox_depth"
-        )
+        self._outbox_depth = DerivedPublisher(lambda: len(self._core.outbox), "outbox_depth")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._supervisor: asyncio.Task[None] | None = None
         # Every supervisor started and not yet finished, including ones that
@@ -150,9 +152,7 @@ class WebSocketService(_Link):
             )
 
     def _open_journal(self, path: str | os.PathLike[str]) -> None:
-        journal = Journal(
-            path, history_limit=self._config.max_messages, on_error=self._journal_error
-        )
+        journal = Journal(path, history_limit=self._history_limit, on_error=self._journal_error)
         self._journal = journal
         self._core.restore(journal.restored.outbox)
         for frame in journal.restored.history:
@@ -191,19 +191,19 @@ class WebSocketService(_Link):
         return self._closed
 
     @property
-    def messages(self) -> Observable[Message]:
+    def messages(self) -> Stream[Message]:
         """Every valid inbound message, in arrival order."""
-        return self._messages
+        return self._messages.stream
 
     @property
     def state(self) -> ValueStream[ConnectionState]:
         """The connection state; ``state.value`` is the current one."""
-        return self._state
+        return self._state.stream
 
     @property
     def errors(self) -> Observable[NexusError]:
         """Every error the service reports without raising it."""
-        return self._errors
+        return self._errors.stream
 
     @overload
     def stream(self, type: str) -> Observable[Message]: ...
@@ -218,18 +218,18 @@ class WebSocketService(_Link):
             def named(message: Message) -> bool:
                 return message.type == wanted
 
-            return self._messages.pipe(ops.filter(named))
+            return self._messages.stream.pipe(ops.filter(named))
         cls = type
 
         def of_class(message: Message) -> TypeGuard[M]:
             return isinstance(message, cls)
 
-        return self._messages.pipe(ops.filter(of_class), ops.map(lambda m: cast(M, m)))
+        return self._messages.stream.pipe(ops.filter(of_class), ops.map(lambda m: cast(M, m)))
 
     @property
     def responses(self) -> Observable[ResponseMessage]:
         """Every ``response`` message, each answer once."""
-        return self._messages.pipe(
+        return self._messages.stream.pipe(
             ops.filter(lambda m: isinstance(m, ResponseMessage)),
             ops.map(lambda m: cast(ResponseMessage, m)),
         )
@@ -260,7 +260,7 @@ class WebSocketService(_Link):
 
         It emits when the depth changes while someone is subscribed.
         """
-        return self._outbox_depth
+        return self._outbox_depth.stream
 
     @property
     def outbox_size(self) -> int:
@@ -366,10 +366,10 @@ class WebSocketService(_Link):
             elif dropped:
                 log.warning("closed with %d unsent message(s) in the outbox", dropped)
             self._publish(self._core.closed())
-            self._state._complete()
-            self._outbox_depth._complete()
-            self._messages._complete()
-            self._errors._complete()
+            self._state.complete()
+            self._outbox_depth.complete()
+            self._messages.complete()
+            self._errors.complete()
 
     async def __aenter__(self) -> Self:
         try:

@@ -11,8 +11,12 @@ store instead of copying the list. Under a flood, ``messages`` emits at most
 once per event-loop tick (or per ``batch_interval``) with everything that arrived.
 
 A streamed answer shows as a :class:`PartialResponse` that grows in place and is
-replaced by the final response. Stores for the same server and settings share one
-connection; a store scoped to a ``team_id`` sees only the answers to its own asks.
+replaced by the final response.
+
+Each store has its own connection by default. With ``share=True``, stores for the
+same server and settings on one loop share one; each still sees only the answers
+to its own asks (and the server's unsolicited messages), never another store's.
+A store scoped to a ``team_id`` sees only the answers to its own asks too.
 """
 
 from __future__ import annotations
@@ -22,114 +26,42 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Generic, Self, TypeAlias, TypeVar, overload
+from collections.abc import Iterator
+from typing import Any, Self, overload
 
+import reactivex
 from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from . import pool
-from .config import WebSocketConfig
+from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
 from .core import ConnectionState
-from .errors import NexusError, UsageError
+from .errors import ConfigError, NexusError, UsageError
+from .history import History, HistoryItem
 from .messages import (
     AskResponse,
     AuthOkMessage,
     ChallengeMessage,
+    ErrorMessage,
     Message,
     PartialResponse,
     ResponseChunkMessage,
     ResponseMessage,
     new_id,
 )
+from .scheduled import ScheduledView, deliver_on
 from .service import WebSocketService
-from .streams import DerivedStream, ScheduledView, ValueStream
+from .streams import DerivedPublisher, Publisher, ValueStream
 
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
 log = logging.getLogger("nexus_reactive.store")
 
-T = TypeVar("T")
-
-#: What a store's history holds: received messages, and answers being streamed.
-HistoryItem: TypeAlias = Message | PartialResponse
 
 # Handshake frames are the connection's business, not the conversation's.
 _NOT_HISTORY = frozenset({ChallengeMessage, AuthOkMessage})
-
-
-class History(Sequence[T], Generic[T]):
-    """An immutable view of messages in arrival order.
-
-    It shares the store's storage: the store only appends to that list, except to
-    put a final answer where its in-progress version stood, and a view taken while
-    that answer was in progress carries its own copy of the in-progress slot
-    (``patches``). So the contents of a view never change. Creating one is O(1)
-    plus the number of answers streaming at that moment.
-    """
-
-    __slots__ = ("_items", "_patches", "_start", "_stop")
-
-    def __init__(
-        self,
-        items: list[T],
-        start: int = 0,
-        stop: int | None = None,
-        patches: Mapping[int, T] | None = None,
-    ) -> None:
-        self._items = items
-        self._start = start
-        self._stop = len(items) if stop is None else stop
-        self._patches = patches
-
-    def __len__(self) -> int:
-        return self._stop - self._start
-
-    @overload
-    def __getitem__(self, index: int) -> T: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[T]: ...
-    def __getitem__(self, index: int | slice) -> T | list[T]:
-        if isinstance(index, slice):
-            # Only the slice's own items: history[-20:] costs 20, not the history.
-            at, items, patches = self._start, self._items, self._patches
-            if patches is None:
-                return [items[at + i] for i in range(len(self))[index]]
-            return [patches.get(at + i, items[at + i]) for i in range(len(self))[index]]
-        n = self._stop - self._start
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError("history index out of range")
-        at = self._start + index
-        patches = self._patches
-        if patches is not None and at in patches:
-            return patches[at]
-        return self._items[at]
-
-    def __iter__(self) -> Iterator[T]:
-        items, patches = self._items, self._patches
-        if patches is None:
-            for i in range(self._start, self._stop):
-                yield items[i]
-        else:
-            for i in range(self._start, self._stop):
-                yield patches.get(i, items[i])
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"History({len(self)} messages)"
-
-    def _repr_html_(self) -> str:
-        from .display import history_html
-
-        return history_html(self)  # type: ignore[arg-type]  # T is HistoryItem here
+# Answers to an ask, by its id: a scoped store shows only those to its own asks.
+_ANSWERS = frozenset({ResponseMessage, ErrorMessage, ResponseChunkMessage})
 
 
 class WebSocketStore:
@@ -138,6 +70,19 @@ class WebSocketStore:
     Unpacks like the hook's return value::
 
         state, messages, send_message, clear_messages = store
+
+    Args:
+        config: the connection's settings.
+        loop: the event loop the store runs on.
+        scheduler: deliver ``state`` and ``messages`` on this reactivex scheduler.
+        team_id: scope the store to a team (see :func:`use_websocket`).
+        share: share a connection with other stores (see :func:`use_websocket`).
+        max_messages: how many received messages the history keeps (1,000).
+        batch_interval: ``messages`` emits at most once per this many seconds;
+            ``None`` (the default): at most once per event-loop tick.
+
+    Raises:
+        ConfigError: ``max_messages`` or ``batch_interval`` is invalid.
     """
 
     def __init__(
@@ -147,44 +92,65 @@ class WebSocketStore:
         scheduler: abc.SchedulerBase | None = None,
         *,
         team_id: str | None = None,
-        share: bool = True,
+        share: bool = False,
+        max_messages: int | None = None,
+        batch_interval: float | None = None,
     ) -> None:
+        # The config's own fields are deprecated; honoured until they go.
+        if max_messages is None:
+            max_messages = config.max_messages or DEFAULT_MAX_MESSAGES
+        if batch_interval is None:
+            batch_interval = config.batch_interval
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+            raise ConfigError(f"max_messages must be an integer >= 1, got {max_messages!r}")
+        if batch_interval is not None and not (
+            isinstance(batch_interval, (int, float)) and 0 < batch_interval < float("inf")
+        ):
+            raise ConfigError("batch_interval must be a positive number of seconds, or None")
         self._config = config
-        self._limit = config.max_messages
-        self._interval = config.batch_interval
+        self._limit = max_messages
+        self._interval = batch_interval
         self._loop = loop
         self._thread = threading.get_ident()
         self._scheduler = scheduler
         self._team_id = team_id
         self._shared = share
-        self.service = pool.acquire(config, loop) if share else WebSocketService(config)
+        # A scoped store keeps to the answers to its own asks: a shared connection
+        # carries other stores' answers too.
+        self._scoped = share or team_id is not None
+        self.service = (
+            pool.acquire(config, loop, history_limit=max_messages)
+            if share
+            else WebSocketService(config, history_limit=max_messages)
+        )
         # History: live items are _buffer[_start:]; _patches holds the in-progress
         # answers by slot, _streaming their slot and text by ask id.
         self._buffer: list[HistoryItem] = []
         self._start = 0
         self._patches: dict[int, HistoryItem] = {}
         self._streaming: dict[str, tuple[int, str, int]] = {}
-        # A team-scoped store sees the answers to its own asks only.
+        # The ids of this store's own asks (a scoped store shows only their answers).
         self._own: set[str] = set()
         self._own_order: deque[str] = deque()
         self._flush_scheduled = False
         self._flush_handle: asyncio.Handle | None = None
-        self._messages: DerivedStream[History[HistoryItem]] = DerivedStream(
+        self._messages: DerivedPublisher[History[HistoryItem]] = DerivedPublisher(
             self._snapshot, "messages"
         )
+        self._errors: Publisher[NexusError] = Publisher("store errors")
         self._state_view: ValueStream[ConnectionState] = self.service.state
-        self._messages_view: ValueStream[History[HistoryItem]] = self._messages
+        self._messages_view: ValueStream[History[HistoryItem]] = self._messages.stream
         if scheduler is not None:
             self._state_view = ScheduledView(self.service.state, scheduler, loop)
-            self._messages_view = ScheduledView(self._messages, scheduler, loop)
+            self._messages_view = ScheduledView(self._messages.stream, scheduler, loop)
         self._closed = False
-        if team_id is None:
+        if not self._scoped:
             # A journal (persist=) restores the history of the previous life.
             for restored in self.service.restored_history:
                 if type(restored) not in _NOT_HISTORY:
                     self._append(restored)
         # A direct sink: the store is the service's own layer above it, on the hot path.
-        self._detach = self.service._messages._attach(self._on_message)
+        self._detach = self.service.messages.attach(self._on_message)
         self._connecting: asyncio.Task[None] | None = loop.create_task(
             self._connect(), name="nexus-reactive-store-connect"
         )
@@ -245,7 +211,7 @@ class WebSocketStore:
         self.service.forget_history()
         # Answers still streaming keep their text and reappear with the next piece.
         self._streaming = {k: (-1, text, n) for k, (_, text, n) in self._streaming.items()}
-        self._messages._emit(self._snapshot())
+        self._messages.publish()
 
     def __iter__(self) -> Iterator[Any]:
         yield self.state
@@ -259,24 +225,38 @@ class WebSocketStore:
     def errors(self) -> Observable[NexusError]:
         """What went wrong without raising: a failed ask (``ServerError``,
         ``RequestTimeout``, with ``message_id``), malformed frames, failed
-        connection attempts. A team-scoped store sees only its own asks' failures."""
-        errors = self.service.errors
+        connection attempts. A shared or team-scoped store sees only its own asks'
+        failures (and those about the connection)."""
+        errors: Observable[NexusError] = self.service.errors
+        if self._scoped:
+            own = self._own
+
+            def mine(error: NexusError) -> bool:
+                message_id = getattr(error, "message_id", None)
+                return not message_id or message_id in own
+
+            errors = errors.pipe(ops.filter(mine))
+        # The store's own (a send_message from another thread that failed).
+        errors = reactivex.merge(errors, self._errors.stream)
         if self._scheduler is not None:
-            errors = errors.pipe(ops.observe_on(self._scheduler))
-        if self._team_id is None:
-            return errors
-        own = self._own
-
-        def mine(error: NexusError) -> bool:
-            message_id = getattr(error, "message_id", None)
-            return not message_id or message_id in own
-
-        return errors.pipe(ops.filter(mine))
+            # Bounded: a slow UI never makes errors pile up without limit.
+            errors = deliver_on(errors, self._scheduler, name="errors")
+        return errors
 
     @property
     def scheduler(self) -> abc.SchedulerBase | None:
         """The scheduler every emission is delivered on, if one was given."""
         return self._scheduler
+
+    @property
+    def max_messages(self) -> int:
+        """How many received messages the history keeps."""
+        return self._limit
+
+    @property
+    def batch_interval(self) -> float | None:
+        """The least time between two emissions of ``messages`` (``None``: a tick)."""
+        return self._interval
 
     @property
     def team_id(self) -> str | None:
@@ -315,7 +295,8 @@ class WebSocketStore:
                 await connecting
         if not self._shared or pool.release(self.service):
             await self.service.close()
-        self._messages._complete()
+        self._messages.complete()
+        self._errors.complete()
 
     async def __aenter__(self) -> Self:
         return self
@@ -350,14 +331,14 @@ class WebSocketStore:
             self.service.send_query(query, team_id, message_id=ask_id)
         except NexusError as exc:
             log.warning("send_message from another thread failed: %s", exc)
-            self.service._report(exc)
+            self._errors.emit(exc)
 
     def _remember(self, ask_id: str) -> None:
-        if self._team_id is None:
+        if not self._scoped:
             return
         self._own.add(ask_id)
         self._own_order.append(ask_id)
-        if len(self._own_order) > max(10_000, 2 * self._config.max_messages):
+        if len(self._own_order) > max(10_000, 2 * self._limit):
             self._own.discard(self._own_order.popleft())
 
     async def _connect(self) -> None:
@@ -373,8 +354,8 @@ class WebSocketStore:
         kind = type(message)
         if kind in _NOT_HISTORY:
             return
-        if self._team_id is not None and message.id and message.id not in self._own:
-            return
+        if self._scoped and kind in _ANSWERS and message.id and message.id not in self._own:
+            return  # another store's answer (on a shared connection), or nobody's
         if kind is ResponseChunkMessage:
             self._grow(message)  # type: ignore[arg-type]
         elif self._streaming and message.id in self._streaming:
@@ -438,7 +419,7 @@ class WebSocketStore:
     def _flush(self) -> None:
         self._flush_scheduled = False
         if not self._closed:
-            self._messages._emit(self._snapshot())
+            self._messages.publish()
 
     def _snapshot(self) -> History[HistoryItem]:
         patches = dict(self._patches) if self._patches else None
@@ -452,7 +433,9 @@ def use_websocket(
     *,
     scheduler: abc.SchedulerBase | None = None,
     team_id: str | None = None,
-    share: bool = True,
+    share: bool = False,
+    max_messages: int | None = None,
+    batch_interval: float | None = None,
 ) -> WebSocketStore: ...
 @overload
 def use_websocket(
@@ -461,7 +444,9 @@ def use_websocket(
     *,
     scheduler: abc.SchedulerBase | None = None,
     team_id: str | None = None,
-    share: bool = True,
+    share: bool = False,
+    max_messages: int | None = None,
+    batch_interval: float | None = None,
     **options: Any,
 ) -> WebSocketStore: ...
 def use_websocket(
@@ -470,7 +455,9 @@ def use_websocket(
     *,
     scheduler: abc.SchedulerBase | None = None,
     team_id: str | None = None,
-    share: bool = True,
+    share: bool = False,
+    max_messages: int | None = None,
+    batch_interval: float | None = None,
     **options: Any,
 ) -> WebSocketStore:
     """Create a store and start connecting at once, like the TypeScript ``useWebSocket`` hook.
@@ -482,14 +469,20 @@ def use_websocket(
 
     Args:
         config: a :class:`WebSocketConfig`; or give its fields as keywords
-            (``url=..., api_key=..., max_messages=...``), optionally overriding
-            those of ``config``.
+            (``url=..., api_key=...``), optionally overriding those of ``config``.
         scheduler: deliver every emission of ``state`` and ``messages`` on this
-            reactivex scheduler (e.g. ``TkinterScheduler``, ``QtScheduler``).
+            reactivex scheduler (e.g. ``TkinterScheduler``, ``QtScheduler``): the
+            latest value, with at most one delivery pending per stream.
         team_id: scope the store to a team: its asks carry this ``team_id`` and it
             sees only the answers to its own asks.
-        share: share one connection with the other stores of this loop that have
-            the same connection settings (the default); ``False`` opens its own.
+        share: share one connection with the other ``share=True`` stores of this
+            loop that have the same connection settings. Off by default: each store
+            opens its own. A shared store still sees only the answers to its own
+            asks, and the server's unsolicited messages.
+        max_messages: how many received messages the history keeps (1,000).
+        batch_interval: ``messages`` emits at most once per this many seconds
+            (e.g. 0.05 for a UI that repaints at 20 Hz); ``None``: at most once per
+            event-loop tick. Nothing is dropped either way.
 
     Raises:
         UsageError: there is no running event loop.
@@ -507,4 +500,12 @@ def use_websocket(
     resolved = WebSocketConfig.from_options(config, **options) if options else config
     if resolved is None:
         resolved = WebSocketConfig()
-    return WebSocketStore(resolved, loop, scheduler, team_id=team_id, share=share)
+    return WebSocketStore(
+        resolved,
+        loop,
+        scheduler,
+        team_id=team_id,
+        share=share,
+        max_messages=max_messages,
+        batch_interval=batch_interval,
+    )

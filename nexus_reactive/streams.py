@@ -5,29 +5,56 @@ library is the only producer, always on the event loop's thread, so a Subject's
 lock and checks would be paid on every message for nothing. Emitting is one loop
 over a tuple of bound ``on_next`` methods.
 
+Only the producer can emit. A stream is created with its :class:`Publisher`
+(:class:`ValuePublisher`, :class:`DerivedPublisher`): the module that owns the
+data keeps the publisher and hands out ``publisher.stream``, which consumers can
+only subscribe to and read.
+
+Emission is serialized: a value emitted while the subscribers are being told
+about another one (a subscriber that reacts by changing the state, say) is
+delivered after that round, to every subscriber. So all subscribers see the same
+values in the same order, and each one's last value is the stream's ``.value``.
+Outside a round (the usual case) emitting costs one flag check more than a loop
+over the subscribers.
+
 A subscriber that raises is logged and unsubscribed; it never breaks the receive
 loop or starves the other subscribers.
+
+Delivery on another thread (a UI's scheduler) is in :mod:`nexus_reactive.scheduled`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable, SerialDisposable
+from reactivex.disposable import Disposable
 
-__all__ = ["DerivedStream", "ScheduledView", "Stream", "ValueStream"]
+__all__ = [
+    "DerivedPublisher",
+    "DerivedStream",
+    "Publisher",
+    "Stream",
+    "ValuePublisher",
+    "ValueStream",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("nexus_reactive.streams")
 
+# Queued in a stream's backlog: complete once the values before it are delivered.
+_COMPLETE: Any = object()
+
 
 class Stream(Observable[T], Generic[T]):
-    """A hot stream: subscribers receive what is emitted after they subscribe."""
+    """A hot stream: subscribers receive what is emitted after they subscribe.
+
+    Read-only: its :class:`Publisher` emits into it.
+    """
 
     def __init__(self, name: str = "stream") -> None:
         super().__init__()
@@ -35,11 +62,25 @@ class Stream(Observable[T], Generic[T]):
         self._observers: tuple[abc.ObserverBase[T], ...] = ()
         self._sinks: tuple[Callable[[T], None], ...] = ()
         self._completed = False
+        # Serialized emission: True while a round of deliveries runs; what is
+        # emitted meanwhile waits in the backlog, in order.
+        self._emitting = False
+        self._backlog: deque[Any] = deque()
 
     @property
     def observer_count(self) -> int:
         """How many subscribers this stream has now."""
         return len(self._observers)
+
+    @property
+    def name(self) -> str:
+        """What the stream is called in logs and reprs."""
+        return self._name
+
+    @property
+    def completed(self) -> bool:
+        """Whether the stream has ended."""
+        return self._completed
 
     def _subscribe_core(
         self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
@@ -50,10 +91,14 @@ class Stream(Observable[T], Generic[T]):
         self._add(observer)
         return Disposable(lambda: self._remove(observer))
 
-    def _attach(self, sink: Callable[[T], None]) -> Callable[[], None]:
-        """Feed ``sink`` directly, without reactivex's per-call observer wrapper: for
-        the library's own layers (the store) on the hot path. Returns a detacher."""
-        observer = cast(abc.ObserverBase[T], _Sink(sink))
+    def attach(
+        self, sink: Callable[[T], None], on_completed: Callable[[], None] | None = None
+    ) -> Callable[[], None]:
+        """Call ``sink`` with every value, without reactivex's per-call observer
+        wrapper and without a replay: the cheapest subscription, for the library's
+        own layers on the hot path (the store). Returns a function that detaches it.
+        """
+        observer = cast(abc.ObserverBase[T], _Sink(sink, on_completed))
         self._add(observer)
         return lambda: self._remove(observer)
 
@@ -65,23 +110,64 @@ class Stream(Observable[T], Generic[T]):
         self._observers = tuple(o for o in self._observers if o is not observer)
         self._sinks = tuple(o.on_next for o in self._observers)
 
-    def _emit(self, value: T) -> None:
-        observers, sinks = self._observers, self._sinks  # a consistent snapshot
-        for sink in sinks:
-            try:
-                sink(value)
-            except Exception:
-                log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
-                # By position in the snapshot: other observers may have left (and the
-                # tuples been rebuilt) during this very emission.
-                self._remove(observers[sinks.index(sink)])
+    # -- the producer's side (through a Publisher only) ------------------------------
+
+    def _deliver(self, value: T) -> None:
+        if self._emitting:  # re-entered from a subscriber: after this round
+            self._backlog.append(value)
+            return
+        self._emitting = True
+        try:
+            observers, sinks = self._observers, self._sinks  # a consistent snapshot
+            for sink in sinks:
+                try:
+                    sink(value)
+                except Exception:
+                    self._drop(observers, sinks, sink)
+            if self._backlog:
+                self._drain()
+        finally:
+            self._emitting = False
+
+    def _drain(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            value = backlog.popleft()
+            if value is _COMPLETE:
+                self._complete_now()
+                continue
+            observers, sinks = self._observers, self._sinks
+            for sink in sinks:
+                try:
+                    sink(value)
+                except Exception:
+                    self._drop(observers, sinks, sink)
+
+    def _drop(
+        self,
+        observers: tuple[abc.ObserverBase[T], ...],
+        sinks: tuple[Callable[[T], None], ...],
+        sink: Callable[[T], None],
+    ) -> None:
+        log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
+        # By position in the snapshot: other observers may have left (and the
+        # tuples been rebuilt) during this very emission.
+        self._remove(observers[sinks.index(sink)])
 
     def _complete(self) -> None:
-        """End the stream: every subscriber gets ``on_completed`` and is released."""
+        """End the stream: every subscriber gets ``on_completed`` (after any value
+        still being delivered) and is released."""
         if self._completed:
             return
         self._completed = True
+        if self._emitting:
+            self._backlog.append(_COMPLETE)
+            return
+        self._complete_now()
+
+    def _complete_now(self) -> None:
         observers, self._observers, self._sinks = self._observers, (), ()
+        self._backlog.clear()  # emitted after the end: nobody is left to tell
         for observer in observers:
             try:
                 observer.on_completed()
@@ -92,16 +178,38 @@ class Stream(Observable[T], Generic[T]):
 class _Sink(Generic[T]):
     """An internal subscriber: ``on_next`` is the plain function itself."""
 
-    __slots__ = ("on_next",)
+    __slots__ = ("_done", "on_next")
 
-    def __init__(self, on_next: Callable[[T], None]) -> None:
+    def __init__(
+        self, on_next: Callable[[T], None], on_completed: Callable[[], None] | None = None
+    ) -> None:
         self.on_next = on_next
+        self._done = on_completed
 
     def on_error(self, error: Exception) -> None:
         log.error("internal subscriber got an error: %s", error)
 
     def on_completed(self) -> None:
-        return None
+        if self._done is not None:
+            self._done()
+
+
+class Publisher(Generic[T]):
+    """The producer's handle on a :class:`Stream`: the only way to emit into it.
+
+    The owner keeps the publisher and hands out :attr:`stream`.
+    """
+
+    __slots__ = ("emit", "stream")
+
+    def __init__(self, name: str = "stream") -> None:
+        self.stream: Stream[T] = Stream(name)
+        #: Deliver a value to every subscriber (after the current round, if any).
+        self.emit: Callable[[T], None] = self.stream._deliver
+
+    def complete(self) -> None:
+        """End the stream; later emissions go nowhere."""
+        self.stream._complete()
 
 
 class ValueStream(Stream[T], Generic[T]):
@@ -109,7 +217,7 @@ class ValueStream(Stream[T], Generic[T]):
 
     Every new subscriber receives the current value first: synchronously inside
     ``subscribe`` when no scheduler is given, else on that scheduler. ``.value``
-    reads it at any time.
+    reads it at any time. Read-only: its :class:`ValuePublisher` sets it.
     """
 
     def __init__(self, value: T, name: str = "stream") -> None:
@@ -162,16 +270,36 @@ class ValueStream(Stream[T], Generic[T]):
 
         return Disposable(dispose)
 
-    def _set(self, value: T) -> None:
+    def _assign(self, value: T) -> None:
+        # .value changes at once; the subscribers hear of it in emission order.
         self._value = value
-        self._emit(value)
+        self._deliver(value)
+
+
+class ValuePublisher(Generic[T]):
+    """The producer's handle on a :class:`ValueStream`."""
+
+    __slots__ = ("set", "stream")
+
+    def __init__(self, value: T, name: str = "stream") -> None:
+        self.stream: ValueStream[T] = ValueStream(value, name)
+        #: Make ``value`` current and deliver it to every subscriber.
+        self.set: Callable[[T], None] = self.stream._assign
+
+    @property
+    def value(self) -> T:
+        return self.stream._value
+
+    def complete(self) -> None:
+        self.stream._complete()
 
 
 class DerivedStream(ValueStream[T], Generic[T]):
     """A :class:`ValueStream` whose value is read from its owner on demand.
 
     ``.value`` is therefore always current, even between emissions, and the owner
-    pays for an emission only when someone subscribes (:meth:`_refresh`).
+    pays for an emission only when someone subscribes (``refresh``). Read-only:
+    its :class:`DerivedPublisher` emits.
     """
 
     def __init__(self, getter: Callable[[], T], name: str = "stream") -> None:
@@ -189,70 +317,28 @@ class DerivedStream(ValueStream[T], Generic[T]):
         return super()._subscribe_core(observer, scheduler)
 
     def _refresh(self) -> None:
-        """Emit the current value if anyone listens and it changed since the last one."""
         if self._sinks:
             value = self._getter()
             if value != self._value:
                 self._value = value
-                self._emit(value)
+                self._deliver(value)
+
+    def _publish(self) -> None:
+        self._value = value = self._getter()
+        self._deliver(value)
 
 
-class ScheduledView(ValueStream[T], Generic[T]):
-    """A value stream whose emissions are all delivered on ``scheduler``.
+class DerivedPublisher(Generic[T]):
+    """The producer's handle on a :class:`DerivedStream`."""
 
-    For UI toolkits (``TkinterScheduler``, ``QtScheduler``...) that want callbacks on
-    their own thread. Order is kept (``observe_on`` queues), and ``.value`` reads the
-    source's current value from any thread.
-    """
+    __slots__ = ("publish", "refresh", "stream")
 
-    def __init__(
-        self,
-        source: ValueStream[T],
-        scheduler: abc.SchedulerBase,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(source.value, f"{source._name} on {type(scheduler).__name__}")
-        self._source = source
-        self._scheduler = scheduler
-        self._loop = loop
-        self._observed = source.pipe(_observe_on(scheduler))
+    def __init__(self, getter: Callable[[], T], name: str = "stream") -> None:
+        self.stream: DerivedStream[T] = DerivedStream(getter, name)
+        #: Emit the current value if anyone listens and it changed since the last.
+        self.refresh: Callable[[], None] = self.stream._refresh
+        #: Emit the current value.
+        self.publish: Callable[[], None] = self.stream._publish
 
-    @property
-    def value(self) -> T:
-        """The source's current value."""
-        return self._source.value
-
-    @property
-    def scheduler(self) -> abc.SchedulerBase:
-        return self._scheduler
-
-    def _subscribe_core(
-        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        loop = self._loop
-        if loop is None or _running_loop() is loop:
-            return self._observed.subscribe(observer, scheduler=scheduler)
-        # Subscribed from another thread (a UI's): join and replay on the loop's
-        # thread, where emissions happen, so a replay can never overtake, or be
-        # overtaken by, a concurrent emission.
-        holder = SerialDisposable()
-
-        def join() -> None:
-            if not holder.is_disposed:
-                holder.disposable = self._observed.subscribe(observer, scheduler=scheduler)
-
-        loop.call_soon_threadsafe(join)
-        return holder
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _observe_on(scheduler: abc.SchedulerBase) -> Callable[[Observable[T]], Observable[T]]:
-    from reactivex import operators
-
-    return operators.observe_on(scheduler)
+    def complete(self) -> None:
+        self.stream._complete()

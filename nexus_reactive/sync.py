@@ -38,14 +38,19 @@ class SyncWebSocketStore:
     to receive them on the UI thread).
     """
 
-    def __init__(self, config: WebSocketConfig, scheduler: abc.SchedulerBase | None = None) -> None:
+    def __init__(
+        self,
+        config: WebSocketConfig,
+        scheduler: abc.SchedulerBase | None = None,
+        **store_options: Any,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="nexus-reactive-loop", daemon=True)
         self._thread.start()
         self._closed = False
 
         async def create() -> WebSocketStore:
-            return use_websocket(config, scheduler=scheduler)
+            return use_websocket(config, scheduler=scheduler, **store_options)
 
         try:
             self._store = self._call(create())
@@ -168,6 +173,10 @@ def use_websocket_sync(
     /,
     *,
     scheduler: abc.SchedulerBase | None = None,
+    team_id: str | None = None,
+    share: bool = False,
+    max_messages: int | None = None,
+    batch_interval: float | None = None,
     **options: Any,
 ) -> SyncWebSocketStore:
     """Like :func:`use_websocket`, for code without an asyncio loop.
@@ -181,9 +190,20 @@ def use_websocket_sync(
     Args:
         config: a :class:`WebSocketConfig`, or its fields as keywords.
         scheduler: deliver ``state`` and ``messages`` emissions on this scheduler.
+        team_id: the store's team scope, as for :func:`use_websocket`.
+        share: share a connection, as for :func:`use_websocket` (off by default).
+        max_messages: how many received messages the history keeps (1,000).
+        batch_interval: ``messages`` emits at most once per this many seconds.
 
     Raises:
         ConfigError: an option is invalid or unknown.
     """
     resolved = WebSocketConfig.from_options(config, **options) if options else config
-    return SyncWebSocketStore(resolved or WebSocketConfig(), scheduler)
+    return SyncWebSocketStore(
+        resolved or WebSocketConfig(),
+        scheduler,
+        team_id=team_id,
+        share=share,
+        max_messages=max_messages,
+        batch_interval=batch_interval,
+    )

@@ -36,7 +36,8 @@ def test_defaults_are_the_documented_ones_in_seconds() -> None:
     assert config.request_timeout == 60.0
     assert config.heartbeat == 15.0
     assert config.outbox_limit == 10_000
-    assert config.max_messages == 1_000
+    assert config.max_messages is None  # deprecated: a store option
+    assert config.batch_interval is None
     assert config.max_message_size == 4 * 1024 * 1024
     assert dict(config.headers) == {}
 
@@ -68,7 +69,7 @@ def test_ws_and_wss_urls_are_accepted(url: str) -> None:
         {"request_timeout": None, "heartbeat": None},
         {"reconnect_jitter": 0.0},
         {"reconnect_jitter": 1.0},
-        {"outbox_limit": 1, "max_messages": 1, "max_message_size": 1},
+        {"outbox_limit": 1, "max_message_size": 1},
     ],
 )
 def test_edge_values_that_are_allowed(options: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sqlite3
@@ -13,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from nexus_reactive import AskRequest, AskResponse, WebSocketService, use_websocket
+from nexus_reactive import (
+    AskRequest,
+    AskResponse,
+    NexusError,
+    WebSocketService,
+    use_websocket,
+)
 from nexus_reactive.persist import Journal, PersistenceError
 
 from .conftest import KEY, Nexus
@@ -203,3 +210,117 @@ def test_a_failing_write_is_reported_retried_and_loses_nothing(tmp_path: Path) -
         assert [key for key, _, _ in again.restored.outbox] == ["big-ask"]
     finally:
         again.close()
+
+
+# == lock contention (issue 12, defect 10) ==================================================
+
+_HOLD_JOURNAL = """
+import sys
+from nexus_reactive.persist import Journal
+journal = Journal(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+_HOLD_DATABASE = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA locking_mode=EXCLUSIVE")
+db.execute("CREATE TABLE IF NOT EXISTS t (x)")
+db.execute("BEGIN EXCLUSIVE")
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+async def _holder(script: str, db: Path) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        str(db),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert line == b"ready\n"
+    return process
+
+
+async def _release(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+    if process.stdin is not None:
+        process.stdin.close()
+
+
+class Ticker:
+    """A task that ticks every 10 ms and records the longest gap: the loop's pulse."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.ticks = 0
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.01)
+            now = loop.time()
+            self.longest = max(self.longest, now - last)
+            self.ticks += 1
+            last = now
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def test_a_journal_held_by_another_process_fails_at_once_naming_it(
+    nexus: Nexus, tmp_path: Path
+) -> None:
+    db = tmp_path / "held.db"
+    holder = await _holder(_HOLD_JOURNAL, db)
+    try:
+        ticker = Ticker()
+        await wait_for(lambda: ticker.ticks >= 3, 10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(PersistenceError) as info:
+            WebSocketService(nexus.config(persist=db))
+        with pytest.raises(PersistenceError):
+            use_websocket(nexus.config(), persist=db)
+        elapsed = loop.time() - started
+        await wait_for(lambda: ticker.ticks >= 10, 10)  # the loop keeps beating
+        await ticker.stop()
+        # It used to block the loop for sqlite3's 5 s busy timeout.
+        assert elapsed < 1.0, elapsed
+        assert ticker.longest < 1.0, ticker.longest
+        text = str(info.value)
+        assert str(db) in text
+        assert f"process {holder.pid}" in text and "persist=" in text
+        assert isinstance(info.value, NexusError)
+    finally:
+        await _release(holder)
+    # A holder that died (SIGKILL included) leaves its lock file, and no lock.
+    Journal(db).close()
+
+
+async def test_a_database_locked_by_another_program_fails_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "sqlite-held.db"
+    holder = await _holder(_HOLD_DATABASE, db)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(PersistenceError, match="locked") as info:
+            Journal(db)
+        assert loop.time() - started < 1.0
+        assert str(db) in str(info.value) and "persist=" in str(info.value)
+    finally:
+        await _release(holder)
+    Journal(db).close()  # the lock file of the failed attempt was released

@@ -53,7 +53,7 @@ async def test_store_unpacks_like_the_hook_and_answers(nexus: Nexus) -> None:
 
 async def test_config_object_and_keywords_are_equivalent(nexus: Nexus) -> None:
     async with use_websocket(nexus.config(), max_messages=5) as store:
-        assert store.service.config.max_messages == 5
+        assert store.max_messages == 5
     with pytest.raises(Exception, match="unknown option"):
         use_websocket(url=nexus.url, colour="blue")
 
@@ -97,7 +97,7 @@ async def test_history_is_bounded_and_keeps_the_newest(scripted: Any) -> None:
             pass
 
     server = await scripted(flood)
-    async with use_websocket(server.config(max_messages=100)) as store:
+    async with use_websocket(server.config(), max_messages=100) as store:
         await wait_for(lambda: any(m.id == "id249" for m in store.messages.value))
         history = store.messages.value
         assert len(history) == 100
@@ -113,7 +113,7 @@ async def test_a_flood_is_batched_into_few_emissions_and_loses_nothing(scripted:
             pass
 
     server = await scripted(flood)
-    async with use_websocket(server.config(max_messages=5000)) as store:
+    async with use_websocket(server.config(), max_messages=5000) as store:
         emissions: list[int] = []
         store.messages.subscribe(lambda h: emissions.append(len(h)))
         await wait_for(lambda: len(store.messages.value) == 2000)
@@ -163,22 +163,24 @@ async def test_streamed_answer_grows_in_place_then_is_replaced(scripted: Any) ->
         assert during[1].payload.answer == "hello world"
 
 
-async def test_stores_for_the_same_server_share_one_socket(nexus: Nexus) -> None:
+async def test_stores_share_one_socket_when_they_ask_for_it(nexus: Nexus) -> None:
     config = nexus.config()
-    a = use_websocket(config)
-    b = use_websocket(config, max_messages=50)  # a per-store option: still shared
+    a = use_websocket(config, share=True)
+    b = use_websocket(config, share=True, max_messages=50)  # a store option: still shared
     assert a.service is b.service
-    other = use_websocket(config, share=False)
+    other = use_websocket(config)  # the default: its own connection
     assert other.service is not a.service
     await wait_for(lambda: a.state.value.connected and other.state.value.connected)
-    a.send_message("from a")
-    b.send_message("from b")
-    await wait_for(lambda: len(a.messages.value) == 2 and len(b.messages.value) == 2)
+    a_id = a.send_message("from a")
+    b_id = b.send_message("from b")
+    await wait_for(lambda: len(a.messages.value) == 1 and len(b.messages.value) == 1)
+    assert [m.id for m in a.messages.value] == [a_id]  # never the other's answer
+    assert [m.id for m in b.messages.value] == [b_id]
     assert nexus.stats.connections_total == 2  # a+b share one, `other` has its own
     await a.close()
     assert b.state.value.connected  # still used by b
     b.send_message("still works")
-    await wait_for(lambda: len(b.messages.value) == 3)
+    await wait_for(lambda: len(b.messages.value) == 2)
     await b.close()
     await other.close()
     await wait_for(lambda: nexus.stats.connections_open == 0)
@@ -193,17 +195,18 @@ async def test_team_scoped_store_sees_only_its_own_answers(start_nexus: Any) -> 
 
     server = await start_nexus(engine=engine)
     config = server.config()
-    red = use_websocket(config, team_id="red")
-    blue = use_websocket(config, team_id="blue")
+    red = use_websocket(config, team_id="red", share=True)
+    blue = use_websocket(config, team_id="blue", share=True)
     everyone = use_websocket(config)
-    assert red.service is blue.service is everyone.service
+    assert red.service is blue.service is not everyone.service
     red.send_message("hi")
     blue.send_message("hello")
-    await wait_for(lambda: len(everyone.messages.value) == 2)
+    everyone.send_message("all")
+    await wait_for(lambda: len(everyone.messages.value) == 1)
     await wait_for(lambda: len(red.messages.value) == 1 and len(blue.messages.value) == 1)
     assert red.messages.value[0].payload.answer == "red: hi"
     assert blue.messages.value[0].payload.answer == "blue: hello"
-    assert server.stats.connections_total == 1
+    assert server.stats.connections_total == 2
     for store in (red, blue, everyone):
         await store.close()
 
@@ -294,7 +297,7 @@ async def test_batch_interval_caps_the_emission_rate_and_drops_nothing(scripted:
 
     server = await scripted(trickle)
     loop = asyncio.get_running_loop()
-    async with use_websocket(server.config(batch_interval=0.1)) as store:
+    async with use_websocket(server.config(), batch_interval=0.1) as store:
         sizes: list[int] = []
         times: list[float] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,8 +12,11 @@ import reactivex
 from reactivex import operators as ops
 from reactivex.scheduler import HistoricalScheduler, ImmediateScheduler
 
+from nexus_reactive.scheduled import ScheduledView, deliver_on
 from nexus_reactive.store import History
-from nexus_reactive.streams import DerivedStream, ScheduledView, Stream, ValueStream
+from nexus_reactive.streams import DerivedPublisher, Publisher, ValuePublisher
+
+from .schedulers import SlowThreadScheduler
 
 
 class Recorder:
@@ -56,40 +60,43 @@ def virtual_scheduler() -> HistoricalScheduler:
 
 
 def test_stream_is_hot_late_subscribers_get_only_later_values() -> None:
-    stream: Stream[int] = Stream("numbers")
+    pub: Publisher[int] = Publisher("numbers")
+    stream = pub.stream
     early, late = Recorder(), Recorder()
     early.subscribe_to(stream)
-    stream._emit(1)
+    pub.emit(1)
 
     late.subscribe_to(stream)
-    stream._emit(2)
+    pub.emit(2)
 
     assert early.values == [1, 2]
     assert late.values == [2]
 
 
 def test_stream_emits_to_several_observers_in_subscription_order() -> None:
-    stream: Stream[str] = Stream()
+    pub: Publisher[str] = Publisher()
+    stream = pub.stream
     order: list[str] = []
     stream.subscribe(lambda v: order.append(f"first:{v}"))
     stream.subscribe(lambda v: order.append(f"second:{v}"))
     stream.subscribe(lambda v: order.append(f"third:{v}"))
 
-    stream._emit("x")
+    pub.emit("x")
 
     assert order == ["first:x", "second:x", "third:x"]
     assert stream.observer_count == 3
 
 
 def test_stream_dispose_stops_delivery_to_that_observer_only() -> None:
-    stream: Stream[int] = Stream()
+    pub: Publisher[int] = Publisher()
+    stream = pub.stream
     kept, gone = Recorder(), Recorder()
     kept.subscribe_to(stream)
     subscription = gone.subscribe_to(stream)
-    stream._emit(1)
+    pub.emit(1)
 
     subscription.dispose()
-    stream._emit(2)
+    pub.emit(2)
 
     assert gone.values == [1]
     assert kept.values == [1, 2]
@@ -97,7 +104,8 @@ def test_stream_dispose_stops_delivery_to_that_observer_only() -> None:
 
 
 def test_stream_dispose_twice_is_harmless() -> None:
-    stream: Stream[int] = Stream()
+    pub: Publisher[int] = Publisher()
+    stream = pub.stream
     subscription = stream.subscribe(lambda v: None)
 
     subscription.dispose()
@@ -107,7 +115,8 @@ def test_stream_dispose_twice_is_harmless() -> None:
 
 
 def test_a_raising_observer_does_not_starve_the_others(caplog: pytest.LogCaptureFixture) -> None:
-    stream: Stream[int] = Stream("numbers")
+    pub: Publisher[int] = Publisher("numbers")
+    stream = pub.stream
     before, after = Recorder(), Recorder()
     before.subscribe_to(stream)
 
@@ -118,8 +127,8 @@ def test_a_raising_observer_does_not_starve_the_others(caplog: pytest.LogCapture
     after.subscribe_to(stream)
 
     with caplog.at_level(logging.ERROR, logger="nexus_reactive.streams"):
-        stream._emit(1)
-        stream._emit(2)
+        pub.emit(1)
+        pub.emit(2)
 
     assert before.values == [1, 2]
     assert after.values == [1, 2]
@@ -128,7 +137,8 @@ def test_a_raising_observer_does_not_starve_the_others(caplog: pytest.LogCapture
 
 def test_a_raising_observer_is_unsubscribed() -> None:
     # Regression: `o.on_next is sink` never matched (a new bound method per access).
-    stream: Stream[int] = Stream("numbers")
+    pub: Publisher[int] = Publisher("numbers")
+    stream = pub.stream
     calls: list[int] = []
     other = Recorder()
 
@@ -139,8 +149,8 @@ def test_a_raising_observer_is_unsubscribed() -> None:
     stream.subscribe(broken)
     other.subscribe_to(stream)
 
-    stream._emit(1)
-    stream._emit(2)
+    pub.emit(1)
+    pub.emit(2)
 
     assert calls == [1]
     assert stream.observer_count == 1
@@ -148,7 +158,8 @@ def test_a_raising_observer_is_unsubscribed() -> None:
 
 
 def test_a_raising_observer_is_unsubscribed_even_if_another_left_in_the_same_emit() -> None:
-    stream: Stream[int] = Stream("numbers")
+    pub: Publisher[int] = Publisher("numbers")
+    stream = pub.stream
     first = Recorder()
     first.subscribe_to(stream.pipe(ops.take(1)))  # unsubscribes itself on its first value
     calls: list[int] = []
@@ -159,22 +170,23 @@ def test_a_raising_observer_is_unsubscribed_even_if_another_left_in_the_same_emi
 
     stream.subscribe(broken)
 
-    stream._emit(1)
-    stream._emit(2)
+    pub.emit(1)
+    pub.emit(2)
 
     assert first.values == [1]
     assert calls == [1]
 
 
 def test_complete_completes_current_observers_and_releases_them() -> None:
-    stream: Stream[int] = Stream()
+    pub: Publisher[int] = Publisher()
+    stream = pub.stream
     a, b = Recorder(), Recorder()
     a.subscribe_to(stream)
     b.subscribe_to(stream)
 
-    stream._complete()
-    stream._emit(1)
-    stream._complete()
+    pub.complete()
+    pub.emit(1)
+    pub.complete()
 
     assert (a.completed, b.completed) == (1, 1)
     assert a.values == b.values == []
@@ -182,8 +194,9 @@ def test_complete_completes_current_observers_and_releases_them() -> None:
 
 
 def test_late_subscriber_to_a_completed_stream_completes_at_once() -> None:
-    stream: Stream[int] = Stream()
-    stream._complete()
+    pub: Publisher[int] = Publisher()
+    stream = pub.stream
+    pub.complete()
     late = Recorder()
 
     late.subscribe_to(stream)
@@ -194,7 +207,8 @@ def test_late_subscriber_to_a_completed_stream_completes_at_once() -> None:
 
 
 def test_an_observer_raising_on_completion_does_not_stop_the_others() -> None:
-    stream: Stream[int] = Stream()
+    pub: Publisher[int] = Publisher()
+    stream = pub.stream
 
     def broken() -> None:
         raise RuntimeError("completion bug")
@@ -203,19 +217,20 @@ def test_an_observer_raising_on_completion_does_not_stop_the_others() -> None:
     other = Recorder()
     other.subscribe_to(stream)
 
-    stream._complete()
+    pub.complete()
 
     assert other.completed == 1
 
 
 def test_stream_works_with_reactivex_operators() -> None:
-    stream: Stream[int] = Stream()
+    pub: Publisher[int] = Publisher()
+    stream = pub.stream
     out = Recorder()
     out.subscribe_to(stream.pipe(ops.filter(lambda v: v % 2 == 1), ops.map(lambda v: v * 10)))
 
     for value in range(5):
-        stream._emit(value)
-    stream._complete()
+        pub.emit(value)
+    pub.complete()
 
     assert out.values == [10, 30]
     assert out.completed == 1
@@ -225,27 +240,30 @@ def test_stream_works_with_reactivex_operators() -> None:
 
 
 def test_value_stream_holds_its_current_value() -> None:
-    stream = ValueStream("initial")
+    pub = ValuePublisher("initial")
+    stream = pub.stream
 
     assert stream.value == "initial"
-    stream._set("next")
+    pub.set("next")
     assert stream.value == "next"
 
 
 def test_value_stream_replays_the_current_value_synchronously_inside_subscribe() -> None:
-    stream = ValueStream(0)
-    stream._set(5)
+    pub = ValuePublisher(0)
+    stream = pub.stream
+    pub.set(5)
     out = Recorder()
 
     out.subscribe_to(stream)
 
     assert out.values == [5]  # already there when subscribe returned
-    stream._set(6)
+    pub.set(6)
     assert out.values == [5, 6]
 
 
 def test_value_stream_replays_through_the_given_scheduler() -> None:
-    stream = ValueStream("A")
+    pub = ValuePublisher("A")
+    stream = pub.stream
     scheduler = virtual_scheduler()
     out = Recorder()
 
@@ -257,7 +275,8 @@ def test_value_stream_replays_through_the_given_scheduler() -> None:
 
 
 def test_value_stream_replays_through_an_immediate_scheduler() -> None:
-    stream = ValueStream("A")
+    pub = ValuePublisher("A")
+    stream = pub.stream
     scheduler = CountingImmediateScheduler()
     out = Recorder()
 
@@ -268,7 +287,8 @@ def test_value_stream_replays_through_an_immediate_scheduler() -> None:
 
 
 def test_value_stream_replay_reads_the_value_when_the_scheduler_runs() -> None:
-    stream = ValueStream("A")
+    pub = ValuePublisher("A")
+    stream = pub.stream
     scheduler = virtual_scheduler()
     late = Recorder()
     late.subscribe_to(stream, scheduler=scheduler)
@@ -281,62 +301,67 @@ def test_value_stream_replay_reads_the_value_when_the_scheduler_runs() -> None:
 
 def test_value_stream_scheduled_replay_comes_first_and_is_not_duplicated() -> None:
     # Regression: a value emitted before the scheduled replay came first, then twice.
-    stream = ValueStream("A")
+    pub = ValuePublisher("A")
+    stream = pub.stream
     scheduler = virtual_scheduler()
     out = Recorder()
     out.subscribe_to(stream, scheduler=scheduler)
 
-    stream._set("B")
+    pub.set("B")
     scheduler.advance_by(timedelta(seconds=1))
 
     assert out.values in (["A", "B"], ["B"])
 
 
 def test_value_stream_disposed_before_the_scheduled_replay_gets_nothing() -> None:
-    stream = ValueStream("A")
+    pub = ValuePublisher("A")
+    stream = pub.stream
     scheduler = virtual_scheduler()
     out = Recorder()
     subscription = out.subscribe_to(stream, scheduler=scheduler)
 
     subscription.dispose()
     scheduler.advance_by(timedelta(seconds=1))
-    stream._set("B")
+    pub.set("B")
 
     assert out.values == []
     assert stream.observer_count == 0
 
 
 def test_value_stream_dispose_stops_delivery() -> None:
-    stream = ValueStream(1)
+    pub = ValuePublisher(1)
+    stream = pub.stream
     out = Recorder()
     subscription = out.subscribe_to(stream)
 
     subscription.dispose()
-    stream._set(2)
+    pub.set(2)
 
     assert out.values == [1]
     assert stream.value == 2
 
 
 def test_value_stream_set_emits_to_every_observer() -> None:
-    stream = ValueStream(0)
+    pub = ValuePublisher(0)
+    stream = pub.stream
     a, b = Recorder(), Recorder()
     a.subscribe_to(stream)
-    stream._set(1)
+    pub.set(1)
     b.subscribe_to(stream)
 
-    stream._set(2)
+    pub.set(2)
 
     assert a.values == [0, 1, 2]
     assert b.values == [1, 2]
 
 
 def test_value_stream_completed_gives_no_replay_to_late_subscribers() -> None:
-    stream = ValueStream("A")
+    pub = ValuePublisher("A")
+    stream = pub.stream
     early = Recorder()
     early.subscribe_to(stream)
 
-    stream._complete()
+    pub.complete()
     late = Recorder()
     late.subscribe_to(stream)
 
@@ -347,19 +372,21 @@ def test_value_stream_completed_gives_no_replay_to_late_subscribers() -> None:
 
 
 def test_value_stream_works_with_reactivex_operators() -> None:
-    stream = ValueStream(1)
+    pub = ValuePublisher(1)
+    stream = pub.stream
     out = Recorder()
     out.subscribe_to(stream.pipe(ops.map(lambda v: v * 100), ops.distinct_until_changed()))
 
-    stream._set(2)
-    stream._set(2)
-    stream._set(3)
+    pub.set(2)
+    pub.set(2)
+    pub.set(3)
 
     assert out.values == [100, 200, 300]
 
 
 def test_value_stream_first_gives_the_current_value() -> None:
-    stream = ValueStream("now")
+    pub = ValuePublisher("now")
+    stream = pub.stream
     out = Recorder()
 
     out.subscribe_to(stream.pipe(ops.first()))
@@ -460,7 +487,8 @@ def test_history_repr_counts_messages() -> None:
 
 def test_derived_stream_value_is_always_read_from_its_getter() -> None:
     box = {"value": 1}
-    stream = DerivedStream(lambda: box["value"], "derived")
+    pub = DerivedPublisher(lambda: box["value"], "derived")
+    stream = pub.stream
 
     box["value"] = 2
 
@@ -469,14 +497,15 @@ def test_derived_stream_value_is_always_read_from_its_getter() -> None:
 
 def test_derived_stream_replays_the_current_value_and_refresh_emits_changes_once() -> None:
     box = {"value": 1}
-    stream = DerivedStream(lambda: box["value"], "derived")
+    pub = DerivedPublisher(lambda: box["value"], "derived")
+    stream = pub.stream
     box["value"] = 2
     out = Recorder()
     out.subscribe_to(stream)
 
     box["value"] = 3
-    stream._refresh()
-    stream._refresh()  # unchanged: nothing more
+    pub.refresh()
+    pub.refresh()  # unchanged: nothing more
 
     assert out.values == [2, 3]
 
@@ -488,16 +517,17 @@ def test_derived_stream_refresh_without_subscribers_does_not_read() -> None:
         reads.append(1)
         return 7
 
-    stream = DerivedStream(getter)
+    pub = DerivedPublisher(getter)
     reads.clear()
 
-    stream._refresh()
+    pub.refresh()
 
     assert reads == []
 
 
-def test_scheduled_view_delivers_everything_on_its_scheduler_in_order() -> None:
-    source = ValueStream("A")
+def test_scheduled_view_delivers_the_latest_value_on_its_scheduler_in_order() -> None:
+    source_pub = ValuePublisher("A")
+    source = source_pub.stream
     scheduler = virtual_scheduler()
     view = ScheduledView(source, scheduler)
     out = Recorder()
@@ -507,24 +537,301 @@ def test_scheduled_view_delivers_everything_on_its_scheduler_in_order() -> None:
     scheduler.advance_by(timedelta(seconds=1))
     assert out.values == ["A"]
 
-    source._set("B")
-    source._set("C")
+    source_pub.set("B")
+    source_pub.set("C")
     assert out.values == ["A"]
     assert view.value == "C"  # read from the source at once
+    assert view.pending == 1  # one delivery waits, whatever came meanwhile
     scheduler.advance_by(timedelta(seconds=1))
-    assert out.values == ["A", "B", "C"]
+    assert out.values == ["A", "C"]  # conflated: the latest value, once
+    source_pub.set("D")
+    scheduler.advance_by(timedelta(seconds=1))
+    assert out.values == ["A", "C", "D"]
 
 
 def test_scheduled_view_dispose_stops_delivery() -> None:
-    source = ValueStream("A")
+    source_pub = ValuePublisher("A")
+    source = source_pub.stream
     scheduler = virtual_scheduler()
     out = Recorder()
     subscription = out.subscribe_to(ScheduledView(source, scheduler))
     scheduler.advance_by(timedelta(seconds=1))
 
     subscription.dispose()
-    source._set("B")
+    source_pub.set("B")
     scheduler.advance_by(timedelta(seconds=1))
 
     assert out.values == ["A"]
     assert source.observer_count == 0
+
+
+# == Producer handles and serialized emission (issue 12, defect 3) ==========================
+
+
+def test_only_the_publisher_can_emit() -> None:
+    pub: Publisher[int] = Publisher("numbers")
+    value_pub = ValuePublisher(0)
+    derived_pub = DerivedPublisher(lambda: 0)
+
+    for stream in (pub.stream, value_pub.stream, derived_pub.stream):
+        assert not any(hasattr(stream, name) for name in ("emit", "set", "_emit", "_set"))
+    assert value_pub.value == 0
+
+
+def test_a_value_emitted_inside_a_round_is_delivered_after_it_to_everyone() -> None:
+    pub: Publisher[int] = Publisher("numbers")
+    first, second = Recorder(), Recorder()
+
+    def reenter(value: int) -> None:
+        first.on_next(value)
+        if value == 1:
+            pub.emit(2)  # while the others have not heard of 1 yet
+
+    pub.stream.subscribe(reenter)
+    second.subscribe_to(pub.stream)
+    pub.emit(1)
+
+    assert first.values == [1, 2]
+    assert second.values == [1, 2]  # not [2, 1]
+
+
+def test_every_subscriber_ends_on_the_value_whatever_they_set_inside_callbacks() -> None:
+    pub = ValuePublisher("disconnected")
+    stream = pub.stream
+    before, after = Recorder(), Recorder()
+    before.subscribe_to(stream)
+
+    def disconnect_on_connected(state: str) -> None:
+        if state == "connected":
+            pub.set("disconnecting")
+        elif state == "disconnecting":
+            pub.set("disconnected")
+
+    stream.subscribe(disconnect_on_connected)
+    after.subscribe_to(stream)
+    pub.set("connected")
+
+    assert stream.value == "disconnected"
+    expected = ["disconnected", "connected", "disconnecting", "disconnected"]
+    assert before.values == expected
+    assert after.values == expected
+    assert after.values[-1] == stream.value
+
+
+def test_a_stream_emitting_again_inside_a_round_keeps_order_across_many_reentries() -> None:
+    pub: Publisher[int] = Publisher()
+    seen: list[list[int]] = [[], [], []]
+
+    def make(index: int) -> Any:
+        def on_next(value: int) -> None:
+            seen[index].append(value)
+            if index == 0 and value < 5:
+                pub.emit(value + 1)
+                pub.emit(value + 100)
+
+        return on_next
+
+    for index in range(3):
+        pub.stream.subscribe(make(index))
+    pub.emit(0)
+
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0][:3] == [0, 1, 100]
+
+
+def test_complete_inside_a_round_comes_after_the_value_being_delivered() -> None:
+    pub: Publisher[str] = Publisher()
+    later = Recorder()
+    pub.stream.subscribe(lambda _v: pub.complete())
+    later.subscribe_to(pub.stream)
+
+    pub.emit("last")
+    pub.emit("after the end")
+
+    assert later.values == ["last"]
+    assert later.completed == 1
+
+
+def test_a_subscriber_raising_a_base_exception_does_not_wedge_the_stream() -> None:
+    pub: Publisher[int] = Publisher()
+    out = Recorder()
+
+    def interrupt(value: int) -> None:
+        if value == 1:
+            raise KeyboardInterrupt
+
+    pub.stream.subscribe(interrupt)
+    out.subscribe_to(pub.stream)
+    with pytest.raises(KeyboardInterrupt):
+        pub.emit(1)
+    pub.emit(2)
+
+    assert out.values == [2]  # delivered at once, not held in a backlog forever
+
+
+def test_a_raising_subscriber_in_a_later_round_is_unsubscribed() -> None:
+    pub: Publisher[int] = Publisher("numbers")
+    out = Recorder()
+    calls: list[int] = []
+
+    def reenter(value: int) -> None:
+        if value == 1:
+            pub.emit(2)
+
+    def broken(value: int) -> None:
+        calls.append(value)
+        if value == 2:
+            raise RuntimeError("subscriber bug")
+
+    pub.stream.subscribe(reenter)
+    pub.stream.subscribe(broken)
+    out.subscribe_to(pub.stream)
+    pub.emit(1)
+    pub.emit(3)
+
+    assert calls == [1, 2]
+    assert out.values == [1, 2, 3]
+
+
+def test_derived_publish_inside_a_round_leaves_everyone_on_the_current_value() -> None:
+    box = {"history": ["a", "b"]}
+    pub = DerivedPublisher(lambda: list(box["history"]), "messages")
+    stream = pub.stream
+    other = Recorder()
+
+    def clear_when_two(history: list[str]) -> None:
+        if len(history) == 2:
+            box["history"] = []
+            pub.publish()  # clear_messages() from a subscriber
+
+    stream.subscribe(clear_when_two)
+    other.subscribe_to(stream)
+
+    assert other.values[-1] == [] == stream.value
+
+
+# == ScheduledView conflation (issue 12, defect 4) =========================================
+
+
+def test_scheduled_view_holds_at_most_one_pending_delivery_whatever_the_rate() -> None:
+    source_pub = ValuePublisher(0)
+    scheduler = virtual_scheduler()
+    view = ScheduledView(source_pub.stream, scheduler)
+    a, b = Recorder(), Recorder()
+    a.subscribe_to(view)
+    b.subscribe_to(view)
+
+    for value in range(1, 10_001):
+        source_pub.set(value)
+        assert view.pending <= 1
+
+    scheduler.advance_by(timedelta(seconds=1))
+    assert a.values == b.values == [10_000]  # the replay was overtaken: the latest only
+    assert view.pending == 0
+
+
+def test_scheduled_view_a_late_subscriber_gets_the_current_value_first() -> None:
+    source_pub = ValuePublisher("A")
+    scheduler = virtual_scheduler()
+    view = ScheduledView(source_pub.stream, scheduler)
+    early, late = Recorder(), Recorder()
+    early.subscribe_to(view)
+    scheduler.advance_by(timedelta(seconds=1))
+
+    late.subscribe_to(view)
+    scheduler.advance_by(timedelta(seconds=1))
+    assert early.values == ["A"]  # not told "A" again for the newcomer
+    assert late.values == ["A"]
+
+    source_pub.set("B")
+    late_too = Recorder()
+    late_too.subscribe_to(view)
+    source_pub.set("C")  # overtakes the newcomer's first value: it gets "C" only
+    scheduler.advance_by(timedelta(seconds=1))
+    assert early.values == late.values == ["A", "C"]
+    assert late_too.values == ["C"]
+
+
+def test_scheduled_view_completes_after_the_last_value() -> None:
+    source_pub = ValuePublisher("A")
+    scheduler = virtual_scheduler()
+    out = Recorder()
+    out.subscribe_to(ScheduledView(source_pub.stream, scheduler))
+    source_pub.set("B")
+    source_pub.complete()
+
+    scheduler.advance_by(timedelta(seconds=1))
+
+    assert out.values == ["B"]
+    assert out.completed == 1
+
+
+def test_scheduled_view_stops_listening_when_nobody_subscribes() -> None:
+    source_pub = ValuePublisher(0)
+    scheduler = virtual_scheduler()
+    view = ScheduledView(source_pub.stream, scheduler)
+    subscription = Recorder().subscribe_to(view)
+    scheduler.advance_by(timedelta(seconds=1))
+    subscription.dispose()
+
+    source_pub.set(1)
+    source_pub.set(2)
+
+    assert source_pub.stream.observer_count == 0
+    assert view.pending == 0
+    again = Recorder()
+    again.subscribe_to(view)
+    scheduler.advance_by(timedelta(seconds=1))
+    assert again.values == [2]
+
+
+def test_scheduled_view_on_a_slow_thread_keeps_one_pending_and_ends_on_the_value() -> None:
+    scheduler = SlowThreadScheduler(delay=0.01)
+    try:
+        source_pub = ValuePublisher(0)
+        view = ScheduledView(source_pub.stream, scheduler)
+        seen: list[int] = []
+        view.subscribe(seen.append)
+        for value in range(1, 2_001):
+            source_pub.set(value)
+            assert scheduler.queued <= 1
+        deadline = time.monotonic() + 10
+        while (not seen or seen[-1] != 2_000) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen[-1] == view.value == 2_000
+        assert scheduler.max_queued <= 1
+        assert len(seen) < 2_000  # skipped values instead of queueing them
+        assert seen == sorted(seen)
+    finally:
+        scheduler.stop()
+
+
+def test_deliver_on_keeps_order_and_at_most_limit_values_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pub: Publisher[int] = Publisher("errors")
+    scheduler = virtual_scheduler()
+    out = Recorder()
+    out.subscribe_to(deliver_on(pub.stream, scheduler, limit=100, name="errors"))
+
+    for value in range(1_000):
+        pub.emit(value)
+    pub.complete()
+    with caplog.at_level(logging.WARNING, logger="nexus_reactive.streams"):
+        scheduler.advance_by(timedelta(seconds=1))
+
+    assert out.values == list(range(900, 1_000))  # the newest, in order
+    assert out.completed == 1
+    assert "the 900 oldest values" in caplog.text
+
+
+def test_deliver_on_delivers_everything_when_the_subscriber_keeps_up() -> None:
+    pub: Publisher[int] = Publisher()
+    scheduler = virtual_scheduler()
+    out = Recorder()
+    out.subscribe_to(deliver_on(pub.stream, scheduler, limit=10))
+    for value in range(50):
+        pub.emit(value)
+        scheduler.advance_by(timedelta(seconds=1))
+
+    assert out.values == list(range(50))

@@ -55,3 +55,17 @@ async def test_stream_by_class_is_typed_and_filtered(nexus: Nexus) -> None:
         await wait_for(lambda: len(errors) == 1)
         assert errors[0].payload.code == "unknown_type"  # typed: payload has .code
         assert by_name == errors
+
+
+async def test_sync_store_takes_the_store_options(nexus: Nexus) -> None:
+    def make() -> Any:
+        return use_websocket_sync(nexus.config(), max_messages=2, batch_interval=0.01)
+
+    store = await asyncio.to_thread(make)
+    try:
+        await asyncio.to_thread(store.wait_connected, 10)
+        ids = [store.send_message(f"q{i}") for i in range(3)]
+        await wait_for(lambda: [m.id for m in store.messages.value] == ids[-2:], 20)
+        assert store.service.config.max_messages is None  # not a connection setting
+    finally:
+        await asyncio.to_thread(store.close)
