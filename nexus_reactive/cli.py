@@ -271,14 +271,14 @@ def _engine(args: argparse.Namespace) -> Engine:
 
     try:
         engine = DocsEngine(args.docs)
-    except ConfigError:
-        if args.docs is not None:
-            raise
-        logging.getLogger("nexus_reactive.server").warning(
-            "no project docs found next to the package; answering with the echo engine "
-            "(pass --docs DIR to answer from a folder)"
-        )
-        return EchoEngine()
+    except ConfigError as exc:
+        # Never fall back to echo silently: a server that answers "You asked: ..." when
+        # it was meant to answer from the docs looks broken in a way nobody can see.
+        where = "--docs DIR" if args.docs is not None else "the installed documentation"
+        raise ConfigError(
+            f"the docs engine cannot start from {where}: {exc}. Pass --docs DIR (a folder "
+            "of .md/.txt/.rst files), or --engine echo to answer by echoing the question"
+        ) from None
     logging.getLogger("nexus_reactive.server").info(
         "answering from %d passages of documentation", engine.passages
     )
