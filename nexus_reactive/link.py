@@ -256,7 +256,13 @@ class _Link:
     async def _open(self, session: aiohttp.ClientSession) -> Transport:
         config = self._config
         api_key = await config.resolve_api_key()
-        headers = {**config.headers, "x-api-key": api_key}
+        # x-max-message-size: a server that would send a bigger reply refuses that ask
+        # (error too_large) instead of having it closed with 1009 on every reconnect.
+        headers = {
+            **config.headers,
+            "x-api-key": api_key,
+            "x-max-message-size": str(config.max_message_size),
+        }
         return await open_transport(
             session,
             config.url,
