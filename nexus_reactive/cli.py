@@ -6,13 +6,18 @@ Subcommands::
                          [--certfile PEM [--keyfile PEM]]
                          [--require-signature] [--allowed-pubkey HEX ...]
                          [--rate PER_SECOND [--burst N]] [--stream [--stream-delay S]]
-    nexus-reactive chat [--url ws://localhost:8000] [--api-key KEY] [--team-id ID]
-    nexus-reactive ask [--url ws://localhost:8000] [--api-key KEY] [--team-id ID] "question"
+                         [--engine docs|echo] [--docs DIR]
+    nexus-reactive chat [--url ws://localhost:8000] [--api-key KEY] [--signing-key PATH]
+                        [--team-id ID] [--allow-insecure]
+    nexus-reactive ask [--url ws://localhost:8000] [--api-key KEY] [--signing-key PATH]
+                       [--team-id ID] [--allow-insecure] [--timeout S] [--retries N] "question"
     nexus-reactive keygen [--out ./nexus_ed25519] [--force]
+    nexus-reactive --version
 
 Each subcommand is a function ``(args) -> exit code`` registered in
-:func:`build_parser`. Exit codes: 0 success, 1 runtime failure (e.g. the port is
-taken), 2 usage or configuration error.
+:func:`build_parser`; the exit codes are :data:`EXIT_CODES`. The library's errors
+speak Python (``api_key=...``); :func:`cli_words` rewrites them in the command's own
+terms (``--api-key``) before they are printed, once, on stderr.
 """
 
 from __future__ import annotations
@@ -21,22 +26,74 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 from .config import WebSocketConfig
-from .errors import ConfigError, NexusError, UsageError
-from .messages import AskResponse
+from .errors import (
+    AuthenticationError,
+    ConfigError,
+    NexusConnectionError,
+    NexusError,
+    RequestTimeout,
+    UsageError,
+)
+from .logs import debug_requested, enable_debug_logging
+from .messages import AskResponse, ResponseMessage
 from .server import API_KEY_ENV, EchoEngine, Engine, run_server
 from .service import WebSocketService
 from .signing import generate_keypair, write_keypair
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_CODES", "build_parser", "cli_words", "main"]
 
 PROG = "nexus-reactive"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_UNREACHABLE = 4
+EXIT_TIMEOUT = 5
+EXIT_INTERRUPTED = 130
+#: Every exit code, and what it means (the ``--help`` epilog lists them).
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "any other failure (the server answered with an error, the port is taken...)",
+    EXIT_USAGE: "usage or configuration error (a bad option, no API key...)",
+    EXIT_AUTH: "authentication failed (API key refused, key-pair authentication failed)",
+    EXIT_UNREACHABLE: "the server could not be reached (every connection attempt failed)",
+    EXIT_TIMEOUT: "no answer within --timeout",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+#: The environment variable ``ask`` and ``chat`` read the signing key's path from.
+SIGNING_KEY_ENV = "NEXUS_SIGNING_KEY"
+
+# The library's keywords, as this command spells them.
+_FLAGS = {
+    "api_key": "--api-key",
+    "signing_key": f"--signing-key (or {SIGNING_KEY_ENV})",
+    "allow_insecure": "--allow-insecure",
+    "max_reconnect_attempts": "--retries",
+    "request_timeout": "--timeout",
+    "certfile": "--certfile",
+    "keyfile": "--keyfile",
+    "rate_limit": "--rate",
+    "rate_burst": "--burst",
+    "allowed_pubkeys": "--allowed-pubkey",
+    "overwrite": "--force",
+}
+_PHRASES = {
+    "DocsEngine(folder=...)": "--docs DIR",
+    " to WebSocketConfig (or use_websocket)": "",
+    " (None retries forever)": "",
+    "ssl_context or certfile/keyfile": "--certfile/--keyfile",
+}
+_KEYWORD = re.compile(
+    r"(?<![\w-])(" + "|".join(map(re.escape, _FLAGS)) + r")(?:=(?:\.\.\.|True|False|None)?)?(?!\w)"
+)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Where ``keygen`` writes the private key by default (the public key goes to ``.pub``).
@@ -59,8 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much to log to stderr (default: info for serve, warning for ask)",
     )
     parser = argparse.ArgumentParser(
-        prog=PROG, description="A reactive client, and a reference server, for Nexus."
+        prog=PROG,
+        description="A reactive client, and a reference server, for Nexus.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -166,17 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the API key (default: ${API_KEY_ENV}; prefer it: arguments are visible "
         "to other local users)",
     )
+    _client_options(ask)
     ask.add_argument("--team-id", default=None, metavar="ID", help="scope the question to a team")
     ask.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for the answer (default: 30)"
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds to wait for the answer (default: 30)",
     )
     ask.add_argument(
         "--retries",
-        type=int,
+        type=_non_negative_int,
         default=2,
+        metavar="N",
         help="connection retries before giving up (default: 2)",
     )
-    ask.set_defaults(command=_ask, default_log_level="warning")
+    # Failures are printed once, by the command: the library's own warnings about
+    # them would say the same again (--log-level warning shows them).
+    ask.set_defaults(command=_ask, default_log_level="error")
 
     keygen = commands.add_parser(
         "keygen",
@@ -202,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--url", default="ws://localhost:8000", help="server URL")
     chat.add_argument("--api-key", dest="api_key", metavar="KEY", help=f"default: ${API_KEY_ENV}")
+    _client_options(chat)
     chat.add_argument("--team-id", default=None, metavar="ID", help="scope the chat to a team")
     chat.set_defaults(command=_chat, default_log_level="error")
 
@@ -209,6 +279,51 @@ def build_parser() -> argparse.ArgumentParser:
     # --- and set_defaults(command=handler), handler: (argparse.Namespace) -> int.
 
     return parser
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--signing-key",
+        metavar="PATH",
+        default=None,
+        help="the Ed25519 private key (as 'keygen' writes it) for servers that require "
+        f"key-pair authentication (default: ${SIGNING_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="send the API key over plain ws:// to a host that is not loopback",
+    )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("nexus-reactive")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "(not installed)"
+
+
+_EPILOG = "exit codes:\n" + "\n".join(
+    f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()
+)
+
+
+def cli_words(message: str) -> str:
+    """Rewrite a library error message in the command's terms: flags, not keywords.
+
+    ``api_key=...`` becomes ``--api-key``, ``signing_key`` ``--signing-key (or
+    NEXUS_SIGNING_KEY)``, ``allow_insecure=True`` ``--allow-insecure``,
+    ``max_reconnect_attempts`` ``--retries``, and so on.
+
+    Args:
+        message: the library's message.
+
+    Returns:
+        The message with every keyword it knows replaced by its flag.
+    """
+    for phrase, replacement in _PHRASES.items():
+        message = message.replace(phrase, replacement)
+    return _KEYWORD.sub(lambda match: _FLAGS[match[1]], message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -254,7 +369,7 @@ def _serve(args: argparse.Namespace) -> int:
             rate_burst=args.burst,
         )
     except ConfigError as exc:
-        _error(f"serve: {exc}")
+        _error(f"serve: {cli_words(str(exc))}")
         return EXIT_USAGE
     except OSError as exc:
         _error(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
@@ -271,14 +386,14 @@ def _engine(args: argparse.Namespace) -> Engine:
 
     try:
         engine = DocsEngine(args.docs)
-    except ConfigError:
-        if args.docs is not None:
-            raise
-        logging.getLogger("nexus_reactive.server").warning(
-            "no project docs found next to the package; answering with the echo engine "
-            "(pass --docs DIR to answer from a folder)"
-        )
-        return EchoEngine()
+    except ConfigError as exc:
+        # Never fall back to echo silently: a server that answers "You asked: ..." when
+        # it was meant to answer from the docs looks broken in a way nobody can see.
+        where = f"--docs {args.docs}" if args.docs is not None else "the installed docs"
+        raise ConfigError(
+            f"the docs engine cannot start from {where}: {exc}. Pass --docs DIR (a folder "
+            "of .md/.txt/.rst files), or --engine echo to answer by echoing the question"
+        ) from None
     logging.getLogger("nexus_reactive.server").info(
         "answering from %d passages of documentation", engine.passages
     )
@@ -291,17 +406,19 @@ def _chat(args: argparse.Namespace) -> int:
     except ImportError:
         _error("chat: the chat app needs Textual: pip install 'nexus-reactive[tui]'")
         return EXIT_USAGE
-    argv = ["--url", args.url]
-    if args.api_key:
-        argv += ["--api-key", args.api_key]
-    if args.team_id:
-        argv += ["--team-id", args.team_id]
-    return chat.main(argv)
+    try:
+        config = _client_config(args)
+    except NexusError as exc:
+        _error(f"chat: {cli_words(str(exc))}")
+        return _exit_code(exc)
+    return chat.run_chat(config, args.team_id)
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    out = Path(os.path.expanduser(args.out))
     try:
-        pubkey = write_keypair(args.out, generate_keypair(), overwrite=args.force)
+        _make_private_folders(out.parent)
+        pubkey = write_keypair(out, generate_keypair(), overwrite=args.force)
     except FileExistsError:
         _error(f"keygen: {args.out} or {args.out}.pub already exists; pass --force to replace it")
         return EXIT_FAILURE
@@ -310,28 +427,55 @@ def _keygen(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     print(pubkey)
     print(
-        f"wrote the private key to {args.out} (mode 0600, keep it secret) and the public "
-        f"key to {args.out}.pub",
+        f"wrote the private key to {out} (mode 0600, keep it secret) and the public "
+        f"key to {out}.pub",
         file=sys.stderr,
     )
     return EXIT_OK
 
 
-def _ask(args: argparse.Namespace) -> int:
-    try:
-        config = WebSocketConfig(
-            url=args.url, api_key=args.api_key, max_reconnect_attempts=args.retries
-        )
-        answer = asyncio.run(_ask_once(config, args.question, args.team_id, args.timeout))
-    except (ConfigError, UsageError) as exc:
-        _error(f"ask: {exc}")
+def _client_config(args: argparse.Namespace, **options: Any) -> WebSocketConfig:
+    signing_key = args.signing_key or os.environ.get(SIGNING_KEY_ENV) or None
+    if signing_key is not None:
+        signing_key = os.path.expanduser(signing_key)
+    return WebSocketConfig(
+        url=args.url,
+        api_key=args.api_key,
+        signing_key=signing_key,
+        allow_insecure=args.allow_insecure,
+        **options,
+    )
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, ConfigError | UsageError):
         return EXIT_USAGE
+    if isinstance(exc, AuthenticationError):
+        return EXIT_AUTH
+    if isinstance(exc, NexusConnectionError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, RequestTimeout):
+        return EXIT_TIMEOUT
+    return EXIT_FAILURE
+
+
+def _ask(args: argparse.Namespace) -> int:
+    streamed = _Printer()
+    try:
+        config = _client_config(args, max_reconnect_attempts=args.retries)
+        answer = asyncio.run(
+            _ask_streaming(config, args.question, args.team_id, args.timeout, streamed)
+        )
     except NexusError as exc:
-        _error(f"ask: {exc}")
-        return EXIT_FAILURE
+        streamed.end_line()
+        _error(f"ask: {cli_words(str(exc))}")
+        return _exit_code(exc)
     except KeyboardInterrupt:
-        return 130
-    print(answer.answer)
+        streamed.end_line()
+        return EXIT_INTERRUPTED
+    if not streamed.printed:
+        print(answer.answer, end="")
+    print()
     if answer.context:
         print(f"\ncontext: {answer.context}")
     if answer.usage is not None:
@@ -344,11 +488,63 @@ def _ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _ask_once(
-    config: WebSocketConfig, question: str, team_id: str | None, timeout: float
+class _Printer:
+    """Writes a streamed answer's pieces to stdout as they arrive."""
+
+    def __init__(self) -> None:
+        self.printed = False
+
+    def __call__(self, piece: str) -> None:
+        self.printed = True
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    def end_line(self) -> None:
+        if self.printed:
+            print()
+
+
+async def _ask_streaming(
+    config: WebSocketConfig,
+    question: str,
+    team_id: str | None,
+    timeout: float,
+    on_piece: Callable[[str], None],
 ) -> AskResponse:
+    """Ask once; hand each piece of the answer to ``on_piece`` as it comes."""
+    loop = asyncio.get_running_loop()
     async with WebSocketService(config) as service:
-        return await service.ask(question, team_id=team_id, timeout=timeout)
+        final: asyncio.Future[AskResponse] = loop.create_future()
+
+        def on_response(message: ResponseMessage) -> None:
+            if not final.done():
+                final.set_result(message.payload)
+
+        def on_error(exc: Exception) -> None:
+            if not final.done():
+                final.set_exception(exc)
+
+        # The one ask of this process: the only response the service will see.
+        responses = service.responses.subscribe(on_response)
+        pieces = service.ask_stream(question, team_id=team_id, timeout=timeout).subscribe(
+            on_next=on_piece, on_error=on_error
+        )
+        try:
+            return await final
+        finally:
+            pieces.dispose()
+            responses.dispose()
+
+
+def _make_private_folders(folder: Path) -> None:
+    """Create ``folder`` and any missing parents, each readable by its owner only (0700)."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
 
 
 def _number(text: str, kind: type[float] | type[int]) -> float:
@@ -372,6 +568,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return int(value)
+
+
 def _positive_int(text: str) -> int:
     value = _number(text, int)
     if value < 1:
@@ -380,6 +583,11 @@ def _positive_int(text: str) -> int:
 
 
 def _configure_logging(level: str) -> None:
+    if debug_requested():
+        # NEXUS_DEBUG=1: the library's own stderr handler shows everything at DEBUG;
+        # a root handler as well would print each line twice.
+        enable_debug_logging()
+        return
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,

@@ -283,7 +283,13 @@ class _Link:
             raise NexusConnectionError(
                 f"the API key provider raised {type(exc).__name__}: {exc}"
             ) from exc
-        headers = {**config.headers, "x-api-key": api_key}
+        # x-max-message-size: a server that would send a bigger reply refuses that ask
+        # (error too_large) instead of having it closed with 1009 on every reconnect.
+        headers = {
+            **config.headers,
+            "x-api-key": api_key,
+            "x-max-message-size": str(config.max_message_size),
+        }
         return await open_transport(
             session,
             config.url,

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-__all__ = ["enable_debug_from_env", "enable_debug_logging"]
+__all__ = ["debug_requested", "enable_debug_from_env", "enable_debug_logging"]
 
 _ROOT = "nexus_reactive"
 _enabled = False
@@ -35,7 +35,12 @@ def enable_debug_logging() -> None:
     logger.setLevel(logging.DEBUG)
 
 
+def debug_requested() -> bool:
+    """Whether ``NEXUS_DEBUG`` is set to ``1`` (or ``true``/``yes``/``on``)."""
+    return os.environ.get("NEXUS_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def enable_debug_from_env() -> None:
     """Apply ``NEXUS_DEBUG=1`` (or ``true``/``yes``/``on``) if it is set."""
-    if os.environ.get("NEXUS_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+    if debug_requested():
         enable_debug_logging()

@@ -38,7 +38,8 @@ ANNOUNCE = re.compile(rb"nexus-reactive server listening on (wss?://127\.0\.0\.1
 
 
 def _env(api_key: str | None = KEY) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "NEXUS_API_KEY"}
+    unset = ("NEXUS_API_KEY", "NEXUS_SIGNING_KEY", "NEXUS_DEBUG")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     if api_key is not None:
         env["NEXUS_API_KEY"] = api_key
     return env
@@ -85,7 +86,7 @@ async def served(*options: str) -> AsyncIterator[str]:
             await proc.wait()
 
 
-async def run_cli(args: Sequence[str], api_key: str | None) -> tuple[int, str, str]:
+async def run_cli(args: Sequence[str], api_key: str | None, **env: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -93,7 +94,7 @@ async def run_cli(args: Sequence[str], api_key: str | None) -> tuple[int, str, s
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_env(api_key),
+        env={**_env(api_key), **env},
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
@@ -176,7 +177,7 @@ def test_serve_refuses_a_malformed_allowed_pubkey_without_echoing_it(
     ("args", "mentions"),
     [
         (["--burst", "5"], "--burst needs --rate"),
-        (["--keyfile", "k.pem"], "keyfile needs certfile"),
+        (["--keyfile", "k.pem"], "--keyfile needs --certfile"),
         (["--certfile", "/nonexistent/cert.pem"], "does not exist"),
     ],
 )
@@ -302,3 +303,149 @@ def test_chat_is_a_subcommand() -> None:
     parser = build_parser()
     args = parser.parse_args(["chat", "--url", "ws://localhost:9", "--team-id", "t"])
     assert args.team_id == "t" and callable(args.command)
+
+
+# --- a CLI that speaks CLI: flags, exit codes, each failure once ---------------------------
+
+PYTHON_KEYWORD = re.compile(r"\b[a-z]+_[a-z_]+=|allow_insecure|max_reconnect_attempts|signing_key")
+
+
+def assert_speaks_cli(err: str) -> None:
+    assert not PYTHON_KEYWORD.search(err), err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"printed {len(lines)} lines, expected the error once: {err}"
+    assert lines[0].startswith("nexus-reactive ")
+
+
+def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    from importlib.metadata import version
+
+    assert capsys.readouterr().out.strip() == f"nexus-reactive {version('nexus-reactive')}"
+
+
+def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for code in ("0 ", "2 ", "3 ", "4 ", "5 "):
+        assert f"\n  {code}" in out
+
+
+def test_keygen_creates_missing_folders_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["keygen", "--out", "~/.nexus/keys/id"]) == 0
+    for folder in (tmp_path / ".nexus", tmp_path / ".nexus" / "keys"):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    key = tmp_path / ".nexus" / "keys" / "id"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert (tmp_path / ".nexus" / "keys" / "id.pub").read_text().strip() == (
+        capsys.readouterr().out.strip()
+    )
+
+
+async def test_ask_refused_key_exits_3_printed_once() -> None:
+    async with served() as url:
+        code, out, err = await run_cli(["ask", "--url", url, "hi"], api_key="wrong-key-93b1")
+    assert code == 3, err
+    assert out == ""
+    assert_speaks_cli(err)
+    assert "--api-key" in err and "NEXUS_API_KEY" in err
+
+
+async def test_ask_unreachable_exits_4_and_names_the_flag() -> None:
+    code, _, err = await run_cli(
+        ["ask", "--url", "ws://127.0.0.1:9", "--retries", "0", "hi"], api_key=KEY
+    )
+    assert code == 4, err
+    assert_speaks_cli(err)
+    assert "--retries" in err
+
+
+async def test_ask_over_plain_ws_to_another_host_names_allow_insecure() -> None:
+    code, _, err = await run_cli(["ask", "--url", "ws://example.invalid:9", "hi"], api_key=KEY)
+    assert code == 2
+    assert_speaks_cli(err)
+    assert "--allow-insecure" in err
+
+
+async def test_ask_without_an_answer_in_time_exits_5() -> None:
+    async with served("--stream", "--stream-delay", "5") as url:
+        code, _, err = await run_cli(
+            ["ask", "--url", url, "--timeout", "0.5", "slow, please"], api_key=KEY
+        )
+    assert code == 5, err
+    assert "--timeout" in err or "timeout" in err
+
+
+async def test_ask_signs_with_signing_key_from_the_flag_or_the_environment(
+    tmp_path: Path,
+) -> None:
+    key_path = tmp_path / "id"
+    assert main(["keygen", "--out", str(key_path)]) == 0
+    pubkey = (tmp_path / "id.pub").read_text().strip()
+    async with served("--allowed-pubkey", pubkey) as url:
+        code, out, err = await run_cli(
+            ["ask", "--url", url, "--signing-key", str(key_path), "signed?"], api_key=KEY
+        )
+        assert code == 0, err
+        assert out.startswith("You asked: signed?")
+        code, out, err = await run_cli(
+            ["ask", "--url", url, "by env?"], api_key=KEY, NEXUS_SIGNING_KEY=str(key_path)
+        )
+        assert code == 0, err
+        code, out, err = await run_cli(["ask", "--url", url, "unsigned?"], api_key=KEY)
+    assert code == 3, err
+    assert_speaks_cli(err)
+    assert "--signing-key" in err and "NEXUS_SIGNING_KEY" in err
+
+
+async def test_nexus_debug_prints_each_log_line_once() -> None:
+    async with served() as url:
+        code, _, err = await run_cli(["ask", "--url", url, "debug?"], api_key=KEY, NEXUS_DEBUG="1")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if " DEBUG: " in line]
+    assert lines, err
+    assert len(lines) == len(set(lines)), err
+    assert any("nexus_reactive.frames" in line for line in lines)
+
+
+async def test_ask_prints_a_streamed_answer_as_its_chunks_arrive() -> None:
+    async with served("--stream", "--stream-delay", "0.3") as url:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "nexus_reactive",
+            "ask",
+            "--url",
+            url,
+            "one two three four",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_env(),
+        )
+        assert proc.stdout is not None
+        try:
+            first = await asyncio.wait_for(proc.stdout.read(4), PROCESS_TIMEOUT)
+            assert first == b"You "
+            assert proc.returncode is None  # still answering: the piece came early
+            rest, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, err
+    assert (first + rest).decode().splitlines()[0] == "You asked: one two three four"
+
+
+async def test_serve_without_docs_fails_clearly(tmp_path: Path) -> None:
+    code, _, err = await run_cli(
+        ["serve", "--port", "0", "--docs", str(tmp_path / "missing")], api_key=KEY
+    )
+    assert code == 2
+    assert_speaks_cli(err)
+    assert "--docs" in err and "--engine echo" in err

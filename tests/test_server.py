@@ -22,6 +22,7 @@ from nexus_reactive.cli import main
 from nexus_reactive.errors import ConfigError
 from nexus_reactive.messages import AskRequest, AskResponse, Usage
 from nexus_reactive.server import STATS_KEY, ReplyCache, ServerStats, count_tokens, create_app
+from nexus_reactive.server.dedupe import Compute, Publish
 
 from .conftest import KEY, MakeServer
 from .waiting import EVENTUALLY, wait_for
@@ -464,8 +465,8 @@ async def test_reply_cache_evicts_by_size_and_time() -> None:
     cache = ReplyCache(max_size=2, ttl=10.0, clock=lambda: now[0])
     computed: list[str] = []
 
-    def compute(value: str) -> Callable[[], Awaitable[tuple[bytes, bool]]]:
-        async def run() -> tuple[bytes, bool]:
+    def compute(value: str) -> Compute:
+        async def run(publish: Publish) -> tuple[bytes, bool]:
             computed.append(value)
             return value.encode(), True
 
@@ -486,26 +487,60 @@ async def test_reply_cache_evicts_by_size_and_time() -> None:
     assert computed == ["a", "b", "c", "a3"]
 
 
-async def test_reply_cache_lets_a_waiter_take_over_an_abandoned_computation() -> None:
+async def test_reply_cache_a_waiter_keeps_the_computation_its_starter_left() -> None:
     cache = ReplyCache(max_size=10, ttl=60.0)
-    started = asyncio.Event()
+    started, gate = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
 
-    async def never() -> tuple[bytes, bool]:
-        started.set()
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+    def compute(name: str) -> Compute:
+        async def run(publish: Publish) -> tuple[bytes, bool]:
+            calls.append(name)
+            started.set()
+            await gate.wait()
+            return name.encode(), True
 
-    async def quick() -> tuple[bytes, bool]:
-        return b"second", True
+        return run
 
-    first = asyncio.create_task(cache.get_or_compute("k", never))
+    first = asyncio.create_task(cache.get_or_compute("k", compute("first")))
     await started.wait()
-    waiter = asyncio.create_task(cache.get_or_compute("k", quick))
-    await asyncio.sleep(0)  # let the waiter start waiting on the first computation
+    waiter = asyncio.create_task(cache.get_or_compute("k", compute("second")))
+    await asyncio.sleep(0)  # let the waiter join the first computation
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert await asyncio.wait_for(waiter, TIMEOUT) == (b"second", False)
+    gate.set()
+    assert await asyncio.wait_for(waiter, TIMEOUT) == (b"first", True)
+    assert calls == ["first"]
+
+
+async def test_reply_cache_abandons_a_computation_nobody_waits_for() -> None:
+    cache = ReplyCache(max_size=10, ttl=60.0, abandon_after=0.05)
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def never(publish: Publish) -> tuple[bytes, bool]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    first = asyncio.create_task(cache.get_or_compute("k", never))
+    await started.wait()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert cache.computing == 1  # still running, for a resend to join
+    await asyncio.wait_for(cancelled.wait(), TIMEOUT)
+    await wait_until(lambda: cache.computing == 0)
+    assert len(cache) == 0
+
+    async def quick(publish: Publish) -> tuple[bytes, bool]:
+        return b"again", True
+
+    assert await cache.get_or_compute("k", quick) == (b"again", False)
+    await cache.aclose()
 
 
 # --- connection lifecycle ----------------------------------------------------------------
@@ -535,7 +570,7 @@ async def test_closing_the_socket_cancels_its_asks(
     make_server: MakeServer, session: aiohttp.ClientSession
 ) -> None:
     engine = GatedEngine()
-    server = await make_server(engine=engine)
+    server = await make_server(engine=engine, abandon_after=0)
     ws = await connect(session, server)
     await ask(ws, "never answered", "n")
     await wait_until(lambda: engine.calls == ["never answered"])

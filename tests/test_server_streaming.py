@@ -243,7 +243,7 @@ async def test_closing_mid_stream_closes_the_engines_stream(
     make_server: MakeServer, session: aiohttp.ClientSession
 ) -> None:
     engine = GatedStream()
-    server = await make_server(engine=engine)
+    server = await make_server(engine=engine, abandon_after=0)
     ws = await connect(session, server)
     await ask(ws, "q", "abandoned")
     assert (await recv(ws))["type"] == "response_chunk"

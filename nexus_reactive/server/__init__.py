@@ -12,7 +12,9 @@ The modules, one job each:
 - :mod:`.app`: :func:`create_app`, the :class:`aiohttp.web.Application`;
 - :mod:`.auth`: the accepted API keys and the constant-time check;
 - :mod:`.connection`: one WebSocket: receive loop, dispatch, answering;
-- :mod:`.dedupe`: the reply cache that makes ask ids idempotency keys;
+- :mod:`.dedupe`: the reply cache that makes ask ids idempotency keys: each answer
+  computed once, a resent ask joins it;
+- :mod:`.docsearch`: :class:`DocsEngine`, answers from documents with SQLite FTS5;
 - :mod:`.engine`: the :class:`Engine` protocol (plain, async or streaming) and
   the default :class:`EchoEngine`;
 - :mod:`.keyauth`: challenges, and judging the ``auth`` that answers one;

@@ -33,6 +33,8 @@ STATE_KEY = web.AppKey("nexus_state", ServerState)
 #: Replies remembered for repeated ask ids: how many, and for how long (docs/protocol.md).
 DEFAULT_DEDUPE_SIZE = 10_000
 DEFAULT_DEDUPE_TTL = 300.0
+#: Seconds an answer nobody waits for is still computed, for a client that reconnects.
+DEFAULT_ABANDON_AFTER = 30.0
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 DEFAULT_MAX_QUERY_LENGTH = 16_384
 DEFAULT_MAX_TEAM_ID_LENGTH = 128
@@ -47,6 +49,7 @@ def create_app(
     path: str = "/",
     dedupe_size: int = DEFAULT_DEDUPE_SIZE,
     dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
+    abandon_after: float = DEFAULT_ABANDON_AFTER,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_query_length: int = DEFAULT_MAX_QUERY_LENGTH,
     max_team_id_length: int = DEFAULT_MAX_TEAM_ID_LENGTH,
@@ -69,9 +72,15 @@ def create_app(
         path: the URL path that accepts WebSocket upgrades.
         dedupe_size: how many ask replies to remember for repeated ids.
         dedupe_ttl: seconds an unused remembered reply is kept.
+        abandon_after: seconds an answer goes on being computed after the last
+            connection waiting for it closed, so that a client that reconnects and
+            sends the ask again joins it instead of starting the engine again; then
+            the engine's task is cancelled. 0: cancel at once.
         max_message_size: the largest frame accepted, in bytes, also after
             permessage-deflate decompression; a bigger one closes the connection
-            with code 1009.
+            with code 1009. Also the largest reply sent to a client that does not
+            announce its own limit (``x-max-message-size``); a bigger reply is
+            refused with ``error`` ``too_large``.
         max_query_length: the longest ``query`` accepted, in characters; a longer
             one gets ``error`` ``bad_request``.
         max_team_id_length: the longest ``team_id`` accepted, in characters.
@@ -131,7 +140,7 @@ def create_app(
     state = ServerState(
         api_keys=keys,
         engine=engine if engine is not None else EchoEngine(),
-        replies=ReplyCache(dedupe_size, dedupe_ttl, clock=clock),
+        replies=ReplyCache(dedupe_size, dedupe_ttl, abandon_after=abandon_after, clock=clock),
         max_message_size=max_message_size,
         max_query_length=max_query_length,
         max_team_id_length=max_team_id_length,
@@ -151,6 +160,7 @@ def create_app(
 
     app.router.add_get(path, upgrade)
     app.on_shutdown.append(_close_sockets)
+    app.on_cleanup.append(_stop_answers)
     return app
 
 
@@ -161,3 +171,8 @@ async def _close_sockets(app: web.Application) -> None:
         *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets),
         return_exceptions=True,
     )
+
+
+async def _stop_answers(app: web.Application) -> None:
+    """Cancel the answers still being computed (they outlive their connections)."""
+    await app[STATE_KEY].replies.aclose()

@@ -47,16 +47,19 @@ from ..messages import (
     UnknownMessage,
 )
 from .auth import API_KEY_HEADER
+from .dedupe import Publish
 from .engine import run_engine
 from .keyauth import CLOSE_AUTH_FAILED, CLOSE_FORBIDDEN, judge, new_challenge
 from .state import ServerState
 
-__all__ = ["handle_upgrade"]
+__all__ = ["MAX_MESSAGE_SIZE_HEADER", "handle_upgrade"]
 
 logger = logging.getLogger("nexus_reactive.server")
 
 _INTERNAL = "the server failed to answer; try again later"
 _CLOSING = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+#: Upgrade header in which a client announces the largest message it accepts, in bytes.
+MAX_MESSAGE_SIZE_HEADER = "x-max-message-size"
 #: Close code: rate limited; the client reconnects after ``retry_after``.
 CLOSE_RATE_LIMITED = 4429
 _CLOSE_REASONS = {
@@ -90,15 +93,28 @@ async def handle_upgrade(request: web.Request, state: ServerState) -> web.Stream
             {"error": "bad_request", "message": "expected a WebSocket upgrade"}, status=400
         )
     await ws.prepare(request)
-    await _Connection(ws, state, fingerprint, request.remote).serve()
+    announced = _announced_limit(request.headers.get(MAX_MESSAGE_SIZE_HEADER))
+    await _Connection(ws, state, fingerprint, request.remote, announced).serve()
     return ws
+
+
+def _announced_limit(value: str | None) -> int | None:
+    """The client's announced maximum message size, if it sent a usable one."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value) or None
 
 
 class _Connection:
     """The state of one open WebSocket: its tasks, and a lock that orders writes."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, state: ServerState, key: bytes, peer: str | None
+        self,
+        ws: web.WebSocketResponse,
+        state: ServerState,
+        key: bytes,
+        peer: str | None,
+        max_reply: int | None = None,
     ) -> None:
         self._ws = ws
         self._state = state
@@ -112,6 +128,8 @@ class _Connection:
         self._auth_deadline: float | None = None
         self._pubkey: str | None = None
         self._limited_in_row = 0
+        # The largest frame this client accepts (announced at the upgrade, else ours).
+        self._max_reply = max_reply or state.max_message_size
 
     async def serve(self) -> None:
         state, stats = self._state, self._state.stats
@@ -345,18 +363,47 @@ class _Connection:
         key: Hashable = (self._key, self._pubkey, ask.id)
         try:
             reply, replayed = await self._state.replies.get_or_compute(
-                key, lambda: self._compute(ask)
+                key,
+                lambda publish: self._compute(ask, publish),
+                listener=self,
+                on_chunk=self._send_chunk,
             )
         except Exception:
             logger.exception("failed to answer ask %s", ask.id)
             reply, replayed = _error(ask.id, "internal", _INTERNAL), False
         if replayed:
-            # Only the final reply is remembered: a repeat of a streamed ask gets the
-            # whole answer in one `response`, not the chunks again.
+            # Joined a computation already running (its chunks so far, then the rest),
+            # or, once it is done, the remembered final reply alone.
             self._state.stats.asks_replayed += 1
+        if len(reply) > self._max_reply:
+            # Sent, the client would close with 1009, reconnect and ask again, for the
+            # same reply: refuse this ask instead, once.
+            self._state.stats.too_large += 1
+            logger.warning(
+                "refused to send the %d-byte reply to ask %s: over %s's limit of %d bytes",
+                len(reply),
+                ask.id,
+                self._peer,
+                self._max_reply,
+            )
+            await self._send_error(
+                ask.id,
+                "too_large",
+                f"the answer is {len(reply)} bytes, over this connection's limit of "
+                f"{self._max_reply} bytes ({MAX_MESSAGE_SIZE_HEADER}, else the server's "
+                "max_message_size); ask for less, or raise the client's max_message_size",
+            )
+            return
         await self._send(reply)
 
-    async def _compute(self, ask: AskMessage) -> tuple[bytes, bool]:
+    async def _send_chunk(self, frame: bytes) -> None:
+        # A chunk over the limit is skipped; the final reply is bigger still, and is
+        # refused with too_large.
+        if len(frame) <= self._max_reply:
+            await self._send(frame)
+
+    async def _compute(self, ask: AskMessage, publish: Publish) -> tuple[bytes, bool]:
+        # Runs in the reply cache's task, not this connection's: it may outlive us.
         stats = self._state.stats
         stats.engine_calls += 1
         index = 0
@@ -366,7 +413,7 @@ class _Connection:
             chunk = ResponseChunkPayload(delta=delta, index=index)
             index += 1
             stats.chunks_sent += 1
-            await self._send(codec.encode(ResponseChunkMessage(id=ask.id, payload=chunk)))
+            await publish(codec.encode(ResponseChunkMessage(id=ask.id, payload=chunk)))
 
         try:
             response = await run_engine(self._state.engine, ask.payload, send_chunk)

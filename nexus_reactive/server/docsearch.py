@@ -1,17 +1,20 @@
-"""An engine that answers from a folder of documents: BM25 search, extractive answers.
+"""An engine that answers from documents: SQLite FTS5 search, extractive answers.
 
 :class:`DocsEngine` reads the text and Markdown files of a folder (by default the
-project's own ``README.md`` and ``docs/``), cuts them into passages of bounded size
-titled by their heading path (``"README > A tour > Errors"``), and indexes them with
-BM25. Each ask gets the best passage as ``context`` and, as the answer, the one to
-three sentences of that passage that best match the question, quoted as they are:
-the engine retrieves, it does not write.
+project's own ``README.md`` and ``docs/``, which ship inside the package), cuts them
+into passages of bounded size titled by their heading path (``"README > A tour >
+Errors"``), and indexes them in an in-memory SQLite database with FTS5: the
+``porter`` tokenizer (so "reconnecting", "reconnection" and "reconnects" meet) and
+``bm25()`` ranking, in which a passage's headings and its section's opening weigh more
+than the rest of its text (:data:`WEIGHTS`). Each ask gets the best passage as
+``context`` and, as the answer, the one to three sentences of that passage that best
+match the question, quoted as they are: the engine retrieves, it does not write.
 
 Everything is built once, in the constructor, so a missing or empty folder fails at
-startup with a :class:`~nexus_reactive.errors.ConfigError` and a call does no I/O: it
-walks only the postings of the query's terms, so it is quick enough for the event loop
-(the server calls synchronous engines there, see :mod:`.engine`). The index is never
-changed after construction, so overlapping calls are safe.
+startup with a :class:`~nexus_reactive.errors.ConfigError` and a call does no file
+I/O: two indexed queries on an in-memory database, quick enough for the event loop
+(the server calls synchronous engines there, see :mod:`.engine`). The database is
+never written after construction, so overlapping calls are safe.
 
 Example::
 
@@ -23,11 +26,10 @@ Example::
 
 from __future__ import annotations
 
-import heapq
-import math
+import itertools
 import os
 import re
-from collections import Counter
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +38,17 @@ from ..errors import ConfigError
 from ..messages import AskRequest, AskResponse, Usage
 from .engine import count_tokens
 
-__all__ = ["DOC_SUFFIXES", "DocsEngine", "Hit"]
+__all__ = ["CORPUS", "DOC_SUFFIXES", "WEIGHTS", "DocsEngine", "Hit", "project_docs_root"]
 
 #: The files a :class:`DocsEngine` reads, by suffix (compared case-insensitively).
 DOC_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst"})
 _MARKDOWN = frozenset({".md", ".markdown"})
+
+#: Where an installed package keeps the project's documentation: the wheel maps
+#: ``README.md`` and ``docs/`` here (``[tool.hatch.build.targets.wheel.force-include]``
+#: in pyproject.toml). A source checkout has no such folder and reads the repository's.
+CORPUS = Path(__file__).resolve().with_name("corpus")
+_REPOSITORY = Path(__file__).resolve().parents[2]
 
 #: Passages are packed from whole paragraphs up to about this many characters; a
 #: longer paragraph is cut at a line, sentence or word boundary.
@@ -49,15 +57,22 @@ PASSAGE_CHARS = 900
 ANSWER_SENTENCES = 3
 ANSWER_CHARS = 600
 _SENTENCE_CHARS = 300
+#: A section's opening (its first sentence) is indexed again, weighted, up to this long.
+_OPENING_CHARS = 300
 
-# BM25's usual constants: term-frequency saturation and length normalisation.
-_K1 = 1.2
-_B = 0.75
-# Heading words describe the whole passage, so they count as if written twice.
-_TITLE_WEIGHT = 2
+#: The weights of the indexed fields: the heading path (document name and every
+#: heading above the passage), the section's opening sentence (only in its first
+#: passage), and the passage's text. A passage's score is the weighted sum of each
+#: field's ``bm25()``, not one ``bm25()`` with column weights: that one weights term
+#: frequencies before BM25 saturates them, so a heading could never count for much more
+#: than a word repeated in the text.
+WEIGHTS = (2.0, 1.5, 1.0)
+# "_" is part of a word, so that an identifier such as ``retry_after`` is one term;
+# :func:`_indexed` adds its words too, so that "retry" still finds it.
+_TOKENIZER = "porter unicode61 remove_diacritics 2 tokenchars _"
 
 # Short on purpose: words that say nothing about a topic, including question words,
-# since asks are questions.
+# since asks are questions. FTS5 has no stop words of its own.
 _STOP_WORD_LIST = """a about after all also am an and any are as at be been before but by can
 could did do does doing for from had has have how i if in into is it its just me more my no
 not of on or our out should so some such than that the their them then there these they this
@@ -66,7 +81,9 @@ you your"""
 _STOP_WORDS = frozenset(_STOP_WORD_LIST.split())
 # Letters and digits; "-" and "." separate words, "_" joins them into an identifier.
 _WORD = re.compile(r"[^\W_]+(?:_[^\W_]+)*")
-_VOWELS = frozenset("aeiouy")
+_IDENTIFIER = re.compile(r"[^\W_]+(?:_[^\W_]+)+")
+# pymdownx snippet includes and mkdocstrings directives: build instructions, not prose.
+_DIRECTIVE = re.compile(r"^(?::::|-{2}8<-{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +93,7 @@ class Hit:
     Attributes:
         title: the document's name and heading path, e.g. ``"README > Errors"``.
         text: the passage, as written in the file.
-        score: its BM25 score for the query (higher is better; always > 0).
+        score: how well it matches the query: ``-bm25()``, higher is better, always > 0.
         path: the file it comes from.
     """
 
@@ -89,9 +106,11 @@ class Hit:
 @dataclass(frozen=True, slots=True)
 class _Passage:
     title: str  # shown: label and heading path, without a document's lone top heading
-    keywords: str  # indexed: label and every heading above the passage
+    headings: str  # indexed: label and every heading above the passage
+    opening: str  # indexed: the section's first sentence, in its first passage only
     text: str
     path: Path
+    sentences: tuple[str, ...]
 
 
 class DocsEngine:
@@ -106,19 +125,21 @@ class DocsEngine:
 
     The files are read and indexed here, in the constructor, not lazily: a bad
     folder fails at startup rather than on the first ask, and an ask does no I/O.
+    :meth:`close` (or ``with DocsEngine(...)``) frees the database; the garbage
+    collector does too.
 
     Args:
         folder: the folder to read, recursively: every ``.md``, ``.markdown``,
             ``.txt`` and ``.rst`` file, skipping hidden files and folders, decoded
             as UTF-8 with undecodable bytes replaced. ``None``: the project's own
-            documentation, ``docs/`` and ``README.md`` at the repository root.
+            documentation, ``README.md`` and ``docs/`` (see :func:`project_docs_root`).
         max_context_chars: the longest ``context`` returned; a longer passage is
             cut at a word boundary and ends with ``"…"``.
 
     Raises:
-        ConfigError: the folder does not exist, holds no readable text, or (with
-            ``folder=None``) the project's documentation is not there, as in an
-            installed package; or ``max_context_chars`` is below 40.
+        ConfigError: the folder does not exist or holds no readable text, or (with
+            ``folder=None``) the project's documentation is neither in the package
+            nor in a source checkout; or ``max_context_chars`` is below 40.
     """
 
     def __init__(
@@ -129,8 +150,9 @@ class DocsEngine:
         self._max_context_chars = max_context_chars
         self._folder = None if folder is None else os.fspath(folder)
         if folder is None:
-            self._source = "the project's documentation"
-            files = _project_docs()
+            root = project_docs_root()
+            self._source = f"the project's documentation in {root}"
+            files = _project_files(root)
         else:
             self._source = os.fspath(folder)
             files = _folder_docs(Path(folder))
@@ -141,8 +163,7 @@ class DocsEngine:
                 f"{', '.join(sorted(DOC_SUFFIXES))} file; pass DocsEngine(folder=...) "
                 "a folder that has some"
             )
-        self._stems: dict[str, str] = {}
-        self._build_index()
+        self._db = _build_index(self._passages)
 
     @property
     def passages(self) -> int:
@@ -151,6 +172,16 @@ class DocsEngine:
 
     def __repr__(self) -> str:
         return f"DocsEngine(folder={self._folder!r}, passages={len(self._passages)})"
+
+    def close(self) -> None:
+        """Free the in-memory database; the engine cannot answer after this."""
+        self._db.close()
+
+    def __enter__(self) -> DocsEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __call__(self, request: AskRequest, /) -> AskResponse:
         """Answer ``request`` from the best-matching passage.
@@ -164,8 +195,8 @@ class DocsEngine:
             or, when no passage matches, an answer saying so and no context.
             ``usage`` is always filled in.
         """
-        terms = self._query_terms(request.query)
-        best = self._rank(terms, 1)
+        expression = match_expression(request.query)
+        best = self._rank(expression, 1)
         if not best:
             shown = _shorten(" ".join(request.query.split()), 200) or "that"
             count = len(self._passages)
@@ -174,9 +205,10 @@ class DocsEngine:
                 f"({count} passage{'' if count == 1 else 's'} searched)."
             )
             return AskResponse(answer=answer, usage=_usage(request.query, None, answer))
-        passage = self._passages[best[0][1]]
+        index = best[0][1]
+        passage = self._passages[index]
         context = _shorten(f"{passage.title}: {passage.text}", self._max_context_chars)
-        answer = f"From {passage.title}: {self._extract(passage.text, terms)}"
+        answer = f"From {passage.title}: {self._extract(index, expression)}"
         return AskResponse(
             answer=answer, context=context, usage=_usage(request.query, context, answer)
         )
@@ -192,97 +224,39 @@ class DocsEngine:
             Up to ``k`` hits, each with a positive score; ``[]`` when nothing matches.
         """
         hits: list[Hit] = []
-        for score, index in self._rank(self._query_terms(query), k):
+        for score, index in self._rank(match_expression(query), k):
             passage = self._passages[index]
             hits.append(Hit(passage.title, passage.text, score, passage.path))
         return hits
 
-    # -- the index ---------------------------------------------------------------
-
-    def _build_index(self) -> None:
-        postings: dict[str, list[tuple[int, int]]] = {}
-        lengths: list[int] = []
-        for index, passage in enumerate(self._passages):
-            counts = Counter(self._terms(passage.text, learn=True))
-            for term in self._terms(passage.keywords, learn=True):
-                counts[term] += _TITLE_WEIGHT
-            lengths.append(sum(counts.values()))
-            for term, tf in counts.items():
-                postings.setdefault(term, []).append((index, tf))
-        total = len(lengths)
-        average = sum(lengths) / total or 1.0
-        # The "+1" form of BM25's idf stays positive for a term found everywhere, so any
-        # match scores above 0 and "score 0" means exactly "nothing matched".
-        self._idf = {
-            term: math.log(1.0 + (total - len(docs) + 0.5) / (len(docs) + 0.5))
-            for term, docs in postings.items()
-        }
-        self._postings = postings
-        self._norms = [_K1 * (1.0 - _B + _B * length / average) for length in lengths]
-
-    def _rank(self, terms: Iterable[str], k: int) -> list[tuple[float, int]]:
+    def _rank(self, expression: str | None, k: int) -> list[tuple[float, int]]:
         """The ``k`` best (score, passage index) pairs; ties go to the earlier passage."""
-        scores: dict[int, float] = {}
-        norms = self._norms
-        for term in terms:
-            idf = self._idf.get(term)
-            if idf is None:
-                continue
-            for index, tf in self._postings[term]:
-                scores[index] = scores.get(index, 0.0) + idf * tf * (_K1 + 1) / (tf + norms[index])
-        best = heapq.nsmallest(max(k, 0), ((-s, i) for i, s in scores.items()))
-        return [(-negative, index) for negative, index in best]
+        if expression is None or k <= 0:
+            return []
+        rows = self._db.execute(_RANK, {"query": expression, "k": k}).fetchall()
+        return [(float(score), int(passage)) for score, passage in rows]
 
-    def _query_terms(self, query: str) -> list[str]:
-        # Each distinct term counts once: repeating a word in a question is not emphasis.
-        return list(dict.fromkeys(self._terms(query)))
-
-    def _terms(self, text: str, *, learn: bool = False) -> list[str]:
-        """The indexed terms of ``text``, in order.
-
-        An identifier such as ``retry_after`` gives itself, unstemmed, and then each
-        of its words, so that asking for it finds it rather than every "retry".
-
-        ``learn`` remembers each new word's term, which makes indexing several times
-        faster (words repeat a lot); only indexing learns, so that a stream of asks
-        full of new words cannot grow the memory.
-        """
-        stems = self._stems
-        terms: list[str] = []
-        for token in _WORD.findall(text.lower()):
-            if "_" in token:
-                terms.append(token)
-                words = token.split("_")
-            else:
-                words = [token]
-            for word in words:
-                stem = stems.get(word)
-                if stem is None:
-                    stem = _term(word)
-                    if learn:
-                        stems[word] = stem
-                if stem:
-                    terms.append(stem)
-        return terms
-
-    # -- the answer --------------------------------------------------------------
-
-    def _extract(self, text: str, terms: list[str]) -> str:
-        """The passage's 1-3 sentences that best match ``terms``, in their order."""
-        sentences = list(_sentences(text))
+    def _extract(self, index: int, expression: str | None) -> str:
+        """The passage's 1-3 sentences that best match the query, in their order."""
+        passage = self._passages[index]
+        sentences = passage.sentences
         if not sentences:  # e.g. a passage that is only an empty code fence
-            return _shorten(" ".join(text.split()), ANSWER_CHARS)
-        wanted = set(terms)
-        scored = [
-            (sum(self._idf.get(t, 0.0) for t in wanted.intersection(self._terms(s))), i)
-            for i, s in enumerate(sentences)
-        ]
-        ranked = sorted(scored, key=lambda pair: (-pair[0], pair[1]))
-        top = ranked[0][0]
-        if top == 0.0:
-            # Only the title matched: the passage's opening is the fairest summary.
+            return _shorten(" ".join(passage.text.split()), ANSWER_CHARS)
+        ranked: list[tuple[float, int]] = []
+        if expression is not None:
+            ranked = [
+                (float(score), int(position))
+                for score, position in self._db.execute(
+                    "SELECT -bm25(sentences) AS score, position FROM sentences "
+                    "WHERE sentences MATCH ? AND passage = ? ORDER BY score DESC, position",
+                    (expression, index),
+                )
+            ]
+        if not ranked:
+            # Only the headings matched: the passage's opening is the fairest summary.
             chosen = list(range(min(2, len(sentences))))
         else:
+            top = ranked[0][0]
             chosen = [i for score, i in ranked[:ANSWER_SENTENCES] if score >= top / 2]
         parts: list[str] = []
         used = 0
@@ -295,21 +269,112 @@ class DocsEngine:
         return _join_sentences(parts)
 
 
+def match_expression(query: str) -> str | None:
+    """The FTS5 query for a question: its words, any of which may match.
+
+    Stop-words and single letters are dropped; each word is quoted, so nothing in a
+    question is read as FTS5 syntax. An identifier such as ``retry_after`` is one
+    term, which finds it rather than every "retry", and also the phrase of its words.
+
+    Args:
+        query: the question, as asked.
+
+    Returns:
+        The MATCH expression, or ``None`` when no word is left to look for.
+    """
+    words = [
+        token
+        for token in _WORD.findall(query.lower())
+        if token not in _STOP_WORDS and (len(token) > 1 or token.isdigit())
+    ]
+    # Ordered and distinct: repeating a word is not emphasis. Two words that follow each
+    # other in the question also count as a phrase, so "event loop" or "close codes"
+    # written together score above the same words scattered.
+    terms = dict.fromkeys(f'"{word}"' for word in words)
+    # An identifier is also its words in a row: "rate_limited" finds "rate limited".
+    terms.update(dict.fromkeys(f'"{w.replace("_", " ")}"' for w in words if "_" in w))
+    terms.update(dict.fromkeys(f'"{a} {b}"' for a, b in itertools.pairwise(words)))
+    return " OR ".join(terms) or None
+
+
+#: The indexed fields, each an FTS5 table of its own (rowid: the passage's index), so
+#: that BM25 normalises each by its own length: a short heading is not diluted by a
+#: long passage under it.
+_FIELDS = ("headings", "opening", "text")
+
+
+def _score_sql(weights: tuple[float, ...]) -> str:
+    """The SQL that ranks passages: the weighted sum of each field's ``-bm25()``."""
+    parts = [
+        f"SELECT rowid AS passage, {weight!r} * -bm25({field}) AS score "
+        f"FROM {field} WHERE {field} MATCH :query"
+        for field, weight in zip(_FIELDS, weights, strict=True)
+    ]
+    return (
+        "SELECT sum(score) AS total, passage FROM ("
+        + " UNION ALL ".join(parts)
+        + ") GROUP BY passage ORDER BY total DESC, passage LIMIT :k"
+    )
+
+
+_RANK = _score_sql(WEIGHTS)
+
+
+def _build_index(passages: list[_Passage]) -> sqlite3.Connection:
+    # check_same_thread=False: built where the server starts, read on its loop's thread;
+    # nothing writes after this function, so sharing the connection is safe.
+    db = sqlite3.connect(":memory:", check_same_thread=False)
+    for field in _FIELDS:
+        db.execute(f"CREATE VIRTUAL TABLE {field} USING fts5(body, tokenize = '{_TOKENIZER}')")
+        db.executemany(
+            f"INSERT INTO {field} (rowid, body) VALUES (?, ?)",
+            ((i, _indexed(getattr(p, field))) for i, p in enumerate(passages)),
+        )
+    db.execute(
+        "CREATE VIRTUAL TABLE sentences USING fts5(body, passage UNINDEXED, "
+        f"position UNINDEXED, tokenize = '{_TOKENIZER}')"
+    )
+    db.executemany(
+        "INSERT INTO sentences (body, passage, position) VALUES (?, ?, ?)",
+        ((_indexed(s), i, j) for i, p in enumerate(passages) for j, s in enumerate(p.sentences)),
+    )
+    db.commit()
+    return db
+
+
+def _indexed(text: str) -> str:
+    """``text`` as indexed: each identifier followed by its words (``a_b`` -> ``a_b a b``)."""
+    return _IDENTIFIER.sub(lambda m: f"{m[0]} {m[0].replace('_', ' ')}", text)
+
+
 # -- finding and reading files ---------------------------------------------------
 
 
-def _project_docs() -> list[tuple[Path, str]]:
-    root = Path(__file__).resolve().parents[2]
+def project_docs_root() -> Path:
+    """Where the project's own documentation is: in the package, or in a source checkout.
+
+    Returns:
+        :data:`CORPUS` in an installed package (the wheel puts ``README.md`` and
+        ``docs/`` there), else the repository root of a source checkout.
+
+    Raises:
+        ConfigError: neither has a ``README.md`` or ``docs/`` folder.
+    """
+    for root in (CORPUS, _REPOSITORY):
+        if (root / "README.md").is_file() or (root / "docs").is_dir():
+            return root
+    raise ConfigError(
+        f"the project's documentation is not installed: looked in {CORPUS} (where a wheel "
+        f"puts it) and in {_REPOSITORY} (a source checkout); reinstall the package, or pass "
+        "DocsEngine(folder=...) a folder of .md, .txt or .rst files"
+    )
+
+
+def _project_files(root: Path) -> list[tuple[Path, str]]:
     docs, readme = root / "docs", root / "README.md"
     files = _walk(docs, root) if docs.is_dir() else []
     if readme.is_file():
         files.insert(0, (readme, "README"))
-    if not files:
-        raise ConfigError(
-            f"the project's documentation is not here (looked for {docs} and {readme}; "
-            "an installed package has neither); pass DocsEngine(folder=...) a folder of "
-            ".md, .txt or .rst files"
-        )
     return files
 
 
@@ -343,8 +408,7 @@ def _read_passages(path: Path, label: str) -> list[_Passage]:
         return []  # unreadable (permissions, a dangling link): the rest still answers
     suffix = path.suffix.lower()
     if suffix in _MARKDOWN:
-        # mkdocstrings directives (`::: package.Name`) are build instructions, not prose.
-        text = "\n".join(line for line in text.splitlines() if not line.startswith(":::"))
+        text = "\n".join(line for line in text.splitlines() if not _DIRECTIVE.match(line))
         sections = _markdown_sections(text)
     elif suffix == ".rst":
         sections = _rst_sections(text)
@@ -353,14 +417,29 @@ def _read_passages(path: Path, label: str) -> list[_Passage]:
     passages: list[_Passage] = []
     # A document with one top-level heading is titled by it, and the label already
     # names the document: "README > Errors" reads better than "README > nexus-reactive
-    # > Errors". The heading's words are still indexed.
+    # > Errors".
     top_headings = sum(1 for headings, _ in sections if len(headings) == 1 and headings[0])
     for headings, lines in sections:
         shown = headings[1:] if top_headings == 1 else headings
         title = " > ".join([label, *(h for h in shown if h)])
-        keywords = " ".join([label, *headings])
-        for chunk in _pack(_paragraphs(lines)):
-            passages.append(_Passage(title, keywords, chunk, path))
+        # The label names the document, so a lone top heading is indexed only with the
+        # document's introduction: repeated on every section, it would match them all.
+        indexed = shown if top_headings == 1 and len(headings) > 1 else headings
+        keywords = " ".join([label.replace("/", " "), *indexed])
+        paragraphs = list(_paragraphs(lines))
+        prose = next((p for p in paragraphs if not _FENCE.match(p)), "")
+        opening = next(_sentences(prose), "")[:_OPENING_CHARS]
+        for number, chunk in enumerate(_pack(paragraphs)):
+            passages.append(
+                _Passage(
+                    title,
+                    keywords,
+                    opening if number == 0 else "",
+                    chunk,
+                    path,
+                    tuple(_sentences(chunk)),
+                )
+            )
     return passages
 
 
@@ -506,49 +585,7 @@ def _cut(text: str, limit: int) -> Iterator[str]:
         yield text
 
 
-# -- words and sentences -----------------------------------------------------------
-
-
-def _term(word: str) -> str:
-    """The term ``word`` (lowercase) is indexed as; ``""`` for a word not indexed."""
-    if word in _STOP_WORDS or (len(word) == 1 and not word.isdigit()):
-        return ""
-    return _stem(word)
-
-
-def _stem(word: str) -> str:
-    """A light suffix-stripper: plurals, "-ing", "-ed", "-ion", a final "e".
-
-    Crude next to Porter's, but applied the same way to documents and queries, so
-    "retries"/"retry", "reconnecting"/"reconnection"/"reconnect" and
-    "certificates"/"certificate" meet.
-    """
-    if len(word) <= 3 or not word.isalpha():
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith("sses"):
-        word = word[:-2]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    if word.endswith("ied") and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith("ing") and len(word) > 5:
-        word = _undouble(word[:-3])
-    elif word.endswith("ed") and len(word) > 4:
-        word = _undouble(word[:-2])
-    elif word.endswith("ion") and len(word) > 6:
-        word = word[:-3]
-    if word.endswith("e") and len(word) > 4:
-        word = word[:-1]
-    return word
-
-
-def _undouble(word: str) -> str:
-    # "stopped" -> "stopp" -> "stop"; but "called" -> "call" keeps its "ll".
-    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in _VOWELS and word[-1] not in "lsz":
-        return word[:-1]
-    return word
+# -- sentences ----------------------------------------------------------------------
 
 
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")

@@ -42,6 +42,7 @@ class AppOptions(TypedDict, total=False):
     path: str
     dedupe_size: int
     dedupe_ttl: float
+    abandon_after: float
     max_message_size: int
     max_query_length: int
     max_team_id_length: int

@@ -23,13 +23,16 @@ class ServerStats:
         connections_open: WebSocket connections open now.
         asks_received: valid ``ask`` messages received, repeats included.
         engine_calls: times the engine was called.
-        asks_replayed: asks answered with a remembered reply (repeated ids).
-        chunks_sent: ``response_chunk`` frames sent (streaming engines).
+        asks_replayed: repeated ids answered without an engine call of their own:
+            from a remembered reply, or by joining the computation in progress.
+        chunks_sent: ``response_chunk`` pieces the engines produced (streaming
+            engines; a piece sent to two joined connections counts once).
         auth_ok: connections that passed key-pair authentication.
         auth_failed: connections refused by key-pair authentication (a bad
             ``auth``, a key not allowed, or no ``auth`` in time).
         rate_limited: messages refused by the rate limit.
         abuse_closes: connections closed with 4429 for ignoring the rate limit.
+        too_large: replies refused with ``too_large``: over the client's limit.
     """
 
     connections_total: int = 0
@@ -42,6 +45,7 @@ class ServerStats:
     auth_failed: int = 0
     rate_limited: int = 0
     abuse_closes: int = 0
+    too_large: int = 0
 
 
 @dataclass(frozen=True, slots=True)
