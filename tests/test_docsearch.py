@@ -120,6 +120,32 @@ def test_plural_and_verb_forms_meet(engine: DocsEngine) -> None:
     assert engine.search("reconnecting")[0].path.name == "reconnect.md"
 
 
+def test_a_user_s_word_finds_the_docs_spelling(tmp_path: Path) -> None:
+    # "maximum" finds the identifier's "max" and a "Limits" heading; "fast" finds
+    # "Performance" (SYNONYMS), while the plain word still counts as itself.
+    (tmp_path / "a.md").write_text(
+        "# Limits\n\nThe largest frame is max_frame_size.\n\n"
+        "# Performance\n\nMeasured with the bench suite.\n\n"
+        "# Sizes\n\nA message may be of any size the transport allows.\n",
+        encoding="utf-8",
+    )
+    engine = DocsEngine(tmp_path)
+    assert engine.search("What is the maximum frame size?")[0].title == "a > Limits"
+    assert engine.search("How fast is it?")[0].title == "a > Performance"
+
+
+def test_a_table_is_not_a_section_s_opening(tmp_path: Path) -> None:
+    # The header row of a table that opens a section says nothing about the section;
+    # the prose after it is its opening, weighted as such.
+    (tmp_path / "a.md").write_text(
+        "# Options\n\n| option | default |\n| --- | --- |\n| `team_id` | `None` |\n\n"
+        "Every option is a keyword.\n",
+        encoding="utf-8",
+    )
+    (passage,) = DocsEngine(tmp_path)._passages
+    assert passage.opening == "Every option is a keyword."
+
+
 def test_each_call_answers_from_the_best_passage(engine: DocsEngine) -> None:
     response = ask(engine, "How do I trust a self-signed certificate?")
     assert response.context is not None

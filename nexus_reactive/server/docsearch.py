@@ -38,7 +38,15 @@ from ..errors import ConfigError
 from ..messages import AskRequest, AskResponse, Usage
 from .engine import count_tokens
 
-__all__ = ["CORPUS", "DOC_SUFFIXES", "WEIGHTS", "DocsEngine", "Hit", "project_docs_root"]
+__all__ = [
+    "CORPUS",
+    "DOC_SUFFIXES",
+    "SYNONYMS",
+    "WEIGHTS",
+    "DocsEngine",
+    "Hit",
+    "project_docs_root",
+]
 
 #: The files a :class:`DocsEngine` reads, by suffix (compared case-insensitively).
 DOC_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst"})
@@ -79,6 +87,26 @@ not of on or our out should so some such than that the their them then there the
 those to too up use using very was we were what when where which who whom why will with would
 you your"""
 _STOP_WORDS = frozenset(_STOP_WORD_LIST.split())
+#: Words a user asks with that the documentation spells otherwise: the abbreviations
+#: identifiers use (``max_message_size``), and the everyday words for a topic the docs
+#: name by its title ("how fast" is a question about "Performance"). Each is looked for
+#: too, as an alternative; porter stemming already joins a word's inflections. Small on
+#: purpose: a synonym that is not one everywhere in these docs ranks wrong passages.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "maximum": ("max", "limit"),
+    "max": ("maximum", "limit"),
+    "minimum": ("min",),
+    "min": ("minimum",),
+    "auth": ("authentication",),
+    "config": ("configuration",),
+    "configuration": ("config",),
+    "fast": ("performance",),
+    "faster": ("performance",),
+    "slow": ("performance",),
+    "speed": ("performance",),
+    "benchmark": ("performance",),
+    "benchmarks": ("performance",),
+}
 # Letters and digits; "-" and "." separate words, "_" joins them into an identifier.
 _WORD = re.compile(r"[^\W_]+(?:_[^\W_]+)*")
 _IDENTIFIER = re.compile(r"[^\W_]+(?:_[^\W_]+)+")
@@ -291,9 +319,15 @@ def match_expression(query: str) -> str | None:
     # other in the question also count as a phrase, so "event loop" or "close codes"
     # written together score above the same words scattered.
     terms = dict.fromkeys(f'"{word}"' for word in words)
+    terms.update(dict.fromkeys(f'"{other}"' for w in words for other in SYNONYMS.get(w, ())))
     # An identifier is also its words in a row: "rate_limited" finds "rate limited".
     terms.update(dict.fromkeys(f'"{w.replace("_", " ")}"' for w in words if "_" in w))
-    terms.update(dict.fromkeys(f'"{a} {b}"' for a, b in itertools.pairwise(words)))
+    for a, b in itertools.pairwise(words):
+        terms.update(
+            dict.fromkeys(
+                f'"{x} {y}"' for x in (a, *SYNONYMS.get(a, ())) for y in (b, *SYNONYMS.get(b, ()))
+            )
+        )
     return " OR ".join(terms) or None
 
 
@@ -427,7 +461,9 @@ def _read_passages(path: Path, label: str) -> list[_Passage]:
         indexed = shown if top_headings == 1 and len(headings) > 1 else headings
         keywords = " ".join([label.replace("/", " "), *indexed])
         paragraphs = list(_paragraphs(lines))
-        prose = next((p for p in paragraphs if not _FENCE.match(p)), "")
+        # The opening is the section's first prose: a code block or a table's header
+        # row says nothing about what the section is for.
+        prose = next((p for p in paragraphs if not _FENCE.match(p) and not _TABLE.match(p)), "")
         opening = next(_sentences(prose), "")[:_OPENING_CHARS]
         for number, chunk in enumerate(_pack(paragraphs)):
             passages.append(
@@ -447,6 +483,7 @@ def _read_passages(path: Path, label: str) -> list[_Passage]:
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_TABLE = re.compile(r"^ {0,3}\|")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _RST_ADORNMENT = re.compile(r"^([=\-~^\"'`*+#:._!$%&,;<>?@|/\\])\1{2,}[ \t]*$")
 
