@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import tracemalloc
 import warnings
 from typing import Any
@@ -100,19 +101,17 @@ async def test_a_slow_ui_thread_under_a_flood_keeps_memory_bounded(scripted: Any
     flooding 2 kB answers. Before, every snapshot was queued for the UI thread (each
     pinning the messages it saw) and memory grew without bound."""
     answer = "x" * 2_000
-    flood_for = 3.0  # seconds
+    # A count, not a duration: how many answers a few seconds hold depends on how
+    # busy the machine is, and the test needs far more than the history keeps.
+    count = 4_000
 
     async def flood(ws: web.WebSocketResponse, _conn: Scripted) -> None:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + flood_for
-        i = 0
-        while loop.time() < end:
-            for _ in range(50):
-                await ws.send_str(
-                    json.dumps({"type": "response", "id": f"m{i}", "payload": {"answer": answer}})
-                )
-                i += 1
-            await asyncio.sleep(0)  # let the client side of this loop read
+        for i in range(count):
+            await ws.send_str(
+                json.dumps({"type": "response", "id": f"m{i}", "payload": {"answer": answer}})
+            )
+            if i % 50 == 49:
+                await asyncio.sleep(0)  # let the client side of this loop read
         await ws.send_str(json.dumps({"type": "response", "id": "done", "payload": {"answer": ""}}))
         await ws.receive()  # stay open until the client leaves
 
@@ -327,16 +326,27 @@ async def test_a_flood_of_malformed_frames_into_a_slow_ui_keeps_errors_bounded(
 
     server = await scripted(garbage)
     ui = SlowThreadScheduler(delay=0.05)
+    # The UI thread is busy until the whole flood has arrived: how many errors pile
+    # up behind it must not depend on how fast a loaded machine reads the frames.
+    busy, flooded = threading.Event(), threading.Event()
+    ui.schedule(lambda _scheduler, _state: busy.set() or flooded.wait(DEADLINE))
     try:
+        await asyncio.to_thread(busy.wait, DEADLINE)
         async with use_websocket(server.config(), scheduler=ui) as store:
+            raw: list[NexusError] = []
+            store.service.errors.subscribe(raw.append)  # on the loop, as they come
             seen: list[NexusError] = []
             store.errors.subscribe(seen.append)
+            await wait_for(lambda: bool(raw) and "the last one" in str(raw[-1]), DEADLINE)
+            assert len(raw) == 5_001
+            flooded.set()
             await wait_for(
                 lambda: bool(seen) and "the last one" in str(seen[-1]), DEADLINE, interval=0.02
             )
             assert len(seen) < 5_001  # the oldest were dropped, not queued forever
             assert ui.max_queued <= 3  # state, messages, errors: one pending each
     finally:
+        flooded.set()
         ui.stop()
 
 
