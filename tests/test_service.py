@@ -33,7 +33,8 @@ from nexus_reactive import (
 )
 
 from .conftest import KEY, Nexus, Scripted, library_tasks, response_frame
-from .faults import FaultProxy, wait_for
+from .faults import FaultProxy
+from .waiting import EVENTUALLY, wait_for
 
 
 async def test_ask_round_trip_and_clean_close(nexus: Nexus) -> None:
@@ -336,7 +337,7 @@ async def test_challenge_without_signing_key_is_fatal(scripted: Any) -> None:
     # The challenge comes first after the upgrade: connect() fails with it, and the
     # state never says connected (issue 12, item 7).
     with pytest.raises(AuthenticationError, match="key-pair authentication"):
-        await asyncio.wait_for(service.connect(), 10)
+        await asyncio.wait_for(service.connect(), EVENTUALLY)
     state = service.state.value
     assert state.failed and state.error is not None and "key-pair authentication" in state.error
     assert not any(s.connected for s in seen), seen

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ from nexus_reactive.store import History
 from nexus_reactive.streams import DerivedPublisher, Publisher, ValuePublisher
 
 from .schedulers import SlowThreadScheduler
+from .waiting import poll
 
 
 class Recorder:
@@ -795,9 +795,7 @@ def test_scheduled_view_on_a_slow_thread_keeps_one_pending_and_ends_on_the_value
         for value in range(1, 2_001):
             source_pub.set(value)
             assert scheduler.queued <= 1
-        deadline = time.monotonic() + 10
-        while (not seen or seen[-1] != 2_000) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        poll(lambda: bool(seen) and seen[-1] == 2_000)
         assert seen[-1] == view.value == 2_000
         assert scheduler.max_queued <= 1
         assert len(seen) < 2_000  # skipped values instead of queueing them

@@ -9,7 +9,7 @@ from typing import Any
 from nexus_reactive import AskResponse, ErrorMessage, WebSocketService, use_websocket_sync
 
 from .conftest import Nexus
-from .faults import wait_for
+from .waiting import EVENTUALLY, wait_for
 
 
 def loop_threads() -> list[str]:
@@ -18,7 +18,7 @@ def loop_threads() -> list[str]:
 
 async def test_sync_store_works_and_closes_from_inside_a_running_loop(nexus: Nexus) -> None:
     store = await asyncio.to_thread(use_websocket_sync, nexus.config())
-    state = await asyncio.to_thread(store.wait_connected, 10)
+    state = await asyncio.to_thread(store.wait_connected, EVENTUALLY)
     assert state.connected
     answer = await asyncio.to_thread(store.ask, "blocking ask")
     assert answer.answer == "You asked: blocking ask"
@@ -63,9 +63,9 @@ async def test_sync_store_takes_the_store_options(nexus: Nexus) -> None:
 
     store = await asyncio.to_thread(make)
     try:
-        await asyncio.to_thread(store.wait_connected, 10)
+        await asyncio.to_thread(store.wait_connected, EVENTUALLY)
         ids = [store.send_message(f"q{i}") for i in range(3)]
-        await wait_for(lambda: [m.id for m in store.messages.value] == ids[-2:], 20)
+        await wait_for(lambda: [m.id for m in store.messages.value] == ids[-2:])
         assert store.service.config.max_messages is None  # not a connection setting
     finally:
         await asyncio.to_thread(store.close)
