@@ -33,6 +33,7 @@ from .errors import (
     RequestTimeout,
     RetriesExhausted,
     ServerError,
+    UnknownOption,
     UsageError,
 )
 from .messages import (
@@ -103,6 +104,7 @@ __all__ = [
     "Stream",
     "SyncWebSocketStore",
     "UnknownMessage",
+    "UnknownOption",
     "Usage",
     "UsageError",
     "ValueStream",

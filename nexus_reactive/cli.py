@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -87,12 +88,17 @@ _FLAGS = {
 }
 _PHRASES = {
     "DocsEngine(folder=...)": "--docs DIR",
+    # A flag's unit is in its help; the library's messages compare with the TypeScript API.
+    " (the TypeScript design's unit)": "",
     " to WebSocketConfig (or use_websocket)": "",
     " (None retries forever)": "",
     "ssl_context or certfile/keyfile": "--certfile/--keyfile",
 }
+# A keyword, and what follows it: a number given to it (kept: "--timeout 30.0"), or
+# "=...", "=True"... (dropped: the flag alone says it).
 _KEYWORD = re.compile(
-    r"(?<![\w-])(" + "|".join(map(re.escape, _FLAGS)) + r")(?:=(?:\.\.\.|True|False|None)?)?(?!\w)"
+    r"(?<![\w-])(" + "|".join(map(re.escape, _FLAGS)) + r")"
+    r"(?:=(?P<number>\d+(?:\.\d+)?)(?!\w)|=(?:\.\.\.|True|False|None)?)?(?!\w)"
 )
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -313,7 +319,8 @@ def cli_words(message: str) -> str:
 
     ``api_key=...`` becomes ``--api-key``, ``signing_key`` ``--signing-key (or
     NEXUS_SIGNING_KEY)``, ``allow_insecure=True`` ``--allow-insecure``,
-    ``max_reconnect_attempts`` ``--retries``, and so on.
+    ``max_reconnect_attempts`` ``--retries``, ``request_timeout=60000``
+    ``--timeout 60000``, and so on.
 
     Args:
         message: the library's message.
@@ -323,7 +330,10 @@ def cli_words(message: str) -> str:
     """
     for phrase, replacement in _PHRASES.items():
         message = message.replace(phrase, replacement)
-    return _KEYWORD.sub(lambda match: _FLAGS[match[1]], message)
+    return _KEYWORD.sub(
+        lambda match: _FLAGS[match[1]] + (f" {match['number']}" if match["number"] else ""),
+        message,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -407,7 +417,7 @@ def _chat(args: argparse.Namespace) -> int:
         _error("chat: the chat app needs Textual: pip install 'nexus-reactive[tui]'")
         return EXIT_USAGE
     try:
-        config = _client_config(args)
+        config = _client_config(args, "chat")
     except NexusError as exc:
         _error(f"chat: {cli_words(str(exc))}")
         return _exit_code(exc)
@@ -434,17 +444,28 @@ def _keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _client_config(args: argparse.Namespace, **options: Any) -> WebSocketConfig:
+def _client_config(args: argparse.Namespace, command: str, **options: Any) -> WebSocketConfig:
+    """The client's config from the flags; the config's warnings printed in flags' terms."""
     signing_key = args.signing_key or os.environ.get(SIGNING_KEY_ENV) or None
     if signing_key is not None:
         signing_key = os.path.expanduser(signing_key)
-    return WebSocketConfig(
-        url=args.url,
-        api_key=args.api_key,
-        signing_key=signing_key,
-        allow_insecure=args.allow_insecure,
-        **options,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        config = WebSocketConfig(
+            url=args.url,
+            api_key=args.api_key,
+            signing_key=signing_key,
+            allow_insecure=args.allow_insecure,
+            **options,
+        )
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            _error(f"{command}: warning: {cli_words(str(warning.message))}")
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return config
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -462,7 +483,10 @@ def _exit_code(exc: BaseException) -> int:
 def _ask(args: argparse.Namespace) -> int:
     streamed = _Printer()
     try:
-        config = _client_config(args, max_reconnect_attempts=args.retries)
+        # --timeout bounds the one ask: the config's request_timeout, checked as such.
+        config = _client_config(
+            args, "ask", max_reconnect_attempts=args.retries, request_timeout=args.timeout
+        )
         answer = asyncio.run(
             _ask_streaming(config, args.question, args.team_id, args.timeout, streamed)
         )

@@ -1,15 +1,22 @@
 """Configuration: one small, immutable value object with named defaults.
 
 Intervals are in seconds, as asyncio counts them (the TypeScript client this
-library mirrors counts milliseconds). The API key never appears in a ``repr``.
+library mirrors counts milliseconds). A value that looks like milliseconds is
+refused, or warned about, with the conversion spelled out (:data:`SECONDS_LIMITS`);
+a keyword that names no option is an :class:`~nexus_reactive.errors.UnknownOption`
+naming the closest one. The API key never appears in a ``repr``: it shows where
+the key comes from (``<set>``, ``<callable>``, ``<from NEXUS_API_KEY>``).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
 import ipaddress
 import math
 import os
+import re
 import ssl as _ssl
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,9 +27,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from yarl import URL
 
-from .errors import ConfigError, NexusConnectionError
+from .errors import ConfigError, NexusConnectionError, UnknownOption
 
-__all__ = ["API_KEY_ENV", "DEFAULT_MAX_MESSAGES", "ApiKey", "WebSocketConfig"]
+__all__ = ["API_KEY_ENV", "DEFAULT_MAX_MESSAGES", "SECONDS_LIMITS", "ApiKey", "WebSocketConfig"]
 
 #: The environment variable read when no ``api_key`` is given.
 API_KEY_ENV = "NEXUS_API_KEY"
@@ -38,8 +45,39 @@ DEFAULT_MAX_MESSAGES = 1_000
 # Store options that used to be config fields; accepted, with a warning, until the
 # next release. They belong to the store: use_websocket(..., max_messages=...).
 _DEPRECATED_STORE_OPTIONS = ("max_messages", "batch_interval")
-# Deprecated fields copied from another config by from_options: warned about once.
+# Keywords of use_websocket / WebSocketStore that are no connection setting at all.
+_STORE_ONLY_OPTIONS = ("scheduler", "share", "team_id")
+# Fields copied from another config by from_options: warned about once, when first set.
 _INHERITED: ContextVar[frozenset[str]] = ContextVar("nexus_inherited", default=frozenset())
+
+#: The options in seconds, and where a value stops looking like seconds: ``(warn
+#: above, refuse above)``. The TypeScript design counts milliseconds, so
+#: ``reconnect_interval=1000`` is most likely one second, not 16 minutes. Refused
+#: (a :class:`~nexus_reactive.errors.ConfigError`) above the second number; above the
+#: first, a ``UserWarning``: a value that is unusual but may be meant (a two-minute
+#: backoff cap, a ten-minute ask). Both spell out the value in milliseconds' reading.
+#:
+#: - ``reconnect_interval`` over a minute is refused: the first retry's delay is never
+#:   meant to be longer, and ``max_reconnect_interval`` bounds the later ones.
+#: - ``request_timeout`` bounds an ask, which may legitimately take minutes (a long
+#:   answer): warned over 10 minutes, refused over an hour (``None`` is no bound).
+#: - every other interval: warned over a minute, refused over 10 minutes.
+SECONDS_LIMITS: dict[str, tuple[float | None, float]] = {
+    "reconnect_interval": (None, 60.0),
+    "max_reconnect_interval": (60.0, 600.0),
+    "reset_backoff_after": (60.0, 600.0),
+    "connect_timeout": (60.0, 600.0),
+    "auth_timeout": (60.0, 600.0),
+    "heartbeat": (60.0, 600.0),
+    "request_timeout": (600.0, 3600.0),
+}
+# The TypeScript design's names for the options it has.
+_TYPESCRIPT_NAMES = {
+    "url": "url",
+    "api_key": "apiKey",
+    "reconnect_interval": "reconnectInterval",
+    "max_reconnect_attempts": "maxReconnectAttempts",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +183,23 @@ class WebSocketConfig:
         if self.max_messages is not None and self.max_messages < 1:
             raise ConfigError("max_messages must be at least 1")
         inherited = _INHERITED.get()
+        for name, (warn_above, refuse_above) in SECONDS_LIMITS.items():
+            value = getattr(self, name)
+            if value is None or value <= (refuse_above if warn_above is None else warn_above):
+                continue
+            if math.isinf(value):
+                raise ConfigError(
+                    f"{name} must be a finite number of seconds"
+                    + (", or None for no bound" if name == "request_timeout" else "")
+                )
+            if value > refuse_above:
+                raise ConfigError(_milliseconds_message(name, value, refuse_above))
+            if name not in inherited:
+                warnings.warn(
+                    _milliseconds_message(name, value, None),
+                    UserWarning,
+                    stacklevel=_caller_level(),
+                )
         for name in _DEPRECATED_STORE_OPTIONS:
             if getattr(self, name) is not None and name not in inherited:
                 warnings.warn(
@@ -171,20 +226,16 @@ class WebSocketConfig:
         """Build a config from another one and/or keyword options.
 
         Raises:
-            ConfigError: an option that ``WebSocketConfig`` does not have.
+            UnknownOption: an option that ``WebSocketConfig`` does not have (it names
+                the closest one).
+            ConfigError: an option's value is invalid.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                f"WebSocketConfig takes: {', '.join(sorted(known))}"
-            )
+        _check_option_names(options)
         if config is None:
             return cls(**options)
         values = {f.name: getattr(config, f.name) for f in fields(cls)}
         values.update(options)
-        token = _INHERITED.set(frozenset(_DEPRECATED_STORE_OPTIONS) - set(options))
+        token = _INHERITED.set(frozenset(values) - set(options))
         try:
             return cls(**values)
         finally:
@@ -195,8 +246,7 @@ class WebSocketConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS:
-                value = "<set>" if value is not None else None
-                shown.append(f"{f.name}={value}")
+                shown.append(f"{f.name}={_source(f.name, value)}")
             elif f.name == "headers":
                 shown.append(f"headers={sorted(value)!r}")
             else:
@@ -255,3 +305,95 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _source(name: str, value: object) -> str:
+    """Where a secret comes from, for a repr: never the secret itself."""
+    if value is None:
+        if name == "api_key" and os.environ.get(API_KEY_ENV):
+            return f"<from {API_KEY_ENV}>"
+        return "None"
+    if name == "api_key" and callable(value):
+        return "<callable>"
+    return "<set>"
+
+
+def _option_names() -> list[str]:
+    return [f.name for f in fields(WebSocketConfig) if f.init]
+
+
+def _check_option_names(options: Mapping[str, object]) -> None:
+    """Raise :class:`UnknownOption` for the first keyword that names no option."""
+    known = _option_names()
+    unknown = sorted(set(options) - set(known))
+    if not unknown:
+        return
+    name = unknown[0]
+    others = f" (and {', '.join(unknown[1:])})" if unknown[1:] else ""
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    if name in _STORE_ONLY_OPTIONS:
+        raise UnknownOption(
+            f"{name} is a store option, not a connection setting: pass it to the store, "
+            f"use_websocket(..., {name}=...) or WebSocketStore(..., {name}=...)",
+            name=name,
+        )
+    if snake != name and snake in known:
+        suggestion: str | None = snake
+        hint = f"{name} is the TypeScript design's spelling; this option is {snake}"
+        if snake in SECONDS_LIMITS:
+            hint += " (in seconds, not milliseconds)"
+    else:
+        close = difflib.get_close_matches(name, [*known, *_STORE_ONLY_OPTIONS], n=1, cutoff=0.6)
+        suggestion = close[0] if close else None
+        hint = (
+            f"did you mean {suggestion}?"
+            if suggestion
+            else f"the options are {', '.join(sorted(known))}"
+        )
+        if suggestion in _STORE_ONLY_OPTIONS:
+            hint += f" (a store option: use_websocket(..., {suggestion}=...))"
+    raise UnknownOption(
+        f"unknown option {name}{others}: {hint}",
+        name=name,
+        suggestion=suggestion,
+    )
+
+
+def _milliseconds_message(name: str, value: float, refused_above: float | None) -> str:
+    """Why ``value`` looks like milliseconds, and what it is in seconds."""
+    typescript = _TYPESCRIPT_NAMES.get(name)
+    design = f"the TypeScript design's {typescript or 'unit'}"
+    seconds = f"this option is in seconds: {name}={value / 1000!r}"
+    # As written: 1000, not the 1000.0 a command line's float parser makes of it.
+    shown = int(value) if float(value).is_integer() else value
+    if refused_above is not None:
+        return (
+            f"{name}={shown!r} looks like milliseconds ({design}); {seconds} "
+            f"(at most {refused_above:g}, i.e. {_duration(refused_above)})"
+        )
+    return (
+        f"{name}={shown!r} is {_duration(value)}; if you meant milliseconds ({design}), {seconds}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    parts.append(f"{rest} s" if rest or not (hours or minutes) else "")
+    return " ".join(p for p in parts if p)
+
+
+# The generated __init__ raises a bare TypeError for an unknown keyword; checked
+# first, it is an UnknownOption naming the closest option. Type checkers still see
+# the dataclass's own signature.
+_dataclass_init = WebSocketConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init(self: WebSocketConfig, *args: Any, **kwargs: Any) -> None:
+    _check_option_names(kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+WebSocketConfig.__init__ = _init  # type: ignore[method-assign]

@@ -4,6 +4,7 @@ The tree::
 
     NexusError
     ├── ConfigError            the configuration cannot work (no API key, bad URL, ...)
+    │   └── UnknownOption          a keyword no option has (also a ``TypeError``)
     ├── UsageError             the API was called where it cannot run (no event loop, ...)
     ├── NexusConnectionError   a connection could not be opened, or was lost
     │   ├── AuthenticationError    the server refused our credentials (fatal)
@@ -36,6 +37,7 @@ __all__ = [
     "RequestTimeout",
     "RetriesExhausted",
     "ServerError",
+    "UnknownOption",
     "UsageError",
 ]
 
@@ -49,6 +51,24 @@ class NexusError(Exception):
 
 class ConfigError(NexusError, ValueError):
     """The configuration cannot work; raised before any network traffic."""
+
+
+class UnknownOption(ConfigError, TypeError):
+    """A keyword that names no option, e.g. ``WebSocketConfig(reconect_interval=1)``.
+
+    The message names the closest valid option. It is also a ``TypeError``, the
+    error Python raises for an unexpected keyword argument, so code written for
+    that keeps working.
+
+    Attributes:
+        name: the keyword as given.
+        suggestion: the closest valid option, or ``None`` when none is close.
+    """
+
+    def __init__(self, message: str, *, name: str = "", suggestion: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.suggestion = suggestion
 
 
 class UsageError(NexusError, RuntimeError):

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from nexus_reactive.cli import build_parser, main
+from nexus_reactive.cli import build_parser, cli_words, main
 from nexus_reactive.signing import (
     generate_keypair,
     load_signing_key,
@@ -371,6 +371,42 @@ async def test_ask_over_plain_ws_to_another_host_names_allow_insecure() -> None:
     assert code == 2
     assert_speaks_cli(err)
     assert "--allow-insecure" in err
+
+
+async def test_a_timeout_that_looks_like_milliseconds_is_refused_in_flags_terms() -> None:
+    code, out, err = await run_cli(["ask", "--timeout", "60000", "hi"], api_key=KEY)
+    assert code == 2, err
+    assert out == ""
+    assert_speaks_cli(err)
+    assert "--timeout 60000 looks like milliseconds" in err
+    assert "this option is in seconds: --timeout 60.0" in err
+
+
+async def test_an_unusual_timeout_is_warned_about_once_in_flags_terms() -> None:
+    code, _, err = await run_cli(
+        ["ask", "--url", "ws://127.0.0.1:9", "--retries", "0", "--timeout", "900", "hi"],
+        api_key=KEY,
+    )
+    assert code == 4, err
+    warning, failure = [line for line in err.splitlines() if line.strip()]
+    assert warning == (
+        "nexus-reactive ask: warning: --timeout 900 is 15 min; if you meant milliseconds, "
+        "this option is in seconds: --timeout 0.9"
+    )
+    assert_speaks_cli(failure)
+
+
+def test_config_errors_read_as_flags() -> None:
+    assert cli_words("unknown option api_keys: did you mean api_key?") == (
+        "unknown option api_keys: did you mean --api-key?"
+    )
+    assert cli_words(
+        "request_timeout=60000 looks like milliseconds (the TypeScript design's unit); "
+        "this option is in seconds: request_timeout=60.0 (at most 3600, i.e. 1 h)"
+    ) == (
+        "--timeout 60000 looks like milliseconds; this option is in seconds: --timeout 60.0 "
+        "(at most 3600, i.e. 1 h)"
+    )
 
 
 async def test_ask_without_an_answer_in_time_exits_5() -> None:

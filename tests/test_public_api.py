@@ -42,6 +42,7 @@ EXPORTED = [
     "Stream",
     "SyncWebSocketStore",
     "UnknownMessage",
+    "UnknownOption",
     "Usage",
     "UsageError",
     "ValueStream",
