@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .core.events import ClientEvents
 from .errors import PersistenceError
 
 if sys.platform != "win32":
@@ -79,8 +80,11 @@ class Restored:
 _Op = tuple[str, str, bytes | None]
 
 
-class Journal:
+class Journal(ClientEvents):
     """The durable record of one service. Not shared between processes.
+
+    It observes the service's message events (:class:`ClientEvents`): the service
+    reports them to it, and to nothing else, in one place each.
 
     Args:
         path: the SQLite file (created if missing).
@@ -144,6 +148,8 @@ class Journal:
         """A message other than an ask was written to the wire: it is done."""
         self._queue.put(("done", key, None))
 
+    sent = written
+
     def abandoned(self, ask_id: str) -> None:
         """An ask failed for its caller (timeout, disconnect): do not send it again."""
         self._queue.put(("done", ask_id, None))
@@ -152,8 +158,15 @@ class Journal:
         """A message for the history; ``answers`` is the ask it settles, if any."""
         self._queue.put(("received", answers or "", frame))
 
+    def answered(self, ask_id: str, frame: bytes) -> None:
+        """The first answer to ``ask_id``: recorded and the ask done, in one operation."""
+        self._queue.put(("received", ask_id, frame))
+
     def clear_history(self) -> None:
+        """Forget the received messages."""
         self._queue.put(("clear", "", None))
+
+    cleared = clear_history
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything recorded so far is committed.
