@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .core import ClientCore, Deadlines
 from .core.events import ClientEvents
 from .core.meaning import server_error
 from .errors import NexusError, RequestTimeout
 from .messages import AskResponse, ErrorMessage, ResponseChunkMessage, ResponseMessage
+
+if TYPE_CHECKING:
+    from .outbound import Sender
 
 __all__ = ["AskTracker", "Waiter"]
 
@@ -119,6 +123,36 @@ class AskTracker:
             waiter.slot = slot = self._deadlines.add(ask_id, loop.time() + limit)
             if self._timer_at is None or slot * self._deadlines.resolution < self._timer_at:
                 self._arm(loop)
+
+    async def ask(
+        self,
+        ask_id: str,
+        frame: bytes,
+        sender: Sender,
+        timeout: float | None = None,
+        on_piece: Callable[[str], None] | None = None,
+    ) -> AskResponse:
+        """Track an ask, have it written, and wait for exactly its answer.
+
+        Abandoned if the caller stops waiting (cancelled): a late answer is then
+        delivered once, to the streams.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AskResponse] = loop.create_future()
+        # Connected, nothing queued, writer idle, no pacing: write from this task and
+        # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
+        # nothing else was waiting to go first. (Asks made together go as a batch.)
+        direct = sender.direct(loop.time())
+        self.track(ask_id, frame, future, timeout, on_piece)
+        try:
+            if direct:
+                await sender.send_now()
+            else:
+                sender.kick()
+            return await future
+        finally:
+            if not future.done() or future.cancelled():
+                self.abandon(ask_id)
 
     def abandon(self, ask_id: str) -> None:
         """Stop following an ask (its caller gave up); a late answer is delivered once."""

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING
 
 from . import codec
 from .config import WebSocketConfig
-from .core import ClientCore, ConnectionState, TokenBucket
+from .core import Backoff, ClientCore, ConnectionState, Reconnector
 from .core.events import ClientEvents
 from .core.meaning import challenge_error
 from .core.opening import Opening, opening
 from .errors import ConfigError, NexusConnectionError, NexusError, ProtocolError
 from .messages import ChallengeMessage, Message
-from .streams import DerivedPublisher, ValuePublisher
+from .outbound import Sender
+from .streams import ValuePublisher
 from .transport import Transport, TransportFactory, open_session, open_transport
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     from .asks import Waiter
 
-__all__ = ["CHALLENGE_GRACE", "Connection"]
+__all__ = ["CHALLENGE_GRACE", "Connection", "new_core"]
 
 # The service's loggers: this module is the service's inside.
 log = logging.getLogger("nexus_reactive.service")
@@ -44,14 +45,28 @@ frames_log = logging.getLogger("nexus_reactive.frames")
 #: requires key-pair authentication (such a server sends its challenge first).
 #: Messages are not held meanwhile.
 CHALLENGE_GRACE = 0.05
-# Frames written to the socket at once, at most.
-_BATCH = 256
 
 FrameHandler = Callable[[bytes], NexusConnectionError | None]
 
 
+def new_core(config: WebSocketConfig) -> ClientCore[Waiter]:
+    """The pure client for ``config``: its outbox limit and its retry policy."""
+    reconnector = Reconnector(
+        backoff=Backoff(
+            initial=config.reconnect_interval,
+            maximum=config.max_reconnect_interval,
+            jitter=config.reconnect_jitter,
+        ),
+        max_attempts=config.max_reconnect_attempts,
+        reset_after=config.reset_backoff_after,
+        should_reconnect=config.should_reconnect,
+    )
+    return ClientCore(outbox_limit=config.outbox_limit, reconnector=reconnector)
+
+
 class Connection:
-    """The socket and its life: attempts, writer, heartbeat, wake-up, rate bucket.
+    """The socket and its life: attempts, the receive loop, and (through its
+    :class:`~nexus_reactive.outbound.Sender`) the writer, wake-up and rate bucket.
 
     Args:
         config: the connection's settings.
@@ -76,7 +91,6 @@ class Connection:
     ) -> None:
         self._config = config
         self._core = core
-        self._events = events
         self._report = report
         self._fail_asks = fail_asks
         self._factory = transport_factory
@@ -84,21 +98,17 @@ class Connection:
         self.deliver: Callable[[Message], None] = _unbound
         # Publishers: the connection alone emits; the service hands out the streams.
         self.state = ValuePublisher(core.state, "state")
-        self.outbox_depth = DerivedPublisher(lambda: len(core.outbox), "outbox_depth")
+        #: The send side: writer, wake-up, rate bucket, ``outbox_depth``.
+        self.sender = Sender(core, config.rate, config.burst, events.sent)
         self._supervisor: asyncio.Task[None] | None = None
         # Every supervisor started and not yet finished, including ones that
         # stop() cancelled: wait_finished() waits for all of them.
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready: asyncio.Future[None] | None = None
-        self._transport: Transport | None = None
-        self._wake: asyncio.Event | None = None
         #: Why the connection gave up for good; cleared by the next start().
         self.failure: NexusConnectionError | None = None
         self._retry_after: float | None = None
         self.signing_key: Ed25519PrivateKey | None = None
-        # Paces writes (config.rate) and holds them while a server's retry_after runs.
-        self._bucket = TokenBucket(config.rate, config.burst)
-        self._writing = False  # a frame is being written (writer task or an ask)
 
     # -- commands ----------------------------------------------------------------------
 
@@ -130,54 +140,11 @@ class Connection:
         """The service is finished: publish ``closed`` and complete the streams."""
         self.publish(self._core.closed())
         self.state.complete()
-        self.outbox_depth.complete()
-
-    def kick(self) -> None:
-        """Something was queued: wake the writer (when connected)."""
-        self.outbox_depth.refresh()
-        if self._wake is not None and self._core.state.connected:
-            self._wake.set()
-
-    def direct(self, now: float) -> bool:
-        """Whether a lone ask may be written from the caller's task right now
-        (connected, nothing queued or pending, writer idle, no pacing)."""
-        core = self._core
-        return (
-            self._transport is not None
-            and not self._writing
-            and not core.outbox
-            and not core.pending
-            and self._bucket.free(now)
-        )
-
-    async def send_now(self) -> None:
-        """Write the head of the outbox from the calling task (see :meth:`direct`)."""
-        transport, item = self._transport, self._core.next_outgoing()
-        if transport is None or item is None:
-            self.kick()
-            return
-        self._writing = True
-        try:
-            if frames_log.isEnabledFor(logging.DEBUG):
-                frames_log.debug("-> %s", codec.redact(item.frame))
-            await transport.send(item.frame)
-        except asyncio.CancelledError:
-            self._core.unsent(item)  # the caller abandons the ask
-            raise
-        except Exception as exc:
-            # Not the caller's failure: the connection is going. The frame goes back
-            # to the head of the outbox and the ask waits, as any other would.
-            self._core.unsent(item)
-            log.info("write failed (%s); the ask waits for the next connection", exc)
-            self.kick()
-        finally:
-            self._writing = False
+        self.sender.outbox_depth.complete()
 
     def hold(self, wait: float) -> None:
         """The server rate-limited an ask: send nothing for ``wait`` seconds."""
-        loop = asyncio.get_running_loop()
-        self._bucket.pause_until(loop.time() + wait)
-        self.kick()
+        self.sender.hold(asyncio.get_running_loop().time() + wait)
 
     def server_wait(self, retry_after: float) -> None:
         """The server asked us to stay away this long if it closes (4429)."""
@@ -304,10 +271,8 @@ class Connection:
                     )
                 except NexusConnectionError as exc:
                     return exc
-            self._transport = transport
-            self._wake = asyncio.Event()
             self._core.opened()  # messages flow from now on
-            writer = asyncio.create_task(self._write(transport), name="nexus-reactive-writer")
+            writer = self.sender.attach(transport)
             self._retry_after = None
             on_frame = self.on_frame
             first: FrameHandler | None = None
@@ -332,61 +297,12 @@ class Connection:
         finally:
             if grace is not None:
                 grace.cancel()
-            self._transport = None
-            self._wake = None
+            self.sender.detach()
             if writer is not None:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
             await transport.close()
-
-    async def _write(self, transport: Transport) -> None:
-        core = self._core
-        wake = self._wake
-        depth = self.outbox_depth
-        bucket = self._bucket
-        sent_event = self._events.sent
-        trace = frames_log.isEnabledFor(logging.DEBUG)
-        loop = asyncio.get_running_loop()
-        assert wake is not None
-        while True:
-            item = core.next_outgoing()
-            if item is None:
-                depth.refresh()
-                wake.clear()
-                await wake.wait()
-                continue
-            batch = [item]
-            if bucket.free(loop.time()):
-                # Everything queued goes out together: one write to the socket.
-                while len(batch) < _BATCH and (more := core.next_outgoing()) is not None:
-                    batch.append(more)
-            depth.refresh()
-            try:
-                delay = bucket.take(loop.time())
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                if trace:
-                    for sent in batch:
-                        frames_log.debug("-> %s", codec.redact(sent.frame))
-                self._writing = True
-                try:
-                    await transport.send_batch([sent.frame for sent in batch])
-                finally:
-                    self._writing = False
-            except asyncio.CancelledError:
-                for unsent in reversed(batch):
-                    core.unsent(unsent)
-                raise
-            except Exception as exc:
-                for unsent in reversed(batch):
-                    core.unsent(unsent)
-                log.info("write failed (%s); the frames wait for the next connection", exc)
-                await transport.close(1011)
-                return
-            for sent in batch:
-                if sent.key is not None:  # keyed: recorded by an observer (a journal)
-                    sent_event(sent.key)
 
     def _confirm_open(self) -> None:
         """The connection counts as open: publish ``connected``, release ``connect()``."""

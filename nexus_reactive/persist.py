@@ -35,7 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .core.events import ClientEvents
-from .errors import PersistenceError
+from .errors import PersistenceError, ProtocolError
+from .messages import Message
 
 if sys.platform != "win32":
     import fcntl
@@ -137,6 +138,20 @@ class Journal(ClientEvents):
 
     def __repr__(self) -> str:
         return f"<Journal {self.path}>"
+
+    def restored_messages(self) -> list[Message]:
+        """The restored history, decoded (unreadable frames are skipped and logged)."""
+        from . import codec
+
+        messages: list[Message] = []
+        for frame in self.restored.history:
+            try:
+                messages.append(codec.decode(frame))
+            except ProtocolError as exc:
+                log.warning("skipped an unreadable message in the journal: %s", exc)
+        if self.restored.outbox:
+            log.info("restored %d unsent message(s) from %s", len(self.restored.outbox), self.path)
+        return messages
 
     # -- recording (any thread; cheap, never blocks) ---------------------------------
 

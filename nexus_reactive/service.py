@@ -21,31 +21,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Self, TypeGuard, TypeVar, cast, overload
+from typing import Any, Self, TypeVar, overload
 
-from reactivex import Observable, abc
-from reactivex import operators as ops
+from reactivex import Observable
 
 from . import codec
 from .asks import AskTracker, Waiter
 from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
-from .connection import Connection
-from .core import Backoff, ClientCore, ConnectionState, Phase, Reconnector
+from .connection import Connection, new_core
+from .core import ClientCore, ConnectionState, Phase
 from .core.events import ClientEvents
 from .errors import ConnectionClosed, NexusError, ProtocolError, UsageError
+from .guards import check_loop_thread
 from .inbound import Receiver
 from .logs import enable_debug_from_env
 from .messages import (
     AskMessage,
-    AskRequest,
     AskResponse,
     Message,
     ResponseMessage,
+    ask_request,
     new_id,
 )
-from .observe import observe_ask
+from .observe import observe_answer, observe_pieces, of_type
 from .persist import Journal
 from .streams import Publisher, Stream, ValueStream
 from .transport import TransportFactory
@@ -85,19 +84,7 @@ class WebSocketService:
     ) -> None:
         self._config = config
         self._history_limit = history_limit or config.max_messages or DEFAULT_MAX_MESSAGES
-        reconnector = Reconnector(
-            backoff=Backoff(
-                initial=config.reconnect_interval,
-                maximum=config.max_reconnect_interval,
-                jitter=config.reconnect_jitter,
-            ),
-            max_attempts=config.max_reconnect_attempts,
-            reset_after=config.reset_backoff_after,
-            should_reconnect=config.should_reconnect,
-        )
-        self._core: ClientCore[Waiter] = ClientCore(
-            outbox_limit=config.outbox_limit, reconnector=reconnector
-        )
+        self._core: ClientCore[Waiter] = new_core(config)
         self._errors: Publisher[NexusError] = Publisher("errors")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -123,28 +110,7 @@ class WebSocketService:
         return f"<WebSocketService {self._config.url} {self._core.state}>"
 
     def _check_thread(self, name: str) -> None:
-        """Refuse, before any side effect, a call made off the loop's thread.
-
-        The service's state lives on its event loop's thread; everything that acts on
-        it (send, ask, connect, disconnect, close) must run there while that loop runs.
-        Registering handlers (``on_message``) and subscribing are safe from any thread.
-        """
-        loop = self._loop
-        if loop is None or not loop.is_running():
-            return
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not loop:
-            raise UsageError(
-                f"{name}() was called from thread {threading.current_thread().name!r}, which "
-                "is not running this service's event loop; nothing was done. Call it on "
-                f"the loop's thread: from another thread use loop.call_soon_threadsafe("
-                f"service.{name}, ...) or asyncio.run_coroutine_threadsafe(service.ask(...), "
-                "loop); or use a store's send_message / use_websocket_sync(...), which are "
-                "safe from any thread."
-            )
+        check_loop_thread(self._loop, name)
 
     def _report(self, error: NexusError) -> None:
         if isinstance(error, ProtocolError):
@@ -155,13 +121,7 @@ class WebSocketService:
         journal = Journal(path, history_limit=self._history_limit, on_error=self._journal_error)
         self._journal = journal
         self._core.restore(journal.restored.outbox)
-        for frame in journal.restored.history:
-            try:
-                self.restored_history.append(codec.decode(frame))
-            except ProtocolError as exc:
-                log.warning("skipped an unreadable message in the journal: %s", exc)
-        if journal.restored.outbox:
-            log.info("restored %d unsent message(s) from %s", len(journal.restored.outbox), path)
+        self.restored_history = journal.restored_messages()
 
     def _journal_error(self, error: NexusError) -> None:
         # Called on the journal's thread: hop to the loop if there is one.
@@ -211,29 +171,12 @@ class WebSocketService:
     def stream(self, type: str | type[M]) -> Observable[Message] | Observable[M]:
         """Inbound messages of one type: by name (``"error"``), or by class
         (``ErrorMessage``), which also types the stream for the checker."""
-        if isinstance(type, str):
-            wanted = type
-
-            def named(message: Message) -> bool:
-                return message.type == wanted
-
-            return self._receiver.messages.stream.pipe(ops.filter(named))
-        cls = type
-
-        def of_class(message: Message) -> TypeGuard[M]:
-            return isinstance(message, cls)
-
-        return self._receiver.messages.stream.pipe(
-            ops.filter(of_class), ops.map(lambda m: cast(M, m))
-        )
+        return of_type(self._receiver.messages.stream, type)
 
     @property
     def responses(self) -> Observable[ResponseMessage]:
         """Every ``response`` message, each answer once."""
-        return self._receiver.messages.stream.pipe(
-            ops.filter(lambda m: isinstance(m, ResponseMessage)),
-            ops.map(lambda m: cast(ResponseMessage, m)),
-        )
+        return of_type(self._receiver.messages.stream, ResponseMessage)
 
     def ask_rx(
         self, query: str, team_id: str | None = None, timeout: float | None = None
@@ -246,14 +189,7 @@ class WebSocketService:
         thread: the ask starts on the service's loop; emissions come on that thread.
         """
 
-        def starter(observer: abc.ObserverBase[AskResponse]) -> Any:
-            def finish(answer: AskResponse) -> None:
-                observer.on_next(answer)
-                observer.on_completed()
-
-            return self.ask(query, team_id, timeout), finish
-
-        return observe_ask(lambda: self._loop, starter)
+        return observe_answer(lambda: self._loop, lambda: self.ask(query, team_id, timeout))
 
     @property
     def outbox_depth(self) -> ValueStream[int]:
@@ -261,7 +197,7 @@ class WebSocketService:
 
         It emits when the depth changes while someone is subscribed.
         """
-        return self._connection.outbox_depth.stream
+        return self._connection.sender.outbox_depth.stream
 
     @property
     def outbox_size(self) -> int:
@@ -385,7 +321,7 @@ class WebSocketService:
             self._core.submit(frame, key)
             if key is not None:
                 self._events.queued(key, False, frame)
-        self._connection.kick()
+        self._connection.sender.kick()
 
     def send_query(
         self, query: str, team_id: str | None = None, *, message_id: str | None = None
@@ -406,9 +342,9 @@ class WebSocketService:
         """
         self._check_thread("send_query")
         ask_id = message_id or new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=_ask_request(query, team_id)))
+        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
         self._asks.track(ask_id, frame, None)
-        self._connection.kick()
+        self._connection.sender.kick()
         return ask_id
 
     async def ask(
@@ -444,25 +380,9 @@ class WebSocketService:
             # Nothing will connect until connect() is called again: say why now
             # instead of letting the ask sit out its timeout.
             raise connection.failure
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AskResponse] = loop.create_future()
         ask_id = new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=_ask_request(query, team_id)))
-        # Connected, nothing queued, writer idle, no pacing: write from this task and
-        # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
-        # nothing else was waiting to go first.
-        # A lone ask: asks made together go as a batch.
-        direct = connection.direct(loop.time())
-        self._asks.track(ask_id, frame, future, timeout, on_piece)
-        try:
-            if direct:
-                await connection.send_now()
-            else:
-                connection.kick()
-            return await future
-        finally:
-            if not future.done() or future.cancelled():
-                self._asks.abandon(ask_id)
+        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
+        return await self._asks.ask(ask_id, frame, connection.sender, timeout, on_piece)
 
     def ask_stream(
         self, query: str, team_id: str | None = None, timeout: float | None = None
@@ -477,25 +397,11 @@ class WebSocketService:
         ask runs, and the pieces are emitted, on the service's loop.
         """
 
-        def starter(observer: abc.ObserverBase[str]) -> Any:
-            pieces: list[str] = []
-
-            def on_piece(delta: str) -> None:
-                pieces.append(delta)
-                observer.on_next(delta)
-
-            def finish(answer: AskResponse) -> None:
-                sent = "".join(pieces)
-                if answer.answer.startswith(sent):
-                    if len(answer.answer) > len(sent):
-                        observer.on_next(answer.answer[len(sent) :])
-                else:
-                    log.warning("streamed pieces of %r differ from its final answer", query)
-                observer.on_completed()
-
-            return self._ask(query, team_id, timeout, on_piece), finish
-
-        return observe_ask(lambda: self._loop, starter)
+        return observe_pieces(
+            lambda: self._loop,
+            lambda on_piece: self._ask(query, team_id, timeout, on_piece),
+            query,
+        )
 
     # -- handlers ------------------------------------------------------------------
 
@@ -519,11 +425,3 @@ class WebSocketService:
     def on_response(self, handler: Callable[[ResponseMessage], None]) -> Callable[[], None]:
         """Call ``handler`` with every ``response`` message (each answer once)."""
         return self.on_message("response", handler)
-
-
-def _ask_request(query: str, team_id: str | None) -> AskRequest:
-    if not isinstance(query, str) or not query:
-        raise ProtocolError("an ask needs a non-empty query string; nothing was sent")
-    if team_id is not None and not isinstance(team_id, str):
-        raise ProtocolError("team_id must be a string or None; nothing was sent")
-    return AskRequest(query, team_id)
