@@ -111,9 +111,12 @@ def _layers(n: int, batch: int = 256, repeats: int = 5) -> int:
             ("json.loads (naive parse)", json.loads),
             ("msgspec Decoder.decode (typed, bare)", raw_decoder.decode),
             ("codec.decode", codec.decode),
-            ("service._on_frame, no subscriber", bare._on_frame),
-            ("service._on_frame + 1 messages subscriber", subscribed._on_frame),
-            ("store: service._on_frame -> store (+1 store subscriber)", store.service._on_frame),
+            ("Receiver.on_frame, no subscriber", bare._receiver.on_frame),
+            ("Receiver.on_frame + 1 messages subscriber", subscribed._receiver.on_frame),
+            (
+                "store: Receiver.on_frame -> store (+1 store subscriber)",
+                store.service._receiver.on_frame,
+            ),
         ]
         best: dict[str, float] = {}
         for _ in range(repeats):

@@ -377,7 +377,7 @@ class Suite:
     async def _retained_by_store(self, frames: list[bytes]) -> float:
         async with library.idle_store(self.flood_url(), self.api_key, len(frames)) as store:
             store.messages.subscribe(lambda history: None)
-            on_frame = store.service._on_frame  # decode -> dispatch -> messages -> store
+            on_frame = store.service._receiver.on_frame  # decode -> dispatch -> messages -> store
             batch = self.params.history_batch
             gc.collect()
             tracemalloc.start()

@@ -236,3 +236,18 @@ KNOWN_CLASSES: tuple[type[_Envelope], ...] = (
     ResponseChunkMessage,
 )
 KNOWN_TYPES: frozenset[str] = frozenset(cls.type for cls in KNOWN_CLASSES)
+
+
+def ask_request(query: str, team_id: str | None = None) -> AskRequest:
+    """An ask's payload, checked before anything is queued.
+
+    Raises:
+        ProtocolError: the query is empty or not a string, or ``team_id`` is not a string.
+    """
+    from .errors import ProtocolError
+
+    if not isinstance(query, str) or not query:
+        raise ProtocolError("an ask needs a non-empty query string; nothing was sent")
+    if team_id is not None and not isinstance(team_id, str):
+        raise ProtocolError("team_id must be a string or None; nothing was sent")
+    return AskRequest(query, team_id)

@@ -1,4 +1,5 @@
-"""Asks as Observables: the shared machinery behind ``ask_rx`` and ``ask_stream``.
+"""Asks as Observables: the shared machinery behind ``ask_rx`` and ``ask_stream``;
+and the typed views of the ``messages`` stream (``stream``, ``responses``).
 
 Each subscription starts one ask as a task on the service's event loop (from any
 thread), completes or errors with it, and abandons it when disposed.
@@ -7,16 +8,21 @@ thread), completes or errors with it, and abandons it when disposed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar, cast, overload
 
 import reactivex
 from reactivex import Observable, abc
+from reactivex import operators as ops
 from reactivex.disposable import Disposable, SerialDisposable
 
-from .messages import AskResponse
+from .messages import AskResponse, Message
 
-__all__ = ["observe_ask", "on_loop"]
+__all__ = ["observe_answer", "observe_ask", "observe_pieces", "of_type", "on_loop"]
+
+log = logging.getLogger("nexus_reactive.service")
+M = TypeVar("M", bound=Message)
 
 T = TypeVar("T")
 
@@ -85,3 +91,73 @@ def on_loop(
 
     loop.call_soon_threadsafe(begin)
     return holder
+
+
+Loop = Callable[[], asyncio.AbstractEventLoop | None]
+
+
+def observe_answer(
+    loop: Loop, ask: Callable[[], Coroutine[Any, Any, AskResponse]]
+) -> Observable[AskResponse]:
+    """``ask_rx``: each subscription asks once, emits the answer and completes."""
+
+    def starter(observer: abc.ObserverBase[AskResponse]) -> Any:
+        def finish(answer: AskResponse) -> None:
+            observer.on_next(answer)
+            observer.on_completed()
+
+        return ask(), finish
+
+    return observe_ask(loop, starter)
+
+
+def observe_pieces(
+    loop: Loop,
+    ask: Callable[[Callable[[str], None]], Coroutine[Any, Any, AskResponse]],
+    query: str,
+) -> Observable[str]:
+    """``ask_stream``: each subscription asks once and emits the answer's pieces, then
+    whatever the final answer adds to them, and completes."""
+
+    def starter(observer: abc.ObserverBase[str]) -> Any:
+        pieces: list[str] = []
+
+        def on_piece(delta: str) -> None:
+            pieces.append(delta)
+            observer.on_next(delta)
+
+        def finish(answer: AskResponse) -> None:
+            sent = "".join(pieces)
+            if answer.answer.startswith(sent):
+                if len(answer.answer) > len(sent):
+                    observer.on_next(answer.answer[len(sent) :])
+            else:
+                log.warning("streamed pieces of %r differ from its final answer", query)
+            observer.on_completed()
+
+        return ask(on_piece), finish
+
+    return observe_ask(loop, starter)
+
+
+@overload
+def of_type(stream: Observable[Message], type: str) -> Observable[Message]: ...
+@overload
+def of_type(stream: Observable[Message], type: type[M]) -> Observable[M]: ...
+def of_type(
+    stream: Observable[Message], type: str | type[M]
+) -> Observable[Message] | Observable[M]:
+    """The messages of one type: by name (``"error"``) or by class."""
+    if isinstance(type, str):
+        wanted = type
+
+        def named(message: Message) -> bool:
+            return message.type == wanted
+
+        return stream.pipe(ops.filter(named))
+    cls = type
+
+    def of_class(message: Message) -> TypeGuard[M]:
+        return isinstance(message, cls)
+
+    return stream.pipe(ops.filter(of_class), ops.map(lambda m: cast(M, m)))

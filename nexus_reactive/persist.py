@@ -34,7 +34,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import PersistenceError
+from .core.events import ClientEvents
+from .errors import PersistenceError, ProtocolError
+from .messages import Message
 
 if sys.platform != "win32":
     import fcntl
@@ -79,8 +81,11 @@ class Restored:
 _Op = tuple[str, str, bytes | None]
 
 
-class Journal:
+class Journal(ClientEvents):
     """The durable record of one service. Not shared between processes.
+
+    It observes the service's message events (:class:`ClientEvents`): the service
+    reports them to it, and to nothing else, in one place each.
 
     Args:
         path: the SQLite file (created if missing).
@@ -134,6 +139,20 @@ class Journal:
     def __repr__(self) -> str:
         return f"<Journal {self.path}>"
 
+    def restored_messages(self) -> list[Message]:
+        """The restored history, decoded (unreadable frames are skipped and logged)."""
+        from . import codec
+
+        messages: list[Message] = []
+        for frame in self.restored.history:
+            try:
+                messages.append(codec.decode(frame))
+            except ProtocolError as exc:
+                log.warning("skipped an unreadable message in the journal: %s", exc)
+        if self.restored.outbox:
+            log.info("restored %d unsent message(s) from %s", len(self.restored.outbox), self.path)
+        return messages
+
     # -- recording (any thread; cheap, never blocks) ---------------------------------
 
     def queued(self, key: str, is_ask: bool, frame: bytes) -> None:
@@ -144,6 +163,8 @@ class Journal:
         """A message other than an ask was written to the wire: it is done."""
         self._queue.put(("done", key, None))
 
+    sent = written
+
     def abandoned(self, ask_id: str) -> None:
         """An ask failed for its caller (timeout, disconnect): do not send it again."""
         self._queue.put(("done", ask_id, None))
@@ -152,8 +173,15 @@ class Journal:
         """A message for the history; ``answers`` is the ask it settles, if any."""
         self._queue.put(("received", answers or "", frame))
 
+    def answered(self, ask_id: str, frame: bytes) -> None:
+        """The first answer to ``ask_id``: recorded and the ask done, in one operation."""
+        self._queue.put(("received", ask_id, frame))
+
     def clear_history(self) -> None:
+        """Forget the received messages."""
         self._queue.put(("clear", "", None))
+
+    cleared = clear_history
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything recorded so far is committed.

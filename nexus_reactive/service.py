@@ -1,9 +1,19 @@
 """``WebSocketService``: the client class of the TypeScript design this library
 mirrors, its public API.
 
-The connection's life (attempts, the writer, the receive loop) and the asks in
-flight are in :mod:`nexus_reactive.link`; every decision (retry or give up, what
-to send next, what a reply means) is the pure :class:`~nexus_reactive.core.ClientCore`'s.
+A thin facade that composes the parts, each the one owner of its state:
+
+- :class:`~nexus_reactive.connection.Connection`: the socket, the writer, the
+  attempts, the rate bucket, the ``state`` stream;
+- :class:`~nexus_reactive.asks.AskTracker`: the asks in flight, their deadlines
+  and futures;
+- :class:`~nexus_reactive.inbound.Receiver`: what each frame means, and the
+  ``messages`` stream and ``on_message`` handlers;
+- the observer of message events (:class:`~nexus_reactive.core.events.ClientEvents`):
+  the journal with ``persist=``.
+
+Every decision (retry or give up, what to send next, what a reply means) is the
+pure :class:`~nexus_reactive.core.ClientCore`'s and :mod:`nexus_reactive.core`'s.
 """
 
 from __future__ import annotations
@@ -11,46 +21,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Self, TypeGuard, TypeVar, cast, overload
+from typing import Any, Self, TypeVar, overload
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from reactivex import Observable, abc
-from reactivex import operators as ops
+from reactivex import Observable
 
 from . import codec
+from .asks import AskTracker, Waiter
 from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
-from .core import (
-    Backoff,
-    ClientCore,
-    ConnectionState,
-    Deadlines,
-    Phase,
-    Reconnector,
-    TokenBucket,
-)
-from .errors import (
-    ConnectionClosed,
-    NexusConnectionError,
-    NexusError,
-    ProtocolError,
-    UsageError,
-)
-from .link import Handler, _Link, _Waiter
+from .connection import Connection, new_core
+from .core import ClientCore, ConnectionState, Phase
+from .core.events import ClientEvents
+from .errors import ConnectionClosed, NexusError, ProtocolError, UsageError
+from .guards import check_loop_thread
+from .inbound import Receiver
 from .logs import enable_debug_from_env
 from .messages import (
     AskMessage,
-    AskRequest,
     AskResponse,
     Message,
     ResponseMessage,
+    ask_request,
     new_id,
 )
-from .observe import observe_ask
+from .observe import observe_answer, observe_pieces, of_type
 from .persist import Journal
-from .streams import DerivedPublisher, Publisher, Stream, ValuePublisher, ValueStream
-from .transport import Transport
+from .streams import Publisher, Stream, ValueStream
+from .transport import TransportFactory
 
 __all__ = ["WebSocketService"]
 
@@ -59,13 +56,16 @@ log = logging.getLogger("nexus_reactive.service")
 M = TypeVar("M", bound=Message)
 
 
-class WebSocketService(_Link):
+class WebSocketService:
     """A client of a Nexus server: connect, send, ask, and observe.
 
     Args:
         config: where the server is and how to behave; see :class:`WebSocketConfig`.
         history_limit: how many received messages the journal (``persist=``)
             keeps; a store passes its ``max_messages``. Default 1,000.
+        transport_factory: for tests: opens each connection's transport instead of
+            aiohttp, ``(url, headers, deadline) -> Transport`` (see
+            :mod:`nexus_reactive.transport`), e.g. a scripted or fault-injecting one.
 
     The streams are hot and live on the event loop's thread:
 
@@ -75,93 +75,53 @@ class WebSocketService(_Link):
       attempts, connection-wide server errors, timeouts of unawaited asks).
     """
 
-    def __init__(self, config: WebSocketConfig, *, history_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        config: WebSocketConfig,
+        *,
+        history_limit: int | None = None,
+        transport_factory: TransportFactory | None = None,
+    ) -> None:
         self._config = config
         self._history_limit = history_limit or config.max_messages or DEFAULT_MAX_MESSAGES
-        reconnector = Reconnector(
-            backoff=Backoff(
-                initial=config.reconnect_interval,
-                maximum=config.max_reconnect_interval,
-                jitter=config.reconnect_jitter,
-            ),
-            max_attempts=config.max_reconnect_attempts,
-            reset_after=config.reset_backoff_after,
-            should_reconnect=config.should_reconnect,
-        )
-        self._core: ClientCore[_Waiter] = ClientCore(
-            outbox_limit=config.outbox_limit, reconnector=reconnector
-        )
-        # Publishers: the service alone emits; the properties hand out the streams.
-        self._state = ValuePublisher(self._core.state, "state")
-        self._messages: Publisher[Message] = Publisher("messages")
+        self._core: ClientCore[Waiter] = new_core(config)
         self._errors: Publisher[NexusError] = Publisher("errors")
-        self._handlers: dict[str, tuple[Handler, ...]] = {}
-        self._outbox_depth = DerivedPublisher(lambda: len(self._core.outbox), "outbox_depth")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        # Every supervisor started and not yet finished, including ones that
-        # disconnect() cancelled: close() waits for all of them.
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._ready: asyncio.Future[None] | None = None
-        self._transport: Transport | None = None
-        self._wake: asyncio.Event | None = None
         self._closed = False
-        # Why the service gave up for good; cleared by the next connect().
-        self._failure: NexusConnectionError | None = None
-        self._retry_after: float | None = None
-        self._signing_key: Ed25519PrivateKey | None = None
-        # Paces writes (config.rate) and holds them while a server's retry_after runs.
-        self._bucket = TokenBucket(config.rate, config.burst)
-        self._trace = False
-        self._writing = False  # a frame is being written (writer task or an ask)
-        # Ask timeouts: buckets, and one timer for the earliest (see core.deadlines).
-        self._deadlines: Deadlines[str] = Deadlines()
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._deadline_at: float | None = None
         enable_debug_from_env()
+        # The observer of message events: the journal (persist=), else nobody.
         self._journal: Journal | None = None
         self.restored_history: list[Message] = []
         if config.persist is not None:
             self._open_journal(config.persist)
+        events: ClientEvents = self._journal if self._journal is not None else ClientEvents()
+        self._events = events
+        self._asks = AskTracker(self._core, events, self._report, config.request_timeout)
+        self._connection = Connection(
+            config, self._core, events, self._report, self._asks.fail_all, transport_factory
+        )
+        self._receiver = Receiver(
+            self._asks, self._connection, self._journal, self._report, config.reconnect_interval
+        )
+        self._connection.on_frame = self._receiver.on_frame
+        self._connection.deliver = self._receiver.deliver
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.url} {self._core.state}>"
 
     def _check_thread(self, name: str) -> None:
-        """Refuse, before any side effect, a call made off the loop's thread.
+        check_loop_thread(self._loop, name)
 
-        The service's state lives on its event loop's thread; everything that acts on
-        it (send, ask, connect, disconnect, close) must run there while that loop runs.
-        Registering handlers (``on_message``) and subscribing are safe from any thread.
-        """
-        loop = self._loop
-        if loop is None or not loop.is_running():
-            return
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not loop:
-            raise UsageError(
-                f"{name}() was called from thread {threading.current_thread().name!r}, which "
-                "is not running this service's event loop; nothing was done. Call it on "
-                f"the loop's thread: from another thread use loop.call_soon_threadsafe("
-                f"service.{name}, ...) or asyncio.run_coroutine_threadsafe(service.ask(...), "
-                "loop); or use a store's send_message / use_websocket_sync(...), which are "
-                "safe from any thread."
-            )
+    def _report(self, error: NexusError) -> None:
+        if isinstance(error, ProtocolError):
+            log.warning("%s", error)
+        self._errors.emit(error)
 
     def _open_journal(self, path: str | os.PathLike[str]) -> None:
         journal = Journal(path, history_limit=self._history_limit, on_error=self._journal_error)
         self._journal = journal
         self._core.restore(journal.restored.outbox)
-        for frame in journal.restored.history:
-            try:
-                self.restored_history.append(codec.decode(frame))
-            except ProtocolError as exc:
-                log.warning("skipped an unreadable message in the journal: %s", exc)
-        if journal.restored.outbox:
-            log.info("restored %d unsent message(s) from %s", len(journal.restored.outbox), path)
+        self.restored_history = journal.restored_messages()
 
     def _journal_error(self, error: NexusError) -> None:
         # Called on the journal's thread: hop to the loop if there is one.
@@ -171,8 +131,7 @@ class WebSocketService(_Link):
 
     def forget_history(self) -> None:
         """Clear the journal's durable history (a store's ``clear_messages`` does)."""
-        if self._journal is not None:
-            self._journal.clear_history()
+        self._events.cleared()
 
     async def flush(self) -> None:
         """Wait until everything recorded in the journal (``persist=``) is durable."""
@@ -193,12 +152,12 @@ class WebSocketService(_Link):
     @property
     def messages(self) -> Stream[Message]:
         """Every valid inbound message, in arrival order."""
-        return self._messages.stream
+        return self._receiver.messages.stream
 
     @property
     def state(self) -> ValueStream[ConnectionState]:
         """The connection state; ``state.value`` is the current one."""
-        return self._state.stream
+        return self._connection.state.stream
 
     @property
     def errors(self) -> Observable[NexusError]:
@@ -212,27 +171,12 @@ class WebSocketService(_Link):
     def stream(self, type: str | type[M]) -> Observable[Message] | Observable[M]:
         """Inbound messages of one type: by name (``"error"``), or by class
         (``ErrorMessage``), which also types the stream for the checker."""
-        if isinstance(type, str):
-            wanted = type
-
-            def named(message: Message) -> bool:
-                return message.type == wanted
-
-            return self._messages.stream.pipe(ops.filter(named))
-        cls = type
-
-        def of_class(message: Message) -> TypeGuard[M]:
-            return isinstance(message, cls)
-
-        return self._messages.stream.pipe(ops.filter(of_class), ops.map(lambda m: cast(M, m)))
+        return of_type(self._receiver.messages.stream, type)
 
     @property
     def responses(self) -> Observable[ResponseMessage]:
         """Every ``response`` message, each answer once."""
-        return self._messages.stream.pipe(
-            ops.filter(lambda m: isinstance(m, ResponseMessage)),
-            ops.map(lambda m: cast(ResponseMessage, m)),
-        )
+        return of_type(self._receiver.messages.stream, ResponseMessage)
 
     def ask_rx(
         self, query: str, team_id: str | None = None, timeout: float | None = None
@@ -245,14 +189,7 @@ class WebSocketService(_Link):
         thread: the ask starts on the service's loop; emissions come on that thread.
         """
 
-        def starter(observer: abc.ObserverBase[AskResponse]) -> Any:
-            def finish(answer: AskResponse) -> None:
-                observer.on_next(answer)
-                observer.on_completed()
-
-            return self.ask(query, team_id, timeout), finish
-
-        return observe_ask(lambda: self._loop, starter)
+        return observe_answer(lambda: self._loop, lambda: self.ask(query, team_id, timeout))
 
     @property
     def outbox_depth(self) -> ValueStream[int]:
@@ -260,7 +197,7 @@ class WebSocketService(_Link):
 
         It emits when the depth changes while someone is subscribed.
         """
-        return self._outbox_depth.stream
+        return self._connection.sender.outbox_depth.stream
 
     @property
     def outbox_size(self) -> int:
@@ -270,7 +207,7 @@ class WebSocketService(_Link):
     @property
     def pending_count(self) -> int:
         """How many asks wait for their answer."""
-        return len(self._core.pending)
+        return len(self._asks)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -294,27 +231,19 @@ class WebSocketService(_Link):
             # Fail fast, before any traffic. A key provider is called once per attempt,
             # by the attempt itself (a failure there is retried per the policy).
             await self._config.resolve_api_key()
-        if self._config.signing_key is not None and self._signing_key is None:
+        connection = self._connection
+        if self._config.signing_key is not None and connection.signing_key is None:
             from .signing import load_signing_key  # only clients that sign need it
 
-            self._signing_key = load_signing_key(self._config.signing_key)
-        if self._state.value.connected:
+            connection.signing_key = load_signing_key(self._config.signing_key)
+        if connection.state.value.connected:
             return
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
         elif self._loop is not loop:
             raise UsageError("a WebSocketService is bound to the event loop it first ran on")
-        if self._ready is None or self._ready.done():
-            self._ready = loop.create_future()
-        ready = self._ready
-        if self._supervisor is None or self._supervisor.done():
-            self._core.restart()
-            self._failure = None
-            self._supervisor = loop.create_task(self._supervise(), name="nexus-reactive")
-            self._tasks.add(self._supervisor)
-            self._supervisor.add_done_callback(self._tasks.discard)
-        await asyncio.shield(ready)
+        await asyncio.shield(connection.start(loop))
 
     def disconnect(self) -> None:
         """Stop reconnecting and begin closing (synchronous, as in the TypeScript client).
@@ -326,23 +255,14 @@ class WebSocketService(_Link):
             UsageError: called off the event loop's thread; nothing was done.
         """
         self._check_thread("disconnect")
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
         reason = ConnectionClosed(
             "disconnect() was called before the answer arrived; connect() and ask again"
         )
-        self._fail_ready(reason)
+        self._connection.stop(reason)
         # Awaited asks fail now; fire-and-forget ones stay queued for the next connect().
-        awaited = self._core.pending.drain_where(
-            lambda e: e.waiter is not None and e.waiter.future is not None
-        )
-        for ask_id, entry in awaited:
-            self._finish(ask_id, entry.waiter, reason)
-            if self._journal is not None:
-                self._journal.abandoned(ask_id)
+        self._asks.fail_awaited(reason)
         if not self._closed and self._core.state.phase is not Phase.DISCONNECTED:
-            self._publish(self._core.stopped())
+            self._connection.publish(self._core.stopped())
 
     async def close(self) -> None:
         """Disconnect and wait until everything the service started has finished.
@@ -351,13 +271,10 @@ class WebSocketService(_Link):
         """
         self._check_thread("close")
         self.disconnect()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._connection.wait_finished()
         if not self._closed:
             self._closed = True
-            if self._deadline_timer is not None:
-                self._deadline_timer.cancel()
-                self._deadline_timer = self._deadline_at = None
+            self._asks.close()
             dropped = len(self._core.outbox)
             if self._journal is not None:
                 await asyncio.to_thread(self._journal.close)
@@ -365,10 +282,8 @@ class WebSocketService(_Link):
                     log.info("%d unsent message(s) kept in the journal", dropped)
             elif dropped:
                 log.warning("closed with %d unsent message(s) in the outbox", dropped)
-            self._publish(self._core.closed())
-            self._state.complete()
-            self._outbox_depth.complete()
-            self._messages.complete()
+            self._connection.close()
+            self._receiver.messages.complete()
             self._errors.complete()
 
     async def __aenter__(self) -> Self:
@@ -399,13 +314,14 @@ class WebSocketService(_Link):
         typed = codec.to_message(message)
         frame = codec.encode(typed)
         if isinstance(typed, AskMessage):
-            self._track(typed.id, frame, None)
-            return
-        key = new_id() if self._journal is not None else None
-        self._core.submit(frame, key)
-        if self._journal is not None and key is not None:
-            self._journal.queued(key, False, frame)
-        self._kick()
+            self._asks.track(typed.id, frame, None)
+        else:
+            # Keyed only for a journal: the writer reports keyed frames as sent.
+            key = new_id() if self._journal is not None else None
+            self._core.submit(frame, key)
+            if key is not None:
+                self._events.queued(key, False, frame)
+        self._connection.sender.kick()
 
     def send_query(
         self, query: str, team_id: str | None = None, *, message_id: str | None = None
@@ -426,8 +342,9 @@ class WebSocketService(_Link):
         """
         self._check_thread("send_query")
         ask_id = message_id or new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=_ask_request(query, team_id)))
-        self._track(ask_id, frame, None)
+        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
+        self._asks.track(ask_id, frame, None)
+        self._connection.sender.kick()
         return ask_id
 
     async def ask(
@@ -458,32 +375,14 @@ class WebSocketService(_Link):
         on_piece: Callable[[str], None] | None = None,
     ) -> AskResponse:
         self._check_thread("ask")
-        if self._failure is not None:
+        connection = self._connection
+        if connection.failure is not None:
             # Nothing will connect until connect() is called again: say why now
             # instead of letting the ask sit out its timeout.
-            raise self._failure
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AskResponse] = loop.create_future()
+            raise connection.failure
         ask_id = new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=_ask_request(query, team_id)))
-        # Connected, nothing queued, writer idle, no pacing: write from this task and
-        # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
-        # nothing else was waiting to go first.
-        direct = (
-            self._transport is not None
-            and not self._writing
-            and not self._core.outbox
-            and not self._core.pending  # a lone ask: asks made together go as a batch
-            and self._bucket.free(loop.time())
-        )
-        self._track(ask_id, frame, future, timeout, on_piece, kick=not direct)
-        try:
-            if direct:
-                await self._send_now()
-            return await future
-        finally:
-            if not future.done() or future.cancelled():
-                self._abandon(ask_id)
+        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
+        return await self._asks.ask(ask_id, frame, connection.sender, timeout, on_piece)
 
     def ask_stream(
         self, query: str, team_id: str | None = None, timeout: float | None = None
@@ -498,25 +397,11 @@ class WebSocketService(_Link):
         ask runs, and the pieces are emitted, on the service's loop.
         """
 
-        def starter(observer: abc.ObserverBase[str]) -> Any:
-            pieces: list[str] = []
-
-            def on_piece(delta: str) -> None:
-                pieces.append(delta)
-                observer.on_next(delta)
-
-            def finish(answer: AskResponse) -> None:
-                sent = "".join(pieces)
-                if answer.answer.startswith(sent):
-                    if len(answer.answer) > len(sent):
-                        observer.on_next(answer.answer[len(sent) :])
-                else:
-                    log.warning("streamed pieces of %r differ from its final answer", query)
-                observer.on_completed()
-
-            return self._ask(query, team_id, timeout, on_piece), finish
-
-        return observe_ask(lambda: self._loop, starter)
+        return observe_pieces(
+            lambda: self._loop,
+            lambda on_piece: self._ask(query, team_id, timeout, on_piece),
+            query,
+        )
 
     # -- handlers ------------------------------------------------------------------
 
@@ -528,22 +413,15 @@ class WebSocketService(_Link):
         Returns:
             A function that unsubscribes the handler.
         """
-        self._handlers[type] = (*self._handlers.get(type, ()), handler)
+        registry = self._receiver.handlers
+        registry[type] = (*registry.get(type, ()), handler)
 
         def unsubscribe() -> None:
-            handlers = self._handlers.get(type, ())
-            self._handlers[type] = tuple(h for h in handlers if h is not handler)
+            handlers = registry.get(type, ())
+            registry[type] = tuple(h for h in handlers if h is not handler)
 
         return unsubscribe
 
     def on_response(self, handler: Callable[[ResponseMessage], None]) -> Callable[[], None]:
         """Call ``handler`` with every ``response`` message (each answer once)."""
         return self.on_message("response", handler)
-
-
-def _ask_request(query: str, team_id: str | None) -> AskRequest:
-    if not isinstance(query, str) or not query:
-        raise ProtocolError("an ask needs a non-empty query string; nothing was sent")
-    if team_id is not None and not isinstance(team_id, str):
-        raise ProtocolError("team_id must be a string or None; nothing was sent")
-    return AskRequest(query, team_id)

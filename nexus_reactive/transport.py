@@ -12,17 +12,25 @@ import asyncio
 import contextlib
 import logging
 import ssl as _ssl
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from aiohttp import WSMsgType
 from yarl import URL
 
-from .core.policy import close_error, http_error
+from .core.opening import AUTH_HEADER
+from .core.policy import close_error, close_retry_after, header_retry_after, http_error
 from .errors import NexusConnectionError, ProtocolError, RedirectRefused
 
-__all__ = ["Transport", "open_session", "open_transport", "private_seams"]
+__all__ = [
+    "AiohttpTransport",
+    "Transport",
+    "TransportFactory",
+    "open_session",
+    "open_transport",
+    "private_seams",
+]
 
 log = logging.getLogger("nexus_reactive.transport")
 
@@ -58,6 +66,9 @@ _RETRY_ATTR = "_retry_connection"
 _WRITER_ATTR = "_writer"
 _WRITER_ATTRS = ("_write_websocket_frame", "transport", "protocol", "_output_size", "_limit")
 _PROTOCOL_ATTRS = ("_paused", "_drain_helper")
+#: ClientWebSocketResponse -> the upgrade's ClientResponse: its headers (``x-nexus-auth``)
+#: (fallback: the header is unknown, and a client without a key waits CHALLENGE_GRACE).
+_RESPONSE_ATTR = "_response"
 
 
 def private_seams(ws: object | None = None, session: object | None = None) -> dict[str, bool]:
@@ -71,6 +82,9 @@ def private_seams(ws: object | None = None, session: object | None = None) -> di
     if session is not None:
         seams[f"ClientSession.{_RETRY_ATTR}"] = hasattr(session, _RETRY_ATTR)
     if ws is not None:
+        seams[f"ClientWebSocketResponse.{_RESPONSE_ATTR}"] = hasattr(
+            getattr(ws, _RESPONSE_ATTR, None), "headers"
+        )
         writer = getattr(ws, _WRITER_ATTR, None)
         seams[f"ClientWebSocketResponse.{_WRITER_ATTR}"] = writer is not None
         for name in _WRITER_ATTRS:
@@ -79,6 +93,15 @@ def private_seams(ws: object | None = None, session: object | None = None) -> di
         for name in _PROTOCOL_ATTRS:
             seams[f"WebSocketWriter.protocol.{name}"] = hasattr(protocol, name)
     return seams
+
+
+def _auth_header(ws: object) -> str | None:
+    """The upgrade response's ``x-nexus-auth`` header, when aiohttp lets us read it."""
+    headers = getattr(getattr(ws, _RESPONSE_ATTR, None), "headers", None)
+    if headers is None:
+        return None
+    value = headers.get(AUTH_HEADER)
+    return value if isinstance(value, str) else None
 
 
 def _batch_writer(ws: object) -> Any:
@@ -95,14 +118,56 @@ def _batch_writer(ws: object) -> Any:
     return writer
 
 
-class Transport:
-    """One open WebSocket connection."""
+class Transport(Protocol):
+    """One open connection, as the client uses it: the seam between the connection's
+    life (:mod:`nexus_reactive.connection`) and the socket.
 
-    __slots__ = ("_batcher", "_ws")
+    :class:`AiohttpTransport` is the real one; a test may pass a scripted or
+    fault-injecting one through ``WebSocketService(transport_factory=...)``.
+    """
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse[Literal[False]]) -> None:
+    #: The upgrade response's ``x-nexus-auth`` header, if the server sent one.
+    auth: str | None
+
+    async def send(self, frame: bytes) -> None:
+        """Write one text frame."""
+
+    async def send_batch(self, frames: list[bytes]) -> None:
+        """Write several text frames, in order."""
+
+    async def pump(
+        self,
+        on_frame: Callable[[bytes], NexusConnectionError | None],
+        on_invalid: Callable[[ProtocolError], None],
+        on_first: Callable[[bytes], NexusConnectionError | None] | None = None,
+    ) -> NexusConnectionError:
+        """Receive until the connection ends (or a handler returns an error); say why."""
+        ...
+
+    async def receive_frame(self) -> bytes:
+        """Receive one text frame (handshakes); raise NexusConnectionError if it ends."""
+        ...
+
+    async def close(self, code: int = 1000) -> None:
+        """Close (idempotent); never raises."""
+
+
+#: Opens a transport: ``(url, headers, deadline)`` -> an open :class:`Transport`,
+#: or raises :class:`NexusConnectionError`. ``deadline`` is in the loop's time.
+TransportFactory = Callable[[str, Mapping[str, str], float], Awaitable[Transport]]
+
+
+class AiohttpTransport:
+    """One open WebSocket connection, over aiohttp."""
+
+    __slots__ = ("_batcher", "_ws", "auth")
+
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse[Literal[False]], auth: str | None = None
+    ) -> None:
         self._ws = ws
         self._batcher: Any = _batch_writer(ws)
+        self.auth = auth
 
     @property
     def closed(self) -> bool:
@@ -191,7 +256,7 @@ class Transport:
         ws = self._ws
         if kind is WSMsgType.CLOSE and isinstance(data, int):
             reason = extra if isinstance(extra, str) else ""
-            return close_error(data, reason, retry_after=_retry_after_in(reason))
+            return close_error(data, reason, retry_after=close_retry_after(reason))
         exc = ws.exception()
         code = ws.close_code
         if isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009:
@@ -259,7 +324,7 @@ async def open_transport(
     connect_timeout: float = 10.0,
     max_message_size: int = 4 * 1024 * 1024,
     deadline: float | None = None,
-) -> Transport:
+) -> AiohttpTransport:
     """Open a WebSocket to ``url``.
 
     Args:
@@ -289,7 +354,8 @@ async def open_transport(
     except _Redirected as exc:
         raise RedirectRefused(exc.status, exc.location, _origin(url)) from None
     except aiohttp.WSServerHandshakeError as exc:
-        raise http_error(exc.status, _retry_after(exc.headers)) from None
+        retry_after = header_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+        raise http_error(exc.status, retry_after) from None
     except aiohttp.ClientConnectorCertificateError as exc:
         raise NexusConnectionError(
             f"the server's TLS certificate was rejected ({_cert_reason(exc)}). If the "
@@ -303,7 +369,7 @@ async def open_transport(
         ) from None
     except (aiohttp.ClientError, OSError) as exc:
         raise NexusConnectionError(f"cannot connect to {url}: {_describe(exc)}") from None
-    return Transport(ws)
+    return AiohttpTransport(ws, _auth_header(ws))
 
 
 def _origin(url: str) -> str:
@@ -313,28 +379,9 @@ def _origin(url: str) -> str:
         return url
 
 
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    if not headers:
-        return None
-    try:
-        return max(0.0, float(headers.get("Retry-After", "")))
-    except ValueError:
-        return None
-
-
 def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
     error = exc.certificate_error
     return getattr(error, "verify_message", None) or str(error) or "verification failed"
-
-
-def _retry_after_in(reason: str) -> float | None:
-    """A close reason may carry ``retry_after``: ``"retry_after=2.5"`` or ``"2.5"``."""
-    text = reason.strip().removeprefix("retry_after").lstrip(":= ")
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if value >= 0 else None
 
 
 def _describe(exc: BaseException) -> str:

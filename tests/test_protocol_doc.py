@@ -22,7 +22,7 @@ import msgspec
 import pytest
 from aiohttp import WSCloseCode
 
-from nexus_reactive import WebSocketConfig, messages, transport
+from nexus_reactive import WebSocketConfig, messages
 from nexus_reactive.core import policy
 from nexus_reactive.errors import AuthenticationError
 from nexus_reactive.server import create_app
@@ -571,8 +571,8 @@ def test_the_client_acts_on_each_close_code_as_documented(page: Section) -> None
         )
         assert isinstance(error, AuthenticationError) is fatal
     # 4429's wait comes in the close reason, in either documented form.
-    assert transport._retry_after_in("retry_after=2.5") == 2.5
-    assert transport._retry_after_in("2.5") == 2.5
+    assert policy.close_retry_after("retry_after=2.5") == 2.5
+    assert policy.close_retry_after("2.5") == 2.5
 
 
 def test_close_codes_named_anywhere_are_in_the_table(page: Section) -> None:
@@ -635,7 +635,7 @@ def test_the_client_acts_on_each_http_status_as_documented(page: Section) -> Non
                 f"docs/protocol.md says HTTP {code}: {row['client action']!r}; the client's "
                 f"policy has retryable={error.retryable}"
             )
-    assert transport._retry_after({"Retry-After": "3"}) == 3.0
+    assert policy.header_retry_after("3") == 3.0
 
 
 # --- limits --------------------------------------------------------------------------

@@ -24,6 +24,9 @@ WHAT_DEGRADES = {
     "ClientSession._retry_connection": (
         "aiohttp may re-send the upgrade once on a reset: one attempt becomes two sockets"
     ),
+    "ClientWebSocketResponse._response": (
+        "the x-nexus-auth header is not read: a client without a key waits CHALLENGE_GRACE"
+    ),
     "ClientWebSocketResponse._writer": "frames queued together go one by one (slower)",
     "WebSocketWriter._write_websocket_frame": "frames queued together go one by one (slower)",
     "WebSocketWriter.transport": "frames queued together go one by one (slower)",

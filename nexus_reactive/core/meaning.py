@@ -9,7 +9,8 @@ codes map to fatal or retryable failures. The close-code and HTTP-status table i
 
 from __future__ import annotations
 
-from ..errors import AuthenticationError, NexusConnectionError
+from ..errors import AuthenticationError, NexusConnectionError, ServerError
+from ..messages import ErrorMessage
 
 __all__ = [
     "AUTH_REJECTED",
@@ -18,6 +19,7 @@ __all__ = [
     "connection_retry_after",
     "handshake_error",
     "rate_limit_wait",
+    "server_error",
 ]
 
 #: The error code of a request the server refused for now; the same ask goes again.
@@ -74,3 +76,9 @@ def handshake_error(code: str, text: str, retry_after: float | None) -> NexusCon
     return NexusConnectionError(
         f"the server answered the handshake with {code!r}: {text}", retry_after=retry_after
     )
+
+
+def server_error(message: ErrorMessage) -> ServerError:
+    """An ``error`` reply as the exception an ask fails with (or ``errors`` reports)."""
+    p = message.payload
+    return ServerError(p.code, p.message, message_id=message.id, retry_after=p.retry_after)

@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from ..errors import AuthenticationError, NexusConnectionError
 
-__all__ = ["FATAL_CLOSE_CODES", "close_error", "http_error"]
+__all__ = [
+    "FATAL_CLOSE_CODES",
+    "close_error",
+    "close_retry_after",
+    "header_retry_after",
+    "http_error",
+]
 
 FATAL_CLOSE_CODES = frozenset({4401, 4403})
 
@@ -89,3 +95,23 @@ def http_error(status: int, retry_after: float | None = None) -> NexusConnection
         retryable=False,
         status=status,
     )
+
+
+def close_retry_after(reason: str) -> float | None:
+    """The wait a close reason asks for: ``"retry_after=2.5"`` or ``"2.5"`` (4429)."""
+    text = reason.strip().removeprefix("retry_after").lstrip(":= ")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def header_retry_after(value: str | None) -> float | None:
+    """An HTTP ``Retry-After`` header in seconds (a refused upgrade, 429 or 503)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -30,6 +30,7 @@ from typing import Any, assert_never
 from aiohttp import WSMsgType, web
 
 from .. import codec
+from ..core.opening import AUTH_HEADER
 from ..errors import ProtocolError
 from ..messages import (
     AskMessage,
@@ -88,6 +89,9 @@ async def handle_upgrade(request: web.Request, state: ServerState) -> web.Stream
             status=401,
         )
     ws = web.WebSocketResponse(max_msg_size=state.max_message_size, heartbeat=state.heartbeat)
+    # Say in the upgrade whether a challenge follows: a client without a key then
+    # fails at once, and one without the need opens without waiting for a frame.
+    ws.headers[AUTH_HEADER] = "challenge" if state.key_auth is not None else "none"
     if not ws.can_prepare(request).ok:
         return web.json_response(
             {"error": "bad_request", "message": "expected a WebSocket upgrade"}, status=400

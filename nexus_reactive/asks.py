@@ -1,0 +1,261 @@
+"""The asks in flight: :class:`AskTracker`, the asyncio shell around the core's table.
+
+The pure memory (which asks are pending, which ids were answered or abandoned)
+is :class:`~nexus_reactive.core.PendingTable`; this module owns what asyncio adds
+to it: each ask's future and its streamed-piece listener, its deadline (in
+buckets, one timer for all), and what settles or fails it. Nothing else changes
+that state: the receive side asks the tracker to settle, the service to track
+or abandon, the connection to fail them all when it gives up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .core import ClientCore, Deadlines
+from .core.events import ClientEvents
+from .core.meaning import server_error
+from .errors import NexusError, RequestTimeout
+from .messages import AskResponse, ErrorMessage, ResponseChunkMessage, ResponseMessage
+
+if TYPE_CHECKING:
+    from .outbound import Sender
+
+__all__ = ["AskTracker", "Waiter"]
+
+log = logging.getLogger("nexus_reactive.service")
+
+
+class Waiter:
+    """What the core holds for an ask: its future (if awaited), its deadline bucket,
+    and who wants its streamed pieces."""
+
+    __slots__ = ("future", "limit", "on_piece", "slot")
+
+    def __init__(
+        self,
+        future: asyncio.Future[AskResponse] | None,
+        on_piece: Callable[[str], None] | None = None,
+    ) -> None:
+        self.future = future
+        self.on_piece = on_piece
+        self.slot: int | None = None  # its bucket in the tracker's Deadlines
+        self.limit = 0.0
+
+
+class AskTracker:
+    """Pending asks, their deadlines, the one timer, their waiters.
+
+    Args:
+        core: the pure client whose :class:`PendingTable` remembers the asks.
+        events: the observer told of queued and abandoned asks.
+        report: where a failure nobody awaits goes (the ``errors`` stream).
+        request_timeout: the default deadline of an ask, in seconds (``None``: none).
+    """
+
+    __slots__ = (
+        "_core",
+        "_deadlines",
+        "_events",
+        "_loop",
+        "_report",
+        "_timeout",
+        "_timer",
+        "_timer_at",
+        "chunk",
+        "reply",
+        "resend",
+    )
+
+    def __init__(
+        self,
+        core: ClientCore[Waiter],
+        events: ClientEvents,
+        report: Callable[[NexusError], None],
+        request_timeout: float | None,
+    ) -> None:
+        self._core = core
+        self._events = events
+        self._report = report
+        self._timeout = request_timeout
+        self._deadlines: Deadlines[str] = Deadlines()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Classify a reply by id (the core's table, bound once: the hot path).
+        self.reply = core.reply
+        #: Order a streamed piece of an answer (see ``ClientCore.chunk``).
+        self.chunk = core.chunk
+        #: Send a pending ask again first (the server rate-limited it).
+        self.resend = core.resend
+
+    def __len__(self) -> int:
+        return len(self._core.pending)
+
+    # -- what the application does -------------------------------------------------------
+
+    def track(
+        self,
+        ask_id: str,
+        frame: bytes,
+        future: asyncio.Future[AskResponse] | None,
+        timeout: float | None = None,
+        on_piece: Callable[[str], None] | None = None,
+    ) -> None:
+        """Queue an ask and follow it until it is answered, abandoned or times out.
+
+        Raises:
+            OutboxFull: nothing was queued or tracked.
+            ProtocolError: an ask with this id is pending already.
+        """
+        waiter = Waiter(future, on_piece)
+        self._core.submit_ask(ask_id, frame, waiter)
+        self._events.queued(ask_id, True, frame)
+        limit = timeout if timeout is not None else self._timeout
+        if limit is not None:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            waiter.limit = limit
+            waiter.slot = slot = self._deadlines.add(ask_id, loop.time() + limit)
+            if self._timer_at is None or slot * self._deadlines.resolution < self._timer_at:
+                self._arm(loop)
+
+    async def ask(
+        self,
+        ask_id: str,
+        frame: bytes,
+        sender: Sender,
+        timeout: float | None = None,
+        on_piece: Callable[[str], None] | None = None,
+    ) -> AskResponse:
+        """Track an ask, have it written, and wait for exactly its answer.
+
+        Abandoned if the caller stops waiting (cancelled): a late answer is then
+        delivered once, to the streams.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AskResponse] = loop.create_future()
+        # Connected, nothing queued, writer idle, no pacing: write from this task and
+        # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
+        # nothing else was waiting to go first. (Asks made together go as a batch.)
+        direct = sender.direct(loop.time())
+        self.track(ask_id, frame, future, timeout, on_piece)
+        try:
+            if direct:
+                await sender.send_now()
+            else:
+                sender.kick()
+            return await future
+        finally:
+            if not future.done() or future.cancelled():
+                self.abandon(ask_id)
+
+    def abandon(self, ask_id: str) -> None:
+        """Stop following an ask (its caller gave up); a late answer is delivered once."""
+        entry = self._core.abandon(ask_id)
+        if entry is None:
+            return
+        self._events.abandoned(ask_id)
+        if entry.waiter is not None:
+            self._untime(ask_id, entry.waiter)
+
+    # -- what the server does ------------------------------------------------------------
+
+    def settle(self, waiter: Waiter, message: ResponseMessage | ErrorMessage) -> None:
+        """The first answer to an ask (already removed by :attr:`reply`) arrived."""
+        if waiter.slot is not None:
+            self._deadlines.remove(message.id, waiter.slot)
+            waiter.slot = None
+        future = waiter.future
+        if future is None or future.done():
+            return
+        if type(message) is ResponseMessage:
+            future.set_result(message.payload)
+        else:
+            future.set_exception(server_error(message))  # type: ignore[arg-type]
+
+    def piece(self, piece: ResponseChunkMessage) -> None:
+        """Hand a streamed piece to the ask's listener (``ask_stream``), if any."""
+        entry = self._core.pending.get(piece.id)
+        if entry is not None and entry.waiter is not None and entry.waiter.on_piece is not None:
+            try:
+                entry.waiter.on_piece(piece.payload.delta)
+            except Exception:
+                log.exception("an ask_stream subscriber raised")
+
+    # -- failing them at once --------------------------------------------------------------
+
+    def fail_all(self, error: NexusError) -> None:
+        """The connection gave up: every pending ask fails with ``error``."""
+        for ask_id, entry in self._core.pending.drain():
+            self._fail(ask_id, entry.waiter, error)
+
+    def fail_awaited(self, error: NexusError) -> None:
+        """``disconnect()``: awaited asks fail; fire-and-forget ones stay queued."""
+        awaited = self._core.pending.drain_where(
+            lambda e: e.waiter is not None and e.waiter.future is not None
+        )
+        for ask_id, entry in awaited:
+            self._fail(ask_id, entry.waiter, error)
+            self._events.abandoned(ask_id)
+
+    def close(self) -> None:
+        """Cancel the deadline timer (the service is closing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _fail(self, ask_id: str, waiter: Waiter | None, error: NexusError) -> None:
+        """Fail one ask: its future if awaited, else report on ``errors``."""
+        if waiter is None:
+            return
+        self._untime(ask_id, waiter)
+        future = waiter.future
+        if future is None:
+            self._report(error)
+        elif not future.done():
+            future.set_exception(error)
+
+    def _untime(self, ask_id: str, waiter: Waiter) -> None:
+        if waiter.slot is not None:
+            self._deadlines.remove(ask_id, waiter.slot)
+            waiter.slot = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep one timer, for the earliest deadline bucket."""
+        when = self._deadlines.next_due()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None if when is None else loop.call_at(when, self._on_due)
+        self._timer_at = when
+
+    def _on_due(self) -> None:
+        self._timer = self._timer_at = None
+        loop = asyncio.get_running_loop()
+        pending = self._core.pending
+        for ask_id in self._deadlines.pop_due(loop.time()):
+            entry = pending.get(ask_id)
+            if entry is not None and entry.waiter is not None:
+                entry.waiter.slot = None
+                self._expire(ask_id, entry.waiter.limit)
+        self._arm(loop)
+
+    def _expire(self, ask_id: str, limit: float) -> None:
+        entry = self._core.abandon(ask_id)
+        if entry is None:
+            return
+        self._events.abandoned(ask_id)
+        error = RequestTimeout(
+            f"no answer to ask {ask_id} within {limit:g}s (request_timeout); the server "
+            "may be slow or unreachable. Raise the timeout or check state.error.",
+            message_id=ask_id,
+        )
+        self._fail(ask_id, entry.waiter, error)

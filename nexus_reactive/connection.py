@@ -1,0 +1,361 @@
+"""One connection's life: :class:`Connection` owns the socket and everything that
+lives with it.
+
+A supervisor task makes attempts (retrying per the core's policy), answers the
+key-pair challenge, runs a writer task and the receive loop while connected,
+and sleeps out the backoff between attempts. The connection alone holds the
+transport, the writer, the wake-up event, the rate bucket, the ``connect()``
+future and the state stream. Every decision is the pure core's; this module
+performs the I/O. Frames received go to the receive side (:mod:`.inbound`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from . import codec
+from .config import WebSocketConfig
+from .core import Backoff, ClientCore, ConnectionState, Reconnector
+from .core.events import ClientEvents
+from .core.meaning import challenge_error
+from .core.opening import Opening, opening
+from .errors import ConfigError, NexusConnectionError, NexusError, ProtocolError
+from .messages import ChallengeMessage, Message
+from .outbound import Sender
+from .streams import ValuePublisher
+from .transport import Transport, TransportFactory, open_session, open_transport
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from .asks import Waiter
+
+__all__ = ["CHALLENGE_GRACE", "Connection", "new_core"]
+
+# The service's loggers: this module is the service's inside.
+log = logging.getLogger("nexus_reactive.service")
+frames_log = logging.getLogger("nexus_reactive.frames")
+
+#: Seconds a client without a signing key waits for a first frame before it reports
+#: the connection open, when the server did not say (``x-nexus-auth``) whether it
+#: requires key-pair authentication (such a server sends its challenge first).
+#: Messages are not held meanwhile.
+CHALLENGE_GRACE = 0.05
+
+FrameHandler = Callable[[bytes], NexusConnectionError | None]
+
+
+def new_core(config: WebSocketConfig) -> ClientCore[Waiter]:
+    """The pure client for ``config``: its outbox limit and its retry policy."""
+    reconnector = Reconnector(
+        backoff=Backoff(
+            initial=config.reconnect_interval,
+            maximum=config.max_reconnect_interval,
+            jitter=config.reconnect_jitter,
+        ),
+        max_attempts=config.max_reconnect_attempts,
+        reset_after=config.reset_backoff_after,
+        should_reconnect=config.should_reconnect,
+    )
+    return ClientCore(outbox_limit=config.outbox_limit, reconnector=reconnector)
+
+
+class Connection:
+    """The socket and its life: attempts, the receive loop, and (through its
+    :class:`~nexus_reactive.outbound.Sender`) the writer, wake-up and rate bucket.
+
+    Args:
+        config: the connection's settings.
+        core: the pure client (state, outbox, retry budget).
+        events: told when a message other than an ask was written.
+        report: where errors go that nobody awaits (the ``errors`` stream).
+        fail_asks: fails every pending ask when the connection gives up.
+        transport_factory: opens a transport (url, headers, deadline); by default
+            aiohttp's. For tests: a scripted or fault-injecting transport.
+
+    Set :attr:`on_frame` and :attr:`deliver` (the receive side) before :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        config: WebSocketConfig,
+        core: ClientCore[Waiter],
+        events: ClientEvents,
+        report: Callable[[NexusError], None],
+        fail_asks: Callable[[NexusError], None],
+        transport_factory: TransportFactory | None = None,
+    ) -> None:
+        self._config = config
+        self._core = core
+        self._report = report
+        self._fail_asks = fail_asks
+        self._factory = transport_factory
+        self.on_frame: FrameHandler = _unbound
+        self.deliver: Callable[[Message], None] = _unbound
+        # Publishers: the connection alone emits; the service hands out the streams.
+        self.state = ValuePublisher(core.state, "state")
+        #: The send side: writer, wake-up, rate bucket, ``outbox_depth``.
+        self.sender = Sender(core, config.rate, config.burst, events.sent)
+        self._supervisor: asyncio.Task[None] | None = None
+        # Every supervisor started and not yet finished, including ones that
+        # stop() cancelled: wait_finished() waits for all of them.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ready: asyncio.Future[None] | None = None
+        #: Why the connection gave up for good; cleared by the next start().
+        self.failure: NexusConnectionError | None = None
+        self._retry_after: float | None = None
+        self.signing_key: Ed25519PrivateKey | None = None
+
+    # -- commands ----------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """Start the supervisor unless it runs; return the future ``connect()`` awaits."""
+        if self._ready is None or self._ready.done():
+            self._ready = loop.create_future()
+        if self._supervisor is None or self._supervisor.done():
+            self._core.restart()
+            self.failure = None
+            self._supervisor = loop.create_task(self._supervise(), name="nexus-reactive")
+            self._tasks.add(self._supervisor)
+            self._supervisor.add_done_callback(self._tasks.discard)
+        return self._ready
+
+    def stop(self, reason: NexusError) -> None:
+        """Stop the supervisor (it closes the socket as it ends); fail ``connect()``."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+        self._fail_ready(reason)
+
+    async def wait_finished(self) -> None:
+        """Wait until every supervisor started has finished."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        """The service is finished: publish ``closed`` and complete the streams."""
+        self.publish(self._core.closed())
+        self.state.complete()
+        self.sender.outbox_depth.complete()
+
+    def hold(self, wait: float) -> None:
+        """The server rate-limited an ask: send nothing for ``wait`` seconds."""
+        self.sender.hold(asyncio.get_running_loop().time() + wait)
+
+    def server_wait(self, retry_after: float) -> None:
+        """The server asked us to stay away this long if it closes (4429)."""
+        self._retry_after = retry_after
+
+    def challenged(self) -> NexusConnectionError | None:
+        """What a ``challenge`` in the receive loop means: the handshake ran before it,
+        so a client with a key authenticated; one without cannot answer."""
+        has_key = self.signing_key is not None
+        error = challenge_error(has_key, authenticated=has_key)
+        if error is None:
+            log.warning("ignored a second challenge on an authenticated connection")
+        return error
+
+    def publish(self, state: ConnectionState) -> None:
+        if state != self.state.value:
+            log.debug("state: %s", state)
+            self.state.set(state)
+
+    # -- the supervisor ----------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        if self._factory is not None:
+            await self._run(self._factory)
+            return
+        # The session lives exactly as long as this task: close() awaits it, and a
+        # supervisor that gives up leaves nothing open behind it.
+        config = self._config
+        async with open_session() as session:
+
+            async def dial(url: str, headers: Mapping[str, str], deadline: float) -> Transport:
+                return await open_transport(
+                    session,
+                    url,
+                    headers=headers,
+                    ssl=config.ssl,
+                    heartbeat=config.heartbeat,
+                    connect_timeout=config.connect_timeout,
+                    max_message_size=config.max_message_size,
+                    deadline=deadline,
+                )
+
+            await self._run(dial)
+
+    async def _run(self, dial: TransportFactory) -> None:
+        core = self._core
+        try:
+            while True:
+                self.publish(core.attempt())
+                try:
+                    transport = await self._open(dial)
+                except NexusConnectionError as exc:
+                    error = exc
+                except Exception as exc:  # any failure of an attempt is one
+                    log.warning("a connection attempt failed unexpectedly", exc_info=True)
+                    error = NexusConnectionError(f"the connection attempt failed: {exc!r}")
+                else:
+                    try:
+                        error = await self._serve(transport)
+                    except Exception as exc:  # a bug of ours: retried per the policy
+                        log.warning("the connection failed unexpectedly", exc_info=True)
+                        error = NexusConnectionError(f"the connection failed: {exc!r}")
+                self._report(error)
+                decision = core.lost(error)
+                self.publish(core.state)
+                if decision.delay is None:
+                    log.warning("giving up: %s", decision.error)
+                    self._give_up(decision.error)
+                    return
+                log.info("%s; next attempt in %.2fs", error, decision.delay)
+                await asyncio.sleep(decision.delay)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: surface it instead of hanging the callers
+            log.exception("the connection supervisor failed")
+            fatal = NexusConnectionError(f"internal error: {exc!r}", retryable=False)
+            core.lost(fatal)
+            self.publish(core.state)  # never left in a phase that no task drives
+            self._give_up(fatal)
+
+    async def _open(self, dial: TransportFactory) -> Transport:
+        """One attempt: the key (the provider is called exactly once), then the upgrade,
+        both within ``connect_timeout``."""
+        config = self._config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.connect_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                api_key = await config.resolve_api_key()
+        except TimeoutError:
+            raise NexusConnectionError(
+                "the API key provider did not return a key within connect_timeout "
+                f"({config.connect_timeout:g}s)"
+            ) from None
+        except ConfigError as exc:
+            raise NexusConnectionError(f"{exc}. Not retrying.", retryable=False) from exc
+        except Exception as exc:
+            raise NexusConnectionError(
+                f"the API key provider raised {type(exc).__name__}: {exc}"
+            ) from exc
+        # x-max-message-size: a server that would send a bigger reply refuses that ask
+        # (error too_large) instead of having it closed with 1009 on every reconnect.
+        headers = {
+            **config.headers,
+            "x-api-key": api_key,
+            "x-max-message-size": str(config.max_message_size),
+        }
+        return await dial(config.url, headers, deadline)
+
+    async def _serve(self, transport: Transport) -> NexusConnectionError:
+        """Run one open connection until it ends; return why it ended."""
+        writer: asyncio.Task[None] | None = None
+        grace: asyncio.TimerHandle | None = None
+        try:
+            plan, refused = opening(self.signing_key is not None, transport.auth)
+            if refused is not None:
+                return refused
+            if plan is Opening.HANDSHAKE:
+                from .handshake import authenticate
+
+                assert self.signing_key is not None
+                self.publish(self._core.authenticating())
+                try:
+                    await authenticate(
+                        transport,
+                        self.signing_key,
+                        self._config.auth_timeout,
+                        self.deliver,
+                        self._report,
+                    )
+                except NexusConnectionError as exc:
+                    return exc
+            self._core.opened()  # messages flow from now on
+            writer = self.sender.attach(transport)
+            self._retry_after = None
+            on_frame = self.on_frame
+            first: FrameHandler | None = None
+            if plan is Opening.GRACE:
+                # The server did not say whether it requires key-pair authentication;
+                # one that does sends its challenge as the first frame after the
+                # upgrade: the connection counts as open (state, connect()) once the
+                # first frame is not a challenge, or once CHALLENGE_GRACE has passed
+                # without a frame. Messages flow meanwhile.
+                first = self._first_frame(on_frame)
+                grace = asyncio.get_running_loop().call_later(CHALLENGE_GRACE, self._confirm_open)
+            else:
+                self._confirm_open()
+            if frames_log.isEnabledFor(logging.DEBUG):
+                # Checked once per connection: the hot path pays nothing for tracing.
+                on_frame = _traced(on_frame)
+                first = None if first is None else _traced(first)
+            error = await transport.pump(on_frame, self._report, first)
+            if self._retry_after is not None and error.retry_after is None and error.retryable:
+                error.retry_after = self._retry_after
+            return error
+        finally:
+            if grace is not None:
+                grace.cancel()
+            self.sender.detach()
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+            await transport.close()
+
+    def _confirm_open(self) -> None:
+        """The connection counts as open: publish ``connected``, release ``connect()``."""
+        core = self._core
+        if not core.state.connected or self.state.value.connected:
+            return
+        self.publish(core.state)
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    def _first_frame(self, on_frame: FrameHandler) -> FrameHandler:
+        """The handler of the first frame of a connection without a signing key: a
+        challenge is fatal before the connection was ever reported open."""
+
+        def first(frame: bytes) -> NexusConnectionError | None:
+            try:
+                message = codec.decode(frame)
+            except ProtocolError:
+                message = None
+            if type(message) is ChallengeMessage:
+                self.deliver(message)
+                return self.challenged()
+            self._confirm_open()
+            return on_frame(frame)
+
+        return first
+
+    def _give_up(self, error: NexusConnectionError) -> None:
+        self.failure = error
+        self._fail_ready(error)
+        self._fail_asks(error)
+
+    def _fail_ready(self, error: NexusError) -> None:
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_exception(error)
+            ready.exception()  # retrieved: a store that never awaits must not warn
+
+
+def _traced(on_frame: FrameHandler) -> FrameHandler:
+    def traced(frame: bytes) -> NexusConnectionError | None:
+        frames_log.debug("<- %s", codec.redact(frame))
+        return on_frame(frame)
+
+    return traced
+
+
+def _unbound(_: object) -> None:
+    raise RuntimeError("Connection.on_frame and .deliver must be set before start()")

@@ -1,0 +1,166 @@
+"""The receive side: :class:`Receiver` turns each frame into what it means and who
+hears of it.
+
+It decodes a frame, asks the core what it means (an answer, a repeat, a rate limit,
+a challenge...), settles the ask through the :class:`~nexus_reactive.asks.AskTracker`,
+tells the observer (a journal), and delivers the message to ``messages`` and the
+``on_message`` handlers. It owns the ``messages`` publisher and the handlers.
+
+This is the client's hot path: dispatch is on ``type(message)`` (an ``isinstance``
+against a msgspec class costs several times more), a ``response`` (the common case)
+takes the shortest way through, and everything it calls is bound once, here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from . import codec
+from .asks import AskTracker
+from .connection import Connection
+from .core import Reply
+from .core.events import ClientEvents
+from .core.meaning import connection_retry_after, rate_limit_wait, server_error
+from .errors import NexusConnectionError, NexusError, ProtocolError
+from .messages import (
+    AuthOkMessage,
+    ChallengeMessage,
+    ErrorMessage,
+    Message,
+    ResponseChunkMessage,
+    ResponseMessage,
+)
+from .streams import Publisher
+
+__all__ = ["Handler", "Receiver"]
+
+log = logging.getLogger("nexus_reactive.service")
+
+#: An ``on_message`` handler.
+Handler = Callable[[Any], None]
+
+# Module constants: an enum attribute lookup per message is measurable.
+_FIRST = Reply.FIRST
+_DUPLICATE = Reply.DUPLICATE
+_decode = codec.decode
+
+
+class Receiver:
+    """Decode, settle and deliver inbound frames.
+
+    Args:
+        tracker: settles the asks that frames answer.
+        connection: told of rate limits and challenges.
+        events: the observer (a journal) of received messages, or ``None``.
+        report: where malformed frames and unawaited failures go.
+        rate_limit_default: the wait after a ``rate_limited`` reply without
+            ``retry_after`` (``reconnect_interval``).
+    """
+
+    __slots__ = (
+        "_chunk",
+        "_connection",
+        "_default_wait",
+        "_emit",
+        "_events",
+        "_piece",
+        "_reply",
+        "_report",
+        "_resend",
+        "_settle",
+        "handlers",
+        "messages",
+    )
+
+    def __init__(
+        self,
+        tracker: AskTracker,
+        connection: Connection,
+        events: ClientEvents | None,
+        report: Callable[[NexusError], None],
+        rate_limit_default: float,
+    ) -> None:
+        self.messages: Publisher[Message] = Publisher("messages")
+        #: ``on_message`` handlers by message type, swapped in atomically.
+        self.handlers: dict[str, tuple[Handler, ...]] = {}
+        self._connection = connection
+        self._events = events
+        self._report = report
+        self._default_wait = rate_limit_default
+        # Bound once: one attribute load per call on the hot path.
+        self._emit = self.messages.emit
+        self._reply = tracker.reply
+        self._settle = tracker.settle
+        self._chunk = tracker.chunk
+        self._piece = tracker.piece
+        self._resend = tracker.resend
+
+    def on_frame(self, frame: bytes) -> NexusConnectionError | None:
+        """Decode, settle and deliver one frame; an error return ends the connection."""
+        try:
+            message = _decode(frame)
+        except ProtocolError as exc:
+            self._report(exc)
+            return None
+        if type(message) is ResponseMessage or type(message) is ErrorMessage:
+            return self._on_reply(message, frame)
+        if type(message) is ResponseChunkMessage:
+            for piece in self._chunk(message.id, message.payload.index, message):
+                self._piece(piece)
+                self.deliver(piece)
+            return None
+        if type(message) is ChallengeMessage:
+            return self._connection.challenged()
+        if self._events is not None and type(message) is not AuthOkMessage:
+            self._events.received(frame)
+        self.deliver(message)
+        return None
+
+    def deliver(self, message: Message) -> None:
+        """Emit on ``messages`` and call the handlers of its type."""
+        self._emit(message)
+        if not self.handlers:
+            return
+        handlers = self.handlers.get(message.type)
+        if handlers:
+            for handler in handlers:
+                try:
+                    handler(message)
+                except Exception:
+                    log.exception("an on_message handler for %r raised", message.type)
+
+    def _on_reply(
+        self, message: ResponseMessage | ErrorMessage, frame: bytes
+    ) -> NexusConnectionError | None:
+        if type(message) is ErrorMessage:
+            p = message.payload
+            wait = rate_limit_wait(p.code, p.retry_after, self._default_wait)
+            if wait is not None and self._resend(message.id):
+                # Not an answer: the server will take the same ask (same id) later.
+                log.info("rate limited: ask %s waits %.2fs, as the server asked", message.id, wait)
+                self._report(server_error(message))
+                self._connection.hold(wait)
+                return None
+        outcome, entry = self._reply(message.id)
+        if outcome is _DUPLICATE:
+            log.debug("dropped a second answer to %s", message.id)
+            return None
+        events = self._events
+        if events is not None:
+            # One operation: the answer is durable exactly when its ask is done.
+            if outcome is _FIRST:
+                events.answered(message.id, frame)
+            else:
+                events.received(frame)
+        if entry is not None:
+            if entry.waiter is not None:
+                self._settle(entry.waiter, message)
+        elif type(message) is ErrorMessage:
+            retry_after = connection_retry_after(message.id, message.payload.retry_after)
+            if retry_after is not None:
+                self._connection.server_wait(retry_after)
+            self._report(server_error(message))
+        self.deliver(message)
+        return None

@@ -1,0 +1,158 @@
+"""The send side of a connection: :class:`Sender` writes the outbox to the socket.
+
+It owns what writing needs: the wake-up event, the rate bucket (``rate``, and
+the pause a server's ``retry_after`` asks for), whether a write is under way, and
+the ``outbox_depth`` stream. The :class:`~nexus_reactive.connection.Connection`
+owns the sender and runs its writer task while a connection is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import codec
+from .core import ClientCore, TokenBucket
+from .streams import DerivedPublisher
+from .transport import Transport
+
+if TYPE_CHECKING:
+    from .asks import Waiter
+
+__all__ = ["Sender"]
+
+log = logging.getLogger("nexus_reactive.service")
+frames_log = logging.getLogger("nexus_reactive.frames")
+
+# Frames written to the socket at once, at most.
+_BATCH = 256
+
+
+class Sender:
+    """Writes the core's outbox to the open transport, paced by the rate bucket.
+
+    Args:
+        core: the pure client whose outbox is written.
+        rate: messages per second at most (``None``: unpaced), and ``burst``.
+        sent: told of each keyed frame written (a journal's ``sent`` event).
+    """
+
+    def __init__(
+        self,
+        core: ClientCore[Waiter],
+        rate: float | None,
+        burst: int | None,
+        sent: Callable[[str], None],
+    ) -> None:
+        self._core = core
+        self._sent = sent
+        self._bucket = TokenBucket(rate, burst)
+        self._transport: Transport | None = None
+        self._wake: asyncio.Event | None = None
+        self._writing = False  # a frame is being written (writer task or an ask)
+        self.outbox_depth = DerivedPublisher(lambda: len(core.outbox), "outbox_depth")
+
+    def kick(self) -> None:
+        """Something was queued: wake the writer (when connected)."""
+        self.outbox_depth.refresh()
+        if self._wake is not None and self._core.state.connected:
+            self._wake.set()
+
+    def direct(self, now: float) -> bool:
+        """Whether a lone ask may be written from the caller's task right now
+        (connected, nothing queued or pending, writer idle, no pacing)."""
+        core = self._core
+        return (
+            self._transport is not None
+            and not self._writing
+            and not core.outbox
+            and not core.pending
+            and self._bucket.free(now)
+        )
+
+    async def send_now(self) -> None:
+        """Write the head of the outbox from the calling task (see :meth:`direct`)."""
+        transport, item = self._transport, self._core.next_outgoing()
+        if transport is None or item is None:
+            self.kick()
+            return
+        self._writing = True
+        try:
+            if frames_log.isEnabledFor(logging.DEBUG):
+                frames_log.debug("-> %s", codec.redact(item.frame))
+            await transport.send(item.frame)
+        except asyncio.CancelledError:
+            self._core.unsent(item)  # the caller abandons the ask
+            raise
+        except Exception as exc:
+            # Not the caller's failure: the connection is going. The frame goes back
+            # to the head of the outbox and the ask waits, as any other would.
+            self._core.unsent(item)
+            log.info("write failed (%s); the ask waits for the next connection", exc)
+            self.kick()
+        finally:
+            self._writing = False
+
+    def hold(self, until: float) -> None:
+        """Send nothing before the loop time ``until`` (a server's ``retry_after``)."""
+        self._bucket.pause_until(until)
+        self.kick()
+
+    def attach(self, transport: Transport) -> asyncio.Task[None]:
+        """A connection opened: start writing to it; returns the writer task."""
+        self._transport = transport
+        self._wake = asyncio.Event()
+        return asyncio.create_task(self._write(transport, self._wake), name="nexus-reactive-writer")
+
+    def detach(self) -> None:
+        """The connection ended: nothing writes until the next :meth:`attach`."""
+        self._transport = None
+        self._wake = None
+
+    async def _write(self, transport: Transport, wake: asyncio.Event) -> None:
+        core = self._core
+        depth = self.outbox_depth
+        bucket = self._bucket
+        sent_event = self._sent
+        trace = frames_log.isEnabledFor(logging.DEBUG)
+        loop = asyncio.get_running_loop()
+        while True:
+            item = core.next_outgoing()
+            if item is None:
+                depth.refresh()
+                wake.clear()
+                await wake.wait()
+                continue
+            batch = [item]
+            if bucket.free(loop.time()):
+                # Everything queued goes out together: one write to the socket.
+                while len(batch) < _BATCH and (more := core.next_outgoing()) is not None:
+                    batch.append(more)
+            depth.refresh()
+            try:
+                delay = bucket.take(loop.time())
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if trace:
+                    for sent in batch:
+                        frames_log.debug("-> %s", codec.redact(sent.frame))
+                self._writing = True
+                try:
+                    await transport.send_batch([sent.frame for sent in batch])
+                finally:
+                    self._writing = False
+            except asyncio.CancelledError:
+                for unsent in reversed(batch):
+                    core.unsent(unsent)
+                raise
+            except Exception as exc:
+                for unsent in reversed(batch):
+                    core.unsent(unsent)
+                log.info("write failed (%s); the frames wait for the next connection", exc)
+                await transport.close(1011)
+                return
+            for sent in batch:
+                if sent.key is not None:  # keyed: recorded by an observer (a journal)
+                    sent_event(sent.key)
