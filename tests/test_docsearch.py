@@ -146,6 +146,17 @@ def test_a_table_is_not_a_section_s_opening(tmp_path: Path) -> None:
     assert passage.opening == "Every option is a keyword."
 
 
+def test_the_answer_quotes_a_table_s_matching_row(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text(
+        "# Options\n\nEvery option of the client.\n\n| option | default | what |\n"
+        "| --- | --- | --- |\n| `heartbeat` | 15.0 | seconds between pings |\n"
+        "| `request_timeout` | 60.0 | the bound on an ask |\n",
+        encoding="utf-8",
+    )
+    response = DocsEngine(tmp_path)(AskRequest(query="What is request_timeout?"))
+    assert response.answer == "From a: `request_timeout` | 60.0 | the bound on an ask"
+
+
 def test_each_call_answers_from_the_best_passage(engine: DocsEngine) -> None:
     response = ask(engine, "How do I trust a self-signed certificate?")
     assert response.context is not None

@@ -640,6 +640,11 @@ def _sentences(text: str) -> Iterator[str]:
             continue
         units: list[str] = []
         for line in lines:
+            if _TABLE.match(line):
+                # A table row is a sentence of its own; its |---| rule is none.
+                if line.strip("|-: \t"):
+                    units.append(" | ".join(cell.strip() for cell in line.strip(" |").split("|")))
+                continue
             if _LIST_MARKER.match(line) or not units:
                 units.append(_LIST_MARKER.sub("", line, count=1))
             else:
