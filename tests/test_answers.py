@@ -141,6 +141,8 @@ def test_the_golden_set_meets_the_goal(engine: DocsEngine) -> None:
 
 def test_what_is_it_gets_the_readmes_introduction(engine: DocsEngine) -> None:
     response = engine(AskRequest(query="What is nexus-reactive?"))
-    assert response.answer.startswith("From README: A typed, reactive asyncio client")
+    assert response.answer.startswith(
+        "From README: nexus-reactive is a typed, reactive asyncio client"
+    )
     assert response.context is not None and response.context.startswith("README: ")
     assert "keygen" not in response.answer

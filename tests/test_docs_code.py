@@ -453,13 +453,30 @@ def test_page_leaves_nothing_behind(page: str, pages: dict[str, PageRun]) -> Non
     pages[page].finish()
 
 
+def test_the_readmes_first_example_prints_what_the_readme_shows(
+    pages: dict[str, PageRun], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's first screen: its first example prints, against the reference
+    server, exactly the answer the ```text block after it shows."""
+    readme = DOCUMENTS["README.md"]
+    first = next(e for e in readme if e.parsed.kind == "python")
+    shown = re.match(r"\s*It printed:\s*```text\n(.*?)\n```", readme.text[first.end :], re.DOTALL)
+    assert shown is not None, "the README's first example is followed by what it printed"
+    pages["README.md"].run(first)
+    assert capsys.readouterr().out.rstrip("\n") == shown.group(1)
+
+
 def test_the_readme_tour_prints_an_answer(
     pages: dict[str, PageRun], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The README's first example prints the connection's states, the server's
-    answer, and its closing line."""
-    first = next(e for e in DOCUMENTS["README.md"] if e.parsed.kind == "python")
-    pages["README.md"].run(first)
+    """The README's tour (the React hook's example) prints the connection's states,
+    the server's answer, and its closing line."""
+    tour = next(
+        e
+        for e in DOCUMENTS["README.md"]
+        if e.parsed.kind == "python" and "use_websocket(url=" in str(e.parsed.source)
+    )
+    pages["README.md"].run(tour)
     lines = capsys.readouterr().out.splitlines()
     assert "Status: Connected" in lines, lines
     answers = [line for line in lines if line.strip() and not line.startswith("Status:")]

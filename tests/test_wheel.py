@@ -101,7 +101,9 @@ def test_an_installed_wheel_answers_from_its_docs(wheel: Path, tmp_path: Path) -
         server.terminate()
         _, err = server.communicate(timeout=DEADLINE)
     assert asked.returncode == 0, asked.stderr
-    assert asked.stdout.startswith("From README: A typed, reactive asyncio client"), asked.stdout
+    assert asked.stdout.startswith(
+        "From README: nexus-reactive is a typed, reactive asyncio client"
+    ), asked.stdout
     assert server.returncode == 0, err
     code = (
         "from nexus_reactive.server.docsearch import project_docs_root; print(project_docs_root())"
