@@ -11,6 +11,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock 2>/dev/null | ck
 # uv uses the interpreter the venv was made with and never downloads one of its own.
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Material for MkDocs prints a banner about its successor on every build; `make docs` stays quiet.
+export NO_MKDOCS_2_WARNING := 1
 
 PYTEST_ENV := PYTHONASYNCIODEBUG=1
 PYTEST_ARGS := -X dev -W error::ResourceWarning -m pytest -q
