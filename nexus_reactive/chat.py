@@ -4,8 +4,9 @@ It uses nothing but the public store API: :func:`~nexus_reactive.use_websocket`
 on Textual's own asyncio loop, ``store.state`` for the status line, ``store.messages``
 for the answers (matched to questions by the id ``send_message`` returns), and
 ``clear_messages`` / ``close`` for the keys. The question box has the focus from the
-start; the status line above the footer says how the connection is. Every emission arrives on the loop's
-thread, which is the thread Textual draws on, so handlers update widgets directly.
+start; the status line above the footer says how the connection is. Every emission
+arrives on the loop's thread, which is the thread Textual draws on, so handlers update
+widgets directly.
 
 Keys: Enter sends, Ctrl+L clears the conversation, Ctrl+Q closes the connection and quits.
 Textual is an optional dependency: ``pip install 'nexus-reactive[tui]'``.
