@@ -91,6 +91,7 @@ class TkChat:
             width=80,
             height=20,
             wrap="word",
+            font="TkDefaultFont",
             state="disabled",
             yscrollcommand=scrollbar.set,
             padx=4,

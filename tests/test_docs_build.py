@@ -151,3 +151,20 @@ def test_python_samples_are_valid_python(page: str) -> None:
             compile(block, f"{page}, python block {number}", "exec", ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         except SyntaxError as exc:
             pytest.fail(f"{page}, python block {number}: {exc}")
+
+
+def test_the_screenshots_are_shown_and_small(site: Path) -> None:
+    """docs/images/ (made by ``make screenshots``): each picture is on its page."""
+    where = {
+        "textual-chat.svg": ("quickstart", "ui-toolkits"),
+        "tk-chat.png": ("ui-toolkits",),
+        "qt-chat.png": ("ui-toolkits",),
+        "notebook-live-view.png": ("notebooks",),
+    }
+    for image, pages in where.items():
+        path = DOCS / "images" / image
+        assert path.is_file() and path.stat().st_size < 200_000, image
+        assert (site / "images" / image).is_file(), image
+        for page in pages:
+            built = (site / page / "index.html").read_text()
+            assert re.search(rf'<img alt="[^"]+" src="\.\./images/{re.escape(image)}"', built), page
