@@ -11,11 +11,13 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock 2>/dev/null | ck
 # uv uses the interpreter the venv was made with and never downloads one of its own.
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Material for MkDocs prints a banner about its successor on every build; `make docs` stays quiet.
+export NO_MKDOCS_2_WARNING := 1
 
 PYTEST_ENV := PYTHONASYNCIODEBUG=1
 PYTEST_ARGS := -X dev -W error::ResourceWarning -m pytest -q
 
-.PHONY: install demo test lint format soak bench docs lock test-lowest test-latest clean
+.PHONY: install demo test lint format soak bench docs screenshots lock test-lowest test-latest clean
 
 install: $(STAMP)
 
@@ -69,6 +71,12 @@ bench: install
 ## Build the documentation site (MkDocs + mkdocstrings) into site/; warnings are errors.
 docs: install
 	$(BIN)/python -m mkdocs build --strict
+
+## Remake docs/images/ (the Textual chat, the Tk and Qt examples, the notebook's live view)
+## and examples/notebook.ipynb's outputs, against the reference server. Needs, from Debian:
+## xvfb imagemagick chromium (and Qt's X libraries, see .ci/run).
+screenshots: install
+	$(BIN)/python docs/screenshots/make.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,10 +1,12 @@
 """``nexus-reactive chat``: a terminal chat with a Nexus server, built with Textual.
 
 It uses nothing but the public store API: :func:`~nexus_reactive.use_websocket`
-on Textual's own asyncio loop, ``store.state`` for the status bar, ``store.messages``
+on Textual's own asyncio loop, ``store.state`` for the status line, ``store.messages``
 for the answers (matched to questions by the id ``send_message`` returns), and
-``clear_messages`` / ``close`` for the keys. Every emission arrives on the loop's
-thread, which is the thread Textual draws on, so handlers update widgets directly.
+``clear_messages`` / ``close`` for the keys. The question box has the focus from the
+start; the status line above the footer says how the connection is. Every emission
+arrives on the loop's thread, which is the thread Textual draws on, so handlers update
+widgets directly.
 
 Keys: Enter sends, Ctrl+L clears the conversation, Ctrl+Q closes the connection and quits.
 Textual is an optional dependency: ``pip install 'nexus-reactive[tui]'``.
@@ -94,10 +96,10 @@ class ChatApp(App[int]):
 
     TITLE = "Nexus chat"
     CSS = """
-    #status { dock: top; height: auto; padding: 0 1; background: $panel; }
+    #conversation { height: 1fr; padding: 0 1; }
+    #status { height: auto; padding: 0 1; background: $panel; color: $warning; }
     #status.connected { color: $success; }
     #status.trouble { color: $error; }
-    #conversation { height: 1fr; padding: 0 1; }
     .turn { margin-bottom: 1; }
     """
     BINDINGS = [  # noqa: RUF012 (Textual's own declaration style)
@@ -125,9 +127,11 @@ class ChatApp(App[int]):
         self._notice: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("Starting", id="status", markup=False)
+        # The status line sits at the bottom, on the footer, where the eye goes after
+        # typing: "Reconnecting" shows there the moment the server goes away.
         yield VerticalScroll(id="conversation")
         yield Input(placeholder="Ask a question and press Enter", id="question")
+        yield Static("Starting", id="status", markup=False)
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -237,7 +241,7 @@ class ChatApp(App[int]):
 
     def _show_status(self) -> None:
         status = self.query_one("#status", Static)
-        text = f"{describe_state(self._state)} · {self._config.url}"
+        text = f"● {describe_state(self._state)} · {self._config.url}"
         if self._notice:
             text += f"\n{self._notice}"
         status.update(Content(text))

@@ -53,6 +53,22 @@ async def test_connects_asks_and_shows_the_answer_with_usage(nexus: Nexus) -> No
         assert app.query_one("#question", Input).value == ""
 
 
+async def test_the_question_box_has_the_focus_and_the_state_sits_on_the_footer(
+    nexus: Nexus,
+) -> None:
+    """Type at once, no click; the connection state is the line above the key help."""
+    app = ChatApp(nexus.config())
+    async with app.run_test() as pilot:
+        assert app.focused is app.query_one("#question", Input)
+        await shows(app, "Connected", "status")
+        status_line = app.query_one("#status", Static)
+        assert status_line.has_class("connected")
+        footer = app.query_one("Footer")
+        assert status_line.region.bottom == footer.region.y  # right on the footer
+        await pilot.press(*"typed")  # straight into the question box
+        assert app.query_one("#question", Input).value == "typed"
+
+
 async def test_url_and_key_keywords_and_team_id(start_nexus: Any) -> None:
     def teams(request: AskRequest) -> AskResponse:
         return AskResponse(answer=f"{request.query} for team {request.team_id}")

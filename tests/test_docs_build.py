@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import html
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,16 @@ DOCS = ROOT / "docs"
 BUILD_TIMEOUT = 120  # seconds
 
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+#: What reStructuredText leaves behind when Markdown renders it.
+_REST_ARTEFACTS = re.compile(r":(?:py:)?(?:class|func|meth|attr|exc|mod|obj|data):|::")
+
+
+def _text(page: str) -> str:
+    """What a reader sees of an HTML page: its text, without tags, unescaped."""
+    body = page.split("<body", 1)[-1]
+    body = re.sub(r"<script\b.*?</script>", "", body, flags=re.DOTALL)
+    return html.unescape(_TAG.sub("", body))
 
 
 def _mkdocs_missing() -> str | None:
@@ -46,6 +57,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
         cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
@@ -80,9 +92,52 @@ def test_every_page_is_built_and_the_examples_are_included(site: Path) -> None:
         assert built.is_file(), page
     # The quickstart page includes examples/quickstart.py itself, not a copy.
     quickstart = (site / "quickstart" / "index.html").read_text()
-    assert "async def main(url: str, questions: list[str]) -&gt; int:" in quickstart
+    assert "async def main(url: str, questions: list[str]) -> int:" in _text(quickstart)
     mapping = (site / "from-typescript" / "index.html").read_text()
     assert "useWebSocket" in mapping and "use_websocket" in mapping
+
+
+def test_the_api_reference_shows_no_restructuredtext(site: Path) -> None:
+    """Roles become links or code, ``Example::`` becomes ``Example:`` and a code block."""
+    api = (site / "api" / "index.html").read_text()
+    leftovers = [
+        _text(api)[max(0, m.start() - 40) : m.end() + 20]
+        for m in _REST_ARTEFACTS.finditer(_text(api))
+    ]
+    assert leftovers == []
+    # ... and the roles became cross-references to the objects they name.
+    assert 'href="#nexus_reactive.WebSocketConfig"><code>WebSocketConfig</code></a>' in api
+    # The tree of errors was a `::` literal block: now a code block.
+    assert re.search(r'<div class="language-text highlight">.*?NexusError', api, re.DOTALL)
+
+
+def test_each_signature_is_shown_once(site: Path) -> None:
+    api = _text((site / "api" / "index.html").read_text())
+    # The signature (with its @overload stubs) was in the heading and twice below it.
+    assert api.count("use_websocket(\n    config:") == 1
+    assert api.count("use_websocket(config") == 0
+    assert api.count("use_websocket_sync(\n    config:") == 1
+
+
+def test_code_is_highlighted_when_the_site_is_built(site: Path) -> None:
+    """Pygments spans in the HTML: highlighted offline, with no script from elsewhere."""
+    for page in ("api", "quickstart", "from-typescript"):
+        built = (site / page / "index.html").read_text()
+        assert 'class="language-python highlight"' in built, page
+        assert '<span class="k">' in built, page  # a keyword, as Pygments marks it
+    for built_page in site.rglob("*.html"):
+        built = built_page.read_text()
+        remote = re.findall(r'<(?:script|link)\b[^>]*(?:src|href)="(?:https?:)?//[^"]+"', built)
+        assert remote == [], built_page
+
+
+def test_the_comparison_page_shows_each_example_whole(site: Path) -> None:
+    """Tabs, one example each, rather than two clipped columns side by side."""
+    page = (site / "from-typescript" / "index.html").read_text()
+    assert 'class="tabbed-set' in page
+    assert "col-lg-6" not in page
+    labels = re.findall(r"<label[^>]*>([^<]+)</label>", page)
+    assert labels[:2] == ["TypeScript (React Native)", "nexus-reactive (Python, asyncio)"]
 
 
 @pytest.mark.parametrize("page", sorted(path.name for path in DOCS.glob("*.md")))
@@ -96,3 +151,20 @@ def test_python_samples_are_valid_python(page: str) -> None:
             compile(block, f"{page}, python block {number}", "exec", ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         except SyntaxError as exc:
             pytest.fail(f"{page}, python block {number}: {exc}")
+
+
+def test_the_screenshots_are_shown_and_small(site: Path) -> None:
+    """docs/images/ (made by ``make screenshots``): each picture is on its page."""
+    where = {
+        "textual-chat.svg": ("quickstart", "ui-toolkits"),
+        "tk-chat.png": ("ui-toolkits",),
+        "qt-chat.png": ("ui-toolkits",),
+        "notebook-live-view.png": ("notebooks",),
+    }
+    for image, pages in where.items():
+        path = DOCS / "images" / image
+        assert path.is_file() and path.stat().st_size < 200_000, image
+        assert (site / "images" / image).is_file(), image
+        for page in pages:
+            built = (site / page / "index.html").read_text()
+            assert re.search(rf'<img alt="[^"]+" src="\.\./images/{re.escape(image)}"', built), page

@@ -71,6 +71,7 @@ STARTUP_TIMEOUT = 30.0
 INCLUDED = {
     "examples/quickstart.py": "tests/test_docs_code.py::test_make_demo_runs_the_quickstart",
     "examples/tk_chat.py": "tests/test_tk_example.py (under Xvfb)",
+    "examples/qt_chat.py": "tests/test_qt_example.py (under Xvfb)",
 }
 #: Fence languages that are Python but would not be run: write ```python.
 PYTHON_ALIASES = frozenset({"py", "python3", "py3", "pycon", "ipython", "ipython3", "Python"})

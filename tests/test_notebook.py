@@ -184,3 +184,27 @@ def _output_of(cells: list[Any], code: str, mime: str) -> str:
                     return str(output.data[mime])
             raise AssertionError(f"the cell with {code!r} showed no {mime}: {cell.outputs}")
     raise AssertionError(f"no cell contains {code!r}")
+
+
+def test_the_committed_notebook_shows_a_real_run() -> None:
+    """examples/notebook.ipynb is committed with its outputs (``make screenshots`` runs
+    it against the reference server), so a reader sees what each cell gives, and those
+    outputs hold no key and no path of the machine that ran it."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    assert all(cell.outputs for cell in code[1:]), "a cell after the imports shows nothing"
+    everything = "\n".join(_texts(cell) for cell in code)
+    assert "Status: Connected" in everything and "Sync status: Connected" in everything
+    live = _output_of(code, "view = store.display()", "text/html")
+    assert "<b>WebSocketStore</b>" in live and "3 messages" in live
+    assert not re.search(r"(/home/|/root/|/tmp/|/work/|/Users/|[A-Z]:\\\\)", everything)
+    # No key: a token_urlsafe-like run of 32+ characters, mixing cases and digits.
+    tokens = re.findall(r"(?<![\w-])[A-Za-z0-9_-]{32,}(?![\w-])", everything)
+    keys = [
+        t
+        for t in tokens
+        if re.search(r"\d", t) and re.search(r"[a-z]", t) and re.search(r"[A-Z]", t)
+    ]
+    assert keys == []
+    assert all("execution" not in cell.metadata for cell in code)  # no timings

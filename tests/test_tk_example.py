@@ -146,28 +146,44 @@ def condition(doc: str, check: Callable[[], bool]) -> Callable[[], bool]:
     return check
 
 
+#: A question long enough that its echoed answer needs several lines of the window.
+LONG_QUESTION = "How does the client reconnect " + "after the server goes away " * 8 + "?"
+
+
 def test_tk_chat_connects_asks_and_closes_cleanly(
     tk_chat: ModuleType, display: str, threaded_nexus: ThreadedNexus
 ) -> None:
     import tkinter as tk
 
     root = tk.Tk()
+    root.geometry("640x480")
     chat = tk_chat.TkChat(root, threaded_nexus.url, KEY)
     seen: dict[str, Any] = {}
 
-    def rows() -> list[str]:
-        return list(chat.conversation.get(0, "end"))
-
     def script() -> Script:
         yield condition("status Connected", lambda: chat.status["text"] == "Connected")
+        seen["status colour"] = chat.status["fg"]
+        # The entry has the focus from the start: typing and Enter send, no click.
+        seen["focus"] = root.focus_get()
         chat.entry.insert(0, "What is Nexus?")
-        chat.send_button.invoke()
-        seen["after send"] = rows()
+        chat.entry.event_generate("<Return>")
+        seen["after send"] = chat.transcript()
         yield condition(
-            "the answer is listed", lambda: "Nexus: You asked: What is Nexus?" in rows()
+            "the answer is shown",
+            lambda: "Nexus: You asked: What is Nexus?" in chat.transcript(),
         )
-        seen["answered"] = rows()
+        seen["answered"] = chat.transcript()
         seen["entry"] = chat.entry.get()
+        chat.entry.insert(0, LONG_QUESTION)
+        chat.send_button.invoke()
+        yield condition(
+            "the long answer is shown",
+            lambda: f"Nexus: You asked: {LONG_QUESTION}" in chat.transcript(),
+        )
+        root.update_idletasks()
+        text = chat.conversation
+        seen["lines"] = int(text.index("end-1c").split(".")[0])
+        seen["display lines"] = text.count("1.0", "end", "displaylines")[0]
         # What the window manager's close button does.
         root.tk.call(root.protocol("WM_DELETE_WINDOW"))
         yield condition("the window closed", lambda: chat.closed)
@@ -179,8 +195,13 @@ def test_tk_chat_connects_asks_and_closes_cleanly(
             chat.store.close()
             root.destroy()
 
+    assert seen["status colour"] == tk_chat.COLOURS["connected"]
+    assert seen["focus"] is chat.entry
     assert seen["after send"] == ["You: What is Nexus?", "… waiting for the answer"]
     assert seen["answered"] == ["You: What is Nexus?", "Nexus: You asked: What is Nexus?"]
     assert seen["entry"] == ""
+    # Four logical lines; the long question and its answer wrap onto more lines than that.
+    assert seen["lines"] == 4
+    assert seen["display lines"] > seen["lines"] + 2
     assert [t.name for t in threading.enumerate() if t.name == "nexus-reactive-loop"] == []
     poll(lambda: threaded_nexus.stats.connections_open == 0, message="the socket to close")
