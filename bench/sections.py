@@ -283,7 +283,7 @@ class Suite:
     # -- c: history size -------------------------------------------------------------
 
     async def history(self) -> dict[str, Any]:
-        """Messages/s through ``WebSocketStore._on_message`` (the store's subscriber of
+        """Messages/s through ``Intake.on_message`` (the store's subscriber of
         ``service.messages``) with a full history of each size, fed pre-decoded
         messages in batches of ``history_batch`` per event-loop tick, so the store
         flushes (emits to its one subscriber) once per batch as under a real flood."""
@@ -318,7 +318,7 @@ class Suite:
         async with library.idle_store(self.flood_url(), self.api_key, size) as store:
             store.messages.subscribe(lambda history: None)
             # The store's own subscriber of service.messages: the on-message path.
-            on_message = store._on_message
+            on_message = store._intake.on_message
             fill = [pool[i % len(pool)] for i in range(size)]
             for i in range(0, size, batch):
                 for message in fill[i : i + batch]:

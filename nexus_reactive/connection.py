@@ -112,6 +112,21 @@ class Connection:
 
     # -- commands ----------------------------------------------------------------------
 
+    async def prepare(self) -> None:
+        """Check the credentials before any traffic; load the signing key once.
+
+        A fixed API key is checked now (``ConfigError`` if missing). A key provider
+        is called once per attempt, by the attempt itself: a failure there is
+        retried per the policy.
+        """
+        config = self._config
+        if not callable(config.api_key):
+            await config.resolve_api_key()
+        if config.signing_key is not None and self.signing_key is None:
+            from .signing import load_signing_key  # only clients that sign need it
+
+            self.signing_key = load_signing_key(config.signing_key)
+
     def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         """Start the supervisor unless it runs; return the future ``connect()`` awaits."""
         if self._ready is None or self._ready.done():

@@ -97,6 +97,20 @@ class Receiver:
         self._piece = tracker.piece
         self._resend = tracker.resend
 
+    def add_handler(self, type: str, handler: Handler) -> Callable[[], None]:
+        """Call ``handler`` with every message of ``type``; return its unsubscriber.
+
+        Any thread may call either: the handlers are swapped in atomically.
+        """
+        registry = self.handlers
+        registry[type] = (*registry.get(type, ()), handler)
+
+        def unsubscribe() -> None:
+            handlers = registry.get(type, ())
+            registry[type] = tuple(h for h in handlers if h is not handler)
+
+        return unsubscribe
+
     def on_frame(self, frame: bytes) -> NexusConnectionError | None:
         """Decode, settle and deliver one frame; an error return ends the connection."""
         try:

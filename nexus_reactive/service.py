@@ -9,8 +9,8 @@ A thin facade that composes the parts, each the one owner of its state:
   and futures;
 - :class:`~nexus_reactive.inbound.Receiver`: what each frame means, and the
   ``messages`` stream and ``on_message`` handlers;
-- the observer of message events (:class:`~nexus_reactive.core.events.ClientEvents`):
-  the journal with ``persist=``.
+- :class:`~nexus_reactive.recorder.Recorder`: the observer of message events
+  (:class:`~nexus_reactive.core.events.ClientEvents`), the journal with ``persist=``.
 
 Every decision (retry or give up, what to send next, what a reply means) is the
 pure :class:`~nexus_reactive.core.ClientCore`'s and :mod:`nexus_reactive.core`'s.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, Self, TypeVar, overload
 
@@ -31,7 +30,6 @@ from .asks import AskTracker, Waiter
 from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
 from .connection import Connection, new_core
 from .core import ClientCore, ConnectionState, Phase
-from .core.events import ClientEvents
 from .errors import ConnectionClosed, NexusError, ProtocolError, UsageError
 from .guards import check_loop_thread
 from .inbound import Receiver
@@ -45,7 +43,7 @@ from .messages import (
     new_id,
 )
 from .observe import observe_answer, observe_pieces, of_type
-from .persist import Journal
+from .recorder import Recorder
 from .streams import Publisher, Stream, ValueStream
 from .transport import TransportFactory
 
@@ -83,19 +81,22 @@ class WebSocketService:
         transport_factory: TransportFactory | None = None,
     ) -> None:
         self._config = config
-        self._history_limit = history_limit or config.max_messages or DEFAULT_MAX_MESSAGES
         self._core: ClientCore[Waiter] = new_core(config)
         self._errors: Publisher[NexusError] = Publisher("errors")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         enable_debug_from_env()
         # The observer of message events: the journal (persist=), else nobody.
-        self._journal: Journal | None = None
-        self.restored_history: list[Message] = []
-        if config.persist is not None:
-            self._open_journal(config.persist)
-        events: ClientEvents = self._journal if self._journal is not None else ClientEvents()
-        self._events = events
+        self._recorder = Recorder(
+            config.persist,
+            self._core,
+            history_limit or config.max_messages or DEFAULT_MAX_MESSAGES,
+            self._report,
+            lambda: self._loop,
+        )
+        self._journal = self._recorder.journal
+        self.restored_history = self._recorder.restored_history
+        self._events = events = self._recorder.events
         self._asks = AskTracker(self._core, events, self._report, config.request_timeout)
         self._connection = Connection(
             config, self._core, events, self._report, self._asks.fail_all, transport_factory
@@ -117,26 +118,13 @@ class WebSocketService:
             log.warning("%s", error)
         self._errors.emit(error)
 
-    def _open_journal(self, path: str | os.PathLike[str]) -> None:
-        journal = Journal(path, history_limit=self._history_limit, on_error=self._journal_error)
-        self._journal = journal
-        self._core.restore(journal.restored.outbox)
-        self.restored_history = journal.restored_messages()
-
-    def _journal_error(self, error: NexusError) -> None:
-        # Called on the journal's thread: hop to the loop if there is one.
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._report, error)
-
     def forget_history(self) -> None:
         """Clear the journal's durable history (a store's ``clear_messages`` does)."""
         self._events.cleared()
 
     async def flush(self) -> None:
         """Wait until everything recorded in the journal (``persist=``) is durable."""
-        if self._journal is not None:
-            await asyncio.to_thread(self._journal.flush)
+        await self._recorder.flush()
 
     # -- streams and introspection -------------------------------------------------
 
@@ -227,15 +215,8 @@ class WebSocketService:
         if self._closed:
             raise UsageError("this service is closed; create a new WebSocketService")
         self._check_thread("connect")
-        if not callable(self._config.api_key):
-            # Fail fast, before any traffic. A key provider is called once per attempt,
-            # by the attempt itself (a failure there is retried per the policy).
-            await self._config.resolve_api_key()
         connection = self._connection
-        if self._config.signing_key is not None and connection.signing_key is None:
-            from .signing import load_signing_key  # only clients that sign need it
-
-            connection.signing_key = load_signing_key(self._config.signing_key)
+        await connection.prepare()  # fail fast on credentials, before any traffic
         if connection.state.value.connected:
             return
         loop = asyncio.get_running_loop()
@@ -275,13 +256,7 @@ class WebSocketService:
         if not self._closed:
             self._closed = True
             self._asks.close()
-            dropped = len(self._core.outbox)
-            if self._journal is not None:
-                await asyncio.to_thread(self._journal.close)
-                if dropped:
-                    log.info("%d unsent message(s) kept in the journal", dropped)
-            elif dropped:
-                log.warning("closed with %d unsent message(s) in the outbox", dropped)
+            await self._recorder.close(len(self._core.outbox))
             self._connection.close()
             self._receiver.messages.complete()
             self._errors.complete()
@@ -413,14 +388,7 @@ class WebSocketService:
         Returns:
             A function that unsubscribes the handler.
         """
-        registry = self._receiver.handlers
-        registry[type] = (*registry.get(type, ()), handler)
-
-        def unsubscribe() -> None:
-            handlers = registry.get(type, ())
-            registry[type] = tuple(h for h in handlers if h is not handler)
-
-        return unsubscribe
+        return self._receiver.add_handler(type, handler)
 
     def on_response(self, handler: Callable[[ResponseMessage], None]) -> Callable[[], None]:
         """Call ``handler`` with every ``response`` message (each answer once)."""

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import deque
 from collections.abc import Iterator
 from typing import Any, Self, overload
 
@@ -38,30 +37,15 @@ from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
 from .core import ConnectionState
 from .errors import ConfigError, NexusError, UsageError
 from .history import History, HistoryItem
-from .messages import (
-    AskResponse,
-    AuthOkMessage,
-    ChallengeMessage,
-    ErrorMessage,
-    Message,
-    PartialResponse,
-    ResponseChunkMessage,
-    ResponseMessage,
-    new_id,
-)
+from .intake import Intake
+from .messages import new_id
 from .scheduled import ScheduledView, deliver_on
 from .service import WebSocketService
-from .streams import DerivedPublisher, Publisher, ValueStream
+from .streams import Publisher, ValueStream
 
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
 log = logging.getLogger("nexus_reactive.store")
-
-
-# Handshake frames are the connection's business, not the conversation's.
-_NOT_HISTORY = frozenset({ChallengeMessage, AuthOkMessage})
-# Answers to an ask, by its id: a scoped store shows only those to its own asks.
-_ANSWERS = frozenset({ResponseMessage, ErrorMessage, ResponseChunkMessage})
 
 
 class WebSocketStore:
@@ -123,34 +107,20 @@ class WebSocketStore:
             if share
             else WebSocketService(config, history_limit=max_messages)
         )
-        # History: live items are _buffer[_start:]; _patches holds the in-progress
-        # answers by slot, _streaming their slot and text by ask id.
-        self._buffer: list[HistoryItem] = []
-        self._start = 0
-        self._patches: dict[int, HistoryItem] = {}
-        self._streaming: dict[str, tuple[int, str, int]] = {}
-        # The ids of this store's own asks (a scoped store shows only their answers).
-        self._own: set[str] = set()
-        self._own_order: deque[str] = deque()
-        self._flush_scheduled = False
-        self._flush_handle: asyncio.Handle | None = None
-        self._messages: DerivedPublisher[History[HistoryItem]] = DerivedPublisher(
-            self._snapshot, "messages"
-        )
+        # The history and the messages stream: the hot path, in intake.py.
+        self._intake = Intake(loop, max_messages, batch_interval, scoped=self._scoped)
         self._errors: Publisher[NexusError] = Publisher("store errors")
         self._state_view: ValueStream[ConnectionState] = self.service.state
-        self._messages_view: ValueStream[History[HistoryItem]] = self._messages.stream
+        self._messages_view: ValueStream[History[HistoryItem]] = self._intake.stream
         if scheduler is not None:
             self._state_view = ScheduledView(self.service.state, scheduler, loop)
-            self._messages_view = ScheduledView(self._messages.stream, scheduler, loop)
+            self._messages_view = ScheduledView(self._intake.stream, scheduler, loop)
         self._closed = False
         if not self._scoped:
             # A journal (persist=) restores the history of the previous life.
-            for restored in self.service.restored_history:
-                if type(restored) not in _NOT_HISTORY:
-                    self._append(restored)
-        # A direct sink: the store is the service's own layer above it, on the hot path.
-        self._detach = self.service.messages.attach(self._on_message)
+            self._intake.restore(self.service.restored_history)
+        # A direct sink: the intake is the service's own layer above it, on the hot path.
+        self._detach = self.service.messages.attach(self._intake.on_message)
         self._connecting: asyncio.Task[None] | None = loop.create_task(
             self._connect(), name="nexus-reactive-store-connect"
         )
@@ -159,7 +129,7 @@ class WebSocketStore:
         team = f" team={self._team_id}" if self._team_id else ""
         return (
             f"<WebSocketStore {self._config.url}{team} {self.service.state.value} "
-            f"{len(self._snapshot())} messages>"
+            f"{len(self._intake.snapshot())} messages>"
         )
 
     # -- the hook's four members -----------------------------------------------------
@@ -194,7 +164,7 @@ class WebSocketStore:
         """
         team = team_id if team_id is not None else self._team_id
         ask_id = new_id()
-        self._remember(ask_id)
+        self._intake.remember(ask_id)
         if self._on_loop_thread():
             return self.service.send_query(query, team, message_id=ask_id)
         self._loop.call_soon_threadsafe(self._send_from_thread, query, team, ask_id)
@@ -205,13 +175,8 @@ class WebSocketStore:
         if not self._on_loop_thread():
             self._loop.call_soon_threadsafe(self.clear_messages)
             return
-        self._buffer = []
-        self._start = 0
-        self._patches = {}
         self.service.forget_history()
-        # Answers still streaming keep their text and reappear with the next piece.
-        self._streaming = {k: (-1, text, n) for k, (_, text, n) in self._streaming.items()}
-        self._messages.publish()
+        self._intake.clear()
 
     def __iter__(self) -> Iterator[Any]:
         yield self.state
@@ -229,7 +194,7 @@ class WebSocketStore:
         failures (and those about the connection)."""
         errors: Observable[NexusError] = self.service.errors
         if self._scoped:
-            own = self._own
+            own = self._intake.own
 
             def mine(error: NexusError) -> bool:
                 message_id = getattr(error, "message_id", None)
@@ -286,8 +251,7 @@ class WebSocketStore:
             return
         self._closed = True
         self._detach()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
+        self._intake.stop()
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
             connecting.cancel()
@@ -295,7 +259,7 @@ class WebSocketStore:
                 await connecting
         if not self._shared or pool.release(self.service):
             await self.service.close()
-        self._messages.complete()
+        self._intake.complete()
         self._errors.complete()
 
     async def __aenter__(self) -> Self:
@@ -312,7 +276,7 @@ class WebSocketStore:
     def _repr_html_(self) -> str:
         from .display import store_html
 
-        return store_html(self.service.state.value, self._snapshot(), self._config.url)
+        return store_html(self.service.state.value, self._intake.snapshot(), self._config.url)
 
     def display(self) -> Any:
         """Show a live view in a notebook that updates in place as state and
@@ -333,97 +297,12 @@ class WebSocketStore:
             log.warning("send_message from another thread failed: %s", exc)
             self._errors.emit(exc)
 
-    def _remember(self, ask_id: str) -> None:
-        if not self._scoped:
-            return
-        self._own.add(ask_id)
-        self._own_order.append(ask_id)
-        if len(self._own_order) > max(10_000, 2 * self._limit):
-            self._own.discard(self._own_order.popleft())
-
     async def _connect(self) -> None:
         try:
             await self.service.connect()
         except NexusError as exc:
             # Already visible to the application: state.value.error and errors.
             log.info("the store could not connect: %s", exc)
-
-    def _on_message(self, message: Message) -> None:
-        # Hot path: checks on type() (isinstance against msgspec classes is slower),
-        # and the common case (append a response) inline.
-        kind = type(message)
-        if kind in _NOT_HISTORY:
-            return
-        if self._scoped and kind in _ANSWERS and message.id and message.id not in self._own:
-            return  # another store's answer (on a shared connection), or nobody's
-        if kind is ResponseChunkMessage:
-            self._grow(message)  # type: ignore[arg-type]
-        elif self._streaming and message.id in self._streaming:
-            self._finish(message)  # type: ignore[arg-type]
-        else:
-            buffer = self._buffer
-            buffer.append(message)
-            if len(buffer) - self._start > self._limit:
-                self._evict()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            if self._interval is None:
-                self._flush_handle = self._loop.call_soon(self._flush)
-            else:
-                self._flush_handle = self._loop.call_later(self._interval, self._flush)
-
-    def _append(self, item: HistoryItem) -> int:
-        """Append to the history; return the item's slot in ``_buffer``."""
-        self._buffer.append(item)
-        if len(self._buffer) - self._start > self._limit:
-            self._evict()
-        return len(self._buffer) - 1
-
-    def _evict(self) -> None:
-        self._start += 1
-        # Compact once half the buffer is dead: amortised O(1) per message, and
-        # views taken before keep the old list.
-        if self._start >= self._limit:
-            self._compact()
-
-    def _compact(self) -> None:
-        start = self._start
-        self._buffer = self._buffer[start:]
-        self._start = 0
-        self._patches = {k - start: v for k, v in self._patches.items() if k >= start}
-        self._streaming = {
-            k: (slot - start if slot >= start else -1, text, n)
-            for k, (slot, text, n) in self._streaming.items()
-        }
-
-    def _grow(self, chunk: ResponseChunkMessage) -> None:
-        slot, text, pieces = self._streaming.get(chunk.id, (-1, "", 0))
-        text += chunk.payload.delta
-        partial = PartialResponse(chunk.id, AskResponse(answer=text), pieces + 1)
-        if slot < self._start:  # new, cleared, or fallen out of the bounded history
-            slot = self._append(partial)
-        else:
-            self._buffer[slot] = partial
-        self._patches[slot] = partial
-        self._streaming[chunk.id] = (slot, text, pieces + 1)
-
-    def _finish(self, response: ResponseMessage) -> None:
-        slot, _, _ = self._streaming.pop(response.id)
-        if slot < self._start:
-            self._append(response)
-            return
-        # Views taken while it streamed keep their patch; later ones see the answer.
-        self._buffer[slot] = response
-        del self._patches[slot]
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._closed:
-            self._messages.publish()
-
-    def _snapshot(self) -> History[HistoryItem]:
-        patches = dict(self._patches) if self._patches else None
-        return History(self._buffer, self._start, len(self._buffer), patches)
 
 
 @overload

@@ -222,15 +222,15 @@ def close_codes_in_code() -> dict[int, str]:
 
 
 def error_codes_sent_by_server() -> set[str]:
-    """``code`` strings the server writes: ``_send_error(id, "code", ...)``, ``_error(...)``,
-    and the ``"error"`` of an HTTP refusal's body."""
+    """``code`` strings the server writes: ``send_error(id, "code", ...)``,
+    ``error_frame(...)`` (server/wire.py), and the ``"error"`` of an HTTP refusal's body."""
     codes: set[str] = set()
     for _, tree in _modules(SERVER):
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             name = _call_name(node)
-            if name in ("_send_error", "_error") and len(node.args) >= 2:
+            if name in ("send_error", "error_frame") and len(node.args) >= 2:
                 code = node.args[1]
                 if isinstance(code, ast.Constant) and isinstance(code.value, str):
                     codes.add(code.value)
@@ -499,7 +499,7 @@ def test_every_error_code_is_documented_and_every_documented_code_is_used(
     judged = error_codes_judged_by_client()
     assert {"bad_request", "internal"} <= sent, (
         f"found only {sorted(sent)} sent by the server: the scan of its source "
-        "(_send_error/_error calls) needs updating"
+        "(send_error/error_frame calls) needs updating"
     )
     assert "rate_limited" in judged, (
         f"found only {sorted(judged)} judged by the client: the scan needs updating"

@@ -15,8 +15,8 @@ Each inbound data frame goes through, in order:
 2. the rate limit, if the app has one (:mod:`.ratelimit`): a frame over it is
    answered ``rate_limited`` with ``retry_after`` and dropped; a connection that
    keeps sending regardless is closed with 4429;
-3. validation (``bad_request`` for a malformed frame or a field over its limit),
-   then dispatch.
+3. validation (``bad_request`` for a malformed frame), then :class:`~.answers.Answers`
+   (limits, and an answer to each ask). Every write goes through :class:`~.wire.Wire`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Coroutine, Hashable
-from typing import Any, assert_never
 
 from aiohttp import WSMsgType, web
 
@@ -33,34 +31,23 @@ from .. import codec
 from ..core.opening import AUTH_HEADER
 from ..errors import ProtocolError
 from ..messages import (
-    AskMessage,
-    AskRequest,
     AuthMessage,
     AuthOkMessage,
     AuthOkPayload,
     ChallengeMessage,
-    ErrorMessage,
-    ErrorPayload,
     Message,
-    ResponseChunkMessage,
-    ResponseChunkPayload,
-    ResponseMessage,
-    UnknownMessage,
 )
+from .answers import MAX_MESSAGE_SIZE_HEADER, Answers
 from .auth import API_KEY_HEADER
-from .dedupe import Publish
-from .engine import run_engine
 from .keyauth import CLOSE_AUTH_FAILED, CLOSE_FORBIDDEN, judge, new_challenge
 from .state import ServerState
+from .wire import INTERNAL, Wire
 
 __all__ = ["MAX_MESSAGE_SIZE_HEADER", "handle_upgrade"]
 
 logger = logging.getLogger("nexus_reactive.server")
 
-_INTERNAL = "the server failed to answer; try again later"
 _CLOSING = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-#: Upgrade header in which a client announces the largest message it accepts, in bytes.
-MAX_MESSAGE_SIZE_HEADER = "x-max-message-size"
 #: Close code: rate limited; the client reconnects after ``retry_after``.
 CLOSE_RATE_LIMITED = 4429
 _CLOSE_REASONS = {
@@ -110,7 +97,8 @@ def _announced_limit(value: str | None) -> int | None:
 
 
 class _Connection:
-    """The state of one open WebSocket: its tasks, and a lock that orders writes."""
+    """One open WebSocket: its receive loop and what lets a frame through (key-pair
+    authentication, the rate limit); its asks are :class:`~.answers.Answers`'s."""
 
     def __init__(
         self,
@@ -124,8 +112,7 @@ class _Connection:
         self._state = state
         self._key = key
         self._peer = peer
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._write_lock = asyncio.Lock()
+        self._wire = Wire(ws, peer)
         # Key-pair authentication: the challenge sent, and the loop time by which
         # the auth must come (None once settled, or when not required).
         self._challenge: ChallengeMessage | None = None
@@ -133,7 +120,7 @@ class _Connection:
         self._pubkey: str | None = None
         self._limited_in_row = 0
         # The largest frame this client accepts (announced at the upgrade, else ours).
-        self._max_reply = max_reply or state.max_message_size
+        self._answers = Answers(self._wire, state, key, peer, max_reply or state.max_message_size)
 
     async def serve(self) -> None:
         state, stats = self._state, self._state.stats
@@ -148,7 +135,7 @@ class _Connection:
         finally:
             state.sockets.discard(self._ws)
             stats.connections_open -= 1
-            await self._cancel_tasks()
+            await self._answers.cancel()
             logger.info("connection from %s closed (code %s)", self._peer, self._ws.close_code)
 
     @property
@@ -171,7 +158,7 @@ class _Connection:
                 except Exception:
                     # A bug here must cost one frame, not the connection.
                     logger.exception("failed to handle a frame from %s", self._peer)
-                    await self._send_error("", "internal", _INTERNAL)
+                    await self._wire.send_error("", "internal", INTERNAL)
             elif msg.type in _CLOSING:
                 if msg.type is WSMsgType.ERROR:
                     # e.g. a frame over max_msg_size: aiohttp has closed with 1009.
@@ -199,23 +186,23 @@ class _Connection:
             return
         if self._awaiting_auth:
             assert self._challenge is not None
-            await self._send_error(
+            await self._wire.send_error(
                 message_id,
                 "unauthenticated",
                 "this server requires key-pair authentication: answer the challenge "
                 f"(id {self._challenge.id!r}) with a signed 'auth' message first",
             )
         elif message is None:
-            await self._send_error(message_id, "bad_request", problem)
+            await self._wire.send_error(message_id, "bad_request", problem)
         else:
-            await self._dispatch(message)
+            await self._answers.dispatch(message, self._pubkey)
 
     # --- key-pair authentication -----------------------------------------------------
 
     async def _send_challenge(self, timeout: float) -> None:
         self._challenge = new_challenge()
         self._auth_deadline = asyncio.get_running_loop().time() + timeout
-        await self._send(codec.encode(self._challenge))
+        await self._wire.send(codec.encode(self._challenge))
 
     def _auth_wait(self) -> float | None:
         if self._auth_deadline is None:
@@ -232,14 +219,14 @@ class _Connection:
             self._pubkey = verdict.pubkey
             self._state.stats.auth_ok += 1
             logger.info("connection from %s authenticated as %s", self._peer, verdict.pubkey)
-            await self._send(
+            await self._wire.send(
                 codec.encode(AuthOkMessage(id=auth.id, payload=AuthOkPayload(verdict.pubkey)))
             )
             return
         self._state.stats.auth_failed += 1
         logger.info("refused key-pair authentication from %s: %s", self._peer, verdict.reason)
-        await self._send_error(auth.id, "auth_failed", verdict.reason)
-        await self._close(verdict.close_code, _CLOSE_REASONS[verdict.close_code])
+        await self._wire.send_error(auth.id, "auth_failed", verdict.reason)
+        await self._wire.close(verdict.close_code, _CLOSE_REASONS[verdict.close_code])
 
     async def _auth_timed_out(self) -> None:
         key_auth = self._state.key_auth
@@ -251,12 +238,12 @@ class _Connection:
             self._peer,
             key_auth.timeout,
         )
-        await self._send_error(
+        await self._wire.send_error(
             "",
             "unauthenticated",
             f"no signed 'auth' message within {key_auth.timeout:g}s of the challenge",
         )
-        await self._close(CLOSE_AUTH_FAILED, b"authentication timed out")
+        await self._wire.close(CLOSE_AUTH_FAILED, b"authentication timed out")
 
     # --- rate limiting ---------------------------------------------------------------
 
@@ -276,7 +263,7 @@ class _Connection:
         retry_after = math.ceil(wait * 1000) / 1000
         limit = f"{limiter.rate:g} messages per second, burst {limiter.burst}"
         if self._limited_in_row <= self._state.abuse_threshold:
-            await self._send_error(
+            await self._wire.send_error(
                 message_id,
                 "rate_limited",
                 f"over the rate limit ({limit}); not processed, send it again after "
@@ -290,180 +277,15 @@ class _Connection:
             self._peer,
             self._limited_in_row,
         )
-        await self._send_error(
+        await self._wire.send_error(
             "",
             "rate_limited",
             f"more than {self._state.abuse_threshold} messages in a row over the rate "
             f"limit ({limit}); closing. Reconnect after {retry_after:g}s and slow down",
             retry_after,
         )
-        await self._close(CLOSE_RATE_LIMITED, f"retry_after={retry_after}".encode())
+        await self._wire.close(CLOSE_RATE_LIMITED, f"retry_after={retry_after}".encode())
         return False
-
-    # --- asks ------------------------------------------------------------------------
-
-    async def _dispatch(self, message: Message) -> None:
-        match message:
-            case AskMessage(id=""):
-                await self._send_error("", "bad_request", "an ask needs a non-empty id")
-            case AskMessage():
-                too_long = self._over_limits(message.payload)
-                if too_long:
-                    await self._send_error(message.id, "bad_request", too_long)
-                    return
-                self._state.stats.asks_received += 1
-                self._spawn(self._answer(message))
-            case AuthMessage():
-                await self._send_error(
-                    message.id,
-                    "bad_request",
-                    "this server does not require key-pair authentication"
-                    if self._state.key_auth is None
-                    else "this connection is already authenticated",
-                )
-            case UnknownMessage():
-                await self._send_error(
-                    message.id,
-                    "unknown_type",
-                    f"unknown message type {message.type!r}; this server understands 'ask'",
-                )
-            case (
-                ResponseMessage()
-                | ErrorMessage()
-                | ChallengeMessage()
-                | AuthOkMessage()
-                | ResponseChunkMessage()
-            ):
-                await self._send_error(
-                    message.id,
-                    "unknown_type",
-                    f"{message.type!r} messages go from server to client; this server "
-                    "understands 'ask'",
-                )
-            case _:
-                assert_never(message)
-
-    def _over_limits(self, request: AskRequest) -> str | None:
-        state = self._state
-        if len(request.query) > state.max_query_length:
-            return (
-                f"query is {len(request.query)} characters long, over this server's "
-                f"max_query_length of {state.max_query_length}"
-            )
-        if request.team_id is not None and len(request.team_id) > state.max_team_id_length:
-            return (
-                f"team_id is {len(request.team_id)} characters long, over this server's "
-                f"max_team_id_length of {state.max_team_id_length}"
-            )
-        return None
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _answer(self, ask: AskMessage) -> None:
-        # One client is one API key and, with key-pair authentication, one public key.
-        key: Hashable = (self._key, self._pubkey, ask.id)
-        try:
-            reply, replayed = await self._state.replies.get_or_compute(
-                key,
-                lambda publish: self._compute(ask, publish),
-                listener=self,
-                on_chunk=self._send_chunk,
-            )
-        except Exception:
-            logger.exception("failed to answer ask %s", ask.id)
-            reply, replayed = _error(ask.id, "internal", _INTERNAL), False
-        if replayed:
-            # Joined a computation already running (its chunks so far, then the rest),
-            # or, once it is done, the remembered final reply alone.
-            self._state.stats.asks_replayed += 1
-        if len(reply) > self._max_reply:
-            # Sent, the client would close with 1009, reconnect and ask again, for the
-            # same reply: refuse this ask instead, once.
-            self._state.stats.too_large += 1
-            logger.warning(
-                "refused to send the %d-byte reply to ask %s: over %s's limit of %d bytes",
-                len(reply),
-                ask.id,
-                self._peer,
-                self._max_reply,
-            )
-            await self._send_error(
-                ask.id,
-                "too_large",
-                f"the answer is {len(reply)} bytes, over this connection's limit of "
-                f"{self._max_reply} bytes ({MAX_MESSAGE_SIZE_HEADER}, else the server's "
-                "max_message_size); ask for less, or raise the client's max_message_size",
-            )
-            return
-        await self._send(reply)
-
-    async def _send_chunk(self, frame: bytes) -> None:
-        # A chunk over the limit is skipped; the final reply is bigger still, and is
-        # refused with too_large.
-        if len(frame) <= self._max_reply:
-            await self._send(frame)
-
-    async def _compute(self, ask: AskMessage, publish: Publish) -> tuple[bytes, bool]:
-        # Runs in the reply cache's task, not this connection's: it may outlive us.
-        stats = self._state.stats
-        stats.engine_calls += 1
-        index = 0
-
-        async def send_chunk(delta: str) -> None:
-            nonlocal index
-            chunk = ResponseChunkPayload(delta=delta, index=index)
-            index += 1
-            stats.chunks_sent += 1
-            await publish(codec.encode(ResponseChunkMessage(id=ask.id, payload=chunk)))
-
-        try:
-            response = await run_engine(self._state.engine, ask.payload, send_chunk)
-        except Exception:
-            logger.exception("the engine failed on ask %s", ask.id)
-            # Not remembered (False): a retry should try the engine again.
-            return _error(ask.id, "internal", _INTERNAL), False
-        return codec.encode(ResponseMessage(id=ask.id, payload=response)), True
-
-    # --- writing ---------------------------------------------------------------------
-
-    async def _send_error(
-        self, message_id: str, code: str, text: str, retry_after: float | None = None
-    ) -> None:
-        await self._send(_error(message_id, code, text, retry_after))
-
-    async def _send(self, frame: bytes) -> None:
-        if self._ws.closed:
-            return
-        async with self._write_lock:
-            if self._ws.closed:  # closed while this frame waited for the lock
-                return
-            try:
-                await self._ws.send_frame(frame, WSMsgType.TEXT)
-            except ConnectionError:
-                # The peer went away mid-write; the receive loop will see the close.
-                logger.debug("dropped a reply to %s: connection lost", self._peer)
-
-    async def _close(self, code: int, reason: bytes) -> None:
-        # Under the write lock, so the close frame never cuts into another frame.
-        async with self._write_lock:
-            await self._ws.close(code=code, message=reason)
-
-    async def _cancel_tasks(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                logger.error("an ask task failed", exc_info=result)
-
-
-def _error(message_id: str, code: str, text: str, retry_after: float | None = None) -> bytes:
-    payload = ErrorPayload(code=code, message=text, retry_after=retry_after)
-    return codec.encode(ErrorMessage(id=message_id, payload=payload))
 
 
 def _reason(exc: ProtocolError) -> str:

@@ -1,0 +1,115 @@
+"""The ``nexus-reactive`` command (also ``python -m nexus_reactive``).
+
+Subcommands::
+
+    nexus-reactive serve [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+                         [--certfile PEM [--keyfile PEM]]
+                         [--require-signature] [--allowed-pubkey HEX ...]
+                         [--rate PER_SECOND [--burst N]] [--stream [--stream-delay S]]
+                         [--engine docs|echo] [--docs DIR]
+    nexus-reactive chat [--url ws://localhost:8000] [--api-key KEY] [--signing-key PATH]
+                        [--team-id ID] [--allow-insecure]
+    nexus-reactive ask [--url ws://localhost:8000] [--api-key KEY] [--signing-key PATH]
+                       [--team-id ID] [--allow-insecure] [--timeout S] [--retries N] "question"
+    nexus-reactive keygen [--out ./nexus_ed25519] [--force]
+    nexus-reactive --version
+
+Each subcommand is a module of this package (``serve``, ``client`` for ``ask`` and
+``chat``, ``keygen``) with a parser and a function ``(args) -> exit code``,
+registered in :func:`build_parser`; what they share (the exit codes,
+:data:`EXIT_CODES`) is in ``common``. The library's errors speak Python
+(``api_key=...``); :func:`cli_words` rewrites them in the command's own terms
+(``--api-key``) before they are printed, once, on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+
+from ..logs import debug_requested, enable_debug_logging
+from . import client, keygen, serve
+from .common import EXIT_CODES, EXIT_USAGE, PROG, Command, cli_words
+
+__all__ = ["EXIT_CODES", "build_parser", "cli_words", "main"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand.
+
+    Returns:
+        The parser; each subcommand sets ``args.command`` to its handler.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=None,
+        help="how much to log to stderr (default: info for serve, warning for ask)",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="A reactive client, and a reference server, for Nexus.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve.add_parser(commands, common)
+    client.add_ask_parser(commands, common)
+    keygen.add_parser(commands, common)
+    client.add_chat_parser(commands, common)
+    # --- more subcommands go here: a module with add_parser(commands, common), whose
+    # --- parser has parents=[common] and set_defaults(command=handler),
+    # --- handler: (argparse.Namespace) -> int.
+    return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("nexus-reactive")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "(not installed)"
+
+
+_EPILOG = "exit codes:\n" + "\n".join(
+    f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: the arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+        The process exit code.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Command | None = getattr(args, "command", None)
+    if command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(args.log_level or getattr(args, "default_log_level", "info"))
+    return command(args)
+
+
+def _configure_logging(level: str) -> None:
+    if debug_requested():
+        # NEXUS_DEBUG=1: the library's own stderr handler shows everything at DEBUG;
+        # a root handler as well would print each line twice.
+        enable_debug_logging()
+        return
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,225 @@
+"""The client subcommands: ``nexus-reactive ask`` and ``nexus-reactive chat``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from ..config import WebSocketConfig
+from ..errors import NexusError
+from ..messages import AskResponse, ResponseMessage
+from ..server import API_KEY_ENV
+from ..service import WebSocketService
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    SIGNING_KEY_ENV,
+    Subcommands,
+    cli_words,
+    error,
+    exit_code,
+    non_negative_int,
+    positive_float,
+)
+
+__all__ = ["add_ask_parser", "add_chat_parser", "run_ask", "run_chat"]
+
+
+def add_ask_parser(
+    commands: Subcommands[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add ``ask`` and its options to ``commands``."""
+    ask = commands.add_parser(
+        "ask",
+        parents=[common],
+        help="ask a server one question and print the answer",
+        description="Connect, ask one question, print the answer, and exit.",
+    )
+    ask.add_argument("question", help="the question to ask")
+    ask.add_argument(
+        "--url", default="ws://localhost:8000", help="server URL (default: ws://localhost:8000)"
+    )
+    ask.add_argument(
+        "--api-key",
+        dest="api_key",
+        metavar="KEY",
+        help=f"the API key (default: ${API_KEY_ENV}; prefer it: arguments are visible "
+        "to other local users)",
+    )
+    _client_options(ask)
+    ask.add_argument("--team-id", default=None, metavar="ID", help="scope the question to a team")
+    ask.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds to wait for the answer (default: 30)",
+    )
+    ask.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=2,
+        metavar="N",
+        help="connection retries before giving up (default: 2)",
+    )
+    # Failures are printed once, by the command: the library's own warnings about
+    # them would say the same again (--log-level warning shows them).
+    ask.set_defaults(command=run_ask, default_log_level="error")
+
+
+def add_chat_parser(
+    commands: Subcommands[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add ``chat`` and its options to ``commands``."""
+    chat = commands.add_parser(
+        "chat",
+        parents=[common],
+        help="chat with a server in the terminal (needs nexus-reactive[tui])",
+        description="A terminal chat UI built on the store (Textual).",
+    )
+    chat.add_argument("--url", default="ws://localhost:8000", help="server URL")
+    chat.add_argument("--api-key", dest="api_key", metavar="KEY", help=f"default: ${API_KEY_ENV}")
+    _client_options(chat)
+    chat.add_argument("--team-id", default=None, metavar="ID", help="scope the chat to a team")
+    chat.set_defaults(command=run_chat, default_log_level="error")
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--signing-key",
+        metavar="PATH",
+        default=None,
+        help="the Ed25519 private key (as 'keygen' writes it) for servers that require "
+        f"key-pair authentication (default: ${SIGNING_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="send the API key over plain ws:// to a host that is not loopback",
+    )
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    """Ask one question; print the answer as it is written."""
+    streamed = _Printer()
+    try:
+        # --timeout bounds the one ask: the config's request_timeout, checked as such.
+        config = _client_config(
+            args, "ask", max_reconnect_attempts=args.retries, request_timeout=args.timeout
+        )
+        answer = asyncio.run(
+            _ask_streaming(config, args.question, args.team_id, args.timeout, streamed)
+        )
+    except NexusError as exc:
+        streamed.end_line()
+        error(f"ask: {cli_words(str(exc))}")
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        streamed.end_line()
+        return EXIT_INTERRUPTED
+    if not streamed.printed:
+        print(answer.answer, end="")
+    print()
+    if answer.context:
+        print(f"\ncontext: {answer.context}")
+    if answer.usage is not None:
+        u = answer.usage
+        print(
+            f"\n(tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion "
+            f"= {u.total_tokens})",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+class _Printer:
+    """Writes a streamed answer's pieces to stdout as they arrive."""
+
+    def __init__(self) -> None:
+        self.printed = False
+
+    def __call__(self, piece: str) -> None:
+        self.printed = True
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    def end_line(self) -> None:
+        if self.printed:
+            print()
+
+
+async def _ask_streaming(
+    config: WebSocketConfig,
+    question: str,
+    team_id: str | None,
+    timeout: float,
+    on_piece: Callable[[str], None],
+) -> AskResponse:
+    """Ask once; hand each piece of the answer to ``on_piece`` as it comes."""
+    loop = asyncio.get_running_loop()
+    async with WebSocketService(config) as service:
+        final: asyncio.Future[AskResponse] = loop.create_future()
+
+        def on_response(message: ResponseMessage) -> None:
+            if not final.done():
+                final.set_result(message.payload)
+
+        def on_error(exc: Exception) -> None:
+            if not final.done():
+                final.set_exception(exc)
+
+        # The one ask of this process: the only response the service will see.
+        responses = service.responses.subscribe(on_response)
+        pieces = service.ask_stream(question, team_id=team_id, timeout=timeout).subscribe(
+            on_next=on_piece, on_error=on_error
+        )
+        try:
+            return await final
+        finally:
+            pieces.dispose()
+            responses.dispose()
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    """Run the Textual chat app."""
+    try:
+        from .. import chat
+    except ImportError:
+        error("chat: the chat app needs Textual: pip install 'nexus-reactive[tui]'")
+        return EXIT_USAGE
+    try:
+        config = _client_config(args, "chat")
+    except NexusError as exc:
+        error(f"chat: {cli_words(str(exc))}")
+        return exit_code(exc)
+    return chat.run_chat(config, args.team_id)
+
+
+def _client_config(args: argparse.Namespace, command: str, **options: Any) -> WebSocketConfig:
+    """The client's config from the flags; the config's warnings printed in flags' terms."""
+    signing_key = args.signing_key or os.environ.get(SIGNING_KEY_ENV) or None
+    if signing_key is not None:
+        signing_key = os.path.expanduser(signing_key)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        config = WebSocketConfig(
+            url=args.url,
+            api_key=args.api_key,
+            signing_key=signing_key,
+            allow_insecure=args.allow_insecure,
+            **options,
+        )
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            error(f"{command}: warning: {cli_words(str(warning.message))}")
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return config

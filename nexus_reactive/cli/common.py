@@ -1,0 +1,152 @@
+"""What every subcommand shares: exit codes, the command's words for the library's
+keywords (:func:`cli_words`), how errors are printed, and the argument types."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+
+from ..errors import (
+    AuthenticationError,
+    ConfigError,
+    NexusConnectionError,
+    RequestTimeout,
+    UsageError,
+)
+
+__all__ = ["EXIT_CODES", "Command", "Subcommands", "cli_words", "error", "exit_code"]
+
+PROG = "nexus-reactive"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_UNREACHABLE = 4
+EXIT_TIMEOUT = 5
+EXIT_INTERRUPTED = 130
+#: Every exit code, and what it means (the ``--help`` epilog lists them).
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "any other failure (the server answered with an error, the port is taken...)",
+    EXIT_USAGE: "usage or configuration error (a bad option, no API key...)",
+    EXIT_AUTH: "authentication failed (API key refused, key-pair authentication failed)",
+    EXIT_UNREACHABLE: "the server could not be reached (every connection attempt failed)",
+    EXIT_TIMEOUT: "no answer within --timeout",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+#: The environment variable ``ask`` and ``chat`` read the signing key's path from.
+SIGNING_KEY_ENV = "NEXUS_SIGNING_KEY"
+
+#: A subcommand's handler: the parsed arguments in, the exit code out.
+Command = Callable[[argparse.Namespace], int]
+#: What a subcommand's module adds its parser to (``parser.add_subparsers()``).
+Subcommands = argparse._SubParsersAction
+
+# The library's keywords, as this command spells them.
+_FLAGS = {
+    "api_key": "--api-key",
+    "signing_key": f"--signing-key (or {SIGNING_KEY_ENV})",
+    "allow_insecure": "--allow-insecure",
+    "max_reconnect_attempts": "--retries",
+    "request_timeout": "--timeout",
+    "certfile": "--certfile",
+    "keyfile": "--keyfile",
+    "rate_limit": "--rate",
+    "rate_burst": "--burst",
+    "allowed_pubkeys": "--allowed-pubkey",
+    "overwrite": "--force",
+}
+_PHRASES = {
+    "DocsEngine(folder=...)": "--docs DIR",
+    # A flag's unit is in its help; the library's messages compare with the TypeScript API.
+    " (the TypeScript design's unit)": "",
+    " to WebSocketConfig (or use_websocket)": "",
+    " (None retries forever)": "",
+    "ssl_context or certfile/keyfile": "--certfile/--keyfile",
+}
+# A keyword, and what follows it: a number given to it (kept: "--timeout 30.0"), or
+# "=...", "=True"... (dropped: the flag alone says it).
+_KEYWORD = re.compile(
+    r"(?<![\w-])(" + "|".join(map(re.escape, _FLAGS)) + r")"
+    r"(?:=(?P<number>\d+(?:\.\d+)?)(?!\w)|=(?:\.\.\.|True|False|None)?)?(?!\w)"
+)
+
+
+def cli_words(message: str) -> str:
+    """Rewrite a library error message in the command's terms: flags, not keywords.
+
+    ``api_key=...`` becomes ``--api-key``, ``signing_key`` ``--signing-key (or
+    NEXUS_SIGNING_KEY)``, ``allow_insecure=True`` ``--allow-insecure``,
+    ``max_reconnect_attempts`` ``--retries``, ``request_timeout=60000``
+    ``--timeout 60000``, and so on.
+
+    Args:
+        message: the library's message.
+
+    Returns:
+        The message with every keyword it knows replaced by its flag.
+    """
+    for phrase, replacement in _PHRASES.items():
+        message = message.replace(phrase, replacement)
+    return _KEYWORD.sub(
+        lambda match: _FLAGS[match[1]] + (f" {match['number']}" if match["number"] else ""),
+        message,
+    )
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code a library error ends the command with (see :data:`EXIT_CODES`)."""
+    if isinstance(exc, ConfigError | UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, AuthenticationError):
+        return EXIT_AUTH
+    if isinstance(exc, NexusConnectionError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, RequestTimeout):
+        return EXIT_TIMEOUT
+    return EXIT_FAILURE
+
+
+def error(message: str) -> None:
+    """Print a failure on stderr, once, prefixed with the program's name."""
+    print(f"{PROG} {message}", file=sys.stderr)
+
+
+# -- argument types ---------------------------------------------------------------------
+
+
+def _number(text: str, kind: type[float] | type[int]) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return int(value)
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return int(value)

@@ -1,0 +1,199 @@
+"""A store's history buffer: what each received message does to it (the hot path).
+
+:class:`Intake` owns the history a :class:`~nexus_reactive.store.WebSocketStore`
+shows: the buffer and its live window, the answers being streamed, the ids of the
+store's own asks (a scoped store shows only their answers), and when ``messages``
+emits. Its :meth:`Intake.on_message` is attached directly to the service's
+``messages`` stream: no layer in between.
+
+Appending is O(1), whatever the history's length; every emission is an immutable
+:class:`~nexus_reactive.history.History` view that shares storage with the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from .history import History, HistoryItem
+from .messages import (
+    AskResponse,
+    AuthOkMessage,
+    ChallengeMessage,
+    ErrorMessage,
+    Message,
+    PartialResponse,
+    ResponseChunkMessage,
+    ResponseMessage,
+)
+from .streams import DerivedPublisher, ValueStream
+
+__all__ = ["Intake"]
+
+# Handshake frames are the connection's business, not the conversation's.
+NOT_HISTORY = frozenset({ChallengeMessage, AuthOkMessage})
+# Answers to an ask, by its id: a scoped store shows only those to its own asks.
+_ANSWERS = frozenset({ResponseMessage, ErrorMessage, ResponseChunkMessage})
+
+
+class Intake:
+    """The history of one store, and the ``messages`` stream that shows it.
+
+    Args:
+        loop: the event loop messages arrive on (flushes are scheduled on it).
+        limit: how many received messages the history keeps.
+        interval: ``messages`` emits at most once per this many seconds; ``None``:
+            at most once per event-loop tick.
+        scoped: keep only the answers to this store's own asks (see :meth:`remember`).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limit: int,
+        interval: float | None,
+        *,
+        scoped: bool,
+    ) -> None:
+        self._loop = loop
+        self._limit = limit
+        self._interval = interval
+        self._scoped = scoped
+        # Live items are _buffer[_start:]; _patches holds the in-progress answers by
+        # slot, _streaming their slot and text by ask id.
+        self._buffer: list[HistoryItem] = []
+        self._start = 0
+        self._patches: dict[int, HistoryItem] = {}
+        self._streaming: dict[str, tuple[int, str, int]] = {}
+        # The ids of this store's own asks (a scoped store shows only their answers).
+        self._own: set[str] = set()
+        self._own_order: deque[str] = deque()
+        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._closed = False
+        self._messages: DerivedPublisher[History[HistoryItem]] = DerivedPublisher(
+            self.snapshot, "messages"
+        )
+
+    @property
+    def stream(self) -> ValueStream[History[HistoryItem]]:
+        """``messages``: the history, emitted at most once per tick or interval."""
+        return self._messages.stream
+
+    @property
+    def own(self) -> set[str]:
+        """The ids of the store's own asks (kept only for a scoped store)."""
+        return self._own
+
+    def remember(self, ask_id: str) -> None:
+        """Note an ask of the store's own, so that a scoped store shows its answer."""
+        if not self._scoped:
+            return
+        self._own.add(ask_id)
+        self._own_order.append(ask_id)
+        if len(self._own_order) > max(10_000, 2 * self._limit):
+            self._own.discard(self._own_order.popleft())
+
+    def restore(self, items: list[Message]) -> None:
+        """Put a journal's history of the previous life in front (handshakes left out)."""
+        for restored in items:
+            if type(restored) not in NOT_HISTORY:
+                self._append(restored)
+
+    def clear(self) -> None:
+        """Empty the history; views taken before keep their contents."""
+        self._buffer = []
+        self._start = 0
+        self._patches = {}
+        # Answers still streaming keep their text and reappear with the next piece.
+        self._streaming = {k: (-1, text, n) for k, (_, text, n) in self._streaming.items()}
+        self._messages.publish()
+
+    def stop(self) -> None:
+        """Emit no more (the store is closing)."""
+        self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+
+    def complete(self) -> None:
+        """Complete ``messages`` (the store has closed)."""
+        self._messages.complete()
+
+    def on_message(self, message: Message) -> None:
+        """Take one received message into the history (the service's sink)."""
+        # Hot path: checks on type() (isinstance against msgspec classes is slower),
+        # and the common case (append a response) inline.
+        kind = type(message)
+        if kind in NOT_HISTORY:
+            return
+        if self._scoped and kind in _ANSWERS and message.id and message.id not in self._own:
+            return  # another store's answer (on a shared connection), or nobody's
+        if kind is ResponseChunkMessage:
+            self._grow(message)  # type: ignore[arg-type]
+        elif self._streaming and message.id in self._streaming:
+            self._finish(message)  # type: ignore[arg-type]
+        else:
+            buffer = self._buffer
+            buffer.append(message)
+            if len(buffer) - self._start > self._limit:
+                self._evict()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            if self._interval is None:
+                self._flush_handle = self._loop.call_soon(self._flush)
+            else:
+                self._flush_handle = self._loop.call_later(self._interval, self._flush)
+
+    def snapshot(self) -> History[HistoryItem]:
+        """The history now, as an immutable view."""
+        patches = dict(self._patches) if self._patches else None
+        return History(self._buffer, self._start, len(self._buffer), patches)
+
+    def _append(self, item: HistoryItem) -> int:
+        """Append to the history; return the item's slot in ``_buffer``."""
+        self._buffer.append(item)
+        if len(self._buffer) - self._start > self._limit:
+            self._evict()
+        return len(self._buffer) - 1
+
+    def _evict(self) -> None:
+        self._start += 1
+        # Compact once half the buffer is dead: amortised O(1) per message, and
+        # views taken before keep the old list.
+        if self._start >= self._limit:
+            self._compact()
+
+    def _compact(self) -> None:
+        start = self._start
+        self._buffer = self._buffer[start:]
+        self._start = 0
+        self._patches = {k - start: v for k, v in self._patches.items() if k >= start}
+        self._streaming = {
+            k: (slot - start if slot >= start else -1, text, n)
+            for k, (slot, text, n) in self._streaming.items()
+        }
+
+    def _grow(self, chunk: ResponseChunkMessage) -> None:
+        slot, text, pieces = self._streaming.get(chunk.id, (-1, "", 0))
+        text += chunk.payload.delta
+        partial = PartialResponse(chunk.id, AskResponse(answer=text), pieces + 1)
+        if slot < self._start:  # new, cleared, or fallen out of the bounded history
+            slot = self._append(partial)
+        else:
+            self._buffer[slot] = partial
+        self._patches[slot] = partial
+        self._streaming[chunk.id] = (slot, text, pieces + 1)
+
+    def _finish(self, response: ResponseMessage) -> None:
+        slot, _, _ = self._streaming.pop(response.id)
+        if slot < self._start:
+            self._append(response)
+            return
+        # Views taken while it streamed keep their patch; later ones see the answer.
+        self._buffer[slot] = response
+        del self._patches[slot]
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._closed:
+            self._messages.publish()

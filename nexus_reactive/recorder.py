@@ -1,0 +1,84 @@
+"""The service's side of ``persist=``: open the journal, restore, flush, close.
+
+:class:`Recorder` decides who observes a service's message events (the
+:class:`~nexus_reactive.persist.Journal` with ``persist=``, else nobody), puts the
+journal's unsent messages back in the core's outbox, keeps its history of the
+previous life for a store, and carries the journal's write failures from its
+thread to the service's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .core import ClientCore
+from .core.events import ClientEvents
+from .errors import NexusError
+from .messages import Message
+from .persist import Journal
+
+__all__ = ["Recorder"]
+
+log = logging.getLogger("nexus_reactive.service")
+
+
+class Recorder:
+    """Who records a service's message events, and the journal's life if there is one.
+
+    Args:
+        path: the journal's file (``config.persist``), or ``None``: record nothing.
+        core: the service's core, whose outbox the journal's unsent messages refill.
+        history_limit: how many received messages the journal keeps.
+        report: the service's error reporter (called on its loop).
+        loop: the service's loop, once it has one.
+
+    Raises:
+        PersistenceError: the journal cannot be opened.
+    """
+
+    __slots__ = ("_loop", "_report", "events", "journal", "restored_history")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        core: ClientCore[Any],
+        history_limit: int,
+        report: Callable[[NexusError], None],
+        loop: Callable[[], asyncio.AbstractEventLoop | None],
+    ) -> None:
+        self._report = report
+        self._loop = loop
+        self.journal: Journal | None = None
+        #: The journal's history of the previous life (a store shows it).
+        self.restored_history: list[Message] = []
+        if path is not None:
+            journal = Journal(path, history_limit=history_limit, on_error=self._journal_error)
+            self.journal = journal
+            core.restore(journal.restored.outbox)
+            self.restored_history = journal.restored_messages()
+        #: The observer of message events: the journal, else one that ignores them.
+        self.events: ClientEvents = self.journal if self.journal is not None else ClientEvents()
+
+    def _journal_error(self, error: NexusError) -> None:
+        # Called on the journal's thread: hop to the loop if there is one.
+        loop = self._loop()
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._report, error)
+
+    async def flush(self) -> None:
+        """Wait until everything recorded in the journal is durable."""
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.flush)
+
+    async def close(self, unsent: int) -> None:
+        """Close the journal (which keeps the ``unsent`` messages), or warn of their loss."""
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.close)
+            if unsent:
+                log.info("%d unsent message(s) kept in the journal", unsent)
+        elif unsent:
+            log.warning("closed with %d unsent message(s) in the outbox", unsent)
