@@ -66,6 +66,7 @@ class AskTracker:
         "_timer",
         "_timer_at",
         "chunk",
+        "lookups",
         "reply",
         "resend",
     )
@@ -91,6 +92,8 @@ class AskTracker:
         self.chunk = core.chunk
         #: Send a pending ask again first (the server rate-limited it).
         self.resend = core.resend
+        #: The table's dicts of pending, answered and abandoned ids (read-only).
+        self.lookups = core.pending.lookups()
 
     def __len__(self) -> int:
         return len(self._core.pending)

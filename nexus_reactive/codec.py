@@ -16,9 +16,13 @@ import msgspec
 from .errors import ProtocolError
 from .messages import KNOWN_TYPES, AuthMessage, KnownMessage, Message, UnknownMessage
 
-__all__ = ["decode", "encode", "redact", "to_message"]
+__all__ = ["DECODE_ERRORS", "decode", "decode_known", "encode", "redact", "to_message"]
 
 _decoder = msgspec.json.Decoder(KnownMessage)
+#: The typed decoder alone, for the receive loop: a known, valid message, else one of
+#: :data:`DECODE_ERRORS`, after which :func:`decode` takes the second look.
+decode_known = _decoder.decode
+DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeError)
 _generic = msgspec.json.Decoder(UnknownMessage)
 _encoder = msgspec.json.Encoder()
 
@@ -39,7 +43,7 @@ def decode(frame: bytes | str) -> Message:
     """
     try:
         return _decoder.decode(frame)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError) as exc:
+    except DECODE_ERRORS as exc:
         reason = str(exc)
     try:
         generic = _generic.decode(frame)

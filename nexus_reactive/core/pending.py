@@ -31,6 +31,11 @@ _FIRST, _DUPLICATE, _LATE, _UNSOLICITED = (
     Reply.UNSOLICITED,
 )
 
+# The replies without an entry, built once (a tuple per reply is measurable).
+_DUPLICATE_REPLY: tuple[Reply, None] = (_DUPLICATE, None)
+_LATE_REPLY: tuple[Reply, None] = (_LATE, None)
+_UNSOLICITED_REPLY: tuple[Reply, None] = (_UNSOLICITED, None)
+
 
 @dataclass(slots=True)
 class Pending(Generic[W]):
@@ -66,13 +71,15 @@ class PendingTable(Generic[W]):
     pushes neither grows memory nor pushes out the ids of our own asks.
     """
 
-    __slots__ = ("_abandoned", "_answered", "_asks", "remember")
+    __slots__ = ("_abandoned", "_abandoned_ids", "_answered", "_answered_ids", "_asks", "remember")
 
     def __init__(self, remember: int = DEFAULT_REMEMBER) -> None:
         self.remember = remember
         self._asks: dict[str, Pending[W]] = {}
         self._answered = RecentIds(remember)
         self._abandoned = RecentIds(remember)
+        self._answered_ids = self._answered.ids
+        self._abandoned_ids = self._abandoned.ids
 
     def __len__(self) -> int:
         return len(self._asks)
@@ -88,22 +95,30 @@ class PendingTable(Generic[W]):
     def get(self, ask_id: str) -> Pending[W] | None:
         return self._asks.get(ask_id)
 
+    def lookups(self) -> tuple[dict[str, Pending[W]], dict[str, None], dict[str, None]]:
+        """The dicts a reply's id is looked up in: pending asks, answered ids, abandoned
+        ids. Read-only for callers, and the same objects for the table's life: the
+        receive loop binds them once and tells an unsolicited message (in none of
+        them, the common case of a push) without a call."""
+        return self._asks, self._answered_ids, self._abandoned_ids
+
     def settle(self, ask_id: str) -> tuple[Reply, Pending[W] | None]:
         """Classify a reply for ``ask_id``; a first reply removes the ask."""
         entry = self._asks.pop(ask_id, None)
         if entry is not None:
             self._answered.add(ask_id)
             return _FIRST, entry
-        if ask_id in self._answered:
-            return _DUPLICATE, None
-        if self._abandoned.pop(ask_id):
+        if ask_id in self._answered_ids:  # the dict itself: no __contains__ call
+            return _DUPLICATE_REPLY
+        if ask_id in self._abandoned_ids:
+            self._abandoned.pop(ask_id)
             self._answered.add(ask_id)
-            return _LATE, None
-        return _UNSOLICITED, None
+            return _LATE_REPLY
+        return _UNSOLICITED_REPLY
 
     def answered(self, ask_id: str) -> bool:
         """Whether ``ask_id`` was answered recently (its late pieces are stale)."""
-        return ask_id in self._answered
+        return ask_id in self._answered_ids
 
     def discard(self, ask_id: str) -> Pending[W] | None:
         """Forget an ask that timed out or was cancelled; its first late reply is

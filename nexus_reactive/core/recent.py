@@ -34,6 +34,12 @@ class RecentIds:
     def __contains__(self, item: object) -> bool:
         return item in self._ids
 
+    @property
+    def ids(self) -> dict[str, None]:
+        """The ids, as a dict (read-only for callers): the same object for the memory's
+        life, so a hot path can bind it once and test ``id in ids`` without a call."""
+        return self._ids
+
     def add(self, item: str) -> None:
         """Remember ``item``; forget the oldest id past ``limit``."""
         ids = self._ids
