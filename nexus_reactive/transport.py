@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import ssl as _ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -22,6 +23,7 @@ from yarl import URL
 from .core.opening import AUTH_HEADER
 from .core.policy import close_error, close_retry_after, header_retry_after, http_error
 from .errors import NexusConnectionError, ProtocolError, RedirectRefused
+from .seam import Transport, TransportFactory
 
 __all__ = [
     "AiohttpTransport",
@@ -66,6 +68,12 @@ _RETRY_ATTR = "_retry_connection"
 _WRITER_ATTR = "_writer"
 _WRITER_ATTRS = ("_write_websocket_frame", "transport", "protocol", "_output_size", "_limit")
 _PROTOCOL_ATTRS = ("_paused", "_drain_helper")
+#: ClientWebSocketResponse -> its WebSocketDataQueue: text frames aiohttp has parsed
+#: already are taken from the queue's ``read()`` without a ``receive()`` coroutine each,
+#: while the connection is neither closing nor closed (fallback: ``receive()`` per frame).
+_READER_ATTR = "_reader"
+_QUEUE_ATTRS = ("_buffer", "read")
+_STATE_ATTRS = ("_closing", "_closed")
 #: ClientWebSocketResponse -> the upgrade's ClientResponse: its headers (``x-nexus-auth``)
 #: (fallback: the header is unknown, and a client without a key waits CHALLENGE_GRACE).
 _RESPONSE_ATTR = "_response"
@@ -92,6 +100,12 @@ def private_seams(ws: object | None = None, session: object | None = None) -> di
         protocol = getattr(writer, "protocol", None)
         for name in _PROTOCOL_ATTRS:
             seams[f"WebSocketWriter.protocol.{name}"] = hasattr(protocol, name)
+        reader = getattr(ws, _READER_ATTR, None)
+        seams[f"ClientWebSocketResponse.{_READER_ATTR}"] = reader is not None
+        for name in _QUEUE_ATTRS:
+            seams[f"WebSocketDataQueue.{name}"] = hasattr(reader, name)
+        for name in _STATE_ATTRS:
+            seams[f"ClientWebSocketResponse.{name}"] = hasattr(ws, name)
     return seams
 
 
@@ -118,55 +132,30 @@ def _batch_writer(ws: object) -> Any:
     return writer
 
 
-class Transport(Protocol):
-    """One open connection, as the client uses it: the seam between the connection's
-    life (:mod:`nexus_reactive.connection`) and the socket.
-
-    :class:`AiohttpTransport` is the real one; a test may pass a scripted or
-    fault-injecting one through ``WebSocketService(transport_factory=...)``.
-    """
-
-    #: The upgrade response's ``x-nexus-auth`` header, if the server sent one.
-    auth: str | None
-
-    async def send(self, frame: bytes) -> None:
-        """Write one text frame."""
-
-    async def send_batch(self, frames: list[bytes]) -> None:
-        """Write several text frames, in order."""
-
-    async def pump(
-        self,
-        on_frame: Callable[[bytes], NexusConnectionError | None],
-        on_invalid: Callable[[ProtocolError], None],
-        on_first: Callable[[bytes], NexusConnectionError | None] | None = None,
-    ) -> NexusConnectionError:
-        """Receive until the connection ends (or a handler returns an error); say why."""
-        ...
-
-    async def receive_frame(self) -> bytes:
-        """Receive one text frame (handshakes); raise NexusConnectionError if it ends."""
-        ...
-
-    async def close(self, code: int = 1000) -> None:
-        """Close (idempotent); never raises."""
-
-
-#: Opens a transport: ``(url, headers, deadline)`` -> an open :class:`Transport`,
-#: or raises :class:`NexusConnectionError`. ``deadline`` is in the loop's time.
-TransportFactory = Callable[[str, Mapping[str, str], float], Awaitable[Transport]]
+def _parsed_queue(ws: object) -> tuple[deque[Any], Callable[[], Awaitable[Any]]] | None:
+    """aiohttp's queue of parsed frames (its deque and its ``read``) when every private
+    name the receive loop's drain needs is there; else ``None`` (``receive()`` per frame)."""
+    reader = getattr(ws, _READER_ATTR, None)
+    buffer = getattr(reader, "_buffer", None)
+    read = getattr(reader, "read", None)
+    if not isinstance(buffer, deque) or read is None:
+        return None
+    if not all(isinstance(getattr(ws, name, None), bool) for name in _STATE_ATTRS):
+        return None
+    return buffer, read
 
 
 class AiohttpTransport:
     """One open WebSocket connection, over aiohttp."""
 
-    __slots__ = ("_batcher", "_ws", "auth")
+    __slots__ = ("_batcher", "_queue", "_ws", "auth")
 
     def __init__(
         self, ws: aiohttp.ClientWebSocketResponse[Literal[False]], auth: str | None = None
     ) -> None:
         self._ws = ws
         self._batcher: Any = _batch_writer(ws)
+        self._queue = _parsed_queue(ws)
         self.auth = auth
 
     @property
@@ -217,9 +206,10 @@ class AiohttpTransport:
             on_invalid: called for a frame the protocol does not allow (binary).
             on_first: called instead of ``on_frame`` for the first text frame.
         """
-        ws = self._ws
+        ws: Any = self._ws
         receive = ws.receive
         on_text = on_frame if on_first is None else on_first
+        queue = self._queue
         while True:
             msg = await receive()
             kind = msg.type
@@ -228,6 +218,17 @@ class AiohttpTransport:
                 if stop is not None:
                     return stop
                 on_text = on_frame
+                if queue is None:
+                    continue
+                # One socket read parses into many frames: take the text frames already
+                # queued with read(), which returns at once when the queue is not empty
+                # (receive() would too, at the cost of its own coroutine per frame).
+                # Anything else, or a connection closing, goes the public way.
+                buffer, read = queue
+                while buffer and buffer[0][0].type is _TEXT and not (ws._closing or ws._closed):
+                    stop = on_frame((await read()).data)
+                    if stop is not None:
+                        return stop
             elif kind is _BINARY:
                 on_invalid(
                     ProtocolError(

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 import nexus_reactive
+from nexus_reactive.errors import NexusConnectionError
 from nexus_reactive.transport import open_session, open_transport, private_seams
 
 from .faults import wait_for
@@ -35,6 +36,11 @@ WHAT_DEGRADES = {
     "WebSocketWriter._limit": "frames queued together go one by one (slower)",
     "WebSocketWriter.protocol._paused": "frames queued together go one by one (slower)",
     "WebSocketWriter.protocol._drain_helper": "frames queued together go one by one (slower)",
+    "ClientWebSocketResponse._reader": "every received frame costs a receive() (slower)",
+    "WebSocketDataQueue._buffer": "every received frame costs a receive() (slower)",
+    "WebSocketDataQueue.read": "every received frame costs a receive() (slower)",
+    "ClientWebSocketResponse._closing": "every received frame costs a receive() (slower)",
+    "ClientWebSocketResponse._closed": "every received frame costs a receive() (slower)",
 }
 
 
@@ -84,6 +90,90 @@ async def test_without_the_private_writer_batches_still_arrive_in_order(
     assert received == [f.decode() for f in frames]
 
 
+async def burst_server(aiohttp_server: Any, count: int) -> str:
+    """Sends ``count`` text frames in one write, with a ping, a binary frame and more
+    text among them, then closes with 4000: what the receive loop's drain must hand
+    over exactly as receive() would."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        writer: Any = ws._writer  # framing without a write each, so frames arrive together
+        transport = writer.transport
+        chunks: list[bytes] = []
+        writer.transport = type("C", (), {"write": chunks.append, "is_closing": lambda s: False})()
+        try:
+            for n in range(count):
+                if n == count // 2:
+                    writer._write_websocket_frame(b"are you there", 0x9, 0)  # a ping
+                    writer._write_websocket_frame(b"\x00\x01", 0x2, 0)  # binary
+                writer._write_websocket_frame(f'{{"n":{n}}}'.encode(), 0x1, 0)
+        finally:
+            writer.transport = transport
+        transport.write(b"".join(chunks))
+        await ws.close(code=4000, message=b"bye")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return f"ws://127.0.0.1:{server.port}/"
+
+
+@pytest.mark.parametrize("drain", [True, False], ids=["drained", "receive-per-frame"])
+async def test_a_burst_arrives_in_order_with_control_frames_and_the_close(
+    aiohttp_server: Any, drain: bool
+) -> None:
+    count = 2_000
+    url = await burst_server(aiohttp_server, count)
+    got: list[bytes] = []
+    invalid: list[Any] = []
+    async with open_session() as session:
+        transport = await open_transport(session, url, headers={})
+        assert transport._queue is not None  # the seam is there (checked above)
+        buffer, read = transport._queue
+        drained = 0
+
+        def counted() -> Any:
+            nonlocal drained
+            drained += 1
+            return read()
+
+        # Without the seam: what an aiohttp without the private names gets.
+        transport._queue = (buffer, counted) if drain else None
+        try:
+            ended = await transport.pump(
+                lambda frame: got.append(frame), invalid.append, lambda frame: got.append(frame)
+            )
+        finally:
+            await transport.close()
+    assert got == [f'{{"n":{n}}}'.encode() for n in range(count)]
+    assert len(invalid) == 1  # the binary frame, in its place, reported once
+    assert ended.close_code == 4000
+    assert (drained > count // 2) is drain  # most frames came through the drain
+
+
+async def test_a_handler_error_in_the_drain_ends_the_loop_at_that_frame(
+    aiohttp_server: Any,
+) -> None:
+    url = await burst_server(aiohttp_server, 500)
+    got: list[bytes] = []
+    stop = NexusConnectionError("enough")
+
+    def on_frame(frame: bytes) -> NexusConnectionError | None:
+        got.append(frame)
+        return stop if len(got) == 300 else None
+
+    async with open_session() as session:
+        transport = await open_transport(session, url, headers={})
+        try:
+            ended = await transport.pump(on_frame, lambda error: None)
+        finally:
+            await transport.close()
+    assert ended is stop
+    assert len(got) == 300
+
+
 async def test_the_redirect_hook_is_public_api() -> None:
     # The refusal of redirects relies on TraceConfig.on_request_redirect, public since
     # aiohttp 3.0, firing before any request to the Location (tests/test_hostile_servers.py).
@@ -92,7 +182,7 @@ async def test_the_redirect_hook_is_public_api() -> None:
 
 
 PRIVATE = {"_retry_connection", "_write_websocket_frame", "_output_size", "_limit", "_paused"}
-PRIVATE |= {"_drain_helper"}
+PRIVATE |= {"_drain_helper", "_closing", "_closed"}
 
 
 @pytest.mark.parametrize(
