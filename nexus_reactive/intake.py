@@ -122,13 +122,18 @@ class Intake:
     def on_message(self, message: Message) -> None:
         """Take one received message into the history (the service's sink)."""
         # Hot path: checks on type() (isinstance against msgspec classes is slower),
-        # and the common case (append a response) inline.
+        # and the common case (append a response, nothing streaming, not scoped) first.
         kind = type(message)
-        if kind in NOT_HISTORY:
+        if kind is ResponseMessage and not self._streaming and not self._scoped:
+            buffer = self._buffer
+            buffer.append(message)
+            if len(buffer) - self._start > self._limit:
+                self._evict()
+        elif kind in NOT_HISTORY:
             return
-        if self._scoped and kind in _ANSWERS and message.id and message.id not in self._own:
+        elif self._scoped and kind in _ANSWERS and message.id and message.id not in self._own:
             return  # another store's answer (on a shared connection), or nobody's
-        if kind is ResponseChunkMessage:
+        elif kind is ResponseChunkMessage:
             self._grow(message)  # type: ignore[arg-type]
         elif self._streaming and message.id in self._streaming:
             self._finish(message)  # type: ignore[arg-type]
