@@ -8,9 +8,11 @@ repeats it. The memory is bounded: past ``limit`` ids the oldest is forgotten.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 __all__ = ["DEFAULT_REMEMBER", "RecentIds"]
 
-#: How many ids each memory keeps by default: with 32-character ids, about 1 MiB at most.
+#: How many ids each memory keeps by default: with 32-character ids, about 1.5 MiB at most.
 DEFAULT_REMEMBER = 10_000
 
 
@@ -18,6 +20,10 @@ class RecentIds:
     """The last ``limit`` ids added, in insertion order; O(1) add, test and remove.
 
     Adding an id already present refreshes it (it becomes the newest).
+
+    An :class:`~collections.OrderedDict`: forgetting the oldest is O(1). (With a
+    plain dict, ``next(iter(d))`` steps over every entry deleted from the front
+    since the dict last resized: about 2 us per add once the memory is full.)
     """
 
     __slots__ = ("_ids", "limit")
@@ -26,7 +32,7 @@ class RecentIds:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
-        self._ids: dict[str, None] = {}
+        self._ids: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -44,10 +50,11 @@ class RecentIds:
         """Remember ``item``; forget the oldest id past ``limit``."""
         ids = self._ids
         if item in ids:
-            del ids[item]
+            ids.move_to_end(item)
+            return
         ids[item] = None
         if len(ids) > self.limit:
-            del ids[next(iter(ids))]
+            ids.popitem(last=False)
 
     def pop(self, item: str) -> bool:
         """Forget ``item``; whether it was remembered."""
