@@ -52,6 +52,8 @@ class Sender:
         self._transport: Transport | None = None
         self._wake: asyncio.Event | None = None
         self._writing = False  # a frame is being written (writer task or an ask)
+        self._queued = core.outbox.items  # read-only here
+        self._asks = core.pending.lookups()[0]
         self.outbox_depth = DerivedPublisher(lambda: len(core.outbox), "outbox_depth")
 
     def kick(self) -> None:
@@ -63,12 +65,11 @@ class Sender:
     def direct(self, now: float) -> bool:
         """Whether a lone ask may be written from the caller's task right now
         (connected, nothing queued or pending, writer idle, no pacing)."""
-        core = self._core
         return (
             self._transport is not None
             and not self._writing
-            and not core.outbox
-            and not core.pending
+            and not self._queued  # the containers themselves: no __len__ calls
+            and not self._asks
             and self._bucket.free(now)
         )
 

@@ -50,6 +50,7 @@ from .transport import TransportFactory
 __all__ = ["WebSocketService"]
 
 log = logging.getLogger("nexus_reactive.service")
+_running_loop = asyncio.events._get_running_loop
 
 M = TypeVar("M", bound=Message)
 
@@ -111,7 +112,8 @@ class WebSocketService:
         return f"<WebSocketService {self._config.url} {self._core.state}>"
 
     def _check_thread(self, name: str) -> None:
-        check_loop_thread(self._loop, name)
+        if _running_loop() is not self._loop:  # on the loop's own thread: nothing to check
+            check_loop_thread(self._loop, name)
 
     def _report(self, error: NexusError) -> None:
         if isinstance(error, ProtocolError):
@@ -340,7 +342,8 @@ class WebSocketService:
             OutboxFull: the outbox is full; nothing was queued.
             UsageError: awaited on another event loop than the service's.
         """
-        return await self._ask(query, team_id, timeout)
+        ask_id, frame = self._ask_frame(query, team_id)  # one coroutine less than _ask
+        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout)
 
     async def _ask(
         self,
@@ -349,15 +352,17 @@ class WebSocketService:
         timeout: float | None,
         on_piece: Callable[[str], None] | None = None,
     ) -> AskResponse:
+        ask_id, frame = self._ask_frame(query, team_id)
+        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout, on_piece)
+
+    def _ask_frame(self, query: str, team_id: str | None) -> tuple[str, bytes]:
         self._check_thread("ask")
-        connection = self._connection
-        if connection.failure is not None:
-            # Nothing will connect until connect() is called again: say why now
-            # instead of letting the ask sit out its timeout.
-            raise connection.failure
+        failure = self._connection.failure
+        if failure is not None:
+            # Nothing connects until connect() is called again: say why now, not at timeout.
+            raise failure
         ask_id = new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
-        return await self._asks.ask(ask_id, frame, connection.sender, timeout, on_piece)
+        return ask_id, codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
 
     def ask_stream(
         self, query: str, team_id: str | None = None, timeout: float | None = None

@@ -63,14 +63,14 @@ class _Collector:
 # fails with a clear message when an aiohttp release renames one.
 #: ClientSession: re-sends the upgrade once on a reset (fallback: it may, an extra try).
 _RETRY_ATTR = "_retry_connection"
-#: ClientWebSocketResponse -> WebSocketWriter: framing a batch in one write
-#: (fallback: ``send_frame`` per frame).
+#: ClientWebSocketResponse -> WebSocketWriter: framing a batch in one write, and a lone
+#: frame without send_frame's two coroutines (fallback: ``send_frame`` per frame).
 _WRITER_ATTR = "_writer"
-_WRITER_ATTRS = ("_write_websocket_frame", "transport", "protocol", "_output_size", "_limit")
+_WRITER_ATTRS: tuple[str, ...] = ("_write_websocket_frame", "transport", "protocol")
+_WRITER_ATTRS += ("_closing", "_output_size", "_limit")
 _PROTOCOL_ATTRS = ("_paused", "_drain_helper")
-#: ClientWebSocketResponse -> its WebSocketDataQueue: text frames aiohttp has parsed
-#: already are taken from the queue's ``read()`` without a ``receive()`` coroutine each,
-#: while the connection is neither closing nor closed (fallback: ``receive()`` per frame).
+#: ClientWebSocketResponse -> its WebSocketDataQueue: text frames parsed already are taken
+#: by ``read()`` while the connection is open (fallback: ``receive()`` per frame).
 _READER_ATTR = "_reader"
 _QUEUE_ATTRS = ("_buffer", "read")
 _STATE_ATTRS = ("_closing", "_closed")
@@ -132,6 +132,13 @@ def _batch_writer(ws: object) -> Any:
     return writer
 
 
+async def _drain(writer: Any) -> None:
+    """Flow control as aiohttp's send_frame does it, once the writer's output passed its limit."""
+    writer._output_size = 0
+    if writer.protocol._paused:
+        await writer.protocol._drain_helper()
+
+
 def _parsed_queue(ws: object) -> tuple[deque[Any], Callable[[], Awaitable[Any]]] | None:
     """aiohttp's queue of parsed frames (its deque and its ``read``) when every private
     name the receive loop's drain needs is there; else ``None`` (``receive()`` per frame)."""
@@ -164,7 +171,14 @@ class AiohttpTransport:
 
     async def send(self, frame: bytes) -> None:
         """Write one text frame (UTF-8 JSON bytes)."""
-        await self._ws.send_frame(frame, _TEXT)
+        writer = self._batcher
+        if writer is None or writer._closing:
+            await self._ws.send_frame(frame, _TEXT)  # the public way (and its errors)
+            return
+        # What send_frame does for an uncompressed frame, without its coroutines.
+        writer._write_websocket_frame(frame, _TEXT, 0)
+        if writer._output_size > writer._limit:
+            await _drain(writer)
 
     async def send_batch(self, frames: list[bytes]) -> None:
         """Write several text frames, in order, with one write to the socket.
@@ -173,7 +187,10 @@ class AiohttpTransport:
         loopback; frames queued together go together.
         """
         writer = self._batcher
-        if writer is None or len(frames) == 1:
+        if len(frames) == 1:
+            await self.send(frames[0])
+            return
+        if writer is None or writer._closing:
             for frame in frames:
                 await self._ws.send_frame(frame, _TEXT)
             return
@@ -186,11 +203,8 @@ class AiohttpTransport:
         finally:
             writer.transport = real
         real.write(b"".join(collector.chunks))
-        # Flow control as aiohttp's send_frame does it.
         if writer._output_size > writer._limit:
-            writer._output_size = 0
-            if writer.protocol._paused:
-                await writer.protocol._drain_helper()
+            await _drain(writer)
 
     async def pump(
         self,
@@ -220,10 +234,8 @@ class AiohttpTransport:
                 on_text = on_frame
                 if queue is None:
                     continue
-                # One socket read parses into many frames: take the text frames already
-                # queued with read(), which returns at once when the queue is not empty
-                # (receive() would too, at the cost of its own coroutine per frame).
-                # Anything else, or a connection closing, goes the public way.
+                # One socket read parses into many frames: read() takes those queued at
+                # once, without receive()'s coroutine each. Anything else goes by receive().
                 buffer, read = queue
                 while buffer and buffer[0][0].type is _TEXT and not (ws._closing or ws._closed):
                     stop = on_frame((await read()).data)
@@ -369,7 +381,9 @@ async def open_transport(
             f"no connection within connect_timeout ({connect_timeout:g}s)"
         ) from None
     except (aiohttp.ClientError, OSError) as exc:
-        raise NexusConnectionError(f"cannot connect to {url}: {_describe(exc)}") from None
+        raise NexusConnectionError(
+            f"cannot connect to {url}: {str(exc) or type(exc).__name__}"
+        ) from None
     return AiohttpTransport(ws, _auth_header(ws))
 
 
@@ -383,8 +397,3 @@ def _origin(url: str) -> str:
 def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
     error = exc.certificate_error
     return getattr(error, "verify_message", None) or str(error) or "verification failed"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text

@@ -34,6 +34,7 @@ WHAT_DEGRADES = {
     "WebSocketWriter.protocol": "frames queued together go one by one (slower)",
     "WebSocketWriter._output_size": "frames queued together go one by one (slower)",
     "WebSocketWriter._limit": "frames queued together go one by one (slower)",
+    "WebSocketWriter._closing": "frames queued together go one by one (slower)",
     "WebSocketWriter.protocol._paused": "frames queued together go one by one (slower)",
     "WebSocketWriter.protocol._drain_helper": "frames queued together go one by one (slower)",
     "ClientWebSocketResponse._reader": "every received frame costs a receive() (slower)",

@@ -61,6 +61,7 @@ class ClientCore(Generic[W]):
         self.reconnector = reconnector if reconnector is not None else Reconnector()
         # reply() is the table's settle(): bound once, one call less per message.
         self.reply = self.pending.settle
+        self._asks = self.pending.lookups()[0]  # read-only: ``in`` without __contains__
 
     # -- what the application sends -------------------------------------------------
 
@@ -90,7 +91,7 @@ class ClientCore(Generic[W]):
             OutboxFull: nothing was queued or tracked.
             ProtocolError: an ask with this id is pending already.
         """
-        if ask_id in self.pending:
+        if ask_id in self._asks:
             raise ProtocolError(
                 f"an ask with id {ask_id!r} is already waiting for its answer; "
                 "give every ask a fresh id (new_id())"

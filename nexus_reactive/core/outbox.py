@@ -36,6 +36,12 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def items(self) -> deque[Outgoing]:
+        """The queue itself, read-only for callers (the same object for the outbox's
+        life): a hot path tests ``not items`` without a ``__len__`` call."""
+        return self._items
+
     def put(self, item: Outgoing) -> None:
         """Queue a new frame.
 
