@@ -61,6 +61,7 @@ class AskTracker:
         "_deadlines",
         "_events",
         "_loop",
+        "_queued",
         "_report",
         "_timeout",
         "_timer",
@@ -80,6 +81,8 @@ class AskTracker:
     ) -> None:
         self._core = core
         self._events = events
+        # Told of each ask queued, unless nobody records (the base class does nothing).
+        self._queued = None if type(events) is ClientEvents else events.queued
         self._report = report
         self._timeout = request_timeout
         self._deadlines: Deadlines[str] = Deadlines()
@@ -107,8 +110,11 @@ class AskTracker:
         future: asyncio.Future[AskResponse] | None,
         timeout: float | None = None,
         on_piece: Callable[[str], None] | None = None,
+        now: float | None = None,
     ) -> None:
         """Queue an ask and follow it until it is answered, abandoned or times out.
+
+        ``now``: the loop's time, if the caller has just read it.
 
         Raises:
             OutboxFull: nothing was queued or tracked.
@@ -116,14 +122,17 @@ class AskTracker:
         """
         waiter = Waiter(future, on_piece)
         self._core.submit_ask(ask_id, frame, waiter)
-        self._events.queued(ask_id, True, frame)
+        if self._queued is not None:
+            self._queued(ask_id, True, frame)
         limit = timeout if timeout is not None else self._timeout
         if limit is not None:
             loop = self._loop
             if loop is None:
                 loop = self._loop = asyncio.get_running_loop()
+            if now is None:
+                now = loop.time()
             waiter.limit = limit
-            waiter.slot = slot = self._deadlines.add(ask_id, loop.time() + limit)
+            waiter.slot = slot = self._deadlines.add(ask_id, now + limit)
             if self._timer_at is None or slot * self._deadlines.resolution < self._timer_at:
                 self._arm(loop)
 
@@ -145,8 +154,9 @@ class AskTracker:
         # Connected, nothing queued, writer idle, no pacing: write from this task and
         # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
         # nothing else was waiting to go first. (Asks made together go as a batch.)
-        direct = sender.direct(loop.time())
-        self.track(ask_id, frame, future, timeout, on_piece)
+        now = loop.time()
+        direct = sender.direct(now)
+        self.track(ask_id, frame, future, timeout, on_piece, now)
         try:
             if direct:
                 await sender.send_now()

@@ -203,5 +203,7 @@ class Receiver:
             if retry_after is not None:
                 self._connection.server_wait(retry_after)
             self._report(server_error(message))
-        self.deliver(message)
+        self._emit(message)  # deliver(), inline
+        if self.handlers:
+            self._handle(message)
         return None

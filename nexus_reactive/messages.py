@@ -244,6 +244,8 @@ def ask_request(query: str, team_id: str | None = None) -> AskRequest:
     Raises:
         ProtocolError: the query is empty or not a string, or ``team_id`` is not a string.
     """
+    if type(query) is str and query and (team_id is None or type(team_id) is str):
+        return AskRequest(query, team_id)  # the common case: no import on every ask
     from .errors import ProtocolError
 
     if not isinstance(query, str) or not query:
