@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
+from reactivex.observer import AutoDetachObserver
 
 __all__ = [
     "DerivedPublisher",
@@ -104,11 +105,11 @@ class Stream(Observable[T], Generic[T]):
 
     def _add(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = (*self._observers, observer)
-        self._sinks = tuple(o.on_next for o in self._observers)
+        self._sinks = _sinks(self._observers)
 
     def _remove(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = tuple(o for o in self._observers if o is not observer)
-        self._sinks = tuple(o.on_next for o in self._observers)
+        self._sinks = _sinks(self._observers)
 
     # -- the producer's side (through a Publisher only) ------------------------------
 
@@ -173,6 +174,24 @@ class Stream(Observable[T], Generic[T]):
                 observer.on_completed()
             except Exception:
                 log.exception("a subscriber of %s raised on completion", self._name)
+
+
+def _sinks(observers: tuple[abc.ObserverBase[T], ...]) -> tuple[Callable[[T], None], ...]:
+    """What a round of emission calls, one per observer.
+
+    A lone subscriber made by ``subscribe(fn)`` (reactivex's AutoDetachObserver) is
+    called as ``fn`` itself, without the wrapper's call: the wrapper only skips an
+    observer that was stopped, and a stopped one is no longer here (disposing
+    removes it; a failed subscribe removes it, see :meth:`ValueStream._subscribe_core`;
+    completion clears them all). With several observers, one may be disposed by
+    another during a round: then every one goes through its own ``on_next``.
+    """
+    if len(observers) == 1:
+        observer = observers[0]
+        direct = getattr(observer, "_on_next", None)
+        if type(observer) is AutoDetachObserver and callable(direct):
+            return (direct,)
+    return tuple(o.on_next for o in observers)
 
 
 class _Sink(Generic[T]):
@@ -249,7 +268,11 @@ class ValueStream(Stream[T], Generic[T]):
             return Disposable()
         if scheduler is None:
             self._add(observer)
-            observer.on_next(self._current())
+            try:
+                observer.on_next(self._current())
+            except BaseException:
+                self._remove(observer)  # the subscription fails: it never was one
+                raise
             return Disposable(lambda: self._remove(observer))
         # On a scheduler, join and replay in the same scheduled action, so a value
         # emitted meanwhile is neither delivered before the replay nor twice.
