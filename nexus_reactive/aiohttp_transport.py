@@ -1,5 +1,8 @@
 """The aiohttp WebSocket transport: the only module that touches sockets.
 
+It implements :class:`nexus_reactive.transport.Transport`, and is imported on the first
+connection (not by ``import nexus_reactive``: aiohttp is most of the import time).
+
 It opens one connection (mapping every aiohttp and OS failure to the library's
 own errors, here and nowhere else), writes frames, and runs the tight receive
 loop that hands each text frame's bytes to a callback. Frames stay bytes end to
@@ -12,8 +15,8 @@ import asyncio
 import contextlib
 import logging
 import ssl as _ssl
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -23,14 +26,7 @@ from .core.opening import AUTH_HEADER
 from .core.policy import close_error, close_retry_after, header_retry_after, http_error
 from .errors import NexusConnectionError, ProtocolError, RedirectRefused
 
-__all__ = [
-    "AiohttpTransport",
-    "Transport",
-    "TransportFactory",
-    "open_session",
-    "open_transport",
-    "private_seams",
-]
+__all__ = ["AiohttpTransport", "open_session", "open_transport", "private_seams"]
 
 log = logging.getLogger("nexus_reactive.transport")
 
@@ -116,45 +112,6 @@ def _batch_writer(ws: object) -> Any:
     if not all(hasattr(protocol, name) for name in _PROTOCOL_ATTRS):
         return None
     return writer
-
-
-class Transport(Protocol):
-    """One open connection, as the client uses it: the seam between the connection's
-    life (:mod:`nexus_reactive.connection`) and the socket.
-
-    :class:`AiohttpTransport` is the real one; a test may pass a scripted or
-    fault-injecting one through ``WebSocketService(transport_factory=...)``.
-    """
-
-    #: The upgrade response's ``x-nexus-auth`` header, if the server sent one.
-    auth: str | None
-
-    async def send(self, frame: bytes) -> None:
-        """Write one text frame."""
-
-    async def send_batch(self, frames: list[bytes]) -> None:
-        """Write several text frames, in order."""
-
-    async def pump(
-        self,
-        on_frame: Callable[[bytes], NexusConnectionError | None],
-        on_invalid: Callable[[ProtocolError], None],
-        on_first: Callable[[bytes], NexusConnectionError | None] | None = None,
-    ) -> NexusConnectionError:
-        """Receive until the connection ends (or a handler returns an error); say why."""
-        ...
-
-    async def receive_frame(self) -> bytes:
-        """Receive one text frame (handshakes); raise NexusConnectionError if it ends."""
-        ...
-
-    async def close(self, code: int = 1000) -> None:
-        """Close (idempotent); never raises."""
-
-
-#: Opens a transport: ``(url, headers, deadline)`` -> an open :class:`Transport`,
-#: or raises :class:`NexusConnectionError`. ``deadline`` is in the loop's time.
-TransportFactory = Callable[[str, Mapping[str, str], float], Awaitable[Transport]]
 
 
 class AiohttpTransport:
