@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 PYTEST_ENV := PYTHONASYNCIODEBUG=1
 PYTEST_ARGS := -X dev -W error::ResourceWarning -m pytest -q
 
-.PHONY: install demo test lint format soak bench docs lock test-lowest test-latest clean
+.PHONY: install demo test test-uvloop lint format soak bench docs lock test-lowest test-latest clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: install
 ## Every test, with asyncio debug mode and ResourceWarning as an error; then lint and types.
 test: install
 	$(PYTEST_ENV) $(BIN)/python $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory lint
+
+## Every test on uvloop's event loop (the uvloop extra), then lint and types.
+test-uvloop: install
+	NEXUS_TEST_LOOP=uvloop $(PYTEST_ENV) $(BIN)/python $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
 
 ## Refresh uv.lock to the newest versions the ranges in pyproject.toml allow; review its diff.

@@ -120,5 +120,6 @@ def test_no_module_but_transport_touches_aiohttp_private_names(module: Path) -> 
         if isinstance(node, ast.Constant) and node.value in PRIVATE
     }
     assert not used, (
-        f"{module.name} uses aiohttp private names {sorted(used)}: keep them in aiohttp_transport.py"
+        f"{module.name} uses aiohttp private names {sorted(used)}: "
+        "keep them in aiohttp_transport.py"
     )
