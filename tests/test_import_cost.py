@@ -13,7 +13,8 @@ import sys
 import pytest
 
 #: Loaded only when used: aiohttp (and yarl) at the first connection, cryptography
-#: when a signing key is used, the reference server and the CLI when run.
+#: when a signing key is used, sqlite3 when a journal opens (persist=), the reference
+#: server and the CLI when run.
 HEAVY = (
     "aiohttp",
     "yarl",
@@ -23,6 +24,7 @@ HEAVY = (
     "nexus_reactive.cli",
     "nexus_reactive.signing",
     "nexus_reactive.handshake",
+    "sqlite3",
 )
 
 
