@@ -158,7 +158,8 @@ def print_report(results: dict[str, Any]) -> None:
     sections: dict[str, Any] = results["sections"]
     rounds = results["meta"]["rounds"]
     print()
-    print(f"nexus-reactive benchmark ({rounds} round(s), variants interleaved)")
+    loop = results["meta"].get("loop", "asyncio")
+    print(f"nexus-reactive benchmark ({rounds} round(s), variants interleaved, {loop} loop)")
     for key, section in sections.items():
         print()
         print(f"== {section['letter']}. {key} ({section['unit']})")
