@@ -22,12 +22,13 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from yarl import URL
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, NexusConnectionError, UnknownOption
+
+if TYPE_CHECKING:
+    # Only an annotation here: cryptography loads when a key is used (signing.py).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = ["API_KEY_ENV", "DEFAULT_MAX_MESSAGES", "SECONDS_LIMITS", "ApiKey", "WebSocketConfig"]
 
@@ -148,6 +149,8 @@ class WebSocketConfig:
     persist: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
+        from yarl import URL  # imported by aiohttp at the first connection anyway
+
         try:
             url = URL(self.url)
         except (ValueError, TypeError) as exc:

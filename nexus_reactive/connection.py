@@ -27,7 +27,7 @@ from .errors import ConfigError, NexusConnectionError, NexusError, ProtocolError
 from .messages import ChallengeMessage, Message
 from .outbound import Sender
 from .streams import ValuePublisher
-from .transport import Transport, TransportFactory, open_session, open_transport
+from .transport import Transport, TransportFactory
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -188,6 +188,9 @@ class Connection:
         # The session lives exactly as long as this task: close() awaits it, and a
         # supervisor that gives up leaves nothing open behind it.
         config = self._config
+        # aiohttp loads here, on the first connection, not at `import nexus_reactive`.
+        from .aiohttp_transport import open_session, open_transport
+
         async with open_session() as session:
 
             async def dial(url: str, headers: Mapping[str, str], deadline: float) -> Transport:
