@@ -294,4 +294,4 @@ def test_the_docs_example_passes_as_a_users_copy(mode: str, tmp_path: Path) -> N
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert " 7 passed" in done.stdout and "warning" not in done.stdout, done.stdout
+    assert "7 passed in" in done.stdout and "warning" not in done.stdout, done.stdout
