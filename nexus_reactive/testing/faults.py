@@ -35,10 +35,12 @@ from typing import Any, Literal, Self
 
 from .wire import FrameBoundaries, close_frame, finish, http_response, read_request_head, reset
 
-__all__ = ["CHUNK_SIZE", "FaultProxy"]
+__all__ = ["CHUNK_SIZE", "CLOSE_GRACE", "FaultProxy"]
 
 CHUNK_SIZE = 64 * 1024
 _QUEUE_SIZE = 16  # chunks buffered per direction (bounds memory under latency)
+#: Seconds :meth:`FaultProxy.close_with` waits for a server frame under way to end.
+CLOSE_GRACE = 5.0
 
 _Item = tuple[float, bytes] | Literal["eof", "drop"]
 
@@ -162,7 +164,8 @@ class FaultProxy:
 
         The close frame goes to the client between two server frames (a frame under
         way is forwarded whole first), then both sides are closed (FIN). Returns once
-        those connections are gone. Connections not (yet) upgraded are reset.
+        those connections are gone. Connections not (yet) upgraded are reset, and so
+        is one whose frame under way has not ended after :data:`CLOSE_GRACE` seconds.
         """
         frame = close_frame(code, reason)
         conns = list(self._conns)
@@ -176,7 +179,15 @@ class FaultProxy:
             if conn.frames.at_boundary:
                 await conn.down.put((0.0, frame))
                 await conn.down.put("drop")
-        await asyncio.gather(*(c.task for c in conns if c.task), return_exceptions=True)
+        tasks = {c.task for c in conns if c.task}
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=CLOSE_GRACE)
+        for conn in conns:  # a frame that never ends (or a stall): reset instead
+            if conn.task in late:
+                conn.reset()
+                conn.task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def cut(self) -> None:
         """Reset every current connection (RST to the client, upstream closed too)."""
