@@ -44,7 +44,7 @@ async def test_a_callable_key_is_called_on_every_attempt(start_nexus: Any) -> No
         calls.append(f"key-{len(calls) + 1}")
         return calls[-1]
 
-    proxy = FaultProxy("127.0.0.1", server.server.port)
+    proxy = FaultProxy("127.0.0.1", server.port)
     await proxy.start()
     service = WebSocketService(server.config(url=proxy.url(), api_key=rotating))
     try:
