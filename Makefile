@@ -17,7 +17,7 @@ export NO_MKDOCS_2_WARNING := 1
 PYTEST_ENV := PYTHONASYNCIODEBUG=1
 PYTEST_ARGS := -X dev -W error::ResourceWarning -m pytest -q
 
-.PHONY: install demo test lint format soak bench docs screenshots lock test-lowest test-latest clean
+.PHONY: install demo demo-solara test lint format soak bench docs screenshots lock test-lowest test-latest clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 ## Start the reference server on a free port with a fresh key, run the quickstart, stop.
 demo: install
 	$(BIN)/python examples/demo.py
+
+## The Solara chat (examples/solara_chat.py) against the reference server, in the browser:
+## Solara's front end is served from its local cache (filled once from the npm registry).
+demo-solara: install
+	$(BIN)/python examples/solara_assets.py
+	$(BIN)/python examples/demo.py --solara
 
 ## Every test, with asyncio debug mode and ResourceWarning as an error; then lint and types.
 test: install
