@@ -73,9 +73,10 @@ def library_threads() -> list[str]:
 async def test_connects_answers_and_closes_on_unmount(nexus: Nexus) -> None:
     probe = Probe()
     label, rc = reacton.render_fixed(chat(probe, **settings(nexus.url)), handle_error=False)
-    state, messages, send_message, clear_messages = probe.hook  # unpacks like the React hook
+    # The first render: unpacks like the React hook, before anything was received.
+    state, messages, send_message, clear_messages = probe.renders[0]
     assert not state.connected and len(messages) == 0
-    assert send_message == probe.hook.send_message and callable(clear_messages)
+    assert callable(send_message) and callable(clear_messages)
     await wait_for(lambda: probe.hook.state.connected, message="connected")
     assert label.value == "Connected"
     assert nexus.stats.connections_open == 1
