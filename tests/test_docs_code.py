@@ -72,6 +72,7 @@ INCLUDED = {
     "examples/quickstart.py": "tests/test_docs_code.py::test_make_demo_runs_the_quickstart",
     "examples/tk_chat.py": "tests/test_tk_example.py (under Xvfb)",
     "examples/qt_chat.py": "tests/test_qt_example.py (under Xvfb)",
+    "examples/solara_chat.py": "tests/test_solara_browser.py (headless Chromium)",
 }
 #: Fence languages that are Python but would not be run: write ```python.
 PYTHON_ALIASES = frozenset({"py", "python3", "py3", "pycon", "ipython", "ipython3", "Python"})
