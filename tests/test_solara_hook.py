@@ -8,8 +8,10 @@ threads, so the test polls what the widgets say with ``wait_for``.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,10 @@ from nexus_reactive import ResponseMessage
 from nexus_reactive.server import EchoEngine
 
 from .conftest import KEY, Nexus, ServerFactory
+from .test_notebook import kernel_name  # noqa: F401  (a fixture: a kernel of this Python)
 from .waiting import wait_for
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 reacton = pytest.importorskip("reacton", reason="the solara extra is not installed")
 widgets = pytest.importorskip("reacton.ipywidgets")
@@ -201,3 +206,61 @@ async def test_a_streamed_answer_renders_at_most_at_the_batch_rate(
     finally:
         rc.close()
     await wait_for(lambda: server.stats.connections_open == 0)
+
+
+#: The example's page in a notebook: rendered and displayed as a cell's output, then
+#: driven as a user would (type, click Send), in a real Jupyter kernel.
+NOTEBOOK_CELLS = [
+    """\
+import sys, time
+sys.path.insert(0, EXAMPLES)
+import ipyvue, ipyvuetify as v, reacton
+import solara_chat
+
+box, rc = reacton.render(solara_chat.Page(), handle_error=False)
+display(box)
+
+def texts():
+    found = rc.find(ipyvue.Html).widgets
+    return [w.children[0] for w in found if w.children and isinstance(w.children[0], str)]
+
+def wait(condition, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: {texts()}"
+        time.sleep(0.02)
+""",
+    """\
+wait(lambda: "Connected" in texts(), "connected")
+rc.find(v.TextField).widget.v_model = "Asked in a notebook"
+rc.find(v.Btn, children=["Send"]).widget.click()
+wait(lambda: "Nexus: You asked: Asked in a notebook" in texts(), "the answer")
+print(texts())
+""",
+    "rc.close()",
+]
+
+
+async def test_the_example_page_works_in_a_jupyter_kernel(
+    nexus: Nexus,
+    kernel_name: str,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cells = [NOTEBOOK_CELLS[0].replace("EXAMPLES", repr(str(EXAMPLES))), *NOTEBOOK_CELLS[1:]]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name=kernel_name,
+        timeout=120,
+        startup_timeout=120,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    env = {**os.environ, "NEXUS_URL": nexus.url, "NEXUS_API_KEY": KEY, "PYTHONASYNCIODEBUG": "1"}
+    with (tmp_path / "kernel.log").open("w") as kernel_stderr:
+        await client.async_execute(env=env, stderr=kernel_stderr)
+    printed = "".join(o.get("text", "") for o in notebook.cells[1].outputs)
+    assert "'You: Asked in a notebook', 'Nexus: You asked: Asked in a notebook'" in printed
+    assert nexus.stats.connections_total == 1
+    await wait_for(lambda: nexus.stats.connections_open == 0, message="closed on unmount")
