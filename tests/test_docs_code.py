@@ -75,6 +75,7 @@ INCLUDED = {
     "examples/test_my_app.py": (
         "tests/test_testing_kit.py::test_the_docs_example_passes_as_a_users_copy"
     ),
+    "examples/solara_chat.py": "tests/test_solara_browser.py (headless Chromium)",
 }
 #: Fence languages that are Python but would not be run: write ```python.
 PYTHON_ALIASES = frozenset({"py", "python3", "py3", "pycon", "ipython", "ipython3", "Python"})
