@@ -1,0 +1,53 @@
+"""The seam between a connection's life and its socket: :class:`Transport`.
+
+:class:`~nexus_reactive.transport.AiohttpTransport` is the real one; a test may pass a
+scripted or fault-injecting one through ``WebSocketService(transport_factory=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
+
+from .errors import NexusConnectionError, ProtocolError
+
+__all__ = ["Transport", "TransportFactory"]
+
+
+class Transport(Protocol):
+    """One open connection, as the client uses it: the seam between the connection's
+    life (:mod:`nexus_reactive.connection`) and the socket.
+
+    :class:`AiohttpTransport` is the real one; a test may pass a scripted or
+    fault-injecting one through ``WebSocketService(transport_factory=...)``.
+    """
+
+    #: The upgrade response's ``x-nexus-auth`` header, if the server sent one.
+    auth: str | None
+
+    async def send(self, frame: bytes) -> None:
+        """Write one text frame."""
+
+    async def send_batch(self, frames: list[bytes]) -> None:
+        """Write several text frames, in order."""
+
+    async def pump(
+        self,
+        on_frame: Callable[[bytes], NexusConnectionError | None],
+        on_invalid: Callable[[ProtocolError], None],
+        on_first: Callable[[bytes], NexusConnectionError | None] | None = None,
+    ) -> NexusConnectionError:
+        """Receive until the connection ends (or a handler returns an error); say why."""
+        ...
+
+    async def receive_frame(self) -> bytes:
+        """Receive one text frame (handshakes); raise NexusConnectionError if it ends."""
+        ...
+
+    async def close(self, code: int = 1000) -> None:
+        """Close (idempotent); never raises."""
+
+
+#: Opens a transport: ``(url, headers, deadline)`` -> an open :class:`Transport`,
+#: or raises :class:`NexusConnectionError`. ``deadline`` is in the loop's time.
+TransportFactory = Callable[[str, Mapping[str, str], float], Awaitable[Transport]]
