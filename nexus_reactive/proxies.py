@@ -20,6 +20,7 @@ handshake) and never into a log, repr or error: :func:`shown` is how a proxy is 
 
 from __future__ import annotations
 
+import base64
 import urllib.request
 from typing import Any
 
@@ -54,8 +55,8 @@ def proxy_headers(proxy: ProxyUrl) -> dict[str, str]:
     """The ``Proxy-Authorization`` header for an HTTP proxy's credentials, if any."""
     if proxy.user is None:
         return {}
-    auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
-    return {"Proxy-Authorization": auth.encode()}
+    token = base64.b64encode(f"{proxy.user}:{proxy.password or ''}".encode()).decode()
+    return {"Proxy-Authorization": f"Basic {token}"}
 
 
 def socks_connector(proxy: ProxyUrl) -> aiohttp.BaseConnector:
