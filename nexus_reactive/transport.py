@@ -40,6 +40,8 @@ log = logging.getLogger("nexus_reactive.transport")
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
+#: Seconds a connection refused after the upgrade (its subprotocol) waits for the close.
+_REFUSAL_CLOSE_WAIT = 1.0
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
@@ -233,7 +235,8 @@ class AiohttpTransport:
         if kind is WSMsgType.CLOSE and isinstance(data, int):
             reason = extra if isinstance(extra, str) else ""
             return close_error(data, reason, retry_after=close_retry_after(reason))
-        exc = ws.exception()
+        # An ERROR message carries its exception (a frame over the limit, bad deflate data).
+        exc = ws.exception() or (data if isinstance(data, BaseException) else None)
         code = ws.close_code
         if isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009:
             return close_error(
@@ -356,7 +359,9 @@ async def open_transport(
         chosen = ws.protocol  # aiohttp's view, when the private header is out of reach
     refused = subprotocol_refused(chosen, subprotocols)
     if refused is not None:
+        # Failed (RFC 6455: 1002); a server that does not answer the close is not waited for.
         with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-            await ws.close(code=1002)
+            async with asyncio.timeout(_REFUSAL_CLOSE_WAIT):
+                await ws.close(code=1002)
         raise refused
     return AiohttpTransport(ws, _response_header(ws, AUTH_HEADER), chosen)

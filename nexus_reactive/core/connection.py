@@ -234,11 +234,13 @@ class ClientCore(Generic[W]):
     def stopped(self) -> ConnectionState:
         """``disconnect()``: no more attempts until the next ``connect()``."""
         self.reconnector.retries = 0
-        return self._set(replace(self.state, phase=Phase.DISCONNECTED, retry_in=None))
+        return self._set(
+            replace(self.state, phase=Phase.DISCONNECTED, retry_in=None, subprotocol=None)
+        )
 
     def closed(self) -> ConnectionState:
         """``close()``: the service is finished."""
-        return self._set(replace(self.state, phase=Phase.CLOSED, retry_in=None))
+        return self._set(replace(self.state, phase=Phase.CLOSED, retry_in=None, subprotocol=None))
 
     def _set(self, state: ConnectionState) -> ConnectionState:
         self.state = state
