@@ -17,7 +17,7 @@ export NO_MKDOCS_2_WARNING := 1
 PYTEST_ENV := PYTHONASYNCIODEBUG=1
 PYTEST_ARGS := -X dev -W error::ResourceWarning -m pytest -q
 
-.PHONY: install demo test lint format soak bench docs screenshots lock test-lowest test-latest clean
+.PHONY: install demo test test-uvloop lint format soak bench docs screenshots lock test-lowest test-latest clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ test: install
 	$(PYTEST_ENV) $(BIN)/python $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
 
+## Every test on uvloop's event loop (the uvloop extra), then lint and types.
+test-uvloop: install
+	NEXUS_TEST_LOOP=uvloop $(PYTEST_ENV) $(BIN)/python $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory lint
+
 ## Refresh uv.lock to the newest versions the ranges in pyproject.toml allow; review its diff.
 lock: $(UV)
 	$(UV) lock --upgrade
@@ -48,7 +53,7 @@ lock: $(UV)
 test-lowest: $(UV)
 	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-lowest
 	$(UV) pip install --quiet --python .venv-lowest/bin/python --resolution lowest-direct \
-		-e '.[tui,notebook]' --group dev
+		-e '.[tui,notebook,qt,uvloop,socks]' --group dev
 	$(UV) pip list --python .venv-lowest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest) '
 	$(PYTEST_ENV) .venv-lowest/bin/python $(PYTEST_ARGS)
 
@@ -56,7 +61,7 @@ test-lowest: $(UV)
 test-latest: $(UV)
 	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-latest
 	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --upgrade \
-		-e '.[tui,notebook]' --group dev
+		-e '.[tui,notebook,qt,uvloop,socks]' --group dev
 	$(UV) pip list --python .venv-latest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest) '
 	$(PYTEST_ENV) .venv-latest/bin/python $(PYTEST_ARGS)
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from yarl import URL
-
 from .config import WebSocketConfig
 from .config_checks import ProxyUrl, check_proxy, check_url, redact_url
 from .errors import ConfigError, NexusConnectionError
@@ -50,6 +48,8 @@ def attempt_proxy(config: WebSocketConfig, url: str) -> ProxyUrl | None:
     """
     if config.proxy is not None or not config.trust_env:
         return check_proxy(config.proxy)
+    from yarl import URL  # loaded with the config already
+
     try:
         proxy = env_proxy(URL(url))
         if proxy is not None:

@@ -19,9 +19,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Any
 
 from .config_checks import (
     UrlSource,
@@ -33,6 +31,10 @@ from .config_checks import (
     redact_url,
 )
 from .errors import ConfigError, NexusConnectionError
+
+if TYPE_CHECKING:
+    # Only an annotation here: cryptography loads when a key is used (signing.py).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "API_KEY_ENV",

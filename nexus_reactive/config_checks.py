@@ -17,11 +17,13 @@ import ipaddress
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import NamedTuple
-
-from yarl import URL
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import ConfigError, UnknownOption
+
+if TYPE_CHECKING:
+    # yarl loads where a URL is checked (a config is made), not at `import nexus_reactive`.
+    from yarl import URL
 
 __all__ = [
     "PROXY_SCHEMES",
@@ -91,6 +93,8 @@ def check_url(url: object, *, allow_insecure: bool, proxy: str | None) -> URL:
             cross a network in clear text (``ws://`` to another host, or through a
             proxy on another host) without ``allow_insecure=True``.
     """
+    from yarl import URL
+
     if not isinstance(url, str):
         raise ConfigError(f"url must be a string (or a callable returning one), got {url!r}")
     shown = redact_url(url)
@@ -139,6 +143,8 @@ def check_proxy(proxy: object) -> ProxyUrl | None:
     """
     if proxy is None:
         return None
+    from yarl import URL
+
     if not isinstance(proxy, str):
         raise ConfigError(f"proxy must be a URL string or None, got {type(proxy).__name__}")
     try:

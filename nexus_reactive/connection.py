@@ -17,8 +17,6 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from . import codec
 from .attempts import attempt_proxy, provided
 from .config import WebSocketConfig
@@ -32,9 +30,10 @@ from .messages import ChallengeMessage, Message
 from .outbound import Sender
 from .proxies import is_socks
 from .streams import ValuePublisher
-from .transport import Transport, TransportFactory, open_session, open_transport
+from .transport import Transport, TransportFactory
 
 if TYPE_CHECKING:
+    import aiohttp
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from .asks import Waiter
@@ -194,6 +193,9 @@ class Connection:
         # a supervisor that gives up leaves nothing open behind it. One session, plus
         # one per SOCKS proxy used (a SOCKS proxy is the session's connector).
         config = self._config
+        # aiohttp loads here, on the first connection, not at `import nexus_reactive`.
+        from .aiohttp_transport import open_session, open_transport
+
         async with contextlib.AsyncExitStack() as stack:
             sessions: dict[ProxyUrl | None, aiohttp.ClientSession] = {}
 

@@ -1,20 +1,23 @@
 """What a failed attempt to open a WebSocket means: aiohttp's and the OS's failures as
 the library's own errors (the policy table in :mod:`nexus_reactive.core.policy`), every
 message redacted (:func:`~nexus_reactive.config_checks.redact_url`). Used by
-:mod:`nexus_reactive.transport` only.
+:mod:`nexus_reactive.aiohttp_transport` only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import aiohttp
-from yarl import URL
+from typing import TYPE_CHECKING
 
 from .config_checks import ProxyUrl, redact_url
 from .core.policy import header_retry_after, http_error
 from .errors import NexusConnectionError, RedirectRefused
 from .proxies import proxy_error
+
+if TYPE_CHECKING:
+    # Imported by the aiohttp transport only, which has loaded aiohttp already; the
+    # functions import it themselves so this module stays light on its own.
+    import aiohttp
 
 __all__ = ["Redirected", "failure", "subprotocol_refused"]
 
@@ -32,6 +35,8 @@ def failure(
     exc: Exception, url: str, proxy: ProxyUrl | None, connect_timeout: float
 ) -> NexusConnectionError:
     """An attempt's failure, as the library's error (every message redacted)."""
+    import aiohttp
+
     if proxy is not None and (refused := proxy_error(exc, proxy)) is not None:
         return refused
     if isinstance(exc, Redirected):
@@ -74,6 +79,8 @@ def subprotocol_refused(chosen: str | None, offered: Sequence[str]) -> NexusConn
 
 
 def _origin(url: str) -> str:
+    from yarl import URL
+
     try:
         return str(URL(url).origin())
     except ValueError:

@@ -21,20 +21,24 @@ handshake) and never into a log, repr or error: :func:`shown` is how a proxy is 
 from __future__ import annotations
 
 import base64
-import urllib.request
-from typing import Any
-
-import aiohttp
-from yarl import URL
+from typing import TYPE_CHECKING, Any
 
 from .config_checks import SOCKS_SCHEMES, ProxyUrl, check_proxy, redact_url
 from .errors import NexusConnectionError
+
+if TYPE_CHECKING:
+    # aiohttp and yarl load with the transport (the first connection), not at
+    # `import nexus_reactive`: each function that needs them imports them.
+    import aiohttp
+    from yarl import URL
 
 __all__ = ["env_proxy", "proxy_error", "proxy_headers", "shown", "socks_connector"]
 
 
 def env_proxy(url: URL) -> str | None:
     """The proxy the environment names for ``url`` (``trust_env=True``), or ``None``."""
+    import urllib.request  # ~15 ms (http.client, email): only with trust_env=True
+
     proxies = urllib.request.getproxies()
     host = url.host or ""
     if host and urllib.request.proxy_bypass(host):
@@ -48,6 +52,8 @@ def env_proxy(url: URL) -> str | None:
 
 def shown(proxy: ProxyUrl) -> str:
     """The proxy as it may be shown: scheme, host and port, no credentials."""
+    from yarl import URL
+
     return f"{proxy.scheme}://{URL.build(host=proxy.host).host_port_subcomponent}:{proxy.port}"
 
 
@@ -87,6 +93,8 @@ def resolve(configured: str | None, trust_env: bool, url: URL) -> ProxyUrl | Non
 
 def proxy_error(exc: BaseException, proxy: ProxyUrl) -> NexusConnectionError | None:
     """What a failure that came from the proxy means, or ``None`` if it did not."""
+    import aiohttp
+
     name = shown(proxy)
     status = getattr(exc, "status", None)
     if isinstance(exc, aiohttp.ClientHttpProxyError) or (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,25 @@ from nexus_reactive.server.app import STATS_KEY
 from nexus_reactive.server.state import ServerStats
 
 from .waiting import EVENTUALLY
+
+#: ``NEXUS_TEST_LOOP=uvloop`` (``make test-uvloop``) runs every test on uvloop's event loop.
+TEST_LOOP = os.environ.get("NEXUS_TEST_LOOP", "asyncio")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_LOOP == "uvloop":
+        import uvloop
+
+        # pytest-asyncio makes each test's loop from the current policy; asyncio.run and
+        # new_event_loop elsewhere (the sync store's thread) use it too.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    elif TEST_LOOP != "asyncio":
+        raise pytest.UsageError(f"NEXUS_TEST_LOOP must be asyncio or uvloop, not {TEST_LOOP!r}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"nexus-reactive test loop: {TEST_LOOP} (NEXUS_TEST_LOOP)"
+
 
 KEY = "test-key-7f3a9c"  # distinctive, so tests can scan output for it
 
