@@ -4,9 +4,10 @@ It implements :class:`nexus_reactive.transport.Transport`, and is imported on th
 connection (not by ``import nexus_reactive``: aiohttp is most of the import time).
 
 It opens one connection (mapping every aiohttp and OS failure to the library's
-own errors, here and nowhere else), writes frames, and runs the tight receive
-loop that hands each text frame's bytes to a callback. Frames stay bytes end to
-end (``decode_text=False``), so msgspec decodes them without a str copy.
+own errors, here and in :mod:`.failures`, nowhere else), writes frames, and runs
+the tight receive loop that hands each text frame's bytes to a callback. Frames
+stay bytes end to end (``decode_text=False``), so msgspec decodes them without a
+str copy.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import asyncio
 import contextlib
 import logging
 import ssl as _ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WSMsgType
 from yarl import URL
 
+from .config_checks import ProxyUrl
 from .core.opening import AUTH_HEADER
-from .core.policy import close_error, close_retry_after, header_retry_after, http_error
-from .errors import NexusConnectionError, ProtocolError, RedirectRefused
+from .core.policy import close_error, close_retry_after
+from .errors import NexusConnectionError, ProtocolError
+from .failures import Redirected, failure, subprotocol_refused
+from .proxies import is_socks, proxy_headers, socks_connector
 
 __all__ = ["AiohttpTransport", "open_session", "open_transport", "private_seams"]
 
@@ -32,6 +36,8 @@ log = logging.getLogger("nexus_reactive.transport")
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
+#: Seconds a connection refused after the upgrade (its subprotocol) waits for the close.
+_REFUSAL_CLOSE_WAIT = 1.0
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
@@ -91,12 +97,12 @@ def private_seams(ws: object | None = None, session: object | None = None) -> di
     return seams
 
 
-def _auth_header(ws: object) -> str | None:
-    """The upgrade response's ``x-nexus-auth`` header, when aiohttp lets us read it."""
+def _response_header(ws: object, name: str) -> str | None:
+    """A header of the upgrade response (``x-nexus-auth``), when aiohttp lets us read it."""
     headers = getattr(getattr(ws, _RESPONSE_ATTR, None), "headers", None)
     if headers is None:
         return None
-    value = headers.get(AUTH_HEADER)
+    value = headers.get(name)
     return value if isinstance(value, str) else None
 
 
@@ -117,14 +123,25 @@ def _batch_writer(ws: object) -> Any:
 class AiohttpTransport:
     """One open WebSocket connection, over aiohttp."""
 
-    __slots__ = ("_batcher", "_ws", "auth")
+    __slots__ = ("_batcher", "_ws", "auth", "subprotocol")
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse[Literal[False]], auth: str | None = None
+        self,
+        ws: aiohttp.ClientWebSocketResponse[Literal[False]],
+        auth: str | None = None,
+        subprotocol: str | None = None,
     ) -> None:
         self._ws = ws
+        # Compressed connections write frame by frame (aiohttp compresses in send_frame).
         self._batcher: Any = _batch_writer(ws)
         self.auth = auth
+        #: The subprotocol the server chose (``None``: none offered).
+        self.subprotocol = subprotocol
+
+    @property
+    def compressed(self) -> bool:
+        """Whether permessage-deflate was negotiated."""
+        return bool(self._ws.compress)
 
     @property
     def closed(self) -> bool:
@@ -214,10 +231,15 @@ class AiohttpTransport:
         if kind is WSMsgType.CLOSE and isinstance(data, int):
             reason = extra if isinstance(extra, str) else ""
             return close_error(data, reason, retry_after=close_retry_after(reason))
-        exc = ws.exception()
+        # An ERROR message carries its exception (a frame over the limit, bad deflate data).
+        exc = ws.exception() or (data if isinstance(data, BaseException) else None)
         code = ws.close_code
         if isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009:
-            return close_error(1009, "a received frame exceeded max_message_size")
+            return close_error(
+                1009,
+                "a received message exceeded max_message_size"
+                + (" once decompressed" if self._ws.compress else ""),
+            )
         if isinstance(exc, asyncio.TimeoutError):
             return NexusConnectionError(
                 "the server stopped answering pings (no pong within the heartbeat); "
@@ -225,22 +247,16 @@ class AiohttpTransport:
                 close_code=code,
             )
         if exc is not None:
-            return NexusConnectionError(f"connection lost: {exc}", close_code=code)
+            what = "an invalid compressed frame" if "decompress" in str(exc).lower() else ""
+            return NexusConnectionError(
+                f"connection lost{': ' + what if what else ''}: {exc}", close_code=code
+            )
         return close_error(code)
 
     async def close(self, code: int = 1000) -> None:
         """Close the connection (idempotent); never raises."""
         with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
             await self._ws.close(code=code)
-
-
-class _Redirected(Exception):
-    """Raised from aiohttp's redirect hook: the redirect is refused, not followed."""
-
-    def __init__(self, status: int, location: str) -> None:
-        super().__init__(status, location)
-        self.status = status
-        self.location = location
 
 
 async def _refuse_redirect(
@@ -252,11 +268,14 @@ async def _refuse_redirect(
     # the Location: raising here means the credentials never go anywhere else. (ws_connect
     # has no allow_redirects switch; the trace hook is public API since aiohttp 3.0.)
     response = params.response
-    raise _Redirected(response.status, response.headers.get("Location", ""))
+    raise Redirected(response.status, response.headers.get("Location", ""))
 
 
-def open_session() -> aiohttp.ClientSession:
+def open_session(proxy: ProxyUrl | None = None) -> aiohttp.ClientSession:
     """A client session for one service's connection attempts.
+
+    With a SOCKS ``proxy``, every connection of the session goes through it (an HTTP
+    proxy is per request: :func:`open_transport`'s ``proxy``).
 
     It never follows a redirect (see :func:`open_transport`), and each attempt is
     exactly one socket: aiohttp would otherwise re-send an idempotent request (the
@@ -265,7 +284,8 @@ def open_session() -> aiohttp.ClientSession:
     """
     trace = aiohttp.TraceConfig()
     trace.on_request_redirect.append(_refuse_redirect)
-    session = aiohttp.ClientSession(trace_configs=[trace])
+    connector = socks_connector(proxy) if proxy is not None and is_socks(proxy) else None
+    session = aiohttp.ClientSession(trace_configs=[trace], connector=connector)
     if hasattr(session, _RETRY_ATTR):
         setattr(session, _RETRY_ATTR, False)
     return session
@@ -281,22 +301,39 @@ async def open_transport(
     connect_timeout: float = 10.0,
     max_message_size: int = 4 * 1024 * 1024,
     deadline: float | None = None,
+    proxy: ProxyUrl | None = None,
+    compression: bool = False,
+    subprotocols: Sequence[str] = (),
 ) -> AiohttpTransport:
     """Open a WebSocket to ``url``.
 
     Args:
         deadline: the loop time by which the attempt must be open; by default
             ``connect_timeout`` from now (``connect_timeout`` names it in errors).
+        proxy: the proxy of this attempt. An HTTP one is used here; a SOCKS one must
+            be the session's (:func:`open_session`), and is named in errors.
+        compression: offer permessage-deflate; the server decides.
+        subprotocols: offered in order of preference; the server must choose one.
 
     Raises:
         AuthenticationError: the server refused the credentials (HTTP 401/403).
         RedirectRefused: the server redirected the upgrade (with a session from
             :func:`open_session`); nothing was sent to the ``Location``.
         NexusConnectionError: any other failure, marked retryable or not per the
-            policy table.
+            policy table; a proxy's refusal of its credentials (407) and a server
+            that chose no subprotocol of ours are fatal.
     """
     if deadline is None:
         deadline = asyncio.get_running_loop().time() + connect_timeout
+    via: dict[str, Any] = {}
+    if proxy is not None and not is_socks(proxy):
+        # Credentials in a header, never in a URL that an error could quote.
+        auth = proxy_headers(proxy)
+        via = {"proxy": URL.build(scheme=proxy.scheme, host=proxy.host, port=proxy.port)}
+        via["proxy_headers"] = auth
+        if URL(url).scheme == "ws":
+            # No tunnel for ws://: the upgrade request itself goes to the proxy.
+            headers = {**headers, **auth}
     try:
         async with asyncio.timeout_at(deadline):
             ws = await session.ws_connect(
@@ -307,40 +344,20 @@ async def open_transport(
                 max_msg_size=max_message_size,
                 decode_text=False,
                 autoping=True,
+                compress=15 if compression else 0,
+                protocols=tuple(subprotocols),
+                **via,
             )
-    except _Redirected as exc:
-        raise RedirectRefused(exc.status, exc.location, _origin(url)) from None
-    except aiohttp.WSServerHandshakeError as exc:
-        retry_after = header_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-        raise http_error(exc.status, retry_after) from None
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise NexusConnectionError(
-            f"the server's TLS certificate was rejected ({_cert_reason(exc)}). If the "
-            "server uses a private CA, pass ssl=<an ssl.SSLContext that trusts it>; check "
-            "that the URL's host name matches the certificate. Not retrying.",
-            retryable=False,
-        ) from None
-    except TimeoutError:
-        raise NexusConnectionError(
-            f"no connection within connect_timeout ({connect_timeout:g}s)"
-        ) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise NexusConnectionError(f"cannot connect to {url}: {_describe(exc)}") from None
-    return AiohttpTransport(ws, _auth_header(ws))
-
-
-def _origin(url: str) -> str:
-    try:
-        return str(URL(url).origin())
-    except ValueError:
-        return url
-
-
-def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
-    error = exc.certificate_error
-    return getattr(error, "verify_message", None) or str(error) or "verification failed"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text
+    except Exception as exc:
+        raise failure(exc, url, proxy, connect_timeout) from None
+    chosen = _response_header(ws, "Sec-WebSocket-Protocol")
+    if chosen is None and ws.protocol is not None:
+        chosen = ws.protocol  # aiohttp's view, when the private header is out of reach
+    refused = subprotocol_refused(chosen, subprotocols)
+    if refused is not None:
+        # Failed (RFC 6455: 1002); a server that does not answer the close is not waited for.
+        with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            async with asyncio.timeout(_REFUSAL_CLOSE_WAIT):
+                await ws.close(code=1002)
+        raise refused
+    return AiohttpTransport(ws, _response_header(ws, AUTH_HEADER), chosen)

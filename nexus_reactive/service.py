@@ -108,7 +108,7 @@ class WebSocketService:
         self._connection.deliver = self._receiver.deliver
 
     def __repr__(self) -> str:
-        return f"<WebSocketService {self._config.url} {self._core.state}>"
+        return f"<WebSocketService {self._config.shown_url} {self._core.state}>"
 
     def _check_thread(self, name: str) -> None:
         check_loop_thread(self._loop, name)

@@ -42,6 +42,8 @@ class Transport(Protocol):
 
     #: The upgrade response's ``x-nexus-auth`` header, if the server sent one.
     auth: str | None
+    # Optional: ``subprotocol`` (str | None), the subprotocol the server chose; read with
+    # getattr, so a test's transport without it counts as "none offered".
 
     async def send(self, frame: bytes) -> None:
         """Write one text frame."""
