@@ -17,7 +17,7 @@ export NO_MKDOCS_2_WARNING := 1
 PYTEST_ENV := PYTHONASYNCIODEBUG=1
 PYTEST_ARGS := -X dev -W error::ResourceWarning -m pytest -q
 
-.PHONY: install demo test lint format soak bench docs screenshots lock test-lowest test-latest clean
+.PHONY: install demo demo-solara test test-uvloop lint format soak bench docs screenshots lock test-lowest test-latest clean
 
 install: $(STAMP)
 
@@ -35,9 +35,20 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 demo: install
 	$(BIN)/python examples/demo.py
 
+## The Solara chat (examples/solara_chat.py) against the reference server, in the browser:
+## Solara's front end is served from its local cache (filled once from the npm registry).
+demo-solara: install
+	$(BIN)/python examples/solara_assets.py
+	$(BIN)/python examples/demo.py --solara
+
 ## Every test, with asyncio debug mode and ResourceWarning as an error; then lint and types.
 test: install
 	$(PYTEST_ENV) $(BIN)/python $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory lint
+
+## Every test on uvloop's event loop (the uvloop extra), then lint and types.
+test-uvloop: install
+	NEXUS_TEST_LOOP=uvloop $(PYTEST_ENV) $(BIN)/python $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
 
 ## Refresh uv.lock to the newest versions the ranges in pyproject.toml allow; review its diff.
@@ -48,7 +59,7 @@ lock: $(UV)
 test-lowest: $(UV)
 	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-lowest
 	$(UV) pip install --quiet --python .venv-lowest/bin/python --resolution lowest-direct \
-		-e '.[tui,notebook]' --group dev
+		-e '.[tui,notebook,qt,uvloop,socks,testing,solara]' --group dev
 	$(UV) pip list --python .venv-lowest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest) '
 	$(PYTEST_ENV) .venv-lowest/bin/python $(PYTEST_ARGS)
 
@@ -56,7 +67,7 @@ test-lowest: $(UV)
 test-latest: $(UV)
 	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-latest
 	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --upgrade \
-		-e '.[tui,notebook]' --group dev
+		-e '.[tui,notebook,qt,uvloop,socks,testing,solara]' --group dev
 	$(UV) pip list --python .venv-latest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest) '
 	$(PYTEST_ENV) .venv-latest/bin/python $(PYTEST_ARGS)
 

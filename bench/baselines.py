@@ -8,8 +8,12 @@ Floods (each returns the seconds from "start connecting" to "sentinel received")
 - :func:`flood_naive`: aiohttp with ``json.loads`` of every frame;
 - :func:`flood_websockets`: the ``websockets`` library with ``json.loads``.
 
+- :func:`flood_picows`, :func:`flood_picows_decode`: picows (the fastest asyncio
+  WebSocket client), frames as bytes, and plus ``codec.decode``: anchors.
+
 Asks: :func:`naive_asker` (aiohttp, ``json.dumps``/``json.loads`` and a table of
-futures by id) and :func:`echo_line` (asyncio streams: the raw TCP floor).
+futures by id), :func:`picows_asker` (picows + msgspec: the fastest client, an anchor)
+and :func:`echo_line` (asyncio streams: the raw TCP floor).
 """
 
 from __future__ import annotations
@@ -34,10 +38,13 @@ __all__ = [
     "AskFn",
     "echo_line",
     "flood_naive",
+    "flood_picows",
+    "flood_picows_decode",
     "flood_raw",
     "flood_raw_decode",
     "flood_websockets",
     "naive_asker",
+    "picows_asker",
 ]
 
 AskFn = Callable[[], Awaitable[object]]
@@ -214,3 +221,106 @@ async def echo_line(url: str) -> AsyncIterator[AskFn]:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+# -- picows: the fastest asyncio WebSocket client, as an anchor -------------------------
+
+
+async def _picows_flood(url: str, n: int, api_key: str, decode: bool) -> float:
+    import picows
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    count = 0
+    text = picows.WSMsgType.TEXT
+    decoder = codec.decode
+
+    class Listener(picows.WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            nonlocal count
+            if frame.msg_type is not text:
+                return
+            data = frame.get_payload_as_bytes()
+            count += 1
+            last = decoder(data).id == _DONE if decode else data == _SENTINEL
+            if last and not done.done():
+                done.set_result(None)
+
+        def on_ws_disconnected(self, transport: Any) -> None:
+            if not done.done():
+                done.set_exception(RuntimeError("picows: disconnected before the sentinel"))
+
+    t0 = time.perf_counter()
+    transport, _ = await picows.ws_connect(Listener, url, extra_headers={"x-api-key": api_key})
+    try:
+        await asyncio.wait_for(done, 300)
+        elapsed = time.perf_counter() - t0
+    finally:
+        transport.send_close()
+        transport.disconnect()
+        await transport.wait_disconnected()
+    _check(count, n, "picows+decode" if decode else "picows")
+    return elapsed
+
+
+async def flood_picows(url: str, n: int, api_key: str) -> float:
+    """Receive a flood with picows, each frame's payload as bytes, not parsed."""
+    return await _picows_flood(url, n, api_key, decode=False)
+
+
+async def flood_picows_decode(url: str, n: int, api_key: str) -> float:
+    """Receive a flood with picows and decode each frame with ``codec.decode`` (msgspec)."""
+    return await _picows_flood(url, n, api_key, decode=True)
+
+
+@asynccontextmanager
+async def picows_asker(url: str, api_key: str) -> AsyncIterator[AskFn]:
+    """The fastest ask client we know how to write: picows, msgspec out and in, futures
+    by id, frames handled in picows' ``on_ws_frame`` callback (no reader task).
+
+    Yields:
+        ``ask()``: send one ask and wait for its answer's payload.
+    """
+    import msgspec
+    import picows
+
+    class Answer(msgspec.Struct):
+        type: str
+        id: str
+        payload: dict[str, Any]
+
+    read = msgspec.json.Decoder(Answer).decode
+    write = msgspec.json.Encoder().encode
+    pending: dict[str, asyncio.Future[Any]] = {}
+    loop = asyncio.get_running_loop()
+    text = picows.WSMsgType.TEXT
+
+    class Listener(picows.WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type is not text:
+                return
+            message = read(frame.get_payload_as_bytes())
+            future = pending.pop(message.id, None)
+            if future is None or future.done():
+                return
+            if message.type == "error":
+                future.set_exception(RuntimeError(str(message.payload.get("message"))))
+            else:
+                future.set_result(message.payload)
+
+    transport, _ = await picows.ws_connect(Listener, url, extra_headers={"x-api-key": api_key})
+    payload = {"query": traffic.QUERY}
+
+    async def ask() -> object:
+        ask_id = uuid.uuid4().hex
+        future: asyncio.Future[Any] = loop.create_future()
+        pending[ask_id] = future
+        transport.send(text, write({"type": "ask", "id": ask_id, "payload": payload}))
+        return await future
+
+    try:
+        yield ask
+    finally:
+        transport.send_close()
+        transport.disconnect()
+        await transport.wait_disconnected()

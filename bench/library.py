@@ -26,15 +26,26 @@ from nexus_reactive.store import WebSocketStore
 from . import traffic
 from .baselines import AskFn
 
-__all__ = ["flood_service", "flood_store", "idle_store", "library_asker", "wait_until"]
+__all__ = [
+    "flood_service",
+    "flood_service_picows",
+    "flood_store",
+    "idle_store",
+    "library_asker",
+    "wait_until",
+]
 
 _DONE = traffic.SENTINEL_ID
 #: Bound on one flood or one wait: a hung variant fails the run instead of hanging it.
 TIMEOUT = 300.0
 
 
-async def flood_service(url: str, n: int, api_key: str) -> float:
-    """Receive a flood through ``service.messages`` (one counting subscriber)."""
+async def flood_service(url: str, n: int, api_key: str, transport: str = "aiohttp") -> float:
+    """Receive a flood through ``service.messages`` (one counting subscriber).
+
+    ``transport="picows"``: through the bench's prototype picows transport
+    (:mod:`bench.picows_transport`), by the service's ``transport_factory`` seam.
+    """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     count = 0
@@ -46,7 +57,7 @@ async def flood_service(url: str, n: int, api_key: str) -> float:
             done.set_result(None)
 
     t0 = time.perf_counter()
-    service = WebSocketService(WebSocketConfig(url=url, api_key=api_key))
+    service = _service(WebSocketConfig(url=url, api_key=api_key), transport)
     service.messages.subscribe(on_next)
     try:
         await service.connect()
@@ -85,10 +96,23 @@ async def flood_store(url: str, n: int, api_key: str) -> float:
     return elapsed
 
 
+async def flood_service_picows(url: str, n: int, api_key: str) -> float:
+    """:func:`flood_service` through the prototype picows transport."""
+    return await flood_service(url, n, api_key, transport="picows")
+
+
+def _service(config: WebSocketConfig, transport: str) -> WebSocketService:
+    if transport == "aiohttp":
+        return WebSocketService(config)
+    from .picows_transport import picows_factory
+
+    return WebSocketService(config, transport_factory=picows_factory(config))
+
+
 @asynccontextmanager
-async def library_asker(url: str, api_key: str) -> AsyncIterator[AskFn]:
+async def library_asker(url: str, api_key: str, transport: str = "aiohttp") -> AsyncIterator[AskFn]:
     """A connected service; yields ``ask()``, one ``service.ask`` of the bench query."""
-    async with WebSocketService(WebSocketConfig(url=url, api_key=api_key)) as service:
+    async with _service(WebSocketConfig(url=url, api_key=api_key), transport) as service:
 
         async def ask() -> object:
             return await service.ask(traffic.QUERY)

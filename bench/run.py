@@ -3,9 +3,10 @@
 Usage::
 
     python -m bench.run [--quick] [--rounds R] [--messages N] [--only a,b,...]
-                        [--json PATH] [--png PATH]
+                        [--loop asyncio|uvloop] [--json PATH] [--png PATH]
 
-Sections: a flood, b asks, c history, d memory, e restart (letters or names).
+Sections: a flood, b asks, c history, d memory, e restart, f uvloop, g imports,
+h stores, i server (letters or names).
 Every server process the suite starts is stopped before it exits, also on Ctrl-C,
 SIGTERM or failure. Exit code 0 when every section ran, whatever the numbers.
 """
@@ -43,7 +44,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections to run: a,b,c,d,e or flood,asks,history,memory,restart",
+        help="comma-separated sections to run: a-i or "
+        "flood,asks,history,memory,restart,uvloop,imports,stores,server",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop the suite runs on (section f compares both either way)",
     )
     parser.add_argument(
         "--json", type=Path, default=RESULTS / "latest.json", help="where to write the JSON"
@@ -74,7 +82,7 @@ def _sections(only: str) -> list[str]:
         item = item.strip()
         name = SECTIONS.get(item, item)
         if name not in names:
-            raise ValueError(f"unknown section {item!r}; choose from a-e or {', '.join(names)}")
+            raise ValueError(f"unknown section {item!r}; choose from a-i or {', '.join(names)}")
         chosen.add(name)
     return [name for name in names if name in chosen]
 
@@ -99,6 +107,7 @@ def _meta(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     return {
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
+        "loop": args.loop,
         "rounds": params.rounds,
         "params": {k: v for k, v in vars(params).items()},
         "python": sys.version.split()[0],
@@ -107,7 +116,15 @@ def _meta(args: argparse.Namespace, params: Params) -> dict[str, Any]:
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": {
             name: version(name)
-            for name in ("nexus-reactive", "aiohttp", "msgspec", "reactivex", "websockets")
+            for name in (
+                "nexus-reactive",
+                "aiohttp",
+                "msgspec",
+                "reactivex",
+                "websockets",
+                "picows",
+                "uvloop",
+            )
         },
     }
 
@@ -127,6 +144,14 @@ async def _run(suite: Suite, sections: list[str]) -> dict[str, Any]:
     return results
 
 
+def _loop_factory(loop: str) -> Any:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
 def _on_sigterm(signum: int, _frame: object) -> None:
     # Become an exception, so that every finally-block stops its servers.
     raise SystemExit(128 + signum)
@@ -142,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     suite = Suite(params, api_key)
     t0 = time.perf_counter()
     try:
-        sections = asyncio.run(_run(suite, args.sections))
+        with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+            sections = runner.run(_run(suite, args.sections))
     except KeyboardInterrupt:
         print("[bench] interrupted; every server was stopped", file=sys.stderr)
         return 130

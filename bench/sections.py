@@ -15,6 +15,9 @@ c ``history``  the store's append path at 10k, 50k and 200k messages of history.
 d ``memory``   bytes retained per stored message (tracemalloc) and RSS over a long
                flood with a bounded history.
 e ``restart``  from a restarted server's startup line to the first answered ask.
+
+f..i (issue 14: uvloop, import time, many stores, the reference server's capacity)
+live in :mod:`bench.scale`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 from nexus_reactive import WebSocketConfig, WebSocketService, codec
 from nexus_reactive.messages import Message
 
-from . import baselines, library, servers, traffic
+from . import baselines, library, scale, servers, traffic
 from .stats import percentile, ratio, summarize
 
 __all__ = ["SECTIONS", "Params", "Suite"]
@@ -63,6 +66,14 @@ class Params:
     restart_rounds: int = 5  # e
     reconnect_interval: float = 0.05  # e
     max_reconnect_interval: float = 0.1  # e
+    import_runs: int = 15  # g: fresh interpreters per import statement
+    stores: int = 1_000  # h: stores on one shared connection
+    stores_asks: int = 10  # h: asks per store (answers routed per store)
+    stores_flood: int = 20_000  # h: frames offered to every store of the shared connection
+    idle_connections: int = 5_000  # i: idle clients of one server process
+    idle_heartbeat: float = 5.0  # i: seconds between pings, client and server
+    idle_hold: float = 15.0  # i: seconds they stay idle
+    server_rounds: int = 1  # i: rounds of the idle-connections run
 
     @classmethod
     def quick(cls) -> Params:
@@ -76,6 +87,13 @@ class Params:
             memory_messages=5_000,
             rss_messages=50_000,
             restart_rounds=1,
+            import_runs=3,
+            stores=50,
+            stores_asks=2,
+            stores_flood=1_000,
+            idle_connections=100,
+            idle_heartbeat=1.0,
+            idle_hold=1.5,
         )
 
 
@@ -117,6 +135,9 @@ class Suite:
             "raw aiohttp + codec.decode": baselines.flood_raw_decode,
             "aiohttp + json.loads": baselines.flood_naive,
             "websockets + json.loads": baselines.flood_websockets,
+            "picows": baselines.flood_picows,
+            "picows + codec.decode": baselines.flood_picows_decode,
+            "service.messages (picows transport)": library.flood_service_picows,
         }
         base = self.flood_url()
         warm = min(p.messages, 2_000)
@@ -147,6 +168,12 @@ class Suite:
                 "service.messages / naive": ratio(med["service.messages"], naive),
                 "service.messages / raw": ratio(med["service.messages"], raw),
                 "service.messages / websockets": ratio(med["service.messages"], wsl),
+                "store / picows": ratio(med["store"], med["picows"]),
+                "service.messages / picows": ratio(med["service.messages"], med["picows"]),
+                "raw aiohttp / picows": ratio(raw, med["picows"]),
+                "service.messages: picows transport / aiohttp transport": ratio(
+                    med["service.messages (picows transport)"], med["service.messages"]
+                ),
             },
         }
 
@@ -172,6 +199,16 @@ class Suite:
             for name, client in clients.items():
                 runs.append((f"{name} sequential", self._sequential_run(client, lean)))
                 runs.append((f"{name} {p.concurrency} in flight", self._inflight_run(client, lean)))
+            # Anchors, sequential only: the fastest client we can write, and the service
+            # on the prototype picows transport.
+            anchors: dict[str, Asker] = {
+                "picows + msgspec": lambda: baselines.picows_asker(lean_url, key),
+                "service.ask (picows transport)": lambda: library.library_asker(
+                    lean_url, key, "picows"
+                ),
+            }
+            for name, client in anchors.items():
+                runs.append((f"{name} sequential", self._sequential_run(client, lean)))
             reference: dict[str, Asker] = {
                 "service.ask": lambda: library.library_asker(ref_url, key),
                 "naive aiohttp": lambda: baselines.naive_asker(ref_url, key),
@@ -228,6 +265,22 @@ class Suite:
                 "sequential asks/s: service / naive": ratio(
                     med("service.ask sequential", "asks/s"),
                     med("naive aiohttp sequential", "asks/s"),
+                ),
+                "sequential p99: service / echo floor": ratio(
+                    med("service.ask sequential", "p99 us"),
+                    med("raw TCP echo sequential", "p99 us"),
+                ),
+                "sequential p50: picows + msgspec / echo floor": ratio(
+                    med("picows + msgspec sequential", "p50 us"),
+                    med("raw TCP echo sequential", "p50 us"),
+                ),
+                "sequential p50: naive / echo floor": ratio(
+                    med("naive aiohttp sequential", "p50 us"),
+                    med("raw TCP echo sequential", "p50 us"),
+                ),
+                "sequential p50: aiohttp transport / picows transport": ratio(
+                    med("service.ask sequential", "p50 us"),
+                    med("service.ask (picows transport) sequential", "p50 us"),
                 ),
             },
         }
@@ -433,6 +486,20 @@ class Suite:
             "samples": samples,
         }
 
+    # -- f..i: issue 14's anchors and capacity (bench/scale.py) ----------------------
+
+    async def uvloop(self) -> dict[str, Any]:
+        return await scale.uvloop_section(self)
+
+    async def imports(self) -> dict[str, Any]:
+        return await scale.imports(self)
+
+    async def stores(self) -> dict[str, Any]:
+        return await scale.stores(self)
+
+    async def server(self) -> dict[str, Any]:
+        return await scale.server(self)
+
     # -- e: restart ------------------------------------------------------------------
 
     async def restart(self) -> dict[str, Any]:
@@ -553,4 +620,8 @@ SECTIONS: dict[str, str] = {
     "c": "history",
     "d": "memory",
     "e": "restart",
+    "f": "uvloop",
+    "g": "imports",
+    "h": "stores",
+    "i": "server",
 }

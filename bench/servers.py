@@ -37,10 +37,12 @@ from . import traffic
 
 __all__ = [
     "ServerProcess",
+    "raise_open_files_limit",
     "start_echo",
     "start_flood",
     "start_lean",
     "start_nexus",
+    "start_nexus_heartbeat",
     "stop_all",
 ]
 
@@ -131,6 +133,20 @@ class ServerProcess:
         # Fields 14 and 15 of stat(5) (utime, stime), counted after "pid (comm)".
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def rss_bytes(self) -> int | None:
+        """The process's resident set size now; ``None`` off Linux."""
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            with open(f"/proc/{proc.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
     def stderr(self) -> str:
         if self._stderr is None:
             return ""
@@ -213,6 +229,18 @@ def nexus_process(api_key: str, port: int = 0) -> ServerProcess:
 def start_nexus(api_key: str, port: int = 0) -> ServerProcess:
     """Start the reference server (``nexus-reactive serve``)."""
     server = nexus_process(api_key, port)
+    server.start()
+    return server
+
+
+def start_nexus_heartbeat(api_key: str, heartbeat: float) -> ServerProcess:
+    """Start the reference server (echo engine) with server pings every ``heartbeat``
+    seconds (the CLI has no switch for it): the idle-connections section."""
+    server = ServerProcess(
+        "reference server (heartbeat)",
+        _python_module("bench.servers", "nexus-heartbeat", "--heartbeat", str(heartbeat)),
+        {"NEXUS_API_KEY": api_key},
+    )
     server.start()
     return server
 
@@ -363,6 +391,35 @@ async def _serve_lean(host: str, port: int) -> None:
         await runner.cleanup()
 
 
+async def _serve_nexus_heartbeat(host: str, port: int, heartbeat: float) -> None:
+    from nexus_reactive.server import EchoEngine, serve
+
+    def listening(url: str) -> None:
+        print(f"bench reference server listening on {url}", flush=True)
+
+    await serve(
+        host,
+        port,
+        api_keys=os.environ.get("NEXUS_API_KEY", ""),
+        engine=EchoEngine(),
+        heartbeat=heartbeat,
+        stop=asyncio.Event(),
+        on_listening=listening,
+        shutdown_timeout=1.0,
+    )
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one (many idle connections)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def _exit_when_parent_goes() -> None:
     # The parent holds our stdin open; EOF means it is gone (even if SIGKILLed).
     def watch() -> None:
@@ -383,11 +440,17 @@ def main(argv: list[str] | None = None) -> None:
 
         raise SystemExit(cli.main(["serve", *argv[1:]]))
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
-    parser.add_argument("kind", choices=("flood", "echo", "lean"))
+    parser.add_argument("kind", choices=("flood", "echo", "lean", "nexus-heartbeat"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--heartbeat", type=float, default=5.0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    if args.kind == "nexus-heartbeat":
+        raise_open_files_limit()
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve_nexus_heartbeat(args.host, args.port, args.heartbeat))
+        return
     serve = {"flood": _serve_flood, "echo": _serve_echo, "lean": _serve_lean}[args.kind]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port))

@@ -241,7 +241,7 @@ class ChatApp(App[int]):
 
     def _show_status(self) -> None:
         status = self.query_one("#status", Static)
-        text = f"● {describe_state(self._state)} · {self._config.url}"
+        text = f"● {describe_state(self._state)} · {self._config.shown_url}"
         if self._notice:
             text += f"\n{self._notice}"
         status.update(Content(text))

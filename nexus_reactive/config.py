@@ -10,26 +10,40 @@ the key comes from (``<set>``, ``<callable>``, ``<from NEXUS_API_KEY>``).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
-import ipaddress
 import math
 import os
-import re
 import ssl as _ssl
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from yarl import URL
+from .config_checks import (
+    UrlSource,
+    check_option_names,
+    check_proxy,
+    check_subprotocols,
+    check_url,
+    milliseconds_message,
+    redact_url,
+)
+from .errors import ConfigError, NexusConnectionError
 
-from .errors import ConfigError, NexusConnectionError, UnknownOption
+if TYPE_CHECKING:
+    # Only an annotation here: cryptography loads when a key is used (signing.py).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["API_KEY_ENV", "DEFAULT_MAX_MESSAGES", "SECONDS_LIMITS", "ApiKey", "WebSocketConfig"]
+__all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_MAX_MESSAGES",
+    "SECONDS_LIMITS",
+    "ApiKey",
+    "UrlSource",
+    "WebSocketConfig",
+]
 
 #: The environment variable read when no ``api_key`` is given.
 API_KEY_ENV = "NEXUS_API_KEY"
@@ -38,6 +52,8 @@ API_KEY_ENV = "NEXUS_API_KEY"
 ApiKey = str | Callable[[], str | Awaitable[str]]
 
 _SECRET_FIELDS = frozenset({"api_key", "signing_key"})
+# Shown redacted: query values, a proxy's credentials (config_checks.redact_url).
+_URL_FIELDS = frozenset({"url", "proxy"})
 
 #: How many received messages a store keeps by default (``max_messages``).
 DEFAULT_MAX_MESSAGES = 1_000
@@ -85,7 +101,9 @@ class WebSocketConfig:
     """How to reach a Nexus server and how to behave when things go wrong.
 
     Args:
-        url: ``ws://`` or ``wss://`` URL of the server.
+        url: ``ws://`` or ``wss://`` URL of the server; or a callable (sync or async)
+            returning one, called once per connection attempt (a fresh token in the
+            query string). Query values are redacted wherever a URL is shown.
         api_key: the key sent in the ``x-api-key`` header, or a callable returning
             one (called on every connection attempt); ``None`` reads ``NEXUS_API_KEY``.
         reconnect_interval: delay before the first retry; it doubles on each retry.
@@ -120,10 +138,17 @@ class WebSocketConfig:
         burst: how many messages may go out at once before ``rate`` applies.
         persist: a SQLite file that keeps the outbox, pending asks and history
             across restarts and crashes (see :mod:`nexus_reactive.persist`).
+        proxy: ``http://[user:password@]host:port`` (HTTP CONNECT) or
+            ``socks5://...`` (the ``socks`` extra); credentials are never shown.
+        trust_env: without ``proxy``, take the proxy from ``HTTPS_PROXY`` /
+            ``HTTP_PROXY`` / ``ALL_PROXY``, honouring ``NO_PROXY`` (docs/networks.md).
+        compression: offer permessage-deflate; used if the server accepts it.
+        subprotocols: WebSocket subprotocols to offer, in order of preference; the
+            server must choose one of them (``state.value.subprotocol``).
     """
 
     # The one field that may also be given positionally: WebSocketConfig(url, ...).
-    url: str = field(default="ws://localhost:8000", kw_only=False)
+    url: UrlSource = field(default="ws://localhost:8000", kw_only=False)
     api_key: ApiKey | None = field(default=None, repr=False)
     reconnect_interval: float = 1.0
     max_reconnect_interval: float = 30.0
@@ -146,17 +171,16 @@ class WebSocketConfig:
     rate: float | None = None
     burst: int | None = None
     persist: str | os.PathLike[str] | None = None
+    proxy: str | None = None
+    trust_env: bool = False
+    compression: bool = False
+    subprotocols: Sequence[str] = ()
 
     def __post_init__(self) -> None:
-        try:
-            url = URL(self.url)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"url is not a valid URL ({exc}): {self.url!r}") from None
-        if url.scheme not in ("ws", "wss") or not url.host:
-            raise ConfigError(
-                f"url must be a ws:// or wss:// URL with a host, got {self.url!r} "
-                "(for example ws://localhost:8000)"
-            )
+        check_proxy(self.proxy)
+        if not callable(self.url):
+            check_url(self.url, allow_insecure=self.allow_insecure, proxy=self.proxy)
+        object.__setattr__(self, "subprotocols", check_subprotocols(self.subprotocols))
         for name in (
             "reconnect_interval",
             "max_reconnect_interval",
@@ -193,10 +217,12 @@ class WebSocketConfig:
                     + (", or None for no bound" if name == "request_timeout" else "")
                 )
             if value > refuse_above:
-                raise ConfigError(_milliseconds_message(name, value, refuse_above))
+                raise ConfigError(
+                    milliseconds_message(name, value, refuse_above, _TYPESCRIPT_NAMES.get(name))
+                )
             if name not in inherited:
                 warnings.warn(
-                    _milliseconds_message(name, value, None),
+                    milliseconds_message(name, value, None, _TYPESCRIPT_NAMES.get(name)),
                     UserWarning,
                     stacklevel=_caller_level(),
                 )
@@ -213,11 +239,6 @@ class WebSocketConfig:
             raise ConfigError("api_key must be a string, a callable returning one, or None")
         if self.burst is not None and self.burst < 1:
             raise ConfigError("burst must be at least 1")
-        if url.scheme == "ws" and not self.allow_insecure and not _is_loopback(url.host):
-            raise ConfigError(
-                f"refusing to send the API key in clear text to {url.host} over ws://: "
-                "use wss://, or pass allow_insecure=True if this network is trusted"
-            )
         if any(k.lower() == "x-api-key" for k in self.headers):
             raise ConfigError("pass the API key as api_key=..., not in headers")
 
@@ -247,6 +268,8 @@ class WebSocketConfig:
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS:
                 shown.append(f"{f.name}={_source(f.name, value)}")
+            elif f.name in _URL_FIELDS:
+                shown.append(f"{f.name}={self._shown(value)!r}")
             elif f.name == "headers":
                 shown.append(f"headers={sorted(value)!r}")
             else:
@@ -254,6 +277,34 @@ class WebSocketConfig:
         return f"WebSocketConfig({', '.join(shown)})"
 
     __str__ = __repr__
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as it may be shown (logs, reprs): query values and credentials
+        redacted; ``<callable>`` for a URL provider."""
+        return self._shown(self.url)
+
+    @staticmethod
+    def _shown(value: object) -> str:
+        if value is None or isinstance(value, str):
+            return "None" if value is None else redact_url(value)
+        return "<callable>"
+
+    async def resolve_url(self) -> str:
+        """The URL for this connection attempt (a provider is called once).
+
+        Raises:
+            ConfigError: the provider returned no valid URL (or an insecure one).
+        """
+        source = self.url
+        if isinstance(source, str):
+            return source
+        url = source()
+        if inspect.isawaitable(url):
+            url = await url
+        check_url(url, allow_insecure=self.allow_insecure, proxy=self.proxy)
+        assert isinstance(url, str)
+        return url
 
     async def resolve_api_key(self) -> str:
         """The key for this connection attempt.
@@ -298,15 +349,6 @@ def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and value > 0 and not math.isnan(value)
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _source(name: str, value: object) -> str:
     """Where a secret comes from, for a repr: never the secret itself."""
     if value is None:
@@ -324,64 +366,7 @@ def _option_names() -> list[str]:
 
 def _check_option_names(options: Mapping[str, object]) -> None:
     """Raise :class:`UnknownOption` for the first keyword that names no option."""
-    known = _option_names()
-    unknown = sorted(set(options) - set(known))
-    if not unknown:
-        return
-    name = unknown[0]
-    others = f" (and {', '.join(unknown[1:])})" if unknown[1:] else ""
-    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
-    if name in _STORE_ONLY_OPTIONS:
-        raise UnknownOption(
-            f"{name} is a store option, not a connection setting: pass it to the store, "
-            f"use_websocket(..., {name}=...) or WebSocketStore(..., {name}=...)",
-            name=name,
-        )
-    if snake != name and snake in known:
-        suggestion: str | None = snake
-        hint = f"{name} is the TypeScript design's spelling; this option is {snake}"
-        if snake in SECONDS_LIMITS:
-            hint += " (in seconds, not milliseconds)"
-    else:
-        close = difflib.get_close_matches(name, [*known, *_STORE_ONLY_OPTIONS], n=1, cutoff=0.6)
-        suggestion = close[0] if close else None
-        hint = (
-            f"did you mean {suggestion}?"
-            if suggestion
-            else f"the options are {', '.join(sorted(known))}"
-        )
-        if suggestion in _STORE_ONLY_OPTIONS:
-            hint += f" (a store option: use_websocket(..., {suggestion}=...))"
-    raise UnknownOption(
-        f"unknown option {name}{others}: {hint}",
-        name=name,
-        suggestion=suggestion,
-    )
-
-
-def _milliseconds_message(name: str, value: float, refused_above: float | None) -> str:
-    """Why ``value`` looks like milliseconds, and what it is in seconds."""
-    typescript = _TYPESCRIPT_NAMES.get(name)
-    design = f"the TypeScript design's {typescript or 'unit'}"
-    seconds = f"this option is in seconds: {name}={value / 1000!r}"
-    # As written: 1000, not the 1000.0 a command line's float parser makes of it.
-    shown = int(value) if float(value).is_integer() else value
-    if refused_above is not None:
-        return (
-            f"{name}={shown!r} looks like milliseconds ({design}); {seconds} "
-            f"(at most {refused_above:g}, i.e. {_duration(refused_above)})"
-        )
-    return (
-        f"{name}={shown!r} is {_duration(value)}; if you meant milliseconds ({design}), {seconds}"
-    )
-
-
-def _duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
-    parts.append(f"{rest} s" if rest or not (hours or minutes) else "")
-    return " ".join(p for p in parts if p)
+    check_option_names(options, _option_names(), _STORE_ONLY_OPTIONS, SECONDS_LIMITS)
 
 
 # The generated __init__ raises a bare TypeError for an unknown keyword; checked

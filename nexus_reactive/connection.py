@@ -18,18 +18,22 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from . import codec
+from .attempts import attempt_proxy, provided
 from .config import WebSocketConfig
+from .config_checks import ProxyUrl
 from .core import Backoff, ClientCore, ConnectionState, Reconnector
 from .core.events import ClientEvents
 from .core.meaning import challenge_error
 from .core.opening import Opening, opening
-from .errors import ConfigError, NexusConnectionError, NexusError, ProtocolError
+from .errors import NexusConnectionError, NexusError, ProtocolError
 from .messages import ChallengeMessage, Message
 from .outbound import Sender
+from .proxies import is_socks
 from .streams import ValuePublisher
-from .transport import Transport, TransportFactory, open_session, open_transport
+from .transport import Transport, TransportFactory
 
 if TYPE_CHECKING:
+    import aiohttp
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from .asks import Waiter
@@ -185,12 +189,23 @@ class Connection:
         if self._factory is not None:
             await self._run(self._factory)
             return
-        # The session lives exactly as long as this task: close() awaits it, and a
-        # supervisor that gives up leaves nothing open behind it.
+        # The sessions live exactly as long as this task: closing them is awaited, and
+        # a supervisor that gives up leaves nothing open behind it. One session, plus
+        # one per SOCKS proxy used (a SOCKS proxy is the session's connector).
         config = self._config
-        async with open_session() as session:
+        # aiohttp loads here, on the first connection, not at `import nexus_reactive`.
+        from .aiohttp_transport import open_session, open_transport
+
+        async with contextlib.AsyncExitStack() as stack:
+            sessions: dict[ProxyUrl | None, aiohttp.ClientSession] = {}
 
             async def dial(url: str, headers: Mapping[str, str], deadline: float) -> Transport:
+                proxy = attempt_proxy(config, url)
+                key = proxy if is_socks(proxy) else None
+                session = sessions.get(key)
+                if session is None:
+                    session = await stack.enter_async_context(open_session(key))
+                    sessions[key] = session
                 return await open_transport(
                     session,
                     url,
@@ -200,6 +215,9 @@ class Connection:
                     connect_timeout=config.connect_timeout,
                     max_message_size=config.max_message_size,
                     deadline=deadline,
+                    proxy=proxy,
+                    compression=config.compression,
+                    subprotocols=config.subprotocols,
                 )
 
             await self._run(dial)
@@ -241,25 +259,12 @@ class Connection:
             self._give_up(fatal)
 
     async def _open(self, dial: TransportFactory) -> Transport:
-        """One attempt: the key (the provider is called exactly once), then the upgrade,
-        both within ``connect_timeout``."""
+        """One attempt: the key and the URL (each provider is called exactly once), then
+        the upgrade, all within ``connect_timeout``."""
         config = self._config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + config.connect_timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                api_key = await config.resolve_api_key()
-        except TimeoutError:
-            raise NexusConnectionError(
-                "the API key provider did not return a key within connect_timeout "
-                f"({config.connect_timeout:g}s)"
-            ) from None
-        except ConfigError as exc:
-            raise NexusConnectionError(f"{exc}. Not retrying.", retryable=False) from exc
-        except Exception as exc:
-            raise NexusConnectionError(
-                f"the API key provider raised {type(exc).__name__}: {exc}"
-            ) from exc
+        deadline = asyncio.get_running_loop().time() + config.connect_timeout
+        api_key = await provided("API key", config.resolve_api_key, deadline, config)
+        url = await provided("URL", config.resolve_url, deadline, config)
         # x-max-message-size: a server that would send a bigger reply refuses that ask
         # (error too_large) instead of having it closed with 1009 on every reconnect.
         headers = {
@@ -267,7 +272,7 @@ class Connection:
             "x-api-key": api_key,
             "x-max-message-size": str(config.max_message_size),
         }
-        return await dial(config.url, headers, deadline)
+        return await dial(url, headers, deadline)
 
     async def _serve(self, transport: Transport) -> NexusConnectionError:
         """Run one open connection until it ends; return why it ended."""
@@ -292,7 +297,8 @@ class Connection:
                     )
                 except NexusConnectionError as exc:
                     return exc
-            self._core.opened()  # messages flow from now on
+            # Messages flow from now on.
+            self._core.opened(getattr(transport, "subprotocol", None))
             writer = self.sender.attach(transport)
             self._retry_after = None
             on_frame = self.on_frame

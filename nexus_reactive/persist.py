@@ -28,15 +28,18 @@ import contextlib
 import logging
 import os
 import queue
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .core.events import ClientEvents
 from .errors import PersistenceError, ProtocolError
 from .messages import Message
+
+if TYPE_CHECKING:
+    import sqlite3  # imported where a journal opens: most clients never persist
 
 if sys.platform != "win32":
     import fcntl
@@ -104,6 +107,8 @@ class Journal(ClientEvents):
         history_limit: int = 1_000,
         on_error: Callable[[PersistenceError], None] | None = None,
     ) -> None:
+        import sqlite3
+
         self.path = os.fspath(path)
         self.history_limit = history_limit
         self._on_error = on_error
@@ -248,6 +253,8 @@ class Journal(ClientEvents):
                 waiters = []
 
     def _commit(self, ops: list[_Op]) -> bool:
+        import sqlite3  # already loaded by __init__: a dictionary look-up
+
         db = self._db
         try:
             db.execute("BEGIN")

@@ -109,7 +109,7 @@ class WebSocketService:
         self._connection.deliver = self._receiver.deliver
 
     def __repr__(self) -> str:
-        return f"<WebSocketService {self._config.url} {self._core.state}>"
+        return f"<WebSocketService {self._config.shown_url} {self._core.state}>"
 
     def _check_thread(self, name: str) -> None:
         if _running_loop() is not self._loop:  # on the loop's own thread: nothing to check

@@ -128,7 +128,7 @@ class WebSocketStore:
     def __repr__(self) -> str:
         team = f" team={self._team_id}" if self._team_id else ""
         return (
-            f"<WebSocketStore {self._config.url}{team} {self.service.state.value} "
+            f"<WebSocketStore {self._config.shown_url}{team} {self.service.state.value} "
             f"{len(self._intake.snapshot())} messages>"
         )
 
@@ -276,7 +276,7 @@ class WebSocketStore:
     def _repr_html_(self) -> str:
         from .display import store_html
 
-        return store_html(self.service.state.value, self._intake.snapshot(), self._config.url)
+        return store_html(self.service.state.value, self._intake.snapshot(), self._config.shown_url)
 
     def display(self) -> Any:
         """Show a live view in a notebook that updates in place as state and

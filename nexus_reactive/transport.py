@@ -1,29 +1,24 @@
-"""The aiohttp WebSocket transport: the only module that touches sockets.
+"""The transport seam: what the connection needs from a socket.
 
-It opens one connection (mapping every aiohttp and OS failure to the library's
-own errors, here and nowhere else), writes frames, and runs the tight receive
-loop that hands each text frame's bytes to a callback. Frames stay bytes end to
-end (``decode_text=False``), so msgspec decodes them without a str copy.
+:class:`Transport` is one open connection; a :data:`TransportFactory` opens one.
+The real transport is :class:`~nexus_reactive.aiohttp_transport.AiohttpTransport`
+(in :mod:`nexus_reactive.aiohttp_transport`, imported on the first connection, so
+that ``import nexus_reactive`` does not load aiohttp); a test may pass a scripted or
+fault-injecting one through ``WebSocketService(transport_factory=...)``.
+
+The aiohttp names (``AiohttpTransport``, ``open_session``, ``open_transport``,
+``private_seams``) are still importable from here; they load aiohttp when first used.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import ssl as _ssl
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
-from aiohttp import WSMsgType
-from yarl import URL
+from .errors import NexusConnectionError, ProtocolError
 
-from .core.opening import AUTH_HEADER
-from .core.policy import close_error, close_retry_after, header_retry_after, http_error
-from .errors import NexusConnectionError, ProtocolError, RedirectRefused
-from .seam import Transport, TransportFactory
+if TYPE_CHECKING:
+    from .aiohttp_transport import AiohttpTransport, open_session, open_transport, private_seams
 
 __all__ = [
     "AiohttpTransport",
@@ -34,177 +29,27 @@ __all__ = [
     "private_seams",
 ]
 
-log = logging.getLogger("nexus_reactive.transport")
-
-_TEXT = WSMsgType.TEXT
-_BINARY = WSMsgType.BINARY
-_ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+_LAZY = frozenset({"AiohttpTransport", "open_session", "open_transport", "private_seams"})
 
 
-class _Collector:
-    """Stands in for the asyncio transport while aiohttp frames a batch: it keeps
-    the bytes, so the batch goes to the socket in one write."""
+class Transport(Protocol):
+    """One open connection, as the client uses it: the seam between the connection's
+    life (:mod:`nexus_reactive.connection`) and the socket.
 
-    __slots__ = ("chunks", "real")
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.chunks: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def is_closing(self) -> bool:
-        return bool(self.real.is_closing())
-
-
-# aiohttp's private names this module relies on, and what happens without them. Each is
-# feature-checked where it is used, with a public fallback; tests/test_transport_seams.py
-# fails with a clear message when an aiohttp release renames one.
-#: ClientSession: re-sends the upgrade once on a reset (fallback: it may, an extra try).
-_RETRY_ATTR = "_retry_connection"
-#: ClientWebSocketResponse -> WebSocketWriter: framing a batch in one write, and a lone
-#: frame without send_frame's two coroutines (fallback: ``send_frame`` per frame).
-_WRITER_ATTR = "_writer"
-_WRITER_ATTRS: tuple[str, ...] = ("_write_websocket_frame", "transport", "protocol")
-_WRITER_ATTRS += ("_closing", "_output_size", "_limit")
-_PROTOCOL_ATTRS = ("_paused", "_drain_helper")
-#: ClientWebSocketResponse -> its WebSocketDataQueue: text frames parsed already are taken
-#: by ``read()`` while the connection is open (fallback: ``receive()`` per frame).
-_READER_ATTR = "_reader"
-_QUEUE_ATTRS = ("_buffer", "read")
-_STATE_ATTRS = ("_closing", "_closed")
-#: ClientWebSocketResponse -> the upgrade's ClientResponse: its headers (``x-nexus-auth``)
-#: (fallback: the header is unknown, and a client without a key waits CHALLENGE_GRACE).
-_RESPONSE_ATTR = "_response"
-
-
-def private_seams(ws: object | None = None, session: object | None = None) -> dict[str, bool]:
-    """Which of aiohttp's private names this module uses are present (for tests/diagnosis).
-
-    Args:
-        ws: an open ``ClientWebSocketResponse``, to check the batch-writing seam.
-        session: a ``ClientSession``, to check the upgrade-retry switch.
+    :class:`AiohttpTransport` is the real one; a test may pass a scripted or
+    fault-injecting one through ``WebSocketService(transport_factory=...)``.
     """
-    seams: dict[str, bool] = {}
-    if session is not None:
-        seams[f"ClientSession.{_RETRY_ATTR}"] = hasattr(session, _RETRY_ATTR)
-    if ws is not None:
-        seams[f"ClientWebSocketResponse.{_RESPONSE_ATTR}"] = hasattr(
-            getattr(ws, _RESPONSE_ATTR, None), "headers"
-        )
-        writer = getattr(ws, _WRITER_ATTR, None)
-        seams[f"ClientWebSocketResponse.{_WRITER_ATTR}"] = writer is not None
-        for name in _WRITER_ATTRS:
-            seams[f"WebSocketWriter.{name}"] = writer is not None and hasattr(writer, name)
-        protocol = getattr(writer, "protocol", None)
-        for name in _PROTOCOL_ATTRS:
-            seams[f"WebSocketWriter.protocol.{name}"] = hasattr(protocol, name)
-        reader = getattr(ws, _READER_ATTR, None)
-        seams[f"ClientWebSocketResponse.{_READER_ATTR}"] = reader is not None
-        for name in _QUEUE_ATTRS:
-            seams[f"WebSocketDataQueue.{name}"] = hasattr(reader, name)
-        for name in _STATE_ATTRS:
-            seams[f"ClientWebSocketResponse.{name}"] = hasattr(ws, name)
-    return seams
 
-
-def _auth_header(ws: object) -> str | None:
-    """The upgrade response's ``x-nexus-auth`` header, when aiohttp lets us read it."""
-    headers = getattr(getattr(ws, _RESPONSE_ATTR, None), "headers", None)
-    if headers is None:
-        return None
-    value = headers.get(AUTH_HEADER)
-    return value if isinstance(value, str) else None
-
-
-def _batch_writer(ws: object) -> Any:
-    """aiohttp's WebSocketWriter when every private name batching needs is there and
-    the connection does not compress; else ``None`` (frames then go one by one)."""
-    writer = getattr(ws, _WRITER_ATTR, None)
-    if writer is None or getattr(writer, "compress", True):
-        return None
-    if not all(hasattr(writer, name) for name in _WRITER_ATTRS):
-        return None
-    protocol = writer.protocol
-    if not all(hasattr(protocol, name) for name in _PROTOCOL_ATTRS):
-        return None
-    return writer
-
-
-async def _drain(writer: Any) -> None:
-    """Flow control as aiohttp's send_frame does it, once the writer's output passed its limit."""
-    writer._output_size = 0
-    if writer.protocol._paused:
-        await writer.protocol._drain_helper()
-
-
-def _parsed_queue(ws: object) -> tuple[deque[Any], Callable[[], Awaitable[Any]]] | None:
-    """aiohttp's queue of parsed frames (its deque and its ``read``) when every private
-    name the receive loop's drain needs is there; else ``None`` (``receive()`` per frame)."""
-    reader = getattr(ws, _READER_ATTR, None)
-    buffer = getattr(reader, "_buffer", None)
-    read = getattr(reader, "read", None)
-    if not isinstance(buffer, deque) or read is None:
-        return None
-    if not all(isinstance(getattr(ws, name, None), bool) for name in _STATE_ATTRS):
-        return None
-    return buffer, read
-
-
-class AiohttpTransport:
-    """One open WebSocket connection, over aiohttp."""
-
-    __slots__ = ("_batcher", "_queue", "_ws", "auth")
-
-    def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse[Literal[False]], auth: str | None = None
-    ) -> None:
-        self._ws = ws
-        self._batcher: Any = _batch_writer(ws)
-        self._queue = _parsed_queue(ws)
-        self.auth = auth
-
-    @property
-    def closed(self) -> bool:
-        return self._ws.closed
+    #: The upgrade response's ``x-nexus-auth`` header, if the server sent one.
+    auth: str | None
+    # Optional: ``subprotocol`` (str | None), the subprotocol the server chose; read with
+    # getattr, so a test's transport without it counts as "none offered".
 
     async def send(self, frame: bytes) -> None:
-        """Write one text frame (UTF-8 JSON bytes)."""
-        writer = self._batcher
-        if writer is None or writer._closing:
-            await self._ws.send_frame(frame, _TEXT)  # the public way (and its errors)
-            return
-        # What send_frame does for an uncompressed frame, without its coroutines.
-        writer._write_websocket_frame(frame, _TEXT, 0)
-        if writer._output_size > writer._limit:
-            await _drain(writer)
+        """Write one text frame."""
 
     async def send_batch(self, frames: list[bytes]) -> None:
-        """Write several text frames, in order, with one write to the socket.
-
-        One ``send()`` system call per frame is most of the cost of sending on
-        loopback; frames queued together go together.
-        """
-        writer = self._batcher
-        if len(frames) == 1:
-            await self.send(frames[0])
-            return
-        if writer is None or writer._closing:
-            for frame in frames:
-                await self._ws.send_frame(frame, _TEXT)
-            return
-        real = writer.transport
-        collector = _Collector(real)
-        writer.transport = collector
-        try:
-            for frame in frames:
-                writer._write_websocket_frame(frame, _TEXT, 0)
-        finally:
-            writer.transport = real
-        real.write(b"".join(collector.chunks))
-        if writer._output_size > writer._limit:
-            await _drain(writer)
+        """Write several text frames, in order."""
 
     async def pump(
         self,
@@ -212,188 +57,26 @@ class AiohttpTransport:
         on_invalid: Callable[[ProtocolError], None],
         on_first: Callable[[bytes], NexusConnectionError | None] | None = None,
     ) -> NexusConnectionError:
-        """Receive until the connection ends; return why it ended.
-
-        Args:
-            on_frame: called with each text frame's bytes, in order. Returning an
-                error ends the connection with that error.
-            on_invalid: called for a frame the protocol does not allow (binary).
-            on_first: called instead of ``on_frame`` for the first text frame.
-        """
-        ws: Any = self._ws
-        receive = ws.receive
-        on_text = on_frame if on_first is None else on_first
-        queue = self._queue
-        while True:
-            msg = await receive()
-            kind = msg.type
-            if kind is _TEXT:
-                stop = on_text(msg.data)
-                if stop is not None:
-                    return stop
-                on_text = on_frame
-                if queue is None:
-                    continue
-                # One socket read parses into many frames: read() takes those queued at
-                # once, without receive()'s coroutine each. Anything else goes by receive().
-                buffer, read = queue
-                while buffer and buffer[0][0].type is _TEXT and not (ws._closing or ws._closed):
-                    stop = on_frame((await read()).data)
-                    if stop is not None:
-                        return stop
-            elif kind is _BINARY:
-                on_invalid(
-                    ProtocolError(
-                        "received a binary frame; the protocol uses text frames only",
-                        bytes(msg.data[:64]),
-                    )
-                )
-            elif kind in _ENDED:
-                return self._why_ended(kind, msg.data, msg.extra)
+        """Receive until the connection ends (or a handler returns an error); say why."""
+        ...
 
     async def receive_frame(self) -> bytes:
-        """Receive one text frame; used by handshakes, before the receive loop runs.
-
-        Raises:
-            NexusConnectionError: the connection ended first.
-        """
-        while True:
-            msg = await self._ws.receive()
-            if msg.type is _TEXT:
-                data: bytes = msg.data
-                return data
-            if msg.type in _ENDED:
-                raise self._why_ended(msg.type, msg.data, msg.extra)
-
-    def _why_ended(self, kind: WSMsgType, data: object, extra: object) -> NexusConnectionError:
-        ws = self._ws
-        if kind is WSMsgType.CLOSE and isinstance(data, int):
-            reason = extra if isinstance(extra, str) else ""
-            return close_error(data, reason, retry_after=close_retry_after(reason))
-        exc = ws.exception()
-        code = ws.close_code
-        if isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009:
-            return close_error(1009, "a received frame exceeded max_message_size")
-        if isinstance(exc, asyncio.TimeoutError):
-            return NexusConnectionError(
-                "the server stopped answering pings (no pong within the heartbeat); "
-                "the link is treated as dead",
-                close_code=code,
-            )
-        if exc is not None:
-            return NexusConnectionError(f"connection lost: {exc}", close_code=code)
-        return close_error(code)
+        """Receive one text frame (handshakes); raise NexusConnectionError if it ends."""
+        ...
 
     async def close(self, code: int = 1000) -> None:
-        """Close the connection (idempotent); never raises."""
-        with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-            await self._ws.close(code=code)
+        """Close (idempotent); never raises."""
 
 
-class _Redirected(Exception):
-    """Raised from aiohttp's redirect hook: the redirect is refused, not followed."""
-
-    def __init__(self, status: int, location: str) -> None:
-        super().__init__(status, location)
-        self.status = status
-        self.location = location
+#: Opens a transport: ``(url, headers, deadline)`` -> an open :class:`Transport`,
+#: or raises :class:`NexusConnectionError`. ``deadline`` is in the loop's time.
+TransportFactory = Callable[[str, Mapping[str, str], float], Awaitable[Transport]]
 
 
-async def _refuse_redirect(
-    _session: aiohttp.ClientSession,
-    _context: object,
-    params: aiohttp.TraceRequestRedirectParams,
-) -> None:
-    # aiohttp calls this with the 3xx response in hand, before it makes any request to
-    # the Location: raising here means the credentials never go anywhere else. (ws_connect
-    # has no allow_redirects switch; the trace hook is public API since aiohttp 3.0.)
-    response = params.response
-    raise _Redirected(response.status, response.headers.get("Location", ""))
+def __getattr__(name: str) -> Any:
+    # The aiohttp implementation, loaded on first use (PEP 562).
+    if name in _LAZY:
+        from . import aiohttp_transport
 
-
-def open_session() -> aiohttp.ClientSession:
-    """A client session for one service's connection attempts.
-
-    It never follows a redirect (see :func:`open_transport`), and each attempt is
-    exactly one socket: aiohttp would otherwise re-send an idempotent request (the
-    upgrade) once when the connection is reset before the response, and that retry
-    must be counted and backed off by our policy.
-    """
-    trace = aiohttp.TraceConfig()
-    trace.on_request_redirect.append(_refuse_redirect)
-    session = aiohttp.ClientSession(trace_configs=[trace])
-    if hasattr(session, _RETRY_ATTR):
-        setattr(session, _RETRY_ATTR, False)
-    return session
-
-
-async def open_transport(
-    session: aiohttp.ClientSession,
-    url: str,
-    *,
-    headers: Mapping[str, str],
-    ssl: _ssl.SSLContext | bool = True,
-    heartbeat: float | None = None,
-    connect_timeout: float = 10.0,
-    max_message_size: int = 4 * 1024 * 1024,
-    deadline: float | None = None,
-) -> AiohttpTransport:
-    """Open a WebSocket to ``url``.
-
-    Args:
-        deadline: the loop time by which the attempt must be open; by default
-            ``connect_timeout`` from now (``connect_timeout`` names it in errors).
-
-    Raises:
-        AuthenticationError: the server refused the credentials (HTTP 401/403).
-        RedirectRefused: the server redirected the upgrade (with a session from
-            :func:`open_session`); nothing was sent to the ``Location``.
-        NexusConnectionError: any other failure, marked retryable or not per the
-            policy table.
-    """
-    if deadline is None:
-        deadline = asyncio.get_running_loop().time() + connect_timeout
-    try:
-        async with asyncio.timeout_at(deadline):
-            ws = await session.ws_connect(
-                url,
-                headers=headers,
-                ssl=ssl,
-                heartbeat=heartbeat,
-                max_msg_size=max_message_size,
-                decode_text=False,
-                autoping=True,
-            )
-    except _Redirected as exc:
-        raise RedirectRefused(exc.status, exc.location, _origin(url)) from None
-    except aiohttp.WSServerHandshakeError as exc:
-        retry_after = header_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-        raise http_error(exc.status, retry_after) from None
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise NexusConnectionError(
-            f"the server's TLS certificate was rejected ({_cert_reason(exc)}). If the "
-            "server uses a private CA, pass ssl=<an ssl.SSLContext that trusts it>; check "
-            "that the URL's host name matches the certificate. Not retrying.",
-            retryable=False,
-        ) from None
-    except TimeoutError:
-        raise NexusConnectionError(
-            f"no connection within connect_timeout ({connect_timeout:g}s)"
-        ) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise NexusConnectionError(
-            f"cannot connect to {url}: {str(exc) or type(exc).__name__}"
-        ) from None
-    return AiohttpTransport(ws, _auth_header(ws))
-
-
-def _origin(url: str) -> str:
-    try:
-        return str(URL(url).origin())
-    except ValueError:
-        return url
-
-
-def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
-    error = exc.certificate_error
-    return getattr(error, "verify_message", None) or str(error) or "verification failed"
+        return getattr(aiohttp_transport, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,15 @@
-"""Shared fixtures: the real reference server and scripted servers on loopback ports."""
+"""Shared fixtures: the real reference server and scripted servers on loopback ports.
+
+The reference server, the fault proxy and the waiting helpers are the test kit that
+users get (:mod:`nexus_reactive.testing` and its pytest plugin, ``nexus_reactive``):
+the suite uses them as a user's tests do, so that the kit stays real.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,73 +21,58 @@ from aiohttp.test_utils import TestServer
 
 from nexus_reactive import WebSocketConfig
 from nexus_reactive.server import create_app
-from nexus_reactive.server.app import STATS_KEY
-from nexus_reactive.server.state import ServerStats
+from nexus_reactive.testing import NexusServer
+from nexus_reactive.testing import client_config as kit_client_config
 
-from .waiting import EVENTUALLY
+#: ``NEXUS_TEST_LOOP=uvloop`` (``make test-uvloop``) runs every test on uvloop's event loop.
+TEST_LOOP = os.environ.get("NEXUS_TEST_LOOP", "asyncio")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_LOOP == "uvloop":
+        import uvloop
+
+        # pytest-asyncio makes each test's loop from the current policy; asyncio.run and
+        # new_event_loop elsewhere (the sync store's thread) use it too.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    elif TEST_LOOP != "asyncio":
+        raise pytest.UsageError(f"NEXUS_TEST_LOOP must be asyncio or uvloop, not {TEST_LOOP!r}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"nexus-reactive test loop: {TEST_LOOP} (NEXUS_TEST_LOOP)"
+
 
 KEY = "test-key-7f3a9c"  # distinctive, so tests can scan output for it
 
 
 def client_config(url: str, /, **options: Any) -> WebSocketConfig:
-    """A client config for ``url`` (``url=`` overrides it) with the test key and
-    test-sized intervals.
-
-    Retries are quick; the bounds on a connect, on key-pair authentication and on an
-    ask are generous, so that a loaded machine never trips them: a test of those
-    bounds sets its own.
-    """
-    defaults: dict[str, Any] = {
-        "url": url,
-        "api_key": KEY,
-        "reconnect_interval": 0.01,
-        "max_reconnect_interval": 0.05,
-        "connect_timeout": EVENTUALLY,
-        "request_timeout": EVENTUALLY,
-        "auth_timeout": EVENTUALLY,
-    }
-    defaults.update(options)
-    return WebSocketConfig(**defaults)
+    """The kit's :func:`nexus_reactive.testing.client_config` with the test key."""
+    return kit_client_config(url, KEY, **options)
 
 
-@dataclass
-class Nexus:
-    """A reference server running on a loopback port."""
-
-    server: TestServer
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.server.port}/"
-
-    @property
-    def stats(self) -> ServerStats:
-        return self.server.app[STATS_KEY]
-
-    def config(self, **options: Any) -> WebSocketConfig:
-        """A client config for this server, with test-sized intervals."""
-        return client_config(self.url, **options)
-
-
+#: The reference server of the test kit; the suite uses it as its users do.
+Nexus = NexusServer
 ServerFactory = Callable[..., Awaitable[Nexus]]
 
 
 @pytest.fixture
-async def start_nexus(aiohttp_server: Any) -> ServerFactory:
-    """Start a reference server with ``create_app(**options)``; stopped after the test."""
-
-    async def start(**options: Any) -> Nexus:
-        options.setdefault("api_keys", KEY)
-        server = await aiohttp_server(create_app(**options), host="127.0.0.1")
-        return Nexus(server)
-
-    return start
+def nexus_key() -> str:
+    """The kit's servers accept :data:`KEY` (the kit's default is a fresh key)."""
+    return KEY
 
 
 @pytest.fixture
-async def nexus(start_nexus: ServerFactory) -> Nexus:
-    """The reference server with its default engine."""
-    return await start_nexus()
+def start_nexus(nexus_server_factory: ServerFactory) -> ServerFactory:
+    """Start a reference server with ``create_app(**options)``; stopped after the test.
+    The kit's ``nexus_server_factory`` fixture."""
+    return nexus_server_factory
+
+
+@pytest.fixture
+def nexus(nexus_server: Nexus) -> Nexus:
+    """The reference server with its default engine: the kit's ``nexus_server``."""
+    return nexus_server
 
 
 @dataclass

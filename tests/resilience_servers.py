@@ -136,6 +136,7 @@ async def start_script_server(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
     script: Script,
     http: HttpGate | None = None,
+    ws_options: dict[str, Any] | None = None,
 ) -> ScriptServer:
     """Start a :class:`ScriptServer` with the ``aiohttp_server`` fixture.
 
@@ -144,6 +145,7 @@ async def start_script_server(
         script: run for each upgraded connection; the socket is closed after it
             returns, unless the script aborted it.
         http: optional gate that may refuse an upgrade request with an HTTP response.
+        ws_options: keywords of each ``web.WebSocketResponse`` (``protocols``, ``compress``).
 
     Returns:
         The running server.
@@ -159,7 +161,7 @@ async def start_script_server(
             return web.Response(status=401, text="bad key")
         if http is not None and (refusal := http(index)) is not None:
             return refusal
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(**(ws_options or {}))
         await ws.prepare(request)
         conn = Conn(server.connections, ws, request, server)
         server.connections += 1

@@ -139,7 +139,7 @@ async def test_server_gone_shows_reconnecting_then_failed_in_words(nexus: Nexus)
     app = ChatApp(nexus.config(max_reconnect_attempts=3))
     async with app.run_test():
         await shows(app, "Connected", "status")
-        await nexus.server.close()
+        await nexus.stop()
         # Reconnecting is shown too (see the queued test); here retries are quick.
         await shows(app, "Failed: ", "status")
         assert "last error: cannot connect" in status(app)
@@ -150,7 +150,7 @@ async def test_server_gone_shows_reconnecting_then_failed_in_words(nexus: Nexus)
 async def test_questions_asked_while_reconnecting_are_queued_then_answered(
     nexus: Nexus,
 ) -> None:
-    async with FaultProxy("127.0.0.1", nexus.server.port) as proxy:
+    async with FaultProxy("127.0.0.1", nexus.port) as proxy:
         config = nexus.config(url=proxy.url(), reconnect_interval=0.2, max_reconnect_attempts=None)
         app = ChatApp(config)
         async with app.run_test() as pilot:
@@ -193,7 +193,7 @@ async def test_quit_key_closes_the_connection_and_leaves_no_task(nexus: Nexus) -
 
 async def test_the_api_key_never_shows(start_nexus: Any) -> None:
     nexus = await start_nexus(api_keys="another-key")
-    app = ChatApp(nexus.config())
+    app = ChatApp(nexus.config(api_key=KEY))  # a key the server refuses
     async with app.run_test():
         await shows(app, "Failed: ", "status")
         assert KEY not in status(app) and KEY not in repr(app)

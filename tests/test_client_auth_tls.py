@@ -23,7 +23,7 @@ from nexus_reactive.server import EchoEngine, create_app
 from nexus_reactive.server.runner import server_ssl_context
 from nexus_reactive.signing import generate_keypair, public_key_hex, write_keypair
 
-from .conftest import KEY, Nexus
+from .conftest import KEY, Nexus, client_config
 from .faults import FaultProxy
 from .tlsutil import make_tls
 from .waiting import EVENTUALLY, wait_for
@@ -74,7 +74,7 @@ async def test_key_pair_auth_holds_the_outbox_until_auth_ok(
 async def test_a_key_the_server_does_not_allow_is_fatal(start_nexus: Any) -> None:
     allowed = generate_keypair()
     server = await start_nexus(allowed_pubkeys=[public_key_hex(allowed)])
-    async with FaultProxy("127.0.0.1", server.server.port) as proxy:
+    async with FaultProxy("127.0.0.1", server.port) as proxy:
         service = WebSocketService(server.config(url=proxy.url(), signing_key=SEED_HEX))
         with pytest.raises(AuthenticationError) as info:
             await service.connect()
@@ -100,9 +100,7 @@ async def test_wss_with_a_trusted_ca(aiohttp_server: Any, tmp_path: Path) -> Non
     )
     for host in ("localhost", "127.0.0.1"):
         url = f"wss://{host}:{server.port}/"
-        async with WebSocketService(
-            Nexus(server).config(url=url, ssl=tls.client_context())
-        ) as service:
+        async with WebSocketService(client_config(url, ssl=tls.client_context())) as service:
             assert (await service.ask("over tls")).answer
 
 
@@ -114,7 +112,7 @@ async def test_wss_with_an_untrusted_certificate_fails_fatally(
         create_app(api_keys=KEY), ssl=server_ssl_context(tls.server_cert, tls.server_key)
     )
     states: list[ConnectionState] = []
-    service = WebSocketService(Nexus(server).config(url=f"wss://localhost:{server.port}/"))
+    service = WebSocketService(client_config(f"wss://localhost:{server.port}/"))
     service.state.subscribe(states.append)
     with pytest.raises(NexusConnectionError, match="certificate") as info:
         await service.connect()
@@ -131,7 +129,7 @@ async def test_wss_with_a_wrong_host_name_fails(aiohttp_server: Any, tmp_path: P
         host="127.0.0.2",
         ssl=server_ssl_context(tls.server_cert, tls.server_key),
     )
-    config = Nexus(server).config(url=f"wss://127.0.0.2:{server.port}/", ssl=tls.client_context())
+    config = client_config(f"wss://127.0.0.2:{server.port}/", ssl=tls.client_context())
     service = WebSocketService(config)
     with pytest.raises(NexusConnectionError, match="certificate"):
         await service.connect()

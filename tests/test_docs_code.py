@@ -72,6 +72,10 @@ INCLUDED = {
     "examples/quickstart.py": "tests/test_docs_code.py::test_make_demo_runs_the_quickstart",
     "examples/tk_chat.py": "tests/test_tk_example.py (under Xvfb)",
     "examples/qt_chat.py": "tests/test_qt_example.py (under Xvfb)",
+    "examples/test_my_app.py": (
+        "tests/test_testing_kit.py::test_the_docs_example_passes_as_a_users_copy"
+    ),
+    "examples/solara_chat.py": "tests/test_solara_browser.py (headless Chromium)",
 }
 #: Fence languages that are Python but would not be run: write ```python.
 PYTHON_ALIASES = frozenset({"py", "python3", "py3", "pycon", "ipython", "ipython3", "Python"})

@@ -42,13 +42,10 @@ from nexus_reactive import (
     RequestTimeout,
     ResponseMessage,
     RetriesExhausted,
-    WebSocketConfig,
     WebSocketService,
 )
-from nexus_reactive.server import create_app
-from nexus_reactive.server.app import STATS_KEY
 
-from .conftest import KEY, Nexus, library_tasks
+from .conftest import Nexus, ServerFactory, library_tasks
 from .faults import FaultProxy, wait_for
 from .resilience_servers import (
     Conn,
@@ -87,7 +84,7 @@ def script_server(
 @pytest.fixture
 async def proxy(nexus: Nexus) -> AsyncIterator[FaultProxy]:
     """A fault proxy in front of the reference server."""
-    async with FaultProxy("127.0.0.1", nexus.server.port) as fault_proxy:
+    async with FaultProxy("127.0.0.1", nexus.port) as fault_proxy:
         yield fault_proxy
 
 
@@ -140,7 +137,7 @@ async def test_server_restart_mid_stream_answers_every_ask_once(start_nexus: Any
         return AskResponse(answer=f"re: {request.query}")
 
     nexus = await start_nexus(engine=engine)
-    async with FaultProxy("127.0.0.1", nexus.server.port) as proxy:
+    async with FaultProxy("127.0.0.1", nexus.port) as proxy:
         service = WebSocketService(nexus.config(url=proxy.url(), max_reconnect_attempts=None))
         seen = responses_by_id(service)
         states = record_states(service)
@@ -177,7 +174,9 @@ async def test_server_restart_mid_stream_answers_every_ask_once(start_nexus: Any
         await service.close()
 
 
-async def test_graceful_server_restart_1001_with_asks_in_flight() -> None:
+async def test_graceful_server_restart_1001_with_asks_in_flight(
+    start_nexus: ServerFactory,
+) -> None:
     gate = asyncio.Event()
 
     async def engine(request: AskRequest) -> AskResponse:
@@ -185,25 +184,9 @@ async def test_graceful_server_restart_1001_with_asks_in_flight() -> None:
             await gate.wait()
         return AskResponse(answer=f"re: {request.query}")
 
-    async def serve(port: int) -> web.AppRunner:
-        runner = web.AppRunner(create_app(api_keys=KEY, engine=engine), shutdown_timeout=2.0)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        return runner
-
-    first = await serve(0)
-    port = first.addresses[0][1]
-    stats_before = first.app[STATS_KEY]
-    second: web.AppRunner | None = None
-    service = WebSocketService(
-        WebSocketConfig(
-            url=f"ws://127.0.0.1:{port}/",
-            api_key=KEY,
-            reconnect_interval=0.01,
-            max_reconnect_interval=0.05,
-            max_reconnect_attempts=None,
-        )
-    )
+    server = await start_nexus(engine=engine)
+    stats_before = server.stats
+    service = WebSocketService(server.config(max_reconnect_attempts=None))
     try:
         states = record_states(service)
         seen = responses_by_id(service)
@@ -212,25 +195,22 @@ async def test_graceful_server_restart_1001_with_asks_in_flight() -> None:
         slow = [asyncio.ensure_future(service.ask(f"slow {i}")) for i in range(5)]
         await wait_for(lambda: stats_before.asks_received == 6)
 
-        await first.cleanup()  # the server shuts down: its sockets close with 1001
+        await server.stop()  # the server shuts down: its sockets close with 1001
         await wait_for(lambda: any(s.close_code == 1001 for s in waiting(states)))
         queued = [asyncio.ensure_future(service.ask(f"queued {i}")) for i in range(5)]
         await wait_for(lambda: service.state.value.attempt >= 2)  # refused meanwhile
 
         gate.set()
-        second = await serve(port)  # a new process: it remembers no ids
+        await server.start()  # the same port, a new app: it remembers no ids
         answers = await asyncio.gather(*slow, *queued)
         assert [a.answer for a in answers] == [f"re: slow {i}" for i in range(5)] + [
             f"re: queued {i}" for i in range(5)
         ]
         assert len(seen) == 11 and set(seen.values()) == {1}
-        stats_after = second.app[STATS_KEY]
-        assert stats_after.asks_received == 10 and stats_after.engine_calls == 10
+        assert server.stats is not stats_before
+        assert server.stats.asks_received == 10 and server.stats.engine_calls == 10
     finally:
         await service.close()
-        if second is not None:
-            await second.cleanup()
-        await first.cleanup()
 
 
 async def test_answer_lost_mid_frame_is_replayed_not_recomputed(

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nexus_reactive import (
     AuthenticationError,
     ConfigError,
+    NexusConnectionError,
     WebSocketConfig,
     WebSocketService,
     use_websocket,
@@ -44,7 +45,7 @@ async def test_a_callable_key_is_called_on_every_attempt(start_nexus: Any) -> No
         calls.append(f"key-{len(calls) + 1}")
         return calls[-1]
 
-    proxy = FaultProxy("127.0.0.1", server.server.port)
+    proxy = FaultProxy("127.0.0.1", server.port)
     await proxy.start()
     service = WebSocketService(server.config(url=proxy.url(), api_key=rotating))
     try:
@@ -191,3 +192,70 @@ async def test_nexus_debug_logs_frames_to_stderr_without_secrets(nexus: Nexus) -
     assert "debug me" in stderr  # the frame itself
     assert "state: connected" in stderr
     assert KEY not in stderr + stdout
+
+
+async def test_proxy_credentials_and_url_tokens_never_appear_in_logs_reprs_or_errors(
+    start_nexus: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan, for the network options' secrets: a proxy's user and password, and a token in the
+    URL's query string (fixed, or from a URL provider), through success, a proxy that
+    refuses (407), an unreachable server and frame tracing."""
+    from .proxy_servers import HttpProxy
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    caplog.set_level(logging.DEBUG)
+    user, password, token = "proxy-user-88", "proxy-pass-93e1", "url-token-c4f7"
+    server = await start_nexus()
+    base = f"ws://127.0.0.1:{server.port}/?token={token}"
+    texts: list[str] = []
+    async with HttpProxy(user=user, password=password) as proxy:
+        good = f"http://{user}:{password}@127.0.0.1:{proxy.port}"
+        async with use_websocket(server.config(url=base, proxy=good)) as store:
+            await wait_for(lambda: store.state.value.connected)
+            store.send_message("hello")
+            await wait_for(lambda: len(store.messages.value) == 1)
+            texts += [repr(store), str(store.service), repr(store.service.config)]
+            texts += [str(store.state.value), store._repr_html_()]
+
+        bad = server.config(url=lambda: base, proxy=good.replace(password, password + "x"))
+        service = WebSocketService(bad)
+        with pytest.raises(NexusConnectionError) as info:
+            await service.connect()
+        texts += [str(info.value), repr(info.value), str(service.state.value), repr(bad)]
+        await service.close()
+
+    unreachable = server.config(
+        url=f"ws://127.0.0.1:1/?token={token}&room=7", max_reconnect_attempts=1
+    )
+    service = WebSocketService(unreachable)
+    with pytest.raises(NexusConnectionError) as info:
+        await service.connect()
+    texts += [str(info.value), repr(info.value), str(service.state.value), repr(unreachable)]
+    await service.close()
+    assert "?token=<redacted>&room=<redacted>" in str(info.value)
+
+    # aiohttp's own access log of the test server is no log of ours (the reference
+    # server's runner redacts it: test_the_reference_servers_access_log_redacts_queries).
+    records = [r for r in caplog.records if r.name != "aiohttp.access"]
+    texts += [record.getMessage() for record in records]
+    texts += [str(record.args) for record in records]
+    blob = "\n".join(texts)
+    for secret in (password, token, user):
+        assert secret not in blob, secret
+    assert "token=<redacted>" in blob
+
+
+def test_the_reference_servers_access_log_redacts_queries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from unittest import mock
+
+    from nexus_reactive.server.runner import RedactedAccessLogger
+
+    caplog.set_level(logging.INFO)
+    access = RedactedAccessLogger(logging.getLogger("aiohttp.access"), "")
+    request = mock.Mock(remote="127.0.0.1", method="GET", path_qs="/ws?token=s3cr3t&a=1")
+    access.log(request, mock.Mock(status=101), 0.25)
+    assert caplog.messages == ['127.0.0.1 "GET /ws?token=<redacted>&a=<redacted>" 101 0.250s']

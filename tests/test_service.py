@@ -62,7 +62,7 @@ async def test_missing_key_raises_config_error_before_any_traffic(
     nexus: Nexus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NEXUS_API_KEY", raising=False)
-    async with FaultProxy("127.0.0.1", nexus.server.port) as proxy:
+    async with FaultProxy("127.0.0.1", nexus.port) as proxy:
         service = WebSocketService(WebSocketConfig(url=proxy.url()))
         with pytest.raises(ConfigError) as info:
             await service.connect()
@@ -78,7 +78,7 @@ async def test_key_from_environment(nexus: Nexus, monkeypatch: pytest.MonkeyPatc
 
 
 async def test_wrong_key_is_fatal_after_one_attempt(nexus: Nexus) -> None:
-    async with FaultProxy("127.0.0.1", nexus.server.port) as proxy:
+    async with FaultProxy("127.0.0.1", nexus.port) as proxy:
         service = WebSocketService(nexus.config(url=proxy.url(), api_key="wrong"))
         with pytest.raises(AuthenticationError) as info:
             await service.connect()

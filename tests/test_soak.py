@@ -148,7 +148,7 @@ async def test_soak_reconnect_cycles_under_steady_asks(start_nexus: Callable[...
     # A small reply cache keeps the server's memory flat too; a re-sent ask whose
     # reply was evicted is simply computed again.
     nexus: Nexus = await start_nexus(dedupe_size=256)
-    async with FaultProxy("127.0.0.1", nexus.server.port) as proxy:
+    async with FaultProxy("127.0.0.1", nexus.port) as proxy:
         service = WebSocketService(
             nexus.config(url=proxy.url(), max_reconnect_attempts=None, request_timeout=60.0)
         )

@@ -1,8 +1,8 @@
-"""aiohttp's private names that transport.py relies on, checked against the installed
+"""aiohttp's private names that aiohttp_transport.py relies on, checked against the installed
 aiohttp: if a release renames one, this fails and says what degrades, instead of
 the client silently losing a feature (or, worse, turning it into a reconnect loop).
 
-Each seam has a public fallback in transport.py; the fallback is tested here too.
+Each seam has a public fallback in aiohttp_transport.py; the fallback is tested here too.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ async def test_every_private_aiohttp_name_we_use_still_exists(aiohttp_server: An
     assert not missing, (
         f"aiohttp {aiohttp.__version__} no longer has: "
         + "; ".join(f"{name} ({WHAT_DEGRADES[name]})" for name in missing)
-        + ". Update nexus_reactive/transport.py (the fallbacks keep the client working)."
+        + ". Update nexus_reactive/aiohttp_transport.py (the fallbacks keep the client working)."
     )
 
 
@@ -191,7 +191,7 @@ PRIVATE |= {"_drain_helper", "_closing", "_closed"}
     sorted(
         p
         for p in Path(nexus_reactive.__file__).parent.rglob("*.py")
-        if p.name != "transport.py" and "server" not in p.parts
+        if p.name != "aiohttp_transport.py" and "server" not in p.parts
     ),
     ids=lambda p: p.name,
 )
@@ -211,5 +211,6 @@ def test_no_module_but_transport_touches_aiohttp_private_names(module: Path) -> 
         if isinstance(node, ast.Constant) and node.value in PRIVATE
     }
     assert not used, (
-        f"{module.name} uses aiohttp private names {sorted(used)}: keep them in transport.py"
+        f"{module.name} uses aiohttp private names {sorted(used)}: "
+        "keep them in aiohttp_transport.py"
     )

@@ -113,3 +113,13 @@ def test_an_installed_wheel_answers_from_its_docs(wheel: Path, tmp_path: Path) -
         venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
         / "site-packages" / "nexus_reactive" / "server" / "corpus"
     )  # fmt: skip
+
+
+def test_the_wheel_registers_the_test_kits_pytest_plugin(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert "_nexus_reactive_pytest.py" in names
+        assert "nexus_reactive/testing/__init__.py" in names
+        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        text = archive.read(entry_points).decode()
+    assert "[pytest11]\nnexus_reactive = _nexus_reactive_pytest" in text

@@ -189,8 +189,10 @@ class ClientCore(Generic[W]):
         """The upgrade succeeded; the server's challenge is being answered."""
         return self._set(replace(self.state, phase=Phase.AUTHENTICATING))
 
-    def opened(self) -> ConnectionState:
+    def opened(self, subprotocol: str | None = None) -> ConnectionState:
         """The connection is open (and authenticated): messages may flow.
+
+        ``subprotocol`` is the one the server chose, if subprotocols were offered.
 
         Asks that were on the wire of a previous connection without an answer go
         back to the head of the outbox, in the order they were made, with their
@@ -201,7 +203,7 @@ class ClientCore(Generic[W]):
         for _, entry in resend:
             entry.on_wire = False
         self.outbox.put_front(Outgoing(entry.frame, ask_id) for ask_id, entry in resend)
-        return self._set(ConnectionState(phase=Phase.CONNECTED))
+        return self._set(ConnectionState(phase=Phase.CONNECTED, subprotocol=subprotocol))
 
     def lost(self, error: NexusConnectionError) -> Decision:
         """An attempt failed or a connection ended with ``error``: retry or give up."""
@@ -233,11 +235,13 @@ class ClientCore(Generic[W]):
     def stopped(self) -> ConnectionState:
         """``disconnect()``: no more attempts until the next ``connect()``."""
         self.reconnector.retries = 0
-        return self._set(replace(self.state, phase=Phase.DISCONNECTED, retry_in=None))
+        return self._set(
+            replace(self.state, phase=Phase.DISCONNECTED, retry_in=None, subprotocol=None)
+        )
 
     def closed(self) -> ConnectionState:
         """``close()``: the service is finished."""
-        return self._set(replace(self.state, phase=Phase.CLOSED, retry_in=None))
+        return self._set(replace(self.state, phase=Phase.CLOSED, retry_in=None, subprotocol=None))
 
     def _set(self, state: ConnectionState) -> ConnectionState:
         self.state = state

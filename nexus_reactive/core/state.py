@@ -33,6 +33,8 @@ class ConnectionState:
             or about to start.
         retry_in: while waiting, the delay in seconds before the next attempt.
         close_code: the WebSocket close code that ended the last connection.
+        subprotocol: while connected, the subprotocol the server chose from
+            ``subprotocols=[...]``; ``None`` when none were offered, or not connected.
     """
 
     phase: Phase = Phase.DISCONNECTED
@@ -40,6 +42,7 @@ class ConnectionState:
     attempt: int = 0
     retry_in: float | None = None
     close_code: int | None = None
+    subprotocol: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -92,6 +95,8 @@ class ConnectionState:
             parts.append(f"retry in {self.retry_in:.2f}s")
         if self.close_code is not None:
             parts.append(f"close code {self.close_code}")
+        if self.subprotocol is not None:
+            parts.append(f"subprotocol {self.subprotocol}")
         if self.error:
             parts.append(f"error: {self.error}")
         return ", ".join(parts)

@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypedDict, Unpack
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
+from ..config_checks import redact_url
 from ..errors import ConfigError
 from .app import create_app
 from .engine import Engine
@@ -153,7 +155,9 @@ async def serve(
         uninstall = _install_signal_handlers(stop)
     else:
         uninstall = _nothing
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    runner = web.AppRunner(
+        app, shutdown_timeout=shutdown_timeout, access_log_class=RedactedAccessLogger
+    )
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=context)
@@ -237,3 +241,18 @@ def _url(scheme: str, host: str, addresses: list[Any], path: str) -> str:
     shown = f"[{host}]" if ":" in host else host
     suffix = "" if path == "/" else path
     return f"{scheme}://{shown}:{port}{suffix}"
+
+
+class RedactedAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log, with query values redacted: a client that passes a token in
+    the URL (``?token=...``) does not find it in the server's log."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.3fs',
+            request.remote,
+            request.method,
+            redact_url(request.path_qs),
+            response.status,
+            time,
+        )

@@ -1,0 +1,133 @@
+"""What a failed attempt to open a WebSocket means, and why an open one ended: aiohttp's
+and the OS's failures as the library's own errors (the policy table in
+:mod:`nexus_reactive.core.policy`), every message redacted
+(:func:`~nexus_reactive.config_checks.redact_url`). Used by
+:mod:`nexus_reactive.aiohttp_transport` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .config_checks import ProxyUrl, redact_url
+from .core.policy import close_error, close_retry_after, header_retry_after, http_error
+from .errors import NexusConnectionError, RedirectRefused
+from .proxies import proxy_error
+
+if TYPE_CHECKING:
+    # Imported by the aiohttp transport only, which has loaded aiohttp already; the
+    # functions import it themselves so this module stays light on its own.
+    import aiohttp
+
+__all__ = ["Redirected", "ended", "failure", "subprotocol_refused"]
+
+
+class Redirected(Exception):
+    """Raised from aiohttp's redirect hook: the redirect is refused, not followed."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(status, location)
+        self.status = status
+        self.location = location
+
+
+def failure(
+    exc: Exception, url: str, proxy: ProxyUrl | None, connect_timeout: float
+) -> NexusConnectionError:
+    """An attempt's failure, as the library's error (every message redacted)."""
+    import aiohttp
+
+    if proxy is not None and (refused := proxy_error(exc, proxy)) is not None:
+        return refused
+    if isinstance(exc, Redirected):
+        return RedirectRefused(exc.status, redact_url(exc.location), _origin(url))
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        retry_after = header_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+        return http_error(exc.status, retry_after)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return NexusConnectionError(
+            f"the server's TLS certificate was rejected ({_cert_reason(exc)}). If the "
+            "server uses a private CA, pass ssl=<an ssl.SSLContext that trusts it>; check "
+            "that the URL's host name matches the certificate. Not retrying.",
+            retryable=False,
+        )
+    if isinstance(exc, TimeoutError):
+        return NexusConnectionError(f"no connection within connect_timeout ({connect_timeout:g}s)")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return NexusConnectionError(redact_url(f"cannot connect to {url}: {_describe(exc)}"))
+    raise exc
+
+
+def ended(
+    kind: object,
+    data: object,
+    extra: object,
+    exc: BaseException | None,
+    code: int | None,
+    compressed: bool,
+) -> NexusConnectionError:
+    """Why an open connection ended: its last message (``kind``, ``data``, ``extra``), the
+    exception aiohttp kept, the close code, and whether frames were compressed."""
+    import aiohttp
+
+    if kind is aiohttp.WSMsgType.CLOSE and isinstance(data, int):
+        reason = extra if isinstance(extra, str) else ""
+        return close_error(data, reason, retry_after=close_retry_after(reason))
+    if isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009:
+        return close_error(
+            1009,
+            "a received message exceeded max_message_size"
+            + (" once decompressed" if compressed else ""),
+        )
+    if isinstance(exc, TimeoutError):
+        return NexusConnectionError(
+            "the server stopped answering pings (no pong within the heartbeat); "
+            "the link is treated as dead",
+            close_code=code,
+        )
+    if exc is not None:
+        what = "an invalid compressed frame" if "decompress" in str(exc).lower() else ""
+        return NexusConnectionError(
+            f"connection lost{': ' + what if what else ''}: {exc}", close_code=code
+        )
+    return close_error(code)
+
+
+def subprotocol_refused(chosen: str | None, offered: Sequence[str]) -> NexusConnectionError | None:
+    """Why the server's choice of subprotocol (RFC 6455 section 4.1) is unacceptable."""
+    if chosen is None:
+        if not offered:
+            return None
+        return NexusConnectionError(
+            f"the server accepted none of the subprotocols offered ({', '.join(offered)}): "
+            "it does not speak them. Check subprotocols= (or the server). Not retrying.",
+            retryable=False,
+        )
+    if chosen in offered:
+        return None
+    return NexusConnectionError(
+        f"the server chose the subprotocol {chosen!r}, which this client did not offer "
+        f"(subprotocols={list(offered)!r}); a client must fail such a connection "
+        "(RFC 6455, section 4.1). Not retrying.",
+        retryable=False,
+    )
+
+
+def _origin(url: str) -> str:
+    from yarl import URL
+
+    try:
+        return str(URL(url).origin())
+    except ValueError:
+        return url
+
+
+def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    error = exc.certificate_error
+    return getattr(error, "verify_message", None) or str(error) or "verification failed"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text

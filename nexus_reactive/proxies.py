@@ -1,0 +1,148 @@
+"""Proxies: which one an attempt goes through, how to reach it, what its refusals mean.
+
+- ``proxy="http://user:password@host:port"``: an HTTP proxy. For ``wss://`` aiohttp opens
+  a ``CONNECT`` tunnel and TLS runs inside it, end to end with the server: the proxy sees
+  neither the API key nor the frames. For ``ws://`` the upgrade request itself goes to
+  the proxy (no tunnel), so the proxy sees the API key: the config refuses that unless
+  the proxy is on loopback or ``allow_insecure=True``.
+- ``proxy="socks5://..."`` (``socks5h://``: the proxy resolves the host name;
+  ``socks4://``): a SOCKS tunnel, through the optional ``aiohttp-socks``
+  (``pip install 'nexus-reactive[socks]'``).
+- ``trust_env=True``: the proxy comes from the environment, per attempt, the way
+  ``curl``, ``requests`` and the ``websockets`` library read it: ``wss://`` uses
+  ``HTTPS_PROXY`` (``WSS_PROXY`` first if set), ``ws://`` uses ``HTTP_PROXY``
+  (``WS_PROXY`` first), then ``ALL_PROXY``; ``NO_PROXY`` lists hosts to reach directly.
+  (aiohttp's own ``trust_env`` reads only ``WS_PROXY``/``WSS_PROXY`` for WebSocket URLs.)
+
+The proxy's credentials go only in the ``Proxy-Authorization`` header (or the SOCKS
+handshake) and never into a log, repr or error: :func:`shown` is how a proxy is named.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any
+
+from .config_checks import SOCKS_SCHEMES, ProxyUrl, check_proxy, redact_url
+from .errors import NexusConnectionError
+
+if TYPE_CHECKING:
+    # aiohttp and yarl load with the transport (the first connection), not at
+    # `import nexus_reactive`: each function that needs them imports them.
+    import aiohttp
+    from yarl import URL
+
+__all__ = ["env_proxy", "proxy_error", "proxy_headers", "shown", "socks_connector"]
+
+
+def env_proxy(url: URL) -> str | None:
+    """The proxy the environment names for ``url`` (``trust_env=True``), or ``None``."""
+    import urllib.request  # ~15 ms (http.client, email): only with trust_env=True
+
+    proxies = urllib.request.getproxies()
+    host = url.host or ""
+    if host and urllib.request.proxy_bypass(host):
+        return None
+    keys = ("wss", "https", "all") if url.scheme == "wss" else ("ws", "http", "all")
+    for key in keys:
+        if proxies.get(key):
+            return proxies[key]
+    return None
+
+
+def shown(proxy: ProxyUrl) -> str:
+    """The proxy as it may be shown: scheme, host and port, no credentials."""
+    from yarl import URL
+
+    return f"{proxy.scheme}://{URL.build(host=proxy.host).host_port_subcomponent}:{proxy.port}"
+
+
+def proxy_headers(proxy: ProxyUrl) -> dict[str, str]:
+    """The ``Proxy-Authorization`` header for an HTTP proxy's credentials, if any."""
+    if proxy.user is None:
+        return {}
+    token = base64.b64encode(f"{proxy.user}:{proxy.password or ''}".encode()).decode()
+    return {"Proxy-Authorization": f"Basic {token}"}
+
+
+def socks_connector(proxy: ProxyUrl) -> aiohttp.BaseConnector:
+    """An aiohttp connector that opens every connection through a SOCKS proxy."""
+    from aiohttp_socks import ProxyConnector, ProxyType  # the socks extra (checked)
+
+    kind = ProxyType.SOCKS4 if proxy.scheme == "socks4" else ProxyType.SOCKS5
+    return ProxyConnector(
+        host=proxy.host,
+        port=proxy.port,
+        proxy_type=kind,
+        username=proxy.user,
+        password=proxy.password,
+        rdns=proxy.scheme == "socks5h",
+    )
+
+
+def is_socks(proxy: ProxyUrl | None) -> bool:
+    return proxy is not None and proxy.scheme in SOCKS_SCHEMES
+
+
+def resolve(configured: str | None, trust_env: bool, url: URL) -> ProxyUrl | None:
+    """The proxy for one attempt to ``url``: the configured one, else the environment's."""
+    if configured is None and trust_env:
+        configured = env_proxy(url)
+    return check_proxy(configured)
+
+
+def proxy_error(exc: BaseException, proxy: ProxyUrl) -> NexusConnectionError | None:
+    """What a failure that came from the proxy means, or ``None`` if it did not."""
+    import aiohttp
+
+    name = shown(proxy)
+    status = getattr(exc, "status", None)
+    if isinstance(exc, aiohttp.ClientHttpProxyError) or (
+        isinstance(exc, aiohttp.WSServerHandshakeError) and status == 407
+    ):
+        return http_proxy_refused(status or 0, name)
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return NexusConnectionError(f"cannot connect to the proxy at {name}: {exc.strerror}")
+    socks_error = _socks_errors()
+    if socks_error and isinstance(exc, socks_error):
+        message = redact_url(str(exc))
+        code = getattr(exc, "error_code", None)
+        if code is None and "authentic" in message.lower():
+            return NexusConnectionError(
+                f"the SOCKS proxy at {name} refused the credentials ({message}): check the "
+                "user and password in proxy= (socks5://user:password@host:port). Not retrying.",
+                retryable=False,
+            )
+        return NexusConnectionError(f"the SOCKS proxy at {name} failed: {message}")
+    return None
+
+
+def http_proxy_refused(status: int, name: str) -> NexusConnectionError:
+    if status == 407:
+        return NexusConnectionError(
+            f"the proxy at {name} refused the credentials (HTTP 407 Proxy Authentication "
+            "Required): check the user and password in proxy= "
+            "(http://user:password@host:port). Not retrying.",
+            retryable=False,
+            status=407,
+        )
+    if status >= 500 or status in (408, 429):
+        return NexusConnectionError(
+            f"the proxy at {name} could not open a tunnel to the server (HTTP {status})",
+            status=status,
+        )
+    return NexusConnectionError(
+        f"the proxy at {name} refused to open a tunnel to the server (HTTP {status}): it "
+        "may not allow this host or port. Not retrying.",
+        retryable=False,
+        status=status,
+    )
+
+
+def _socks_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+    except ImportError:
+        return ()
+    errors: tuple[Any, ...] = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
+    return errors
