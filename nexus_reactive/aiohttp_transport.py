@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import WSMsgType
 from yarl import URL
 
-from .config_checks import ProxyUrl
+from .config_checks import ProxyUrl, redact_url
 from .core.opening import AUTH_HEADER
 from .core.policy import close_error, close_retry_after
 from .errors import NexusConnectionError, ProtocolError
@@ -249,7 +249,8 @@ class AiohttpTransport:
         if exc is not None:
             what = "an invalid compressed frame" if "decompress" in str(exc).lower() else ""
             return NexusConnectionError(
-                f"connection lost{': ' + what if what else ''}: {exc}", close_code=code
+                redact_url(f"connection lost{': ' + what if what else ''}: {exc}"),
+                close_code=code,
             )
         return close_error(code)
 

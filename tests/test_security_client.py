@@ -307,3 +307,45 @@ async def test_scheme_less_and_at_sign_proxy_secrets_never_appear(
     blob = "\n".join(texts)
     for secret in (password, "PW-77", user):
         assert secret not in blob, secret
+
+
+@pytest.mark.parametrize("where", ["provider", "transport"])
+async def test_unknown_failures_are_redacted_in_errors_and_logs(
+    start_nexus: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """A failure of no known kind (a URL provider's ValueError, or one from the dial
+    itself) may quote the URL with its token: the error, state.error and every log
+    record, tracebacks included, show it redacted."""
+    from nexus_reactive import aiohttp_transport
+
+    caplog.set_level(logging.DEBUG)
+    token = "tok-5e1f-secret"
+    server = await start_nexus()
+    url = f"ws://127.0.0.1:{server.port}/?token={token}"
+
+    def provider() -> str:
+        if where == "provider":
+            raise ValueError(f"the token service refused {url}")
+        return url
+
+    async def broken_dial(session: Any, dialled: Any, **_: Any) -> Any:
+        raise ValueError(f"cannot dial {dialled}")
+
+    if where == "transport":
+        monkeypatch.setattr(aiohttp_transport, "open_transport", broken_dial)
+    service = WebSocketService(server.config(url=provider, max_reconnect_attempts=1))
+    with pytest.raises(NexusConnectionError) as info:
+        await service.connect()
+    state_error = str(service.state.value.error)
+    await service.close()
+
+    blob = "\n".join(
+        [str(info.value), state_error]
+        + [r.getMessage() for r in caplog.records]
+        + [logging.Formatter().format(r) for r in caplog.records]
+    )
+    assert token not in blob
+    assert "token=<redacted>" in state_error and "ValueError" in state_error
