@@ -52,7 +52,11 @@ PROXY_SCHEMES = ("http", "https", *SOCKS_SCHEMES)
 
 # A query string (up to a fragment, whitespace or a quote) and a URL's user information.
 _QUERY = re.compile(r"\?([^#\s'\"]*)")
-_USERINFO = re.compile(r"(?<=://)[^/@\s'\"?#]+@")
+# User information runs to the LAST "@" before the host (a password may hold "@"); without
+# a scheme (``user:password@proxy:3128``, as curl accepts in HTTP_PROXY) it is a word
+# with a colon before that "@".
+_USERINFO = re.compile(r"(?<=://)[^/\s'\"?#]+@")
+_BARE_USERINFO = re.compile(r"(?<![^\s'\"(=,<\[])[^\s/'\"?#:@]+:[^\s/'\"?#]*@")
 # RFC 7230 token characters: what a subprotocol name may be made of.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
@@ -61,8 +65,10 @@ def redact_url(text: str) -> str:
     """``text`` with every query value and every URL's user information redacted.
 
     ``wss://h/ws?token=abc&room=1`` becomes ``wss://h/ws?token=<redacted>&room=<redacted>``;
-    ``http://user:pass@proxy:3128`` becomes ``http://<redacted>@proxy:3128``. It works on
-    any text (an error message quoting a URL), valid URL or not.
+    ``http://user:pass@proxy:3128`` becomes ``http://<redacted>@proxy:3128`` (a password
+    with an ``@`` in it too, and ``user:pass@proxy:3128`` without a scheme becomes
+    ``<redacted>@proxy:3128``). It works on any text (an error message quoting a URL),
+    valid URL or not.
     """
 
     def query(match: re.Match[str]) -> str:
@@ -72,7 +78,8 @@ def redact_url(text: str) -> str:
             parts.append(f"{name}={REDACTED}" if equals else (REDACTED if part else ""))
         return "?" + "&".join(parts)
 
-    return _QUERY.sub(query, _USERINFO.sub(f"{REDACTED}@", text))
+    text = _BARE_USERINFO.sub(f"{REDACTED}@", _USERINFO.sub(f"{REDACTED}@", text))
+    return _QUERY.sub(query, text)
 
 
 def is_loopback(host: str) -> bool:
@@ -151,16 +158,16 @@ def check_proxy(proxy: object) -> ProxyUrl | None:
         parsed = URL(proxy)
         port = parsed.port
     except (ValueError, TypeError):
-        raise ConfigError(f"proxy is not a valid URL: {redact_url(proxy)!r}") from None
-    if parsed.scheme not in PROXY_SCHEMES or not parsed.host:
+        raise ConfigError(f"proxy is not a valid URL: {_proxy_shown(proxy)}") from None
+    if parsed.scheme not in PROXY_SCHEMES or not parsed.host or "://" not in proxy:
         raise ConfigError(
             f"proxy must be a URL with one of the schemes {', '.join(PROXY_SCHEMES)} and a "
-            f"host, got {redact_url(proxy)!r} (for example http://user:password@proxy:3128)"
+            f"host, got {_proxy_shown(proxy)} (for example http://user:password@proxy:3128)"
         )
     if parsed.path not in ("", "/") or parsed.query_string:
         raise ConfigError(
-            f"proxy takes no path or query, got {redact_url(proxy)!r}: only the scheme, "
-            "credentials, host and port"
+            f"proxy takes no path or query, got one after {_proxy_shown(proxy)}: only the "
+            "scheme, credentials, host and port"
         )
     if parsed.scheme in SOCKS_SCHEMES:
         try:
@@ -172,6 +179,24 @@ def check_proxy(proxy: object) -> ProxyUrl | None:
             ) from None
         port = parsed.explicit_port or 1080
     return ProxyUrl(parsed.scheme, parsed.host, port or 80, parsed.user, parsed.password)
+
+
+def _proxy_shown(proxy: str) -> str:
+    """A proxy string as an error may show it: its scheme and host (and port), never the
+    rest, which may hold credentials (quoted raw, a scheme-less ``user:pw@host`` or a
+    malformed URL would show them)."""
+    from yarl import URL
+
+    scheme, sep, _ = proxy.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return f"a value without a scheme ({REDACTED}: it may hold credentials)"
+    try:
+        host = URL(proxy).raw_host
+    except (ValueError, TypeError):
+        host = None
+    if not host:
+        return f"{scheme}://{REDACTED}"
+    return f"{scheme}://{URL.build(host=host).host_port_subcomponent}"
 
 
 def check_subprotocols(value: object) -> tuple[str, ...]:

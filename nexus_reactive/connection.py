@@ -26,6 +26,7 @@ from .core.events import ClientEvents
 from .core.meaning import challenge_error
 from .core.opening import Opening, opening
 from .errors import NexusConnectionError, NexusError, ProtocolError
+from .failures import unexpected
 from .messages import ChallengeMessage, Message
 from .outbound import Sender
 from .proxies import is_socks
@@ -232,14 +233,12 @@ class Connection:
                 except NexusConnectionError as exc:
                     error = exc
                 except Exception as exc:  # any failure of an attempt is one
-                    log.warning("a connection attempt failed unexpectedly", exc_info=True)
-                    error = NexusConnectionError(f"the connection attempt failed: {exc!r}")
+                    error = unexpected("the connection attempt failed", exc, log)
                 else:
                     try:
                         error = await self._serve(transport)
                     except Exception as exc:  # a bug of ours: retried per the policy
-                        log.warning("the connection failed unexpectedly", exc_info=True)
-                        error = NexusConnectionError(f"the connection failed: {exc!r}")
+                        error = unexpected("the connection failed", exc, log)
                 self._report(error)
                 decision = core.lost(error)
                 self.publish(core.state)
@@ -252,8 +251,7 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: surface it instead of hanging the callers
-            log.exception("the connection supervisor failed")
-            fatal = NexusConnectionError(f"internal error: {exc!r}", retryable=False)
+            fatal = unexpected("internal error", exc, log, retryable=False)
             core.lost(fatal)
             self.publish(core.state)  # never left in a phase that no task drives
             self._give_up(fatal)

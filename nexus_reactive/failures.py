@@ -2,11 +2,14 @@
 and the OS's failures as the library's own errors (the policy table in
 :mod:`nexus_reactive.core.policy`), every message redacted
 (:func:`~nexus_reactive.config_checks.redact_url`). Used by
-:mod:`nexus_reactive.aiohttp_transport` only.
+:mod:`nexus_reactive.aiohttp_transport`; :func:`unexpected` by the attempt loop, for a
+failure of no known kind (its text may quote a URL with a token: it is redacted too).
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -20,7 +23,20 @@ if TYPE_CHECKING:
     # functions import it themselves so this module stays light on its own.
     import aiohttp
 
-__all__ = ["Redirected", "ended", "failure", "subprotocol_refused"]
+__all__ = ["Redirected", "ended", "failure", "subprotocol_refused", "unexpected"]
+
+
+def unexpected(
+    what: str, exc: BaseException, log: logging.Logger, *, retryable: bool = True
+) -> NexusConnectionError:
+    """A failure of no known kind as a redacted error, logged redacted: a WARNING with
+    the message, and the traceback (redacted too) at DEBUG. Never the raw exception,
+    whose text may quote a URL with a token or a proxy's credentials."""
+    text = redact_url(f"{what}: {type(exc).__name__}: {exc}")
+    log.warning("%s", text)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s", redact_url("".join(traceback.format_exception(exc)).rstrip()))
+    return NexusConnectionError(text, retryable=retryable)
 
 
 class Redirected(Exception):
@@ -89,7 +105,7 @@ def ended(
     if exc is not None:
         what = "an invalid compressed frame" if "decompress" in str(exc).lower() else ""
         return NexusConnectionError(
-            f"connection lost{': ' + what if what else ''}: {exc}", close_code=code
+            redact_url(f"connection lost{': ' + what if what else ''}: {exc}"), close_code=code
         )
     return close_error(code)
 

@@ -146,7 +146,12 @@ class Receiver:
         if type(message) is ErrorMessage:
             return self._on_reply(message, frame)
         if type(message) is ResponseChunkMessage:
-            for piece in self._chunk(message.id, message.payload.index, message):
+            try:
+                pieces = self._chunk(message.id, message.payload.index, message)
+            except ProtocolError as exc:  # too many pieces ahead of a gap: dropped
+                self._report(exc)
+                return None
+            for piece in pieces:
                 self._piece(piece)
                 self.deliver(piece)
             return None

@@ -12,6 +12,7 @@
   ``curl``, ``requests`` and the ``websockets`` library read it: ``wss://`` uses
   ``HTTPS_PROXY`` (``WSS_PROXY`` first if set), ``ws://`` uses ``HTTP_PROXY``
   (``WS_PROXY`` first), then ``ALL_PROXY``; ``NO_PROXY`` lists hosts to reach directly.
+  A value without a scheme (``user:password@host:3128``) means ``http://``, as in curl.
   (aiohttp's own ``trust_env`` reads only ``WS_PROXY``/``WSS_PROXY`` for WebSocket URLs.)
 
 The proxy's credentials go only in the ``Proxy-Authorization`` header (or the SOCKS
@@ -46,7 +47,10 @@ def env_proxy(url: URL) -> str | None:
     keys = ("wss", "https", "all") if url.scheme == "wss" else ("ws", "http", "all")
     for key in keys:
         if proxies.get(key):
-            return proxies[key]
+            # curl and requests read a proxy without a scheme (HTTP_PROXY=host:3128, or
+            # user:password@host:3128) as http://.
+            proxy: str = proxies[key]
+            return proxy if "://" in proxy else f"http://{proxy}"
     return None
 
 

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
+from reactivex.internal import DisposedException
 
 from .streams import ValueStream
 
@@ -145,7 +146,12 @@ class ScheduledView(ValueStream[T], Generic[T]):
             if self._scheduled:
                 return
             self._scheduled = True
-        self._scheduler.schedule(self._run)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not _schedule(self._scheduler, self._run, self._name):
+            with self._lock:  # the scheduler is gone: nothing pending any more
+                self._scheduled = False
 
     def _run(self, _scheduler: abc.SchedulerBase | None = None, _state: Any = None) -> None:
         """One delivery, on the scheduler: the latest value to everyone."""
@@ -179,7 +185,7 @@ class ScheduledView(ValueStream[T], Generic[T]):
             again = bool(self._latest_seq or self._joining or (self._ended and self._targets))
             self._scheduled = again
         if again:
-            self._scheduler.schedule(self._run)
+            self._schedule()
 
     def _tell(self, observer: abc.ObserverBase[T], value: T) -> None:
         try:
@@ -235,7 +241,13 @@ def deliver_on(
                 scheduled = bool(waiting) or ended
                 again = scheduled
             if again:
-                scheduler.schedule(run)
+                reschedule()
+
+        def reschedule() -> None:
+            nonlocal scheduled
+            if not _schedule(scheduler, run, name):
+                with lock:
+                    scheduled = False
 
         def wake() -> None:
             nonlocal scheduled
@@ -243,7 +255,7 @@ def deliver_on(
                 if scheduled:
                     return
                 scheduled = True
-            scheduler.schedule(run)
+            reschedule()
 
         def on_next(value: T) -> None:
             nonlocal dropped
@@ -270,3 +282,14 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _schedule(scheduler: abc.SchedulerBase, action: Callable[..., Any], name: str) -> bool:
+    """Schedule ``action``; ``False`` if the scheduler was disposed (its owner closed,
+    racing a delivery): the delivery is dropped, as the stream has ended for it."""
+    try:
+        scheduler.schedule(action)
+    except DisposedException:
+        log.debug("the scheduler of %s was disposed: delivery dropped", name)
+        return False
+    return True

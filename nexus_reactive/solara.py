@@ -37,10 +37,13 @@ What it guarantees, and why (``docs/solara.md`` says more):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
+import ssl
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import reacton
@@ -225,10 +228,13 @@ def use_websocket(
 
     Args:
         config: a :class:`~nexus_reactive.WebSocketConfig`, or its fields as keywords
-            (``url=..., api_key=...``; the key defaults to ``NEXUS_API_KEY``). A
-            callable ``api_key`` should be one function for the component's life (not
-            a lambda made in each render): a new one is a new setting, so a new
-            connection.
+            (``url=..., api_key=...``; the key defaults to ``NEXUS_API_KEY``). The
+            connection is replaced only when a setting's value changes: a callable
+            (``url``, ``api_key``, ``should_reconnect``) made anew in each render
+            counts as the same setting while its code is the same, and the live
+            connection calls the newest one; an ``ssl`` context or a ``signing_key``
+            object is the same setting while its type is (change ``team_id`` or
+            remount the component to use a new one).
         team_id: scope the connection's asks to a team.
         max_messages: how many received messages the history keeps (1,000).
         batch_interval: ``messages`` changes at most once per this many seconds
@@ -243,10 +249,16 @@ def use_websocket(
     resolved = WebSocketConfig.from_options(config, **options) if options else config
     if resolved is None:
         resolved = WebSocketConfig()
-    settings = (resolved, team_id, max_messages, batch_interval)
+    # The newest config, for the live connection's callables (see _live).
+    latest = reacton.use_ref(resolved)
+    latest.current = resolved
+    # Keyed on the settings' values, not the config's identity: a lambda or an
+    # SSLContext made in the component body is new at every render, and a new
+    # connection per render would be a reconnect storm.
+    settings = (fingerprint(resolved), team_id, max_messages, batch_interval)
 
     def connect() -> _Connection:
-        return _Connection(resolved, team_id, max_messages, batch_interval)
+        return _Connection(_live(resolved, latest), team_id, max_messages, batch_interval)
 
     connection: _Connection = reacton.use_memo(connect, dependencies=list(settings))
     delivered_state, set_state = reacton.use_state((connection, connection.initial_state), eq=_same)
@@ -275,3 +287,41 @@ def _same(a: Any, b: Any) -> bool:
     # Identity: each delivery is a new value. Comparing two histories item by item
     # on every delivery would cost O(n) for nothing.
     return a is b
+
+
+#: The config's callables that the live connection takes from the newest render.
+_LIVE = ("url", "api_key", "should_reconnect")
+
+
+def fingerprint(config: WebSocketConfig) -> tuple[Any, ...]:
+    """The config's settings as a value that is equal across renders with equal
+    settings: callables by their code, other objects (an ``SSLContext``, a key) by type."""
+    return tuple((f.name, _token(getattr(config, f.name))) for f in dataclasses.fields(config))
+
+
+def _token(value: Any) -> Any:
+    if value is None or isinstance(value, str | bytes | int | float | os.PathLike):
+        return value
+    if isinstance(value, ssl.SSLContext):
+        return ("ssl.SSLContext", type(value))
+    if callable(value):
+        function = getattr(value, "__func__", value)
+        return ("callable", getattr(function, "__code__", type(value)))
+    if isinstance(value, Mapping):
+        return ("mapping", tuple(sorted((str(k), _token(v)) for k, v in value.items())))
+    if isinstance(value, tuple | list):
+        return ("sequence", tuple(_token(item) for item in value))
+    return ("object", type(value))
+
+
+def _live(config: WebSocketConfig, latest: Any) -> WebSocketConfig:
+    """``config`` with each callable setting calling the newest render's one."""
+
+    def newest(name: str) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            return getattr(latest.current, name)(*args)
+
+        return call
+
+    live: dict[str, Any] = {name: newest(name) for name in _LIVE if callable(getattr(config, name))}
+    return dataclasses.replace(config, **live) if live else config

@@ -19,7 +19,7 @@ from reactivex import abc
 
 from .config import WebSocketConfig
 from .core import ConnectionState
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 from .messages import AskResponse
 from .service import WebSocketService
 from .store import History, HistoryItem, WebSocketStore, use_websocket
@@ -44,6 +44,13 @@ class SyncWebSocketStore:
         scheduler: abc.SchedulerBase | None = None,
         **store_options: Any,
     ) -> None:
+        if store_options.get("share"):
+            raise ConfigError(
+                "use_websocket_sync(share=True) cannot share a connection: each sync store "
+                "runs its own event loop, and a connection belongs to one loop. Share "
+                "within one loop with use_websocket(share=True), or keep one sync store "
+                "and scope asks with team_id"
+            )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="nexus-reactive-loop", daemon=True)
         self._thread.start()
@@ -191,12 +198,15 @@ def use_websocket_sync(
         config: a :class:`WebSocketConfig`, or its fields as keywords.
         scheduler: deliver ``state`` and ``messages`` emissions on this scheduler.
         team_id: the store's team scope, as for :func:`use_websocket`.
-        share: share a connection, as for :func:`use_websocket` (off by default).
+        share: must stay ``False`` (the default): each sync store runs its own event
+            loop and so its own connection; ``share=True`` raises ``ConfigError``. To
+            share one connection, use :func:`use_websocket` with ``share=True`` on one
+            loop.
         max_messages: how many received messages the history keeps (1,000).
         batch_interval: ``messages`` emits at most once per this many seconds.
 
     Raises:
-        ConfigError: an option is invalid or unknown.
+        ConfigError: an option is invalid or unknown, or ``share=True``.
     """
     resolved = WebSocketConfig.from_options(config, **options) if options else config
     return SyncWebSocketStore(

@@ -1111,3 +1111,23 @@ def test_handshake_errors_rejecting_the_key_are_fatal_others_retried() -> None:
     retried = handshake_error("rate_limited", "slow down", 3.0)
     assert not isinstance(retried, AuthenticationError)
     assert retried.retryable and retried.retry_after == 3.0
+
+
+def test_early_stream_pieces_are_bounded_and_the_overflow_reported_once() -> None:
+    """A server streaming indices 1..N and never 0 must not grow memory without bound:
+    at most MAX_EARLY_CHUNKS pieces wait; the rest are dropped, reported once."""
+    from nexus_reactive.core.connection import MAX_EARLY_CHUNKS
+
+    core: ClientCore[object] = ClientCore()
+    core.submit_ask("a1", b"f")
+    for index in range(1, MAX_EARLY_CHUNKS + 1):
+        assert core.chunk("a1", index, index) == []
+    with pytest.raises(ProtocolError, match="ahead of the missing piece 0"):
+        core.chunk("a1", MAX_EARLY_CHUNKS + 1, "x")
+    for index in range(MAX_EARLY_CHUNKS + 2, 3 * MAX_EARLY_CHUNKS):
+        assert core.chunk("a1", index, index) == []  # dropped quietly after the report
+    entry = core.pending.get("a1")
+    assert entry is not None and entry.early is not None
+    assert len(entry.early) == MAX_EARLY_CHUNKS
+    # The gap fills: the kept pieces come out in order.
+    assert core.chunk("a1", 0, 0) == list(range(MAX_EARLY_CHUNKS + 1))

@@ -158,6 +158,9 @@ def test_the_repr_never_shows_proxy_credentials() -> None:
     config = WebSocketConfig("wss://nexus.example/", proxy=f"http://{USER}:{PASSWORD}@p.example:8")
     assert "proxy='http://<redacted>@p.example:8'" in repr(config)
     assert PASSWORD not in repr(config) + str(config)
+    # A password with "@" in it: redacted up to the last "@" before the host.
+    config = WebSocketConfig("wss://h/", proxy="http://al:pa@wd@proxy:3128")
+    assert "proxy='http://<redacted>@proxy:3128'" in repr(config) and "wd" not in repr(config)
 
 
 async def test_trust_env_takes_https_proxy_from_the_environment(

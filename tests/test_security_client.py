@@ -259,3 +259,93 @@ def test_the_reference_servers_access_log_redacts_queries(
     request = mock.Mock(remote="127.0.0.1", method="GET", path_qs="/ws?token=s3cr3t&a=1")
     access.log(request, mock.Mock(status=101), 0.25)
     assert caplog.messages == ['127.0.0.1 "GET /ws?token=<redacted>&a=<redacted>" 101 0.250s']
+
+
+async def test_scheme_less_and_at_sign_proxy_secrets_never_appear(
+    start_nexus: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTP_PROXY=user:password@host:port`` (no scheme, as curl accepts) is read as
+    ``http://``; a password with an ``@`` is redacted whole; no message quotes a raw
+    proxy string."""
+    from nexus_reactive.config_checks import redact_url
+
+    from .proxy_servers import HttpProxy
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    caplog.set_level(logging.DEBUG)
+    user, password = "proxy-user-42", "s3cret@PW-77"
+    texts: list[str] = []
+    server = await start_nexus()
+    async with HttpProxy(user=user, password=password) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"{user}:{password}@127.0.0.1:{proxy.port}")
+        async with use_websocket(server.config(trust_env=True)) as store:
+            await wait_for(lambda: store.state.value.connected)
+            texts += [repr(store), str(store.state.value), repr(store.service.config)]
+        assert proxy.forwarded == 1  # through the proxy, with its credentials
+
+    monkeypatch.setenv("HTTP_PROXY", f"{user}:{password}@proxy.corp:3128")  # the reviewer's
+    service = WebSocketService(server.config(trust_env=True))
+    with pytest.raises(NexusConnectionError) as info:
+        await service.connect()
+    texts += [str(info.value), repr(info.value), str(service.state.value)]
+    await service.close()
+
+    for bad in (f"{user}:{password}@proxy:3128", f"ftp://{user}:{password}@proxy:3128"):
+        with pytest.raises(ConfigError) as config_error:
+            WebSocketConfig(url="wss://h/", proxy=bad)
+        texts.append(str(config_error.value))
+    config = WebSocketConfig(url="wss://h/", proxy=f"http://{user}:{password}@proxy:3128")
+    assert "proxy='http://<redacted>@proxy:3128'" in repr(config)
+    texts.append(repr(config))
+    assert redact_url(f"x {user}:{password}@h:1 y") == "x <redacted>@h:1 y"
+    assert redact_url("mail a@b.example") == "mail a@b.example"  # no password: kept
+
+    records = [r for r in caplog.records if r.name != "aiohttp.access"]
+    texts += [record.getMessage() for record in records]
+    blob = "\n".join(texts)
+    for secret in (password, "PW-77", user):
+        assert secret not in blob, secret
+
+
+@pytest.mark.parametrize("where", ["provider", "transport"])
+async def test_unknown_failures_are_redacted_in_errors_and_logs(
+    start_nexus: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """A failure of no known kind (a URL provider's ValueError, or one from the dial
+    itself) may quote the URL with its token: the error, state.error and every log
+    record, tracebacks included, show it redacted."""
+    from nexus_reactive import aiohttp_transport
+
+    caplog.set_level(logging.DEBUG)
+    token = "tok-5e1f-secret"
+    server = await start_nexus()
+    url = f"ws://127.0.0.1:{server.port}/?token={token}"
+
+    def provider() -> str:
+        if where == "provider":
+            raise ValueError(f"the token service refused {url}")
+        return url
+
+    async def broken_dial(session: Any, dialled: Any, **_: Any) -> Any:
+        raise ValueError(f"cannot dial {dialled}")
+
+    if where == "transport":
+        monkeypatch.setattr(aiohttp_transport, "open_transport", broken_dial)
+    service = WebSocketService(server.config(url=provider, max_reconnect_attempts=1))
+    with pytest.raises(NexusConnectionError) as info:
+        await service.connect()
+    state_error = str(service.state.value.error)
+    await service.close()
+
+    blob = "\n".join(
+        [str(info.value), state_error]
+        + [r.getMessage() for r in caplog.records]
+        + [logging.Formatter().format(r) for r in caplog.records]
+    )
+    assert token not in blob
+    assert "token=<redacted>" in state_error and "ValueError" in state_error

@@ -264,3 +264,49 @@ async def test_the_example_page_works_in_a_jupyter_kernel(
     assert "'You: Asked in a notebook', 'Nexus: You asked: Asked in a notebook'" in printed
     assert nexus.stats.connections_total == 1
     await wait_for(lambda: nexus.stats.connections_open == 0, message="closed on unmount")
+
+
+async def test_inline_callables_and_ssl_contexts_do_not_reconnect_on_each_render(
+    nexus: Nexus,
+) -> None:
+    """A lambda or an SSLContext written in the component body is new at every render:
+    the hook keys its connection on the settings' values, so re-rendering keeps the
+    connection, and the live connection calls the newest render's callables."""
+    import ssl
+
+    probe = Probe()
+    bump: list[Callable[[int], None]] = []
+    keys_given: list[int] = []
+
+    @reacton.component
+    def Inline() -> Any:
+        count, set_count = reacton.use_state(0)
+        bump.append(set_count)
+
+        def key() -> str:
+            keys_given.append(count)  # which render's callable the connection calls
+            return KEY
+
+        hook = use_websocket(
+            url=nexus.url,
+            api_key=key,
+            reconnect_interval=0.05,
+            should_reconnect=lambda exc: True,
+            ssl=ssl.create_default_context(),
+        )
+        probe.record(hook)
+        return widgets.Label(value=f"{count} {hook.state.phase.value}")
+
+    label, rc = reacton.render_fixed(Inline(), handle_error=False)
+    try:
+        await wait_for(lambda: probe.hook.state.connected, message="connected")
+        for n in range(1, 6):
+            bump[-1](n)
+            await wait_for(lambda n=n: label.value == f"{n} connected", message=f"render {n}")
+        assert nexus.stats.connections_total == 1  # one connection across the renders
+        store = probe.hook.send_message.__self__
+        assert store.service.config.api_key() == KEY and keys_given[-1] == 5  # the newest
+    finally:
+        rc.close()
+    await wait_for(lambda: nexus.stats.connections_open == 0, message="the socket to close")
+    await wait_for(lambda: library_threads() == [], message="the hook's threads to end")

@@ -833,3 +833,29 @@ def test_deliver_on_delivers_everything_when_the_subscriber_keeps_up() -> None:
         scheduler.advance_by(timedelta(seconds=1))
 
     assert out.values == list(range(50))
+
+
+def test_a_disposed_scheduler_ends_delivery_instead_of_raising() -> None:
+    """The Solara hook disposes its delivery scheduler on close while the source may
+    still emit: scheduling on it raises DisposedException, which must end delivery
+    (nothing pending) rather than escape into the emitter and leave a delivery
+    marked pending forever."""
+    from reactivex.scheduler import EventLoopScheduler
+
+    source_pub = ValuePublisher("A")
+    scheduler = EventLoopScheduler()
+    scheduler.dispose()
+    view = ScheduledView(source_pub.stream, scheduler)
+    out = Recorder()
+    out.subscribe_to(view)
+    source_pub.set("B")  # would raise DisposedException here before
+    assert view.pending == 0
+    source_pub.set("C")
+    assert view.pending == 0 and out.values == []
+
+    errors: list[Any] = []
+    subject: reactivex.Subject[int] = reactivex.Subject()
+    deliver_on(subject, scheduler).subscribe(on_next=errors.append)
+    subject.on_next(1)  # no raise
+    subject.on_next(2)
+    assert errors == []

@@ -69,3 +69,24 @@ async def test_sync_store_takes_the_store_options(nexus: Nexus) -> None:
         assert store.service.config.max_messages is None  # not a connection setting
     finally:
         await asyncio.to_thread(store.close)
+
+
+async def test_share_true_is_refused_because_each_sync_store_has_its_own_loop(
+    nexus: Nexus,
+) -> None:
+    import pytest
+
+    from nexus_reactive import ConfigError
+
+    before = threading.active_count()
+    with pytest.raises(ConfigError, match="its own event loop") as info:
+        use_websocket_sync(nexus.config(), share=True)
+    assert "use_websocket(share=True)" in str(info.value)
+    assert threading.active_count() == before  # no loop thread started
+
+    def accepted() -> str:
+        with use_websocket_sync(nexus.config(), share=False) as store:
+            store.wait_connected()
+            return store.ask("still accepted").answer
+
+    assert await asyncio.to_thread(accepted) == "You asked: still accepted"

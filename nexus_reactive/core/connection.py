@@ -18,7 +18,11 @@ from .outbox import Outbox, Outgoing
 from .pending import Pending, PendingTable
 from .state import ConnectionState, Phase
 
-__all__ = ["ClientCore", "Decision"]
+#: Streamed pieces kept per ask ahead of a missing one (out-of-order ``response_chunk``
+#: indices); more are dropped and reported once as a ``ProtocolError``.
+MAX_EARLY_CHUNKS = 1_000
+
+__all__ = ["MAX_EARLY_CHUNKS", "ClientCore", "Decision"]
 
 W = TypeVar("W")
 T = TypeVar("T")
@@ -143,6 +147,11 @@ class ClientCore(Generic[W]):
             already (a repeat, e.g. a stream restarted after a reconnect) or comes
             early (it waits for the gap), several once a gap fills. Pieces for an id
             no ask of ours waits for are passed through as they come.
+
+        Raises:
+            ProtocolError: (once per ask) more than ``MAX_EARLY_CHUNKS`` pieces came
+                ahead of a gap that never fills: the excess is dropped, so a server
+                sending indices 1..N without 0 cannot grow memory without bound.
         """
         entry = self.pending.get(ask_id)
         if entry is None:
@@ -152,6 +161,15 @@ class ClientCore(Generic[W]):
         if index > entry.next_chunk:
             if entry.early is None:
                 entry.early = {}
+            if len(entry.early) >= MAX_EARLY_CHUNKS and index not in entry.early:
+                entry.early_dropped += 1
+                if entry.early_dropped == 1:
+                    raise ProtocolError(
+                        f"the answer to {ask_id} streamed more than {MAX_EARLY_CHUNKS} "
+                        f"pieces ahead of the missing piece {entry.next_chunk}: the "
+                        "excess is dropped"
+                    )
+                return []
             entry.early.setdefault(index, piece)
             return []
         ready = [piece]

@@ -48,7 +48,9 @@ class Pending(Generic[W]):
         on_wire: whether the frame was written to a connection that has not yet
             delivered its answer.
         next_chunk: the ``index`` of the next streamed piece to deliver.
-        early: pieces that arrived ahead of ``next_chunk``, by index.
+        early: pieces that arrived ahead of ``next_chunk``, by index (at most
+            ``MAX_EARLY_CHUNKS``; :meth:`ClientCore.chunk` drops the rest).
+        early_dropped: how many early pieces were dropped over that bound.
     """
 
     frame: bytes
@@ -56,6 +58,7 @@ class Pending(Generic[W]):
     on_wire: bool = False
     next_chunk: int = 0
     early: dict[int, Any] | None = None
+    early_dropped: int = 0
 
 
 class PendingTable(Generic[W]):
