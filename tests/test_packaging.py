@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -50,3 +51,10 @@ def test_every_direct_dependency_is_in_the_lock() -> None:
     names = [re.split(r"[<>=!~\[ ]", spec, maxsplit=1)[0] for spec in project["dependencies"]]
     missing = [name for name in names if name.lower() not in locked]
     assert not missing, f"uv.lock is stale (run `make lock`): {missing}"
+
+
+def test_the_ci_script_parses_and_runs_make_test() -> None:
+    script = ROOT / ".ci" / "run"
+    checked = subprocess.run(["bash", "-n", script], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, f".ci/run does not parse: {checked.stderr}"
+    assert re.search(r"^make test$", script.read_text(), re.M), ".ci/run must end in make test"
