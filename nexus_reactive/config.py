@@ -118,6 +118,9 @@ class WebSocketConfig:
         heartbeat: seconds between WebSocket pings; no pong within half of it
             means the link is dead. ``None`` disables pings.
         outbox_limit: how many messages may wait for a connection.
+        dedupe_size: how many answered (and how many abandoned) ask ids the client
+            remembers, to drop a server's repeated answers; a repeat of an older id
+            counts as new. About 150 bytes an id.
         max_messages: deprecated: a store option now
             (``use_websocket(..., max_messages=...)``); still honoured, with a
             ``DeprecationWarning``, until the next release.
@@ -160,6 +163,7 @@ class WebSocketConfig:
     request_timeout: float | None = 60.0
     heartbeat: float | None = 15.0
     outbox_limit: int = 10_000
+    dedupe_size: int = 10_000
     max_messages: int | None = None  # deprecated: a store option
     batch_interval: float | None = None  # deprecated: a store option
     max_message_size: int = 4 * 1024 * 1024
@@ -201,7 +205,7 @@ class WebSocketConfig:
             raise ConfigError("reconnect_jitter must be between 0 and 1")
         if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
             raise ConfigError("max_reconnect_attempts must be >= 0, or None to retry forever")
-        for name in ("outbox_limit", "max_message_size"):
+        for name in ("outbox_limit", "dedupe_size", "max_message_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if self.max_messages is not None and self.max_messages < 1:

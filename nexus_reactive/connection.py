@@ -66,7 +66,9 @@ def new_core(config: WebSocketConfig) -> ClientCore[Waiter]:
         reset_after=config.reset_backoff_after,
         should_reconnect=config.should_reconnect,
     )
-    return ClientCore(outbox_limit=config.outbox_limit, reconnector=reconnector)
+    return ClientCore(
+        outbox_limit=config.outbox_limit, reconnector=reconnector, remember=config.dedupe_size
+    )
 
 
 class Connection:

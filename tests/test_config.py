@@ -39,6 +39,7 @@ def test_defaults_are_the_documented_ones_in_seconds() -> None:
     assert config.request_timeout == 60.0
     assert config.heartbeat == 15.0
     assert config.outbox_limit == 10_000
+    assert config.dedupe_size == 10_000
     assert config.max_messages is None  # deprecated: a store option
     assert config.batch_interval is None
     assert config.max_message_size == 4 * 1024 * 1024
@@ -118,6 +119,7 @@ def test_malformed_url_is_a_config_error(url: str) -> None:
         ({"reconnect_jitter": 1.5}, "reconnect_jitter"),
         ({"max_reconnect_attempts": -1}, "max_reconnect_attempts"),
         ({"outbox_limit": 0}, "outbox_limit"),
+        ({"dedupe_size": 0}, "dedupe_size"),
         ({"max_messages": 0}, "max_messages"),
         ({"max_message_size": 0}, "max_message_size"),
         ({"api_key": 1234}, "api_key"),

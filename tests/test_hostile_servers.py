@@ -231,6 +231,32 @@ async def test_a_timed_out_ask_answered_three_times_reaches_the_app_once(
 
 
 @bounded()
+async def test_dedupe_size_bounds_the_memory_of_answered_ids(script_server: Any) -> None:
+    # dedupe_size=2: after three answers the first id is forgotten, so its repeat
+    # counts as new (a push); a repeat of the newest is still dropped.
+    async def script(conn: Conn) -> None:
+        asks = [await conn.next_ask() for _ in range(3)]
+        for ask in asks:
+            await conn.answer(ask)
+        await conn.answer(asks[0], "again")
+        await conn.answer(asks[2], "again")
+        marker = await conn.next_ask()
+        await conn.answer(marker)
+        await conn.drain()
+
+    server = await script_server(script)
+    service = WebSocketService(server.config(dedupe_size=2))
+    _messages, responses = collect(service)
+    await service.connect()
+    await asyncio.gather(*(service.ask(q) for q in ("a", "b", "c")))
+    assert (await service.ask("marker")).answer == "re: marker"
+    await service.close()
+    first, _, last = server.asks()[:3]
+    assert [m.payload.answer for m in responses if m.id == first["id"]] == ["re: a", "again"]
+    assert [m.payload.answer for m in responses if m.id == last["id"]] == ["re: c"]
+
+
+@bounded()
 async def test_a_cancelled_ask_answered_twice_reaches_the_app_once(script_server: Any) -> None:
     asked = asyncio.Event()
     release = asyncio.Event()
