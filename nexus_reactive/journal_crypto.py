@@ -59,6 +59,9 @@ TAG_SIZE = 16
 _LABEL = b"nexus-reactive journal"
 _DATA_INFO = b"nexus-reactive journal v1 data key"
 _CHECK_INFO = b"nexus-reactive journal v1 key check"
+_VERSION = bytes([FORMAT])
+# A row's number, its ask flag, and its id's length, in the associated data.
+_ROW = struct.Struct(">qBI").pack
 
 
 class Unreadable(Exception):
@@ -84,7 +87,7 @@ class JournalCipher:
     Its ``repr`` shows the journal id's first bytes, never key material.
     """
 
-    __slots__ = ("_aead", "_prefix", "check", "journal_id")
+    __slots__ = ("_decrypt", "_encrypt", "_heads", "_prefix", "check", "journal_id")
 
     def __init__(self, key: bytes, journal_id: bytes) -> None:
         if len(key) != KEY_SIZE:
@@ -94,8 +97,10 @@ class JournalCipher:
         self.journal_id = journal_id
         #: What the journal stores to recognise this key (not secret).
         self.check = _derive(key, journal_id, _CHECK_INFO)
-        self._aead = AESGCM(_derive(key, journal_id, _DATA_INFO))
+        aead = AESGCM(_derive(key, journal_id, _DATA_INFO))
+        self._encrypt, self._decrypt = aead.encrypt, aead.decrypt
         self._prefix = _LABEL + bytes([0, FORMAT]) + journal_id
+        self._heads: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return f"<JournalCipher journal {self.journal_id.hex()[:8]}>"
@@ -105,24 +110,25 @@ class JournalCipher:
         return hmac.compare_digest(self.check, check)
 
     def _associated(self, table: str, seq: int, key: str, ask: bool) -> bytes:
-        name, ident = table.encode(), key.encode("utf-8", "surrogatepass")
-        return b"".join(
-            (
-                self._prefix,
-                struct.pack(">B", len(name)),
-                name,
-                struct.pack(">qBI", seq, 1 if ask else 0, len(ident)),
-                ident,
-            )
-        )
+        head = self._heads.get(table)
+        if head is None:
+            name = table.encode()
+            head = self._heads[table] = self._prefix + bytes([len(name)]) + name
+        ident = key.encode("utf-8", "surrogatepass")
+        return head + _ROW(seq, 1 if ask else 0, len(ident)) + ident
 
     def seal(
         self, table: str, seq: int, plaintext: bytes, key: str = "", ask: bool = False
     ) -> bytes:
         """``plaintext`` sealed for row ``seq`` of ``table`` (with its ``key`` and ``ask``)."""
         nonce = os.urandom(NONCE_SIZE)
-        sealed = self._aead.encrypt(nonce, plaintext, self._associated(table, seq, key, ask))
-        return bytes([FORMAT]) + nonce + sealed
+        return b"".join(
+            (
+                _VERSION,
+                nonce,
+                self._encrypt(nonce, plaintext, self._associated(table, seq, key, ask)),
+            )
+        )
 
     def open(self, table: str, seq: int, sealed: bytes, key: str = "", ask: bool = False) -> bytes:
         """The plaintext of a row sealed by :meth:`seal` for the same place.
@@ -136,7 +142,7 @@ class JournalCipher:
             raise Unreadable(f"unknown row format {sealed[0]} (this version reads {FORMAT})")
         nonce, body = sealed[1 : 1 + NONCE_SIZE], sealed[1 + NONCE_SIZE :]
         try:
-            return self._aead.decrypt(nonce, body, self._associated(table, seq, key, ask))
+            return self._decrypt(nonce, body, self._associated(table, seq, key, ask))
         except InvalidTag:
             raise Unreadable(
                 "it does not authenticate: changed, truncated, or moved from another row or journal"
