@@ -336,8 +336,9 @@ def test_an_encrypted_journal_in_use_is_refused_naming_the_holder(tmp_path: Path
 
 
 async def test_offline_asks_survive_restarts_encrypted_and_are_sent(
-    nexus: Nexus, tmp_path: Path
+    nexus: Nexus, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="nexus_reactive")
     db = tmp_path / "client.db"
     question = "what is the secret plan?"
     first = WebSocketService(nexus.config(persist=db, persist_key=KEY))
@@ -362,6 +363,8 @@ async def test_offline_asks_survive_restarts_encrypted_and_are_sent(
         WebSocketService(nexus.config(persist=db))
     with pytest.raises(ConfigError, match="persist_key"):
         use_websocket(nexus.config(), persist=db, persist_key="not a key")
+    assert "restored 3 unsent message(s)" in caplog.text  # the logs were on
+    assert KEY.hex() not in caplog.text and KEY.hex().upper() not in caplog.text
 
 
 async def test_a_key_rotated_between_lives_sends_what_waited(nexus: Nexus, tmp_path: Path) -> None:

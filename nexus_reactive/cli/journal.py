@@ -112,7 +112,7 @@ def _keygen(args: argparse.Namespace) -> int:
         error(f"journal keygen: cannot write {args.out}: {exc.strerror or exc}")
         return EXIT_FAILURE
     with os.fdopen(fd, "w") as out:
-        os.fchmod(fd, 0o600)  # an existing file (--force) keeps no wider mode
+        os.chmod(args.out, 0o600)  # an existing file (--force) keeps no wider mode
         out.write(key + "\n")
     print(
         f"wrote a new journal key to {args.out} (mode 0600): keep it secret and keep a "
