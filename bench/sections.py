@@ -17,7 +17,7 @@ d ``memory``   bytes retained per stored message (tracemalloc) and RSS over a lo
 e ``restart``  from a restarted server's startup line to the first answered ask.
 
 f..i (issue 14: uvloop, import time, many stores, the reference server's capacity)
-live in :mod:`bench.scale`.
+live in :mod:`bench.scale`; j (the journal, plain and encrypted) in :mod:`bench.journal`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from nexus_reactive import WebSocketConfig, WebSocketService, codec
 from nexus_reactive.messages import Message
 
 from . import baselines, library, scale, servers, traffic
+from .journal import journal as journal_section
 from .stats import percentile, ratio, summarize
 
 __all__ = ["SECTIONS", "Params", "Suite"]
@@ -74,6 +75,8 @@ class Params:
     idle_heartbeat: float = 5.0  # i: seconds between pings, client and server
     idle_hold: float = 15.0  # i: seconds they stay idle
     server_rounds: int = 1  # i: rounds of the idle-connections run
+    journal_asks: int = 20_000  # j: asks recorded per run, plain and encrypted
+    journal_rows: int = 1_000  # j: unsent asks (and as many answers) a timed open restores
 
     @classmethod
     def quick(cls) -> Params:
@@ -94,6 +97,8 @@ class Params:
             idle_connections=100,
             idle_heartbeat=1.0,
             idle_hold=1.5,
+            journal_asks=1_000,
+            journal_rows=200,
         )
 
 
@@ -500,6 +505,11 @@ class Suite:
     async def server(self) -> dict[str, Any]:
         return await scale.server(self)
 
+    # -- j: the journal at rest, plain and encrypted (bench/journal.py) --------------
+
+    async def journal(self) -> dict[str, Any]:
+        return await journal_section(self)
+
     # -- e: restart ------------------------------------------------------------------
 
     async def restart(self) -> dict[str, Any]:
@@ -624,4 +634,5 @@ SECTIONS: dict[str, str] = {
     "g": "imports",
     "h": "stores",
     "i": "server",
+    "j": "journal",
 }

@@ -31,6 +31,7 @@ from .config_checks import (
     redact_url,
 )
 from .errors import ConfigError, NexusConnectionError
+from .journal_keys import PersistKey, check_persist_key
 
 if TYPE_CHECKING:
     # Only an annotation here: cryptography loads when a key is used (signing.py).
@@ -51,7 +52,7 @@ API_KEY_ENV = "NEXUS_API_KEY"
 #: An API key, or a callable (sync or async) that returns a fresh one per attempt.
 ApiKey = str | Callable[[], str | Awaitable[str]]
 
-_SECRET_FIELDS = frozenset({"api_key", "signing_key"})
+_SECRET_FIELDS = frozenset({"api_key", "signing_key", "persist_key"})
 # Shown redacted: query values, a proxy's credentials (config_checks.redact_url).
 _URL_FIELDS = frozenset({"url", "proxy"})
 
@@ -141,6 +142,9 @@ class WebSocketConfig:
         burst: how many messages may go out at once before ``rate`` applies.
         persist: a SQLite file that keeps the outbox, pending asks and history
             across restarts and crashes (see :mod:`nexus_reactive.persist`).
+        persist_key: encrypt the journal at rest (AES-256-GCM): 32 random bytes, 64
+            hex characters, or a callable (sync) returning either, called when the
+            journal opens. Never shown (``<set>``, ``<callable>``).
         proxy: ``http://[user:password@]host:port`` (HTTP CONNECT) or
             ``socks5://...`` (the ``socks`` extra); credentials are never shown.
         trust_env: without ``proxy``, take the proxy from ``HTTPS_PROXY`` /
@@ -175,6 +179,7 @@ class WebSocketConfig:
     rate: float | None = None
     burst: int | None = None
     persist: str | os.PathLike[str] | None = None
+    persist_key: PersistKey | None = field(default=None, repr=False)
     proxy: str | None = None
     trust_env: bool = False
     compression: bool = False
@@ -182,6 +187,7 @@ class WebSocketConfig:
 
     def __post_init__(self) -> None:
         check_proxy(self.proxy)
+        check_persist_key(self.persist, self.persist_key)
         if not callable(self.url):
             check_url(self.url, allow_insecure=self.allow_insecure, proxy=self.proxy)
         object.__setattr__(self, "subprotocols", check_subprotocols(self.subprotocols))
@@ -359,7 +365,7 @@ def _source(name: str, value: object) -> str:
         if name == "api_key" and os.environ.get(API_KEY_ENV):
             return f"<from {API_KEY_ENV}>"
         return "None"
-    if name == "api_key" and callable(value):
+    if callable(value):
         return "<callable>"
     return "<set>"
 

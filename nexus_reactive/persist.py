@@ -20,6 +20,15 @@ to the database (``<path>.lock``, an ``flock`` held for the journal's life and
 released by the kernel if the process dies) records the holder's pid, so a
 second process fails at once with a :class:`PersistenceError` naming that pid
 and the path; SQLite's own lock is taken with no busy timeout as a backstop.
+
+With a key (``persist_key=``), every stored frame is sealed with AES-256-GCM
+(:mod:`nexus_reactive.journal_crypto`), on the writer thread; the file's layout is
+:mod:`nexus_reactive.journal_db`'s. A journal is plain or encrypted from its first
+open: an encrypted one opened without its key, or a plain one with a key, is a
+:class:`PersistenceError` raised before anything is read or written (``nexus-reactive
+journal encrypt`` migrates a plain one). A row that does not authenticate is not
+restored: it is moved, untouched, to the journal's ``quarantine`` table and logged at
+ERROR, naming the row; the rest opens.
 """
 
 from __future__ import annotations
@@ -28,7 +37,6 @@ import contextlib
 import logging
 import os
 import queue
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,32 +44,32 @@ from typing import TYPE_CHECKING
 
 from .core.events import ClientEvents
 from .errors import PersistenceError, ProtocolError
+from .journal_db import (
+    PLAIN_SCHEMA,
+    SEALED_SCHEMA,
+    Kind,
+    Row,
+    describe,
+    explain,
+    make_cipher,
+    next_seqs,
+    open_cipher,
+    probe,
+    quarantine,
+    read_rows,
+    release_lock,
+    take_lock,
+)
+from .journal_keys import PersistKey, resolve_key
 from .messages import Message
 
 if TYPE_CHECKING:
-    import sqlite3  # imported where a journal opens: most clients never persist
-
-if sys.platform != "win32":
-    import fcntl
-else:  # pragma: no cover - SQLite's exclusive lock alone guards the file there
-    fcntl = None
+    # sqlite3 and cryptography load where a journal opens: most clients never persist.
+    from .journal_crypto import JournalCipher
 
 __all__ = ["Journal", "PersistenceError", "Restored"]
 
 log = logging.getLogger("nexus_reactive.persist")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
-    key   TEXT NOT NULL UNIQUE,
-    ask   INTEGER NOT NULL,
-    frame BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS history (
-    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
-    frame BLOB NOT NULL
-);
-"""
 
 _RETRY_DELAY = 1.0  # seconds between attempts at a batch that failed
 
@@ -74,10 +82,14 @@ class Restored:
         outbox: ``(key, is_ask, frame)`` in the order they were queued; for an ask
             the key is its id.
         history: received frames, oldest first (at most the newest ``history_limit``).
+        quarantined: unreadable rows of an encrypted journal, set aside at this open.
     """
 
     outbox: list[tuple[str, bool, bytes]] = field(default_factory=list)
     history: list[bytes] = field(default_factory=list)
+    #: The rows of an encrypted journal that did not authenticate at this open (moved
+    #: to its quarantine table), each named as :func:`journal_db.describe` names it.
+    quarantined: list[str] = field(default_factory=list)
 
 
 # Operations, as tuples the writer thread applies in order.
@@ -94,10 +106,15 @@ class Journal(ClientEvents):
         path: the SQLite file (created if missing).
         history_limit: how many received messages to keep.
         on_error: called (from the writer thread) with each write failure.
+        key: encrypt what is stored (``persist_key=``): 32 bytes, 64 hex characters,
+            or a callable returning either, called once, here. A new file is made
+            encrypted; an existing one must have been made with this key.
 
     Raises:
         PersistenceError: the file is not a database, is locked by another process,
-            or cannot be created.
+            or cannot be created; it is encrypted and ``key`` is missing or another
+            key; it is plain and ``key`` is set. Nothing in the file is changed then.
+        ConfigError: ``key`` (or what its provider returned) is not a key.
     """
 
     def __init__(
@@ -106,6 +123,7 @@ class Journal(ClientEvents):
         *,
         history_limit: int = 1_000,
         on_error: Callable[[PersistenceError], None] | None = None,
+        key: PersistKey | None = None,
     ) -> None:
         import sqlite3
 
@@ -113,7 +131,10 @@ class Journal(ClientEvents):
         self.history_limit = history_limit
         self._on_error = on_error
         self._queue: queue.SimpleQueue[_Op | threading.Event | None] = queue.SimpleQueue()
-        self._lock_fd = _lock(self.path)
+        # The key first: a provider that fails has touched nothing.
+        secret = None if key is None else resolve_key(key, self.path)
+        self._cipher: JournalCipher | None = None
+        self._lock_fd = take_lock(self.path)
         try:
             # timeout=0: a database locked by anyone else fails now, instead of
             # blocking the caller (an event loop) for sqlite3's default 5 s.
@@ -123,18 +144,28 @@ class Journal(ClientEvents):
             # EXCLUSIVE: a second process on the same file fails loudly at open
             # instead of both sending the same outbox.
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            # Which journal this is, and whether the key fits, before any write.
+            kind, meta = probe(self._db)
+            self._cipher = open_cipher(self.path, kind, meta, secret)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            if kind == "new" and secret is not None:
+                self._db.execute("BEGIN")
+                self._cipher = make_cipher(self._db, secret)
+                self._db.execute("COMMIT")
+            else:
+                self._db.executescript(PLAIN_SCHEMA if self._cipher is None else SEALED_SCHEMA)
             self.restored = self._load()
             # Opened: from now on only the writer thread waits on the database, and
             # it may (a moment of contention must not fail a batch at once).
             self._db.execute("PRAGMA busy_timeout=5000")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             if hasattr(self, "_db"):
                 self._db.close()
-            _unlock(self._lock_fd)
-            raise PersistenceError(_explain(self.path, exc)) from None
+            release_lock(self._lock_fd)
+            if isinstance(exc, sqlite3.Error):
+                raise PersistenceError(explain(self.path, exc)) from None
+            raise
         self._thread = threading.Thread(
             target=self._run, name="nexus-reactive-journal", daemon=True
         )
@@ -142,7 +173,7 @@ class Journal(ClientEvents):
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<Journal {self.path}>"
+        return f"<Journal {self.path}{' (encrypted)' if self._cipher else ''}>"
 
     def restored_messages(self) -> list[Message]:
         """The restored history, decoded (unreadable frames are skipped and logged)."""
@@ -206,22 +237,51 @@ class Journal(ClientEvents):
         self._queue.put(None)
         self._thread.join()
         self._db.close()
-        _unlock(self._lock_fd)
+        release_lock(self._lock_fd)
         self._lock_fd = None
 
     # -- internals -------------------------------------------------------------------
 
     def _load(self) -> Restored:
-        outbox = [
-            (str(key), bool(ask), bytes(frame))
-            for key, ask, frame in self._db.execute(
-                "SELECT key, ask, frame FROM outbox ORDER BY seq"
+        cipher = self._cipher
+        kind: Kind = "plain" if cipher is None else "sealed"
+        outbox = list(read_rows(self._db, kind, "outbox"))
+        history = list(read_rows(self._db, kind, "history", newest=self.history_limit))
+        if cipher is None:
+            return Restored(
+                [(key, ask, frame) for _, _, key, ask, frame in outbox],
+                [frame for *_, frame in history],
             )
-        ]
-        rows = self._db.execute(
-            "SELECT frame FROM history ORDER BY seq DESC LIMIT ?", (self.history_limit,)
-        ).fetchall()
-        return Restored(outbox, [bytes(frame) for (frame,) in reversed(rows)])
+        from .journal_crypto import Unreadable  # loaded already: the cipher's module
+
+        restored, bad = Restored(), list[tuple[Row, str]]()
+        for row in (*outbox, *history):
+            table, seq, key, ask, sealed = row
+            try:
+                frame = cipher.open(table, seq, sealed, key, ask)
+            except Unreadable as exc:
+                bad.append((row, str(exc)))
+                continue
+            if table == "outbox":
+                restored.outbox.append((key, ask, frame))
+            else:
+                restored.history.append(frame)
+        if bad:
+            self._db.execute("BEGIN")
+            quarantine(self._db, bad)
+            self._db.execute("COMMIT")
+            for row, reason in bad:
+                restored.quarantined.append(describe(row))
+                log.error(
+                    "the journal %s: %s cannot be read (%s); it was not restored, and "
+                    "was moved, untouched, to the journal's quarantine table "
+                    "(`nexus-reactive journal check %s` lists them)",
+                    self.path,
+                    describe(row),
+                    reason,
+                    self.path,
+                )
+        return restored
 
     def _run(self) -> None:
         pending: list[_Op] = []
@@ -255,21 +315,39 @@ class Journal(ClientEvents):
     def _commit(self, ops: list[_Op]) -> bool:
         import sqlite3  # already loaded by __init__: a dictionary look-up
 
-        db = self._db
+        db, cipher = self._db, self._cipher
         try:
             db.execute("BEGIN")
+            # Sealed rows are bound to their sequence number: give it ourselves.
+            last = next_seqs(db) if cipher is not None else {}
             for op, key, frame in ops:
                 if op == "queued" or op == "queued-other":
-                    db.execute(
-                        "INSERT OR REPLACE INTO outbox (key, ask, frame) VALUES (?, ?, ?)",
-                        (key, op == "queued", frame),
-                    )
+                    ask = op == "queued"
+                    if cipher is None:
+                        db.execute(
+                            "INSERT OR REPLACE INTO outbox (key, ask, frame) VALUES (?, ?, ?)",
+                            (key, ask, frame),
+                        )
+                    else:
+                        seq = last["outbox"] = last.get("outbox", 0) + 1
+                        db.execute(
+                            "INSERT OR REPLACE INTO outbox (seq, key, ask, sealed) "
+                            "VALUES (?, ?, ?, ?)",
+                            (seq, key, ask, cipher.seal("outbox", seq, frame or b"", key, ask)),
+                        )
                 elif op == "done":
                     db.execute("DELETE FROM outbox WHERE key = ?", (key,))
                 elif op == "received":
                     if key:
                         db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-                    db.execute("INSERT INTO history (frame) VALUES (?)", (frame,))
+                    if cipher is None:
+                        db.execute("INSERT INTO history (frame) VALUES (?)", (frame,))
+                    else:
+                        seq = last["history"] = last.get("history", 0) + 1
+                        db.execute(
+                            "INSERT INTO history (seq, sealed) VALUES (?, ?)",
+                            (seq, cipher.seal("history", seq, frame or b"")),
+                        )
                 elif op == "clear":
                     db.execute("DELETE FROM history")
             db.execute(
@@ -281,7 +359,7 @@ class Journal(ClientEvents):
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             error = PersistenceError(
-                f"{_explain(self.path, exc)}; {len(ops)} change(s) kept in memory and "
+                f"{explain(self.path, exc)}; {len(ops)} change(s) kept in memory and "
                 f"retried every {_RETRY_DELAY:g}s"
             )
             log.error("%s", error)
@@ -289,73 +367,3 @@ class Journal(ClientEvents):
                 self._on_error(error)
             return False
         return True
-
-
-def _lock(path: str) -> int | None:
-    """Take ``<path>.lock`` for this process without waiting, and write our pid in it.
-
-    Raises:
-        PersistenceError: another process (or another journal of this one) holds
-            it; the message names that process.
-    """
-    if fcntl is None:
-        return None
-    lock_path = f"{path}.lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise PersistenceError(
-            f"the journal {path} cannot be used: its lock file {lock_path} cannot be "
-            f"opened ({exc.strerror}). Check the directory's permissions, or pass "
-            "another persist= path"
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = _read_pid(fd)
-        os.close(fd)
-        if holder == os.getpid():
-            who = f"this process (pid {holder}) already has a journal open on it"
-            fix = "close that service first, or pass another persist= path"
-        elif holder is not None:
-            who = f"process {holder} is using it"
-            fix = f"stop process {holder} (e.g. `kill {holder}`), or pass another persist= path"
-        else:
-            who = "another process is using it"
-            fix = f"stop the process that holds {lock_path}, or pass another persist= path"
-        raise PersistenceError(
-            f"the journal {path} is locked: {who}. Each client process needs its own "
-            f"persist file: {fix}"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _unlock(fd: int | None) -> None:
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)  # releases the flock; the file stays (removing it would race)
-
-
-def _explain(path: str, exc: sqlite3.Error) -> str:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return (
-            f"the journal {path} is locked: another program is using the database "
-            f"(find it with `fuser {path}`). Each client process needs its own persist "
-            "file: stop that program, or pass another persist= path"
-        )
-    if "not a database" in text or "malformed" in text:
-        return (
-            f"the journal {path} is corrupt ({text}). Move it aside to start afresh; "
-            "its unsent messages cannot be recovered by this client"
-        )
-    return f"the journal {path} cannot be used ({text})"

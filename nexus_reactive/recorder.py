@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core import ClientCore
 from .core.events import ClientEvents
 from .errors import NexusError
 from .messages import Message
 from .persist import Journal
+
+if TYPE_CHECKING:
+    from .config import WebSocketConfig
 
 __all__ = ["Recorder"]
 
@@ -30,7 +32,8 @@ class Recorder:
     """Who records a service's message events, and the journal's life if there is one.
 
     Args:
-        path: the journal's file (``config.persist``), or ``None``: record nothing.
+        config: the service's config: its journal's file (``persist``, ``None``:
+            record nothing) and key (``persist_key``).
         core: the service's core, whose outbox the journal's unsent messages refill.
         history_limit: how many received messages the journal keeps.
         report: the service's error reporter (called on its loop).
@@ -44,7 +47,7 @@ class Recorder:
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None,
+        config: WebSocketConfig,
         core: ClientCore[Any],
         history_limit: int,
         report: Callable[[NexusError], None],
@@ -55,8 +58,13 @@ class Recorder:
         self.journal: Journal | None = None
         #: The journal's history of the previous life (a store shows it).
         self.restored_history: list[Message] = []
-        if path is not None:
-            journal = Journal(path, history_limit=history_limit, on_error=self._journal_error)
+        if config.persist is not None:
+            journal = Journal(
+                config.persist,
+                history_limit=history_limit,
+                on_error=self._journal_error,
+                key=config.persist_key,
+            )
             self.journal = journal
             core.restore(journal.restored.outbox)
             self.restored_history = journal.restored_messages()

@@ -89,7 +89,7 @@ class WebSocketService:
         enable_debug_from_env()
         # The observer of message events: the journal (persist=), else nobody.
         self._recorder = Recorder(
-            config.persist,
+            config,
             self._core,
             history_limit or config.max_messages or DEFAULT_MAX_MESSAGES,
             self._report,

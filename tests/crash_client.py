@@ -3,12 +3,14 @@
 Life 1 (N > 0) sends N asks through a persisted store, waits until the journal has
 them durably, prints "queued", then waits for answers until it is killed. Life 2
 (N == 0) sends nothing: it restores the journal, lets the restored asks go out, and
-prints "done <count>" once the history holds every answer it expects.
+prints "done <count>" once the history holds every answer it expects. With
+``NEXUS_JOURNAL_KEY`` (64 hex characters) in the environment, the journal is encrypted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from nexus_reactive import ResponseMessage, use_websocket
@@ -18,6 +20,7 @@ async def main(db: str, url: str, count: int, expect: int) -> int:
     async with use_websocket(
         url=url,
         persist=db,
+        persist_key=os.environ.get("NEXUS_JOURNAL_KEY"),
         reconnect_interval=0.05,
         max_reconnect_interval=0.2,
         max_reconnect_attempts=None,

@@ -26,6 +26,7 @@ SECTIONS = {
     "imports",
     "stores",
     "server",
+    "journal",
 }
 RATIOS = {
     "flood": {
@@ -61,6 +62,14 @@ RATIOS = {
     "imports": set(),
     "stores": {"flood msg/s: 50 shared stores / 1"},
     "server": {"idle connections held / attempted"},
+    "journal": {
+        "journal alone, asks recorded/s: encrypted / plain",
+        "journal alone, open ms: encrypted / plain",
+        "sequential p50: encrypted journal / plain journal",
+        "sequential p50: encrypted journal / no journal",
+        "100 in flight asks/s: encrypted journal / plain journal",
+        "100 in flight asks/s: encrypted journal / no journal",
+    },
 }
 #: Values checked against a bound that are not ratios (milliseconds, counts).
 CHECKS = {"imports": {"import nexus_reactive, ms"}, "server": {"idle connections held"}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -29,8 +30,14 @@ from .waiting import EVENTUALLY, poll, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def durable(db: Path) -> tuple[list[dict[str, Any]], int]:
-    """The history and the outbox size a journal file holds."""
+def durable(db: Path, key: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The history and the outbox size a journal file holds (encrypted: with ``key``)."""
+    if key is not None:
+        journal = Journal(db, key=key, history_limit=1_000_000)
+        journal.close()
+        restored = journal.restored
+        assert restored.quarantined == []
+        return [json.loads(f) for f in restored.history], len(restored.outbox)
     with sqlite3.connect(db) as conn:
         history = [json.loads(f) for (f,) in conn.execute("SELECT frame FROM history ORDER BY seq")]
         (outbox,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
@@ -93,11 +100,13 @@ def test_a_journal_in_use_by_another_process_is_a_clear_error(tmp_path: Path) ->
     Journal(db).close()  # free again once the holder closed
 
 
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 async def test_crash_mid_flight_every_ask_answered_exactly_once(
-    start_nexus: Any, tmp_path: Path
+    start_nexus: Any, tmp_path: Path, encrypted: bool
 ) -> None:
     """SIGKILL a client with asks in flight on a slow server; a second life on the
-    same journal finishes the job: every ask answered, each answer recorded once."""
+    same journal finishes the job: every ask answered, each answer recorded once.
+    Encrypted, the sealed rows the first life left in the write-ahead log open too."""
     gate = asyncio.Event()
     count = 20
 
@@ -109,6 +118,9 @@ async def test_crash_mid_flight_every_ask_answered_exactly_once(
     server = await start_nexus(engine=slow)
     db = tmp_path / "crash.db"
     env = {"NEXUS_API_KEY": KEY, "PYTHONPATH": str(ROOT)}
+    journal_key = secrets.token_hex(32)
+    if encrypted:
+        env["NEXUS_JOURNAL_KEY"] = journal_key
 
     def spawn(send: int, expect: int) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -152,7 +164,7 @@ async def test_crash_mid_flight_every_ask_answered_exactly_once(
                 life2.kill()
                 await asyncio.to_thread(life2.wait)
 
-    history, outbox = durable(db)
+    history, outbox = durable(db, journal_key if encrypted else None)
     responses = [m for m in history if m["type"] == "response"]
     answers = sorted(m["payload"]["answer"] for m in responses)
     assert answers == sorted(f"answer to question {i}" for i in range(count))

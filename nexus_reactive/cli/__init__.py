@@ -12,10 +12,13 @@ Subcommands::
     nexus-reactive ask [--url ws://localhost:8000] [--api-key KEY] [--signing-key PATH]
                        [--team-id ID] [--allow-insecure] [--timeout S] [--retries N] "question"
     nexus-reactive keygen [--out ./nexus_ed25519] [--force]
+    nexus-reactive journal keygen [--out journal.key] [--force]
+    nexus-reactive journal encrypt|decrypt|check PATH [--key-file KEYFILE]
+    nexus-reactive journal rekey PATH [--key-file KEYFILE] [--new-key-file KEYFILE]
     nexus-reactive --version
 
 Each subcommand is a module of this package (``serve``, ``client`` for ``ask`` and
-``chat``, ``keygen``) with a parser and a function ``(args) -> exit code``,
+``chat``, ``keygen``, ``journal``) with a parser and a function ``(args) -> exit code``,
 registered in :func:`build_parser`; what they share (the exit codes,
 :data:`EXIT_CODES`) is in ``common``. The library's errors speak Python
 (``api_key=...``); :func:`cli_words` rewrites them in the command's own terms
@@ -26,13 +29,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from typing import NoReturn, cast
 
 from ..logs import debug_requested, enable_debug_logging
-from . import client, keygen, serve
-from .common import EXIT_CODES, EXIT_USAGE, PROG, Command, cli_words
+from . import client, journal, keygen, serve
+from .common import EXIT_CODES, EXIT_USAGE, PROG, Command, Subcommands, cli_words
 
 __all__ = ["EXIT_CODES", "build_parser", "cli_words", "main"]
 
@@ -52,23 +57,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="how much to log to stderr (default: info for serve, warning for ask)",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="A reactive client, and a reference server, for Nexus.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    # Its parsers are _Parsers too (argparse makes them of the parent's class).
+    commands = cast(
+        "Subcommands[argparse.ArgumentParser]",
+        parser.add_subparsers(title="commands", metavar="COMMAND"),
+    )
 
     serve.add_parser(commands, common)
     client.add_ask_parser(commands, common)
     keygen.add_parser(commands, common)
     client.add_chat_parser(commands, common)
+    journal.add_parser(commands, common)
     # --- more subcommands go here: a module with add_parser(commands, common), whose
     # --- parser has parents=[common] and set_defaults(command=handler),
     # --- handler: (argparse.Namespace) -> int.
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors never repeat a key typed where it does not belong
+    (``--key 64hex...``); its subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_KEY_WORD.sub("<a key? not shown>", message))
+
+
+# 64 hex characters: a journal key or an Ed25519 seed.
+_KEY_WORD = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
 
 
 def _version() -> str:

@@ -57,6 +57,7 @@ _FLAGS = {
     "rate_burst": "--burst",
     "allowed_pubkeys": "--allowed-pubkey",
     "overwrite": "--force",
+    "persist_key": "--key-file",
 }
 _PHRASES = {
     "DocsEngine(folder=...)": "--docs DIR",
