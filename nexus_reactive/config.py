@@ -278,7 +278,7 @@ class WebSocketConfig:
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS:
                 shown.append(f"{f.name}={_source(f.name, value)}")
-            elif f.name in _URL_FIELDS:
+            elif f.name in _URL_FIELDS and value is not None:
                 shown.append(f"{f.name}={self._shown(value)!r}")
             elif f.name == "headers":
                 shown.append(f"headers={sorted(value)!r}")

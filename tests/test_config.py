@@ -408,6 +408,13 @@ def test_repr_without_any_key_says_none(no_env_key: None) -> None:
     assert "api_key=None" in repr(WebSocketConfig())
 
 
+def test_repr_shows_no_proxy_as_none() -> None:
+    assert "proxy=None," in repr(WebSocketConfig())
+    proxied = WebSocketConfig("wss://nexus.example", proxy="http://user:secret@proxy.example:3128")
+    shown = repr(proxied)
+    assert "proxy='http://" in shown and "secret" not in shown
+
+
 def test_repr_says_the_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(API_KEY_ENV, SECRET)
 
