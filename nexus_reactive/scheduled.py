@@ -149,9 +149,15 @@ class ScheduledView(ValueStream[T], Generic[T]):
         self._schedule()
 
     def _schedule(self) -> None:
-        if not _schedule(self._scheduler, self._run, self._name):
-            with self._lock:  # the scheduler is gone: nothing pending any more
-                self._scheduled = False
+        _schedule(self._scheduler, self._run, self._name, self._dropped, self._wanted)
+
+    def _dropped(self) -> None:
+        with self._lock:  # the delivery was given up: nothing pending any more
+            self._scheduled = False
+
+    def _wanted(self) -> bool:
+        with self._lock:
+            return bool(self._targets or self._joining)
 
     def _run(self, _scheduler: abc.SchedulerBase | None = None, _state: Any = None) -> None:
         """One delivery, on the scheduler: the latest value to everyone."""
@@ -243,11 +249,13 @@ def deliver_on(
             if again:
                 reschedule()
 
-        def reschedule() -> None:
+        def given_up() -> None:
             nonlocal scheduled
-            if not _schedule(scheduler, run, name):
-                with lock:
-                    scheduled = False
+            with lock:
+                scheduled = False
+
+        def reschedule() -> None:
+            _schedule(scheduler, run, name, given_up)
 
         def wake() -> None:
             nonlocal scheduled
@@ -284,12 +292,57 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _schedule(scheduler: abc.SchedulerBase, action: Callable[..., Any], name: str) -> bool:
-    """Schedule ``action``; ``False`` if the scheduler was disposed (its owner closed,
-    racing a delivery): the delivery is dropped, as the stream has ended for it."""
-    try:
-        scheduler.schedule(action)
-    except DisposedException:
-        log.debug("the scheduler of %s was disposed: delivery dropped", name)
-        return False
-    return True
+#: How long a delivery is retried on a scheduler that cannot take it yet (seconds).
+NOT_READY_PATIENCE = 60.0
+_FIRST_RETRY, _LAST_RETRY = 0.01, 0.25
+
+
+def _schedule(
+    scheduler: abc.SchedulerBase,
+    action: Callable[..., Any],
+    name: str,
+    dropped: Callable[[], None],
+    wanted: Callable[[], bool] = lambda: True,
+) -> None:
+    """Schedule ``action``, or call ``dropped`` if the delivery is given up.
+
+    A disposed scheduler (its owner closed, racing a delivery) ends the delivery:
+    the stream has ended for it. A scheduler that is not ready (Tk before its main
+    loop runs, or after it ended, raises ``RuntimeError("main thread is not in main
+    loop")``) is tried again later from this thread's event loop, while the delivery
+    is ``wanted`` and for at most :data:`NOT_READY_PATIENCE` seconds: values meanwhile
+    conflate into it, and a subscriber is never dropped for the toolkit's state.
+    """
+    deadline: float | None = None
+    delay = _FIRST_RETRY
+
+    def attempt() -> None:
+        nonlocal deadline, delay
+        if deadline is not None and not wanted():
+            dropped()
+            return
+        try:
+            scheduler.schedule(action)
+        except DisposedException:
+            log.debug("the scheduler of %s was disposed: delivery dropped", name)
+            dropped()
+        except RuntimeError as exc:
+            loop = _running_loop()
+            now = loop.time() if loop is not None else 0.0
+            if deadline is None:
+                deadline = now + NOT_READY_PATIENCE
+            if loop is None or now >= deadline:
+                log.warning(
+                    "%s could not be delivered on %s (%s): this value is dropped; later "
+                    "ones are tried again",
+                    name,
+                    type(scheduler).__name__,
+                    exc,
+                )
+                dropped()
+                return
+            log.debug("%s on %s is not ready (%s): trying again", name, scheduler, exc)
+            loop.call_later(delay, attempt)
+            delay = min(delay * 2, _LAST_RETRY)
+
+    attempt()

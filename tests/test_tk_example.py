@@ -190,6 +190,14 @@ def test_tk_chat_connects_asks_and_closes_cleanly(
 
     try:
         drive(root, script())
+    except TimeoutError as exc:  # what the store holds, to tell a lost delivery from a lost ask
+        messages = chat.store.messages
+        exc.add_note(
+            f"state {chat.store.state.value!r}; history {list(messages.value)!r}; "
+            f"deliveries pending on Tk: {getattr(messages, 'pending', '?')}; "
+            f"shown {chat.transcript()!r}"
+        )
+        raise
     finally:
         if not chat.closed:  # a failed script: still release the store and window
             chat.store.close()
