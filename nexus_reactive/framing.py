@@ -32,7 +32,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import ConfigError
-from .messages import SealedMessage, SealedPayload, SignedMessage, SignedPayload
+from .messages import (
+    SealedMessage,
+    SealedPayload,
+    SignedMessage,
+    SignedPayload,
+    UnknownMessage,
+)
 
 if TYPE_CHECKING:
     from .sealing import Channel
@@ -78,6 +84,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_KEY_FILE = 64 * 1024
 
 _envelope = msgspec.json.Decoder(SignedMessage | SealedMessage)
+_generic = msgspec.json.Decoder(UnknownMessage)
 _encode = msgspec.json.Encoder().encode
 _ENVELOPE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeError)
 
@@ -86,8 +93,8 @@ class FrameRefused(Exception):
     """A frame failed its checks; the connection is closed with 4409.
 
     Attributes:
-        kind: ``unsigned``, ``bad_signature``, ``other_connection``, ``replayed``,
-            ``reordered`` or ``undecryptable``.
+        kind: ``unsigned``, ``malformed``, ``bad_signature``, ``other_connection``,
+            ``replayed``, ``reordered``, ``undecryptable``, or ``after_refusal``.
         reason: what was wrong, fit to send and to log (never the frame).
     """
 
@@ -229,11 +236,7 @@ class FrameGuard:
         try:
             envelope = _envelope.decode(frame)
         except _ENVELOPE_ERRORS:
-            raise FrameRefused(
-                "unsigned",
-                f"a frame that is not {self.mode} on a connection with {self.mode} "
-                "frames: the peer stopped signing, or something on the way sent it",
-            ) from None
+            raise self._not_an_envelope(frame) from None
         payload = envelope.payload
         seq = payload.seq
         if envelope.type != self.mode:
@@ -241,7 +244,7 @@ class FrameGuard:
                 "unsigned", f"a {envelope.type} frame on a connection with {self.mode} frames"
             )
         if not 0 <= seq < 1 << 64:
-            raise FrameRefused("bad_signature", f"sequence number {seq} is out of range")
+            raise FrameRefused("malformed", f"sequence number {seq} is out of range")
         header = self._in_prefix + seq.to_bytes(8, "big")
         if type(payload) is SignedPayload:
             body = bytes(payload.body)
@@ -251,7 +254,7 @@ class FrameGuard:
             try:
                 body = base64.b64decode(payload.box, validate=True)
             except (binascii.Error, ValueError):
-                raise FrameRefused("bad_signature", "box is not base64") from None
+                raise FrameRefused("malformed", "a sealed frame whose box is not base64") from None
             signed = header + body
         try:
             self._peer.verify(bytes.fromhex(payload.sig), signed)
@@ -289,6 +292,22 @@ class FrameGuard:
             raise FrameRefused(
                 "undecryptable", "a sealed frame that does not decrypt with this connection's keys"
             ) from None
+
+    def _not_an_envelope(self, frame: bytes | str) -> FrameRefused:
+        try:
+            kind = _generic.decode(frame).type
+        except _ENVELOPE_ERRORS:
+            return FrameRefused(
+                "malformed",
+                "a frame that is not a whole message envelope: truncated or garbled on the way",
+            )
+        if kind in _LABELS:
+            return FrameRefused("malformed", f"a {kind} frame whose fields are malformed")
+        return FrameRefused(
+            "unsigned",
+            f"an unsigned {kind[:40]!r} frame on a connection with {self.mode} frames: the "
+            "peer stopped signing, or something on the way sent it",
+        )
 
     def __repr__(self) -> str:
         counts = f"sent={self.sent} received={self.received}"
