@@ -500,6 +500,11 @@ class Suite:
     async def server(self) -> dict[str, Any]:
         return await scale.server(self)
 
+    async def frames(self) -> dict[str, Any]:
+        from .frames import frames
+
+        return await frames(self)
+
     # -- e: restart ------------------------------------------------------------------
 
     async def restart(self) -> dict[str, Any]:
@@ -624,4 +629,5 @@ SECTIONS: dict[str, str] = {
     "g": "imports",
     "h": "stores",
     "i": "server",
+    "j": "frames",
 }

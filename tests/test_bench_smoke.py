@@ -26,6 +26,7 @@ SECTIONS = {
     "imports",
     "stores",
     "server",
+    "frames",
 }
 RATIOS = {
     "flood": {
@@ -61,6 +62,12 @@ RATIOS = {
     "imports": set(),
     "stores": {"flood msg/s: 50 shared stores / 1"},
     "server": {"idle connections held / attempted"},
+    "frames": {
+        "sequential p50: signed / plain",
+        "100 in flight asks/s: signed / plain",
+        "sequential p50: sealed / plain",
+        "100 in flight asks/s: sealed / plain",
+    },
 }
 #: Values checked against a bound that are not ratios (milliseconds, counts).
 CHECKS = {"imports": {"import nexus_reactive, ms"}, "server": {"idle connections held"}}
