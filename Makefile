@@ -59,7 +59,7 @@ lock: $(UV)
 test-lowest: $(UV)
 	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-lowest
 	$(UV) pip install --quiet --python .venv-lowest/bin/python --resolution lowest-direct \
-		-e '.[tui,notebook,qt,uvloop,socks,testing,solara]' --group dev
+		-e '.[tui,notebook,qt,uvloop,socks,testing,solara,encryption]' --group dev
 	$(UV) pip list --python .venv-lowest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest) '
 	$(PYTEST_ENV) .venv-lowest/bin/python $(PYTEST_ARGS)
 
@@ -67,7 +67,7 @@ test-lowest: $(UV)
 test-latest: $(UV)
 	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-latest
 	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --upgrade \
-		-e '.[tui,notebook,qt,uvloop,socks,testing,solara]' --group dev
+		-e '.[tui,notebook,qt,uvloop,socks,testing,solara,encryption]' --group dev
 	$(UV) pip list --python .venv-latest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest) '
 	$(PYTEST_ENV) .venv-latest/bin/python $(PYTEST_ARGS)
 

@@ -510,6 +510,13 @@ class Suite:
     async def journal(self) -> dict[str, Any]:
         return await journal_section(self)
 
+    # -- k: signed and sealed frames (bench/frames.py) ------------------------------
+
+    async def frames(self) -> dict[str, Any]:
+        from .frames import frames
+
+        return await frames(self)
+
     # -- e: restart ------------------------------------------------------------------
 
     async def restart(self) -> dict[str, Any]:
@@ -635,4 +642,5 @@ SECTIONS: dict[str, str] = {
     "h": "stores",
     "i": "server",
     "j": "journal",
+    "k": "frames",
 }

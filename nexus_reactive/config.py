@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config_checks import (
     UrlSource,
+    check_frames,
     check_option_names,
     check_proxy,
     check_subprotocols,
@@ -35,7 +36,10 @@ from .journal_keys import PersistKey, check_persist_key
 
 if TYPE_CHECKING:
     # Only an annotation here: cryptography loads when a key is used (signing.py).
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = [
     "API_KEY_ENV",
@@ -131,6 +135,11 @@ class WebSocketConfig:
         signing_key: an Ed25519 private key (the key object, a PEM file path, PEM
             bytes, a raw 32-byte seed, or that seed in hex) to answer the server's
             ``challenge``; ``None`` if the server does not require it.
+        server_key: the server's Ed25519 public key to pin (64 hex digits, or the path
+            of the ``.pub`` file or PEM it is in): every frame both ways is then signed,
+            and the server's checked against it (needs ``signing_key``).
+        encrypt: also encrypt every frame end to end (HPKE; needs ``server_key`` and
+            the ``encryption`` extra).
         auth_timeout: how long to wait for the challenge and for ``auth_ok``.
         ssl: for ``wss://``: ``True`` verifies certificates and host names against
             the system's CAs (the default); an ``ssl.SSLContext`` for a private CA or
@@ -173,6 +182,8 @@ class WebSocketConfig:
     max_message_size: int = 4 * 1024 * 1024
     headers: Mapping[str, str] = field(default_factory=dict)
     signing_key: Ed25519PrivateKey | str | os.PathLike[str] | None = field(default=None, repr=False)
+    server_key: Ed25519PublicKey | str | os.PathLike[str] | None = None
+    encrypt: bool = False
     auth_timeout: float = 10.0
     ssl: _ssl.SSLContext | bool = True
     allow_insecure: bool = False
@@ -251,6 +262,7 @@ class WebSocketConfig:
             raise ConfigError("burst must be at least 1")
         if any(k.lower() == "x-api-key" for k in self.headers):
             raise ConfigError("pass the API key as api_key=..., not in headers")
+        check_frames(self.signing_key, self.server_key, self.encrypt)
 
     @classmethod
     def from_options(cls, config: WebSocketConfig | None = None, **options: Any) -> WebSocketConfig:

@@ -30,6 +30,7 @@ __all__ = [
     "REDACTED",
     "SOCKS_SCHEMES",
     "UrlSource",
+    "check_frames",
     "check_option_names",
     "check_proxy",
     "check_subprotocols",
@@ -197,6 +198,29 @@ def _proxy_shown(proxy: str) -> str:
     if not host:
         return f"{scheme}://{REDACTED}"
     return f"{scheme}://{URL.build(host=host).host_port_subcomponent}"
+
+
+def check_frames(signing_key: object, server_key: object, encrypt: object) -> None:
+    """Check that signed or sealed frames (``server_key``, ``encrypt``) can work.
+
+    The key itself is read when the connection starts (a path may name a file).
+    """
+    if not isinstance(encrypt, bool):
+        raise ConfigError(f"encrypt must be True or False, got {type(encrypt).__name__}")
+    if encrypt and server_key is None:
+        raise ConfigError(
+            "encrypt=True needs server_key=... (the server's public key, as it prints it "
+            "at start): frames are encrypted to the server that key names"
+        )
+    if server_key is not None and signing_key is None:
+        raise ConfigError(
+            "server_key needs signing_key=... too: with signed frames both sides sign, and "
+            "the server checks this client's frames against the key it authenticates with"
+        )
+    if encrypt:
+        from .sealing import require
+
+        require()
 
 
 def check_subprotocols(value: object) -> tuple[str, ...]:

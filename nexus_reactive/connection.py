@@ -35,7 +35,10 @@ from .transport import Transport, TransportFactory
 
 if TYPE_CHECKING:
     import aiohttp
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
     from .asks import Waiter
 
@@ -116,6 +119,8 @@ class Connection:
         self.failure: NexusConnectionError | None = None
         self._retry_after: float | None = None
         self.signing_key: Ed25519PrivateKey | None = None
+        #: The pinned server key (``server_key``): frames are signed both ways.
+        self.server_key: Ed25519PublicKey | None = None
 
     # -- commands ----------------------------------------------------------------------
 
@@ -133,6 +138,10 @@ class Connection:
             from .signing import load_signing_key  # only clients that sign need it
 
             self.signing_key = load_signing_key(config.signing_key)
+        if config.server_key is not None and self.server_key is None:
+            from .framing import load_server_key
+
+            self.server_key = load_server_key(config.server_key)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         """Start the supervisor unless it runs; return the future ``connect()`` awaits."""
@@ -288,15 +297,21 @@ class Connection:
                 assert self.signing_key is not None
                 self.publish(self._core.authenticating())
                 try:
-                    await authenticate(
+                    guard = await authenticate(
                         transport,
                         self.signing_key,
                         self._config.auth_timeout,
                         self.deliver,
                         self._report,
+                        self.server_key,
+                        self._config.encrypt,
                     )
                 except NexusConnectionError as exc:
                     return exc
+                if guard is not None:
+                    from .guarded import GuardedTransport
+
+                    transport = GuardedTransport(transport, guard)
             # Messages flow from now on.
             self._core.opened(getattr(transport, "subprotocol", None))
             writer = self.sender.attach(transport)

@@ -1,6 +1,10 @@
 """The key-pair authentication handshake (docs/protocol.md), run before a connection
 counts as open: wait for ``challenge``, answer with a signed ``auth``, wait for
-``auth_ok``. Queued messages are held until it succeeds."""
+``auth_ok``. Queued messages are held until it succeeds.
+
+With a pinned server key it also agrees on signed (or sealed) frames
+(:mod:`.negotiation`): then ``auth_ok`` must come signed, and the connection's
+:class:`~.framing.FrameGuard` is returned."""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import codec
 from .core.meaning import handshake_error
 from .errors import AuthenticationError, NexusConnectionError, NexusError, ProtocolError
+from .framing import FrameGuard, FrameRefused
 from .messages import (
     AuthMessage,
     AuthOkMessage,
@@ -33,7 +38,9 @@ async def authenticate(
     timeout: float,
     deliver: Callable[[Message], None],
     report: Callable[[NexusError], None],
-) -> None:
+    server_key: Ed25519PublicKey | None = None,
+    encrypt: bool = False,
+) -> FrameGuard | None:
     """Answer the server's challenge on a fresh connection.
 
     Args:
@@ -42,6 +49,11 @@ async def authenticate(
         timeout: bound on each step (the challenge, then ``auth_ok``).
         deliver: receives the handshake's messages (for the ``messages`` stream).
         report: receives malformed frames seen meanwhile.
+        server_key: the pinned server public key: ask for signed frames.
+        encrypt: ask for sealed (encrypted) frames; needs ``server_key``.
+
+    Returns:
+        The connection's guard when signed or sealed frames were agreed, else ``None``.
 
     Raises:
         AuthenticationError: the server rejected the signature, or sent no challenge
@@ -60,14 +72,25 @@ async def authenticate(
         ) from None
     pubkey = public_key_hex(key)
     text = challenge.payload.challenge
+    offer = None
+    if server_key is not None:
+        from .negotiation import offer as make_offer
+
+        offer = make_offer(challenge.payload, key, server_key, encrypt)
     auth = AuthMessage(
         id=challenge.id,
-        payload=AuthPayload(pubkey=pubkey, signature=sign_challenge(key, text), challenge=text),
+        payload=AuthPayload(
+            pubkey=pubkey,
+            signature=sign_challenge(key, text),
+            challenge=text,
+            **(offer.fields() if offer is not None else {}),
+        ),
     )
     await transport.send(codec.encode(auth))
+    guard = None if offer is None else offer.guard
     try:
         async with asyncio.timeout(timeout):
-            reply = await _next(transport, AuthOkMessage, deliver, report, challenge.id)
+            reply = await _next(transport, AuthOkMessage, deliver, report, challenge.id, guard)
     except TimeoutError:
         raise NexusConnectionError(
             f"the server did not confirm authentication within auth_timeout ({timeout:g}s)"
@@ -76,6 +99,7 @@ async def authenticate(
         raise AuthenticationError(
             "the server confirmed a different public key than ours; not trusting it"
         )
+    return guard
 
 
 M = TypeVar("M", ChallengeMessage, AuthOkMessage)
@@ -87,14 +111,33 @@ async def _next(
     deliver: Callable[[Message], None],
     report: Callable[[NexusError], None],
     auth_id: str | None = None,
+    guard: FrameGuard | None = None,
 ) -> M:
     while True:
         frame = await transport.receive_frame()
+        signed = False
+        if guard is not None:
+            try:
+                frame = guard.unwrap(frame)
+                signed = True
+            except FrameRefused as exc:
+                if exc.kind != "unsigned":
+                    from .guarded import refused_error
+
+                    raise refused_error(exc) from None
         try:
             message = codec.decode(frame)
         except ProtocolError as exc:
             report(exc)
             continue
+        if guard is not None and not signed and not isinstance(message, ErrorMessage):
+            # Only the server's refusal may come unsigned (it may hold no key to sign
+            # with): anything else unsigned is a downgrade, by the server or on the way.
+            raise AuthenticationError(
+                f"the server answered with an unsigned {message.type!r} after signed frames "
+                "were asked for: it does not support them, or something on the way removed "
+                "them. Remove server_key, or check what is between. Not retrying."
+            )
         deliver(message)
         if isinstance(message, kind):
             return message

@@ -41,6 +41,10 @@ __all__ = [
     "ResponseChunkMessage",
     "ResponseChunkPayload",
     "ResponseMessage",
+    "SealedMessage",
+    "SealedPayload",
+    "SignedMessage",
+    "SignedPayload",
     "UnknownMessage",
     "Usage",
     "new_id",
@@ -115,10 +119,19 @@ class AuthPayload(_Payload, frozen=True):
     pubkey: str
     signature: str
     challenge: str
+    # Signed or sealed frames (docs/protocol.md): asked for here, with the client's nonce
+    # and, for sealed frames, its HPKE encapsulated key.
+    frames: str | None = None
+    nonce: str | None = None
+    enc: str | None = None
 
 
 class ChallengePayload(_Payload, frozen=True):
     challenge: str
+    # Offered by a server that can sign (and seal) frames.
+    server_key: str | None = None
+    seal_key: str | None = None
+    seal_sig: str | None = None
 
 
 class AuthOkPayload(_Payload, frozen=True):
@@ -128,6 +141,20 @@ class AuthOkPayload(_Payload, frozen=True):
 class ResponseChunkPayload(_Payload, frozen=True):
     delta: str
     index: int
+
+
+class SignedPayload(_Payload, frozen=True):
+    conn: str
+    seq: int
+    body: msgspec.Raw
+    sig: str
+
+
+class SealedPayload(_Payload, frozen=True):
+    conn: str
+    seq: int
+    box: str
+    sig: str
 
 
 class _Envelope(
@@ -189,6 +216,22 @@ class ResponseChunkMessage(_Envelope, tag="response_chunk", frozen=True):
     payload: ResponseChunkPayload
 
 
+class SignedMessage(_Envelope, tag="signed", frozen=True):
+    """Either way: a message and its sender's signature, on a connection with signed frames."""
+
+    type: ClassVar[str] = "signed"
+    id: ErrorId
+    payload: SignedPayload
+
+
+class SealedMessage(_Envelope, tag="sealed", frozen=True):
+    """Either way: an encrypted, signed message, on a connection with sealed frames."""
+
+    type: ClassVar[str] = "sealed"
+    id: ErrorId
+    payload: SealedPayload
+
+
 class UnknownMessage(msgspec.Struct, frozen=True, gc=False):
     """A well-formed envelope of a type this library does not know.
 
@@ -222,6 +265,8 @@ KnownMessage: TypeAlias = (
     | ChallengeMessage
     | AuthOkMessage
     | ResponseChunkMessage
+    | SignedMessage
+    | SealedMessage
 )
 Message: TypeAlias = KnownMessage | UnknownMessage
 
@@ -234,6 +279,8 @@ KNOWN_CLASSES: tuple[type[_Envelope], ...] = (
     ChallengeMessage,
     AuthOkMessage,
     ResponseChunkMessage,
+    SignedMessage,
+    SealedMessage,
 )
 KNOWN_TYPES: frozenset[str] = frozenset(cls.type for cls in KNOWN_CLASSES)
 

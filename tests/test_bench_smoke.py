@@ -27,6 +27,7 @@ SECTIONS = {
     "stores",
     "server",
     "journal",
+    "frames",
 }
 RATIOS = {
     "flood": {
@@ -69,6 +70,11 @@ RATIOS = {
         "sequential p50: encrypted journal / no journal",
         "100 in flight asks/s: encrypted journal / plain journal",
         "100 in flight asks/s: encrypted journal / no journal",
+    "frames": {
+        "sequential p50: signed / plain",
+        "100 in flight asks/s: signed / plain",
+        "sequential p50: sealed / plain",
+        "100 in flight asks/s: sealed / plain",
     },
 }
 #: Values checked against a bound that are not ratios (milliseconds, counts).

@@ -46,8 +46,9 @@ def _env(api_key: str | None = KEY) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def served(*options: str) -> AsyncIterator[str]:
-    """Run ``nexus-reactive serve --port 0 <options>``; yield its announced URL.
+async def served(*options: str, server_key: list[str] | None = None) -> AsyncIterator[str]:
+    """Run ``nexus-reactive serve --port 0 <options>``; yield its announced URL. With
+    ``--signing-key``, the public key it prints next goes into ``server_key``.
 
     On exit the server gets SIGTERM and must stop cleanly (exit 0, nothing more on stdout).
     """
@@ -74,6 +75,12 @@ async def served(*options: str) -> AsyncIterator[str]:
         if match is None:
             _, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
             pytest.fail(f"no startup line: {line!r}; stderr: {err.decode()}")
+        if "--signing-key" in options:
+            line = await asyncio.wait_for(proc.stdout.readline(), PROCESS_TIMEOUT)
+            printed = re.fullmatch(rb"server public key: ([0-9a-f]{64})\n", line)
+            assert printed is not None, line
+            if server_key is not None:
+                server_key.append(printed.group(1).decode())
         yield match.group(1).decode()
         proc.terminate()
         out, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
@@ -438,6 +445,44 @@ async def test_ask_signs_with_signing_key_from_the_flag_or_the_environment(
     assert code == 3, err
     assert_speaks_cli(err)
     assert "--signing-key" in err and "NEXUS_SIGNING_KEY" in err
+
+
+async def test_serve_signs_frames_with_its_key_and_ask_pins_it(tmp_path: Path) -> None:
+    assert main(["keygen", "--out", str(tmp_path / "client")]) == 0
+    assert main(["keygen", "--out", str(tmp_path / "server")]) == 0
+    assert main(["keygen", "--out", str(tmp_path / "other")]) == 0
+    client = ["--signing-key", str(tmp_path / "client")]
+    printed: list[str] = []
+    async with served(
+        "--signing-key", str(tmp_path / "server"), "--require-frames", "signed", server_key=printed
+    ) as url:
+        (pubkey,) = printed
+        assert pubkey == (tmp_path / "server.pub").read_text().strip()
+        for pin in (pubkey, str(tmp_path / "server.pub")):
+            for extra in ([], ["--encrypt"]):
+                code, out, err = await run_cli(
+                    ["ask", "--url", url, *client, "--server-key", pin, *extra, "pinned?"],
+                    api_key=KEY,
+                )
+                assert code == 0, err
+                assert out.startswith("You asked: pinned?")
+        # The wrong pin: fatal, in the command's words.
+        wrong = (tmp_path / "other.pub").read_text().strip()
+        code, _, err = await run_cli(
+            ["ask", "--url", url, *client, "--server-key", wrong, "wrong?"], api_key=KEY
+        )
+        assert code == 3, err
+        assert wrong in err and pubkey in err and "--server-key" in err
+        assert_speaks_cli(err)
+        # Not signing, where the server requires it.
+        code, _, err = await run_cli(["ask", "--url", url, *client, "plain?"], api_key=KEY)
+        assert code == 3, err
+        assert "--server-key" in err and "frames_refused" in err
+        assert_speaks_cli(err)
+    code, _, err = await run_cli(
+        ["ask", "--url", "ws://127.0.0.1:9", "--encrypt", "encrypted?"], api_key=KEY
+    )
+    assert code == 2 and "--encrypt needs --server-key" in err
 
 
 async def test_nexus_debug_prints_each_log_line_once() -> None:

@@ -6,6 +6,7 @@ import json
 import types
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,6 +32,10 @@ from nexus_reactive.messages import (
     ResponseChunkMessage,
     ResponseChunkPayload,
     ResponseMessage,
+    SealedMessage,
+    SealedPayload,
+    SignedMessage,
+    SignedPayload,
     UnknownMessage,
     Usage,
     new_id,
@@ -104,6 +109,22 @@ KNOWN_CASES: list[tuple[bytes, Message]] = [
         frame("response_chunk", payload={"delta": "Hel", "index": 0}),
         ResponseChunkMessage(id=ID, payload=ResponseChunkPayload(delta="Hel", index=0)),
     ),
+    (
+        # The body is kept as the exact bytes it was signed as (spaces included).
+        frame("signed", "", {"conn": "ab" * 16, "seq": 3, "body": {"a": 1}, "sig": "cd" * 64}),
+        SignedMessage(
+            id="",
+            payload=SignedPayload(
+                conn="ab" * 16, seq=3, body=msgspec.Raw(b'{"a": 1}'), sig="cd" * 64
+            ),
+        ),
+    ),
+    (
+        frame("sealed", "", {"conn": "ab" * 16, "seq": 0, "box": "AAAA", "sig": "cd" * 64}),
+        SealedMessage(
+            id="", payload=SealedPayload(conn="ab" * 16, seq=0, box="AAAA", sig="cd" * 64)
+        ),
+    ),
 ]
 
 ALL_MESSAGES: list[Message] = [
@@ -134,6 +155,8 @@ def test_every_known_type_is_covered_by_the_decode_cases() -> None:
         "challenge",
         "auth_ok",
         "response_chunk",
+        "signed",
+        "sealed",
     }
 
 

@@ -313,7 +313,7 @@ def http_statuses_in_code() -> tuple[set[int], set[int]]:
 
 
 _HEADING = re.compile(r"`([a-z_]+)`(?: \(ext\))?")
-_DIRECTIONS = ("Client to server", "Server to client")
+_DIRECTIONS = ("Client to server", "Server to client", "Either way")
 
 
 def _message_sections(page: Section) -> dict[str, Section]:
@@ -368,6 +368,7 @@ def _json_type(info: msgspec.inspect.Type) -> str:
         msgspec.inspect.FloatType: "number",
         msgspec.inspect.StructType: "object",
         msgspec.inspect.AnyType: "any JSON value",
+        msgspec.inspect.RawType: "object",  # a message, embedded as it was signed
     }
     for kind, name in kinds.items():
         if isinstance(info, kind):
@@ -577,7 +578,7 @@ def test_the_client_acts_on_each_close_code_as_documented(page: Section) -> None
 
 def test_close_codes_named_anywhere_are_in_the_table(page: Section) -> None:
     text = PAGE.read_text()
-    named = {int(n) for n in re.findall(r"(?<![\d,.])([14]\d{3})(?![\d,.])", text)}
+    named = {int(n) for n in re.findall(r"(?<![\w,.])([14]\d{3})(?![\d,.])", text)}
     named |= {int(n) for n in re.findall(r"\b([14]\d{3})\b", policy.__doc__ or "")}
     assert not named - set(_close_rows(page)), _missing(
         "close codes",

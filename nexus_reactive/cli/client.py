@@ -99,6 +99,18 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         f"key-pair authentication (default: ${SIGNING_KEY_ENV})",
     )
     parser.add_argument(
+        "--server-key",
+        metavar="HEX|PATH",
+        default=None,
+        help="the server's public key to pin (as 'serve' prints it, or a file holding it): "
+        "every frame both ways is then signed and checked. Needs --signing-key",
+    )
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="also encrypt every frame end to end (needs --server-key and the encryption extra)",
+    )
+    parser.add_argument(
         "--allow-insecure",
         action="store_true",
         help="send the API key over plain ws:// to a host that is not loopback",
@@ -212,6 +224,8 @@ def _client_config(args: argparse.Namespace, command: str, **options: Any) -> We
             url=args.url,
             api_key=args.api_key,
             signing_key=signing_key,
+            server_key=args.server_key,
+            encrypt=args.encrypt,
             allow_insecure=args.allow_insecure,
             **options,
         )

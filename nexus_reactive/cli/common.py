@@ -56,10 +56,13 @@ _FLAGS = {
     "rate_limit": "--rate",
     "rate_burst": "--burst",
     "allowed_pubkeys": "--allowed-pubkey",
+    "server_key": "--server-key",
+    "require_frames": "--require-frames",
     "overwrite": "--force",
     "persist_key": "--key-file",
 }
 _PHRASES = {
+    "encrypt=True": "--encrypt",
     "DocsEngine(folder=...)": "--docs DIR",
     # A flag's unit is in its help; the library's messages compare with the TypeScript API.
     " (the TypeScript design's unit)": "",

@@ -65,6 +65,21 @@ def add_parser(
         "Implies --require-signature",
     )
     auth.add_argument(
+        "--signing-key",
+        metavar="PATH",
+        default=None,
+        help="the server's own Ed25519 private key (as 'keygen' writes it): sign, and with "
+        "the encryption extra decrypt, frames for clients that pin its public key (printed "
+        "at start). Implies --require-signature",
+    )
+    auth.add_argument(
+        "--require-frames",
+        choices=("signed", "sealed"),
+        default=None,
+        help="refuse clients that do not ask for signed (or sealed: encrypted) frames; "
+        "needs --signing-key",
+    )
+    auth.add_argument(
         "--auth-timeout",
         type=positive_float,
         default=10.0,
@@ -134,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
             engine=engine,
             require_signature=args.require_signature,
             allowed_pubkeys=args.allowed_pubkeys,
+            signing_key=os.path.expanduser(args.signing_key) if args.signing_key else None,
+            require_frames=args.require_frames,
             auth_timeout=args.auth_timeout,
             rate_limit=args.rate,
             rate_burst=args.burst,

@@ -14,6 +14,7 @@ from ..messages import ErrorMessage
 
 __all__ = [
     "AUTH_REJECTED",
+    "FRAMES_REFUSED",
     "RATE_LIMITED",
     "challenge_error",
     "connection_retry_after",
@@ -26,6 +27,8 @@ __all__ = [
 RATE_LIMITED = "rate_limited"
 #: Handshake error codes that reject our key: fatal.
 AUTH_REJECTED = frozenset({"auth_failed", "unauthenticated"})
+#: The handshake's error code when the two sides cannot agree on signed or sealed frames.
+FRAMES_REFUSED = "frames_refused"
 
 
 def rate_limit_wait(code: str, retry_after: float | None, default: float) -> float | None:
@@ -68,6 +71,10 @@ def challenge_error(has_signing_key: bool, authenticated: bool) -> Authenticatio
 def handshake_error(code: str, text: str, retry_after: float | None) -> NexusConnectionError:
     """An ``error`` answered to the handshake: fatal when it rejects the key, else a
     failed attempt that the reconnection policy retries."""
+    if code == FRAMES_REFUSED:
+        return AuthenticationError(
+            f"the server refused the frames this client asked for ({code}: {text}). Not retrying."
+        )
     if code in AUTH_REJECTED:
         return AuthenticationError(
             f"the server rejected key-pair authentication ({code}: {text}). Check that "

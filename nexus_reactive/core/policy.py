@@ -10,6 +10,8 @@
 | close 1000 not asked for by the client   | retry with backoff                      |
 | close 1001 1006 1009 1011 1012 1013      | retry with backoff                      |
 | close 4401 / 4403                        | fatal: stop, report                     |
+| close 4406 (signed frames not agreed)    | fatal: stop, report                     |
+| close 4409 (a signed frame refused)      | retry with backoff                      |
 | close 4429                               | retry after ``retry_after``, or backoff |
 | any other close code                     | retry with backoff                      |
 """
@@ -26,7 +28,7 @@ __all__ = [
     "http_error",
 ]
 
-FATAL_CLOSE_CODES = frozenset({4401, 4403})
+FATAL_CLOSE_CODES = frozenset({4401, 4403, 4406})
 
 _CLOSE_MEANING = {
     1000: "the server closed the connection normally",
@@ -38,6 +40,8 @@ _CLOSE_MEANING = {
     1013: "the server asked to try again later",
     4401: "authentication failed",
     4403: "forbidden",
+    4406: "signed or sealed frames refused",
+    4409: "a signed frame was refused",
     4429: "rate limited",
 }
 
@@ -56,6 +60,12 @@ def close_error(
     text = f"connection closed (code {code}: {meaning})" if code else f"connection lost ({meaning})"
     if reason:
         text += f": {reason}"
+    if code == 4406:
+        return AuthenticationError(
+            f"{text}. The server and this client do not agree on signed or sealed frames "
+            "(server_key, encrypt); check both configurations. Not retrying.",
+            close_code=code,
+        )
     if code in FATAL_CLOSE_CODES:
         return AuthenticationError(
             f"{text}. The server rejected this client's credentials; check the API key "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, assert_never
 
 from .. import codec
@@ -26,6 +26,8 @@ from ..messages import (
     ResponseChunkMessage,
     ResponseChunkPayload,
     ResponseMessage,
+    SealedMessage,
+    SignedMessage,
     UnknownMessage,
 )
 from .dedupe import Publish
@@ -60,6 +62,8 @@ class Answers:
         self._key = key
         self._peer = peer
         self._max_reply = max_reply
+        #: A frame's size on the wire: its length, or its signed or sealed envelope's.
+        self.sized: Callable[[bytes], int] = len
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def dispatch(self, message: Message, pubkey: str | None) -> None:
@@ -102,6 +106,14 @@ class Answers:
                     f"{message.type!r} messages go from server to client; this server "
                     "understands 'ask'",
                 )
+            case SignedMessage() | SealedMessage():
+                # On a connection that agreed on them, they were opened before this.
+                await send_error(
+                    message.id,
+                    "bad_request",
+                    f"a {message.type} frame on a connection that did not agree on "
+                    f"{message.type} frames: pin the server's key (server_key) to use them",
+                )
             case _:
                 assert_never(message)
 
@@ -141,7 +153,7 @@ class Answers:
             # Joined a computation already running (its chunks so far, then the rest),
             # or, once it is done, the remembered final reply alone.
             self._state.stats.asks_replayed += 1
-        if len(reply) > self._max_reply:
+        if self.sized(reply) > self._max_reply:
             # Sent, the client would close with 1009, reconnect and ask again, for the
             # same reply: refuse this ask instead, once.
             self._state.stats.too_large += 1
@@ -165,7 +177,7 @@ class Answers:
     async def _send_chunk(self, frame: bytes) -> None:
         # A chunk over the limit is skipped; the final reply is bigger still, and is
         # refused with too_large.
-        if len(frame) <= self._max_reply:
+        if self.sized(frame) <= self._max_reply:
             await self._wire.send(frame)
 
     async def _compute(self, ask: AskMessage, publish: Publish) -> tuple[bytes, bool]:

@@ -15,6 +15,10 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import WSCloseCode, web
 
+from ..errors import ConfigError
+from ..framing import MODES, FramesMode
+from ..negotiation import FrameKeys
+from ..signing import SigningKeySource
 from .auth import ApiKeys
 from .connection import handle_upgrade
 from .dedupe import ReplyCache
@@ -57,6 +61,8 @@ def create_app(
     require_signature: bool = False,
     allowed_pubkeys: Iterable[str] | None = None,
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT,
+    signing_key: SigningKeySource | None = None,
+    require_frames: FramesMode | None = None,
     rate_limit: float | None = None,
     rate_burst: int | None = None,
     abuse_threshold: int = DEFAULT_ABUSE_THRESHOLD,
@@ -93,6 +99,13 @@ def create_app(
             challenge. A valid signature by another key is refused with close 4403.
         auth_timeout: seconds a client has to authenticate after the challenge;
             then the connection is closed with 4401.
+        signing_key: the server's own Ed25519 private key (forms as for the client's
+            ``signing_key``): it signs frames, and with the ``encryption`` extra
+            decrypts them, for clients that pin its public key. Implies
+            ``require_signature``: frames are checked against the client's key.
+        require_frames: ``"signed"`` or ``"sealed"``: refuse a client that does not
+            ask for at least that (``error`` ``frames_refused``, close 4406). Needs
+            ``signing_key``.
         rate_limit: messages per second allowed per API key, over all of that
             key's connections; a message over it gets ``error`` ``rate_limited``
             with ``retry_after`` and is not processed. ``None``: no limit.
@@ -110,7 +123,8 @@ def create_app(
 
     Raises:
         ConfigError: no API key was given and ``NEXUS_API_KEY`` is not set, a key
-            is empty, or an allowed public key is not 64 hex digits.
+            is empty, an allowed public key is not 64 hex digits, or the signing key
+            cannot be read.
         ValueError: a size, time, rate or path is out of range.
     """
     keys = ApiKeys(api_keys)
@@ -132,9 +146,10 @@ def create_app(
     if not path.startswith("/"):
         raise ValueError(f"path must start with '/', got {path!r}")
     allowed = normalize_pubkeys(allowed_pubkeys)
+    frames = _frame_keys(signing_key, require_frames)
     key_auth = (
         KeyAuth(allowed=allowed, timeout=auth_timeout)
-        if require_signature or allowed is not None
+        if require_signature or allowed is not None or frames is not None
         else None
     )
     state = ServerState(
@@ -150,6 +165,7 @@ def create_app(
             RateLimiter(rate_limit, rate_burst, clock=clock) if rate_limit is not None else None
         ),
         abuse_threshold=abuse_threshold,
+        frames=frames,
     )
     app = web.Application()
     app[STATE_KEY] = state
@@ -162,6 +178,24 @@ def create_app(
     app.on_shutdown.append(_close_sockets)
     app.on_cleanup.append(_stop_answers)
     return app
+
+
+def _frame_keys(signing_key: SigningKeySource | None, require: object) -> FrameKeys | None:
+    if require is not None and require not in MODES:
+        raise ConfigError(f"require_frames must be one of {MODES} or None, got {require!r}")
+    if signing_key is None:
+        if require is not None:
+            raise ConfigError(
+                "require_frames needs signing_key: the server signs its frames with it"
+            )
+        return None
+    from .. import sealing
+    from ..signing import load_signing_key, public_key_hex
+
+    if require == "sealed":
+        sealing.require()
+    key = load_signing_key(signing_key)
+    return FrameKeys(key, public_key_hex(key), sealing.available(), require)
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -17,6 +17,11 @@ Each inbound data frame goes through, in order:
    keeps sending regardless is closed with 4429;
 3. validation (``bad_request`` for a malformed frame), then :class:`~.answers.Answers`
    (limits, and an answer to each ask). Every write goes through :class:`~.wire.Wire`.
+
+On a connection that agreed on signed or sealed frames (:mod:`..negotiation`), each
+frame is checked first (:meth:`~..framing.FrameGuard.unwrap`): one that fails is
+answered ``bad_frame`` and the connection is closed with 4409; the Wire signs every
+frame it writes.
 """
 
 from __future__ import annotations
@@ -26,15 +31,18 @@ import logging
 import math
 
 from aiohttp import WSMsgType, web
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .. import codec
 from ..core.opening import AUTH_HEADER
 from ..errors import ProtocolError
+from ..framing import CLOSE_BAD_FRAME, CLOSE_FRAMES_REFUSED, FrameGuard, FrameRefused
 from ..messages import (
     AuthMessage,
     AuthOkMessage,
     AuthOkPayload,
     ChallengeMessage,
+    ChallengePayload,
     Message,
 )
 from .answers import MAX_MESSAGE_SIZE_HEADER, Answers
@@ -118,6 +126,8 @@ class _Connection:
         self._challenge: ChallengeMessage | None = None
         self._auth_deadline: float | None = None
         self._pubkey: str | None = None
+        self._seal_key: X25519PrivateKey | None = None
+        self._guard: FrameGuard | None = None
         self._limited_in_row = 0
         # The largest frame this client accepts (announced at the upgrade, else ours).
         self._answers = Answers(self._wire, state, key, peer, max_reply or state.max_message_size)
@@ -165,8 +175,15 @@ class _Connection:
                     logger.info("connection from %s failed: %s", self._peer, msg.data)
                 return
 
-    async def _on_frame(self, data: str | None) -> None:
+    async def _on_frame(self, data: str | bytes | None) -> None:
         """Handle one data frame: ``data`` is the text, ``None`` for a binary frame."""
+        guard = self._guard
+        if guard is not None:
+            try:
+                data = guard.unwrap("" if data is None else data)
+            except FrameRefused as exc:
+                await self._refuse_frame(exc)
+                return
         message: Message | None = None
         problem = "binary frames are not part of the protocol"
         message_id = ""
@@ -201,6 +218,14 @@ class _Connection:
 
     async def _send_challenge(self, timeout: float) -> None:
         self._challenge = new_challenge()
+        frames = self._state.frames
+        if frames is not None:
+            from ..negotiation import server_offer
+
+            text = self._challenge.payload.challenge
+            fields, self._seal_key = server_offer(frames, text)
+            payload = ChallengePayload(challenge=text, **fields)
+            self._challenge = ChallengeMessage(id=self._challenge.id, payload=payload)
         self._auth_deadline = asyncio.get_running_loop().time() + timeout
         await self._wire.send(codec.encode(self._challenge))
 
@@ -216,6 +241,8 @@ class _Connection:
         self._auth_deadline = None
         verdict = judge(self._challenge, auth, key_auth.allowed)
         if verdict.pubkey is not None:
+            if not await self._agree_frames(auth, verdict.pubkey):
+                return
             self._pubkey = verdict.pubkey
             self._state.stats.auth_ok += 1
             logger.info("connection from %s authenticated as %s", self._peer, verdict.pubkey)
@@ -227,6 +254,42 @@ class _Connection:
         logger.info("refused key-pair authentication from %s: %s", self._peer, verdict.reason)
         await self._wire.send_error(auth.id, "auth_failed", verdict.reason)
         await self._wire.close(verdict.close_code, _CLOSE_REASONS[verdict.close_code])
+
+    async def _agree_frames(self, auth: AuthMessage, pubkey: str) -> bool:
+        """Settle signed or sealed frames for an authenticated client; on refusal,
+        say why and close with 4406."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        from ..negotiation import accept
+
+        assert self._challenge is not None
+        client_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(pubkey))
+        text = self._challenge.payload.challenge
+        outcome = accept(self._state.frames, text, auth.payload, client_key, self._seal_key)
+        self._seal_key = None
+        if isinstance(outcome, str):
+            self._state.stats.frames_refused += 1
+            logger.info("refused frames of %s: %s", self._peer, outcome)
+            await self._wire.send_error(auth.id, "frames_refused", outcome)
+            await self._wire.close(CLOSE_FRAMES_REFUSED, b"frames refused")
+            return False
+        if outcome is not None:
+            self._state.stats.frames_signed += 1
+            # From the auth_ok on, every frame each way is signed (or sealed).
+            self._guard = self._wire.guard = outcome
+            self._answers.sized = outcome.wrapped_size
+        return True
+
+    async def _refuse_frame(self, exc: FrameRefused) -> None:
+        self._state.stats.frames_refused += 1
+        logger.info("refused a frame from %s (%s): %s", self._peer, exc.kind, exc.reason)
+        await self._wire.send_error(
+            "",
+            "bad_frame",
+            f"refused a frame ({exc.kind}): {exc.reason}. Closing ({CLOSE_BAD_FRAME}); "
+            "send each frame signed, in order, on its own connection",
+        )
+        await self._wire.close(CLOSE_BAD_FRAME, b"frame refused")
 
     async def _auth_timed_out(self) -> None:
         key_auth = self._state.key_auth

@@ -1,11 +1,14 @@
 """Running the server on a TCP port until SIGINT or SIGTERM, over plain TCP or TLS.
 
-On startup exactly one line goes to stdout, flushed, for scripts to parse::
+On startup one line goes to stdout, flushed, for scripts to parse::
 
     nexus-reactive server listening on ws://127.0.0.1:8000
 
 With ``port=0`` it shows the port the system picked; with TLS the scheme is
-``wss://``.
+``wss://``. A server with a signing key prints a second line, its public key for
+clients to pin (``server_key=``, ``--server-key``)::
+
+    server public key: 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from aiohttp.abc import AbstractAccessLogger
 
 from ..config_checks import redact_url
 from ..errors import ConfigError
-from .app import create_app
+from ..framing import FramesMode
+from ..signing import SigningKeySource
+from .app import STATE_KEY, create_app
 from .engine import Engine
 
 __all__ = ["AppOptions", "run_server", "serve", "server_ssl_context"]
@@ -51,6 +56,8 @@ class AppOptions(TypedDict, total=False):
     heartbeat: float | None
     require_signature: bool
     allowed_pubkeys: Iterable[str] | None
+    signing_key: SigningKeySource | None
+    require_frames: FramesMode | None
     auth_timeout: float
     rate_limit: float | None
     rate_burst: int | None
@@ -164,6 +171,9 @@ async def serve(
         await site.start()
         scheme = "ws" if context is None else "wss"
         on_listening(_url(scheme, host, runner.addresses, app_options.get("path", "/")))
+        frames = app[STATE_KEY].frames
+        if frames is not None:
+            print(f"server public key: {frames.public_hex}", flush=True)
         await stop.wait()
         logger.info("shutting down")
     finally:

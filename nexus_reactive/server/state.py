@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -10,6 +11,9 @@ from .auth import ApiKeys
 from .dedupe import ReplyCache
 from .engine import Engine
 from .ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from ..negotiation import FrameKeys
 
 __all__ = ["KeyAuth", "ServerState", "ServerStats"]
 
@@ -33,6 +37,9 @@ class ServerStats:
         rate_limited: messages refused by the rate limit.
         abuse_closes: connections closed with 4429 for ignoring the rate limit.
         too_large: replies refused with ``too_large``: over the client's limit.
+        frames_signed: connections that agreed on signed or sealed frames.
+        frames_refused: connections closed because a frame failed its checks (4409)
+            or the two sides did not agree on frames (4406).
     """
 
     connections_total: int = 0
@@ -46,6 +53,8 @@ class ServerStats:
     rate_limited: int = 0
     abuse_closes: int = 0
     too_large: int = 0
+    frames_signed: int = 0
+    frames_refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,5 +85,7 @@ class ServerState:
     key_auth: KeyAuth | None
     rate_limiter: RateLimiter | None
     abuse_threshold: int
+    #: The server's key for signed and sealed frames, if it has one.
+    frames: FrameKeys | None = None
     stats: ServerStats = field(default_factory=ServerStats)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)

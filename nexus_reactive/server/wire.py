@@ -13,6 +13,7 @@ import logging
 from aiohttp import WSMsgType, web
 
 from .. import codec
+from ..framing import FrameGuard
 from ..messages import ErrorMessage, ErrorPayload
 
 __all__ = ["INTERNAL", "Wire", "error_frame"]
@@ -26,12 +27,15 @@ INTERNAL = "the server failed to answer; try again later"
 class Wire:
     """Writes one connection's frames, one at a time."""
 
-    __slots__ = ("_lock", "_peer", "_ws")
+    __slots__ = ("_lock", "_peer", "_ws", "guard")
 
     def __init__(self, ws: web.WebSocketResponse, peer: str | None) -> None:
         self._ws = ws
         self._peer = peer
         self._lock = asyncio.Lock()
+        #: Signs (or seals) every frame, once the connection agreed on it: under the
+        #: lock, so that sequence numbers go out in order.
+        self.guard: FrameGuard | None = None
 
     async def send(self, frame: bytes) -> None:
         """Write ``frame``; nothing if the socket is closed, or lost meanwhile."""
@@ -40,6 +44,8 @@ class Wire:
         async with self._lock:
             if self._ws.closed:  # closed while this frame waited for the lock
                 return
+            if self.guard is not None:
+                frame = self.guard.wrap(frame)
             try:
                 await self._ws.send_frame(frame, WSMsgType.TEXT)
             except ConnectionError:
