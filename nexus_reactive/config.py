@@ -31,6 +31,7 @@ from .config_checks import (
     redact_url,
 )
 from .errors import ConfigError, NexusConnectionError
+from .telemetry import Telemetry, check_telemetry
 
 if TYPE_CHECKING:
     # Only an annotation here: cryptography loads when a key is used (signing.py).
@@ -85,6 +86,7 @@ SECONDS_LIMITS: dict[str, tuple[float | None, float]] = {
     "connect_timeout": (60.0, 600.0),
     "auth_timeout": (60.0, 600.0),
     "heartbeat": (60.0, 600.0),
+    "metrics_interval": (60.0, 600.0),
     "request_timeout": (600.0, 3600.0),
 }
 # The TypeScript design's names for the options it has.
@@ -145,6 +147,13 @@ class WebSocketConfig:
         compression: offer permessage-deflate; used if the server accepts it.
         subprotocols: WebSocket subprotocols to offer, in order of preference; the
             server must choose one of them (``state.value.subprotocol``).
+        metrics: count frames, bytes, reconnects and asks, and time asks and pings:
+            ``service.metrics`` (off: nothing is counted, at no cost).
+        metrics_interval: seconds between ``service.metrics`` emissions while it has
+            subscribers (``.value`` is always current).
+        telemetry: OpenTelemetry (the ``otel`` extra): ``True`` for the global
+            providers, or a :class:`~nexus_reactive.telemetry.Telemetry`; a span per
+            ask, metric instruments, trace context to the server. Implies ``metrics``.
     """
 
     # The one field that may also be given positionally: WebSocketConfig(url, ...).
@@ -175,6 +184,9 @@ class WebSocketConfig:
     trust_env: bool = False
     compression: bool = False
     subprotocols: Sequence[str] = ()
+    metrics: bool = False
+    metrics_interval: float = 1.0
+    telemetry: bool | Telemetry = False
 
     def __post_init__(self) -> None:
         check_proxy(self.proxy)
@@ -186,6 +198,7 @@ class WebSocketConfig:
             "max_reconnect_interval",
             "connect_timeout",
             "auth_timeout",
+            "metrics_interval",
         ):
             if not _positive(getattr(self, name)):
                 raise ConfigError(f"{name} must be a positive number of seconds")
@@ -239,6 +252,7 @@ class WebSocketConfig:
             raise ConfigError("api_key must be a string, a callable returning one, or None")
         if self.burst is not None and self.burst < 1:
             raise ConfigError("burst must be at least 1")
+        check_telemetry(self.telemetry)
         if any(k.lower() == "x-api-key" for k in self.headers):
             raise ConfigError("pass the API key as api_key=..., not in headers")
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from .asks import Waiter
+    from .metrics import Meter
 
 __all__ = ["CHALLENGE_GRACE", "Connection", "new_core"]
 
@@ -81,6 +82,7 @@ class Connection:
         fail_asks: fails every pending ask when the connection gives up.
         transport_factory: opens a transport (url, headers, deadline); by default
             aiohttp's. For tests: a scripted or fault-injecting transport.
+        meter: counts frames, connections and reconnects (``metrics=True``), or ``None``.
 
     Set :attr:`on_frame` and :attr:`deliver` (the receive side) before :meth:`start`.
     """
@@ -93,8 +95,10 @@ class Connection:
         report: Callable[[NexusError], None],
         fail_asks: Callable[[NexusError], None],
         transport_factory: TransportFactory | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self._config = config
+        self.meter = meter
         self._core = core
         self._report = report
         self._fail_asks = fail_asks
@@ -104,7 +108,7 @@ class Connection:
         # Publishers: the connection alone emits; the service hands out the streams.
         self.state = ValuePublisher(core.state, "state")
         #: The send side: writer, wake-up, rate bucket, ``outbox_depth``.
-        self.sender = Sender(core, config.rate, config.burst, events.sent)
+        self.sender = Sender(core, config.rate, config.burst, events.sent, meter)
         self._supervisor: asyncio.Task[None] | None = None
         # Every supervisor started and not yet finished, including ones that
         # stop() cancelled: wait_finished() waits for all of them.
@@ -161,6 +165,8 @@ class Connection:
         self.publish(self._core.closed())
         self.state.complete()
         self.sender.outbox_depth.complete()
+        if self.meter is not None:
+            self.meter.close()
 
     def hold(self, wait: float) -> None:
         """The server rate-limited an ask: send nothing for ``wait`` seconds."""
@@ -219,6 +225,8 @@ class Connection:
                     proxy=proxy,
                     compression=config.compression,
                     subprotocols=config.subprotocols,
+                    # The meter times its own pings: pongs come to the receive loop.
+                    autoping=self.meter is None or config.heartbeat is None,
                 )
 
             await self._run(dial)
@@ -241,6 +249,8 @@ class Connection:
                         error = unexpected("the connection failed", exc, log)
                 self._report(error)
                 decision = core.lost(error)
+                if decision.delay is not None and self.meter is not None:
+                    self.meter.lost(error)
                 self.publish(core.state)
                 if decision.delay is None:
                     log.warning("giving up: %s", decision.error)
@@ -275,6 +285,7 @@ class Connection:
     async def _serve(self, transport: Transport) -> NexusConnectionError:
         """Run one open connection until it ends; return why it ended."""
         writer: asyncio.Task[None] | None = None
+        probe: asyncio.Task[None] | None = None
         grace: asyncio.TimerHandle | None = None
         try:
             plan, refused = opening(self.signing_key is not None, transport.auth)
@@ -300,6 +311,10 @@ class Connection:
             writer = self.sender.attach(transport)
             self._retry_after = None
             on_frame = self.on_frame
+            if self.meter is not None:
+                self.meter.opened()
+                probe = self.meter.probe(transport)
+                on_frame = self.meter.counted(on_frame)
             first: FrameHandler | None = None
             if plan is Opening.GRACE:
                 # The server did not say whether it requires key-pair authentication;
@@ -323,10 +338,11 @@ class Connection:
             if grace is not None:
                 grace.cancel()
             self.sender.detach()
-            if writer is not None:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+            for task in (writer, probe):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await transport.close()
 
     def _confirm_open(self) -> None:

@@ -24,6 +24,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from ..config_checks import redact_url
 from ..errors import ConfigError
+from ..telemetry import Telemetry
 from .app import create_app
 from .engine import Engine
 
@@ -56,6 +57,7 @@ class AppOptions(TypedDict, total=False):
     rate_burst: int | None
     abuse_threshold: int
     clock: Callable[[], float]
+    telemetry: bool | Telemetry | None
 
 
 def server_ssl_context(certfile: StrPath, keyfile: StrPath | None = None) -> ssl.SSLContext:

@@ -10,6 +10,7 @@ from .auth import ApiKeys
 from .dedupe import ReplyCache
 from .engine import Engine
 from .ratelimit import RateLimiter
+from .tracing import AskTracing
 
 __all__ = ["KeyAuth", "ServerState", "ServerStats"]
 
@@ -76,5 +77,6 @@ class ServerState:
     key_auth: KeyAuth | None
     rate_limiter: RateLimiter | None
     abuse_threshold: int
+    tracing: AskTracing = field(default_factory=AskTracing)
     stats: ServerStats = field(default_factory=ServerStats)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
