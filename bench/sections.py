@@ -17,7 +17,8 @@ d ``memory``   bytes retained per stored message (tracemalloc) and RSS over a lo
 e ``restart``  from a restarted server's startup line to the first answered ask.
 
 f..i (issue 14: uvloop, import time, many stores, the reference server's capacity)
-live in :mod:`bench.scale`.
+live in :mod:`bench.scale`; j (what metrics and OpenTelemetry cost) in
+:mod:`bench.observability`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 from nexus_reactive import WebSocketConfig, WebSocketService, codec
 from nexus_reactive.messages import Message
 
-from . import baselines, library, scale, servers, traffic
+from . import baselines, library, observability, scale, servers, traffic
 from .stats import percentile, ratio, summarize
 
 __all__ = ["SECTIONS", "Params", "Suite"]
@@ -500,6 +501,9 @@ class Suite:
     async def server(self) -> dict[str, Any]:
         return await scale.server(self)
 
+    async def observability(self) -> dict[str, Any]:
+        return await observability.observability(self)
+
     # -- e: restart ------------------------------------------------------------------
 
     async def restart(self) -> dict[str, Any]:
@@ -624,4 +628,5 @@ SECTIONS: dict[str, str] = {
     "g": "imports",
     "h": "stores",
     "i": "server",
+    "j": "observability",
 }

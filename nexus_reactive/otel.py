@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import __version__, codec
-from .core.metrics import Counters
+from .core.metrics import ASK_OUTCOMES, Counters
 from .messages import AskMessage, ErrorMessage
 from .metrics import Meter
 from .telemetry import Telemetry, check_telemetry
@@ -55,6 +55,8 @@ LATENCY_BUCKETS += (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _PROPAGATOR = TraceContextTextMapPropagator()
 # Outcomes whose span status is an error (a cancelled or closed ask is not a failure).
 _FAILED = frozenset({"server_error", "timed_out", "failed"})
+# The attributes of a latency sample, built once per outcome.
+_OUTCOME = {outcome: {"nexus.ask.outcome": outcome} for outcome in ASK_OUTCOMES}
 
 
 class TelemetryMeter(Meter):
@@ -81,10 +83,12 @@ class TelemetryMeter(Meter):
             SPAN_NAME, kind=SpanKind.CLIENT, attributes={"nexus.ask.id": ask_id}
         )
         waiter.span = span
-        if self._propagate and span.get_span_context().is_valid:
-            carrier: dict[str, str] = {}
-            _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
-            frame = _with_trace_context(frame, carrier)
+        context = span.get_span_context()
+        if self._propagate and context.is_valid:
+            # The W3C header of the span (what the propagator writes, at a tenth the cost).
+            traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-"
+            traceparent += f"{context.trace_flags:02x}"
+            frame = _with_trace_context(frame, traceparent, context.trace_state.to_header())
         return frame
 
     def refused(self, ask_id: str, waiter: Waiter, error: Exception) -> None:
@@ -104,7 +108,7 @@ class TelemetryMeter(Meter):
     ) -> None:
         super()._ended(ask_id, entry, outcome, latency, detail)
         if latency is not None:
-            self._instruments.ask_duration.record(latency, {"nexus.ask.outcome": outcome})
+            self._instruments.ask_duration.record(latency, _OUTCOME[outcome])
         waiter = entry.waiter
         span = None if waiter is None else getattr(waiter, "span", None)
         if waiter is None or span is None:
@@ -130,17 +134,14 @@ class TelemetryMeter(Meter):
         self._instruments.leave(self)
 
 
-def _with_trace_context(frame: bytes, carrier: dict[str, str]) -> bytes:
+def _with_trace_context(frame: bytes, traceparent: str, tracestate: str) -> bytes:
     """The ask's frame with the span's trace context, unless it carries one already
     (an application that sent its own ``AskMessage(traceparent=...)``)."""
-    traceparent = carrier.get("traceparent")
     message = codec.decode(frame)
-    if traceparent is None or not isinstance(message, AskMessage) or message.traceparent:
+    if not isinstance(message, AskMessage) or message.traceparent:
         return frame
     return codec.encode(
-        msgspec.structs.replace(
-            message, traceparent=traceparent, tracestate=carrier.get("tracestate") or None
-        )
+        msgspec.structs.replace(message, traceparent=traceparent, tracestate=tracestate or None)
     )
 
 

@@ -26,6 +26,7 @@ SECTIONS = {
     "imports",
     "stores",
     "server",
+    "observability",
 }
 RATIOS = {
     "flood": {
@@ -61,10 +62,16 @@ RATIOS = {
     "imports": set(),
     "stores": {"flood msg/s: 50 shared stores / 1"},
     "server": {"idle connections held / attempted"},
+    "observability": {
+        "flood msg/s: metrics on / off",
+        "flood msg/s: otel on / off",
+        "sequential p50: metrics on / off",
+        "sequential p50: otel on / off",
+    },
 }
 #: Values checked against a bound that are not ratios (milliseconds, counts).
 CHECKS = {"imports": {"import nexus_reactive, ms"}, "server": {"idle connections held"}}
-TARGETS = 16
+TARGETS = 18
 
 
 def test_quick_bench_reports_every_section_ratio_and_target(tmp_path: Path) -> None:

@@ -94,9 +94,13 @@ def test_every_cause_the_code_names_is_in_the_vocabulary() -> None:
     named: set[str] = set()
     for path in Path(nexus_reactive.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.keyword) and node.arg == "cause":
-                if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-                    named.add(node.value.value)
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "cause"
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
+                named.add(node.value.value)
     derived = {"rate_limited", "upgrade_refused", "connection_lost", "message_too_big"}
     derived.add("server_closed")
     assert named <= set(RECONNECT_CAUSES), named - set(RECONNECT_CAUSES)
@@ -209,7 +213,9 @@ async def test_timeouts_cancels_errors_and_disconnects_are_each_counted(scripted
         while (frame := await conn.next_frame(ws)) is not None:
             if frame["payload"]["query"] == "fail":
                 error = {"code": "internal", "message": "no"}
-                await ws.send_str(json.dumps({"type": "error", "id": frame["id"], "payload": error}))
+                await ws.send_str(
+                    json.dumps({"type": "error", "id": frame["id"], "payload": error})
+                )
 
     server = await scripted(selective)
     service = WebSocketService(server.config(metrics=True, request_timeout=60.0))
