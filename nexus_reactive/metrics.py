@@ -145,6 +145,9 @@ class Meter:
         loop: Callable[[], asyncio.AbstractEventLoop | None],
     ) -> None:
         self.counts = Counters()
+        # Asks a journal (persist=) restored were made, in a previous life: counted, so
+        # that asks = answered + failed + timed out + cancelled + pending holds.
+        self.counts.asks = len(core.pending)
         self._core = core
         self._ping_every = config.heartbeat
         self._probe_sent: tuple[bytes, float] | None = None
@@ -253,8 +256,8 @@ class Meter:
                 self._probe_sent = (payload, perf_counter())
                 await ping(payload)
                 await asyncio.sleep(every)
-        except (ConnectionError, RuntimeError, OSError) as exc:
-            log.debug("ping probe stopped: %s", exc)  # the connection is going
+        except Exception as exc:  # the connection is going: the receive loop says why
+            log.debug("ping probe stopped: %s", exc)
         finally:
             self._probe_sent = None
 

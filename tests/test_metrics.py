@@ -447,3 +447,23 @@ async def test_an_outbox_filled_while_disconnected_shows_its_depth(nexus: NexusS
         assert m.ask_latency.samples == 5 and math.isfinite(m.ask_latency.max or 0)
     finally:
         await service.close()
+
+
+async def test_asks_a_journal_restored_are_counted_and_answered(
+    nexus: NexusServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "client.db"
+    first = WebSocketService(nexus.config(persist=db))
+    for i in range(3):
+        first.send_query(f"before the restart {i}")
+    await first.close()  # never connected: the journal keeps the three
+    again = WebSocketService(nexus.config(persist=db, metrics=True))
+    try:
+        assert (again.metrics.value.asks, again.metrics.value.asks_pending) == (3, 3)
+        await again.connect()
+        await wait_for(lambda: again.metrics.value.asks_answered == 3)
+        m = again.metrics.value
+        assert (m.asks, m.asks_pending, m.frames_out) == (3, 0, 3)
+        assert m.ask_latency.samples == 0  # made in a previous life: no start to time from
+    finally:
+        await again.close()

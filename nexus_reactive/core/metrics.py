@@ -157,7 +157,8 @@ class Metrics:
         connects: connections opened (the first one and every reconnect).
         reconnects: lost connections and failed attempts the client retried, by cause
             (see :data:`RECONNECT_CAUSES`); causes never seen are absent.
-        asks: asks made (``ask``, ``send_query``, ``send`` of an ask...).
+        asks: asks made (``ask``, ``send_query``, ``send`` of an ask...), and those
+            a journal (``persist=``) restored.
         asks_answered: asks whose response arrived.
         asks_failed: asks answered with an ``error``, or failed by the connection
             (it gave up, or ``disconnect()`` while they waited).
