@@ -93,6 +93,19 @@ TARGETS = (
         "ship gate: picows transport lifts sequential ask p50 >= 1.2x",
         at_least=1.2,
     ),
+    # Counting costs a few integer increments: the flood and an ask barely move.
+    Target(
+        "observability",
+        "flood msg/s: metrics on / off",
+        "metrics on keeps >= 0.9x the flood's msg/s",
+        at_least=0.9,
+    ),
+    Target(
+        "observability",
+        "sequential p50: metrics on / off",
+        "metrics on: sequential ask p50 <= 1.1x off",
+        at_most=1.1,
+    ),
     # Earlier issues' targets that issue 14 does not tighten.
     Target("flood", "store / naive", "store pipeline >= 1.5x aiohttp + json.loads", at_least=1.5),
     Target("flood", "store / websockets", "store pipeline >= 2x websockets + json", at_least=2.0),

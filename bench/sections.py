@@ -16,8 +16,10 @@ d ``memory``   bytes retained per stored message (tracemalloc) and RSS over a lo
                flood with a bounded history.
 e ``restart``  from a restarted server's startup line to the first answered ask.
 
-f..i (issue 14: uvloop, import time, many stores, the reference server's capacity)
-live in :mod:`bench.scale`; j (the journal, plain and encrypted) in :mod:`bench.journal`.
+f..i (uvloop, import time, many stores, the reference server's capacity)
+live in :mod:`bench.scale`; j (the journal, plain and encrypted) in :mod:`bench.journal`;
+k (signed and sealed frames) in :mod:`bench.frames`; l (what metrics and
+OpenTelemetry cost) in :mod:`bench.observability`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 from nexus_reactive import WebSocketConfig, WebSocketService, codec
 from nexus_reactive.messages import Message
 
-from . import baselines, library, scale, servers, traffic
+from . import baselines, library, observability, scale, servers, traffic
 from .journal import journal as journal_section
 from .stats import percentile, ratio, summarize
 
@@ -491,7 +493,7 @@ class Suite:
             "samples": samples,
         }
 
-    # -- f..i: issue 14's anchors and capacity (bench/scale.py) ----------------------
+    # -- f..i: the fastest peers as anchors, and capacity (bench/scale.py) ----------------------
 
     async def uvloop(self) -> dict[str, Any]:
         return await scale.uvloop_section(self)
@@ -516,6 +518,11 @@ class Suite:
         from .frames import frames
 
         return await frames(self)
+
+    # -- l: what metrics and OpenTelemetry cost (bench/observability.py) ------------
+
+    async def observability(self) -> dict[str, Any]:
+        return await observability.observability(self)
 
     # -- e: restart ------------------------------------------------------------------
 
@@ -643,4 +650,5 @@ SECTIONS: dict[str, str] = {
     "i": "server",
     "j": "journal",
     "k": "frames",
+    "l": "observability",
 }

@@ -20,6 +20,7 @@ import logging as _logging
 from .codec import decode, encode
 from .config import API_KEY_ENV, WebSocketConfig
 from .core import ConnectionState, Phase
+from .core.metrics import Latency, Metrics
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -61,6 +62,7 @@ from .service import WebSocketService
 from .store import History, HistoryItem, WebSocketStore, use_websocket
 from .streams import Stream, ValueStream
 from .sync import SyncWebSocketStore, use_websocket_sync
+from .telemetry import Telemetry
 
 __version__ = "0.1.0"
 
@@ -86,7 +88,9 @@ __all__ = [
     "ErrorPayload",
     "History",
     "HistoryItem",
+    "Latency",
     "Message",
+    "Metrics",
     "NexusConnectionError",
     "NexusError",
     "OutboxFull",
@@ -103,6 +107,7 @@ __all__ = [
     "ServerError",
     "Stream",
     "SyncWebSocketStore",
+    "Telemetry",
     "UnknownMessage",
     "UnknownOption",
     "Usage",

@@ -27,7 +27,7 @@ from yarl import URL
 from .config_checks import ProxyUrl
 from .core.opening import AUTH_HEADER
 from .errors import NexusConnectionError, ProtocolError
-from .failures import Redirected, ended, failure, subprotocol_refused
+from .failures import ended, failure, refuse_redirect, subprotocol_refused
 from .proxies import is_socks, proxy_headers, socks_connector
 
 __all__ = ["AiohttpTransport", "open_session", "open_transport", "private_seams"]
@@ -155,7 +155,7 @@ def _parsed_queue(ws: object) -> tuple[deque[Any], Callable[[], Awaitable[Any]]]
 class AiohttpTransport:
     """One open WebSocket connection, over aiohttp."""
 
-    __slots__ = ("_batcher", "_queue", "_ws", "auth", "subprotocol")
+    __slots__ = ("_batcher", "_queue", "_ws", "auth", "on_pong", "subprotocol")
 
     def __init__(
         self,
@@ -170,6 +170,7 @@ class AiohttpTransport:
         self.auth = auth
         #: The subprotocol the server chose (``None``: none offered).
         self.subprotocol = subprotocol
+        self.on_pong: Callable[[bytes], None] | None = None  #: pongs, with autoping=False
 
     @property
     def compressed(self) -> bool:
@@ -190,6 +191,10 @@ class AiohttpTransport:
         writer._write_websocket_frame(frame, _TEXT, 0)
         if writer._output_size > writer._limit:
             await _drain(writer)
+
+    async def ping(self, payload: bytes) -> None:
+        """Send a WebSocket ping; its pong goes to :attr:`on_pong` (``autoping=False``)."""
+        await self._ws.ping(payload)
 
     async def send_batch(self, frames: list[bytes]) -> None:
         """Write several text frames, in order, with one write to the socket.
@@ -259,6 +264,10 @@ class AiohttpTransport:
                         bytes(msg.data[:64]),
                     )
                 )
+            elif kind is WSMsgType.PONG and self.on_pong is not None:  # autoping=False
+                self.on_pong(msg.data)
+            elif kind is WSMsgType.PING:  # autoping=False: aiohttp answers them otherwise
+                await self._ws.pong(msg.data)
             elif kind in _ENDED:
                 return self._why_ended(kind, msg.data, msg.extra)
 
@@ -273,7 +282,9 @@ class AiohttpTransport:
             if msg.type is _TEXT:
                 data: bytes = msg.data
                 return data
-            if msg.type in _ENDED:
+            if msg.type is WSMsgType.PING:
+                await self._ws.pong(msg.data)
+            elif msg.type in _ENDED:
                 raise self._why_ended(msg.type, msg.data, msg.extra)
 
     def _why_ended(self, kind: WSMsgType, data: object, extra: object) -> NexusConnectionError:
@@ -288,18 +299,6 @@ class AiohttpTransport:
             await self._ws.close(code=code)
 
 
-async def _refuse_redirect(
-    _session: aiohttp.ClientSession,
-    _context: object,
-    params: aiohttp.TraceRequestRedirectParams,
-) -> None:
-    # aiohttp calls this with the 3xx response in hand, before it makes any request to
-    # the Location: raising here means the credentials never go anywhere else. (ws_connect
-    # has no allow_redirects switch; the trace hook is public API since aiohttp 3.0.)
-    response = params.response
-    raise Redirected(response.status, response.headers.get("Location", ""))
-
-
 def open_session(proxy: ProxyUrl | None = None) -> aiohttp.ClientSession:
     """A client session for one service's connection attempts.
 
@@ -312,7 +311,7 @@ def open_session(proxy: ProxyUrl | None = None) -> aiohttp.ClientSession:
     must be counted and backed off by our policy.
     """
     trace = aiohttp.TraceConfig()
-    trace.on_request_redirect.append(_refuse_redirect)
+    trace.on_request_redirect.append(refuse_redirect)
     connector = socks_connector(proxy) if proxy is not None and is_socks(proxy) else None
     session = aiohttp.ClientSession(trace_configs=[trace], connector=connector)
     if hasattr(session, _RETRY_ATTR):
@@ -333,6 +332,7 @@ async def open_transport(
     proxy: ProxyUrl | None = None,
     compression: bool = False,
     subprotocols: Sequence[str] = (),
+    autoping: bool = True,
 ) -> AiohttpTransport:
     """Open a WebSocket to ``url``.
 
@@ -343,6 +343,8 @@ async def open_transport(
             be the session's (:func:`open_session`), and is named in errors.
         compression: offer permessage-deflate; the server decides.
         subprotocols: offered in order of preference; the server must choose one.
+        autoping: aiohttp answers pings and drops pongs. ``False``: the receive loop
+            answers pings and hands pongs to ``on_pong`` (to time our own pings).
 
     Raises:
         AuthenticationError: the server refused the credentials (HTTP 401/403).
@@ -372,7 +374,7 @@ async def open_transport(
                 heartbeat=heartbeat,
                 max_msg_size=max_message_size,
                 decode_text=False,
-                autoping=True,
+                autoping=autoping,
                 compress=15 if compression else 0,
                 protocols=tuple(subprotocols),
                 **via,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .core import ClientCore, Deadlines
 from .core.events import ClientEvents
@@ -22,6 +22,7 @@ from .errors import NexusError, RequestTimeout
 from .messages import AskResponse, ErrorMessage, ResponseChunkMessage, ResponseMessage
 
 if TYPE_CHECKING:
+    from .metrics import Meter
     from .outbound import Sender
 
 __all__ = ["AskTracker", "Waiter"]
@@ -31,9 +32,10 @@ log = logging.getLogger("nexus_reactive.service")
 
 class Waiter:
     """What the core holds for an ask: its future (if awaited), its deadline bucket,
-    and who wants its streamed pieces."""
+    and who wants its streamed pieces. With metrics on, also when it was made
+    (``started``) and, with telemetry, its span: set only then."""
 
-    __slots__ = ("future", "limit", "on_piece", "slot")
+    __slots__ = ("future", "limit", "on_piece", "slot", "span", "started")
 
     def __init__(
         self,
@@ -44,6 +46,9 @@ class Waiter:
         self.on_piece = on_piece
         self.slot: int | None = None  # its bucket in the tracker's Deadlines
         self.limit = 0.0
+        # Not set here (nothing to pay with metrics off): the meter sets them.
+        self.started: float
+        self.span: Any
 
 
 class AskTracker:
@@ -54,6 +59,7 @@ class AskTracker:
         events: the observer told of queued and abandoned asks.
         report: where a failure nobody awaits goes (the ``errors`` stream).
         request_timeout: the default deadline of an ask, in seconds (``None``: none).
+        meter: told of each ask made and ended (``metrics=True``), or ``None``.
     """
 
     __slots__ = (
@@ -61,6 +67,7 @@ class AskTracker:
         "_deadlines",
         "_events",
         "_loop",
+        "_meter",
         "_queued",
         "_report",
         "_timeout",
@@ -78,9 +85,11 @@ class AskTracker:
         events: ClientEvents,
         report: Callable[[NexusError], None],
         request_timeout: float | None,
+        meter: Meter | None = None,
     ) -> None:
         self._core = core
         self._events = events
+        self._meter = meter
         # Told of each ask queued, unless nobody records (the base class does nothing).
         self._queued = None if type(events) is ClientEvents else events.queued
         self._report = report
@@ -121,7 +130,16 @@ class AskTracker:
             ProtocolError: an ask with this id is pending already.
         """
         waiter = Waiter(future, on_piece)
-        self._core.submit_ask(ask_id, frame, waiter)
+        meter = self._meter
+        if meter is None:
+            self._core.submit_ask(ask_id, frame, waiter)
+        else:
+            frame = meter.made(ask_id, frame, waiter)
+            try:
+                self._core.submit_ask(ask_id, frame, waiter)
+            except Exception as exc:
+                meter.refused(ask_id, waiter, exc)
+                raise
         if self._queued is not None:
             self._queued(ask_id, True, frame)
         limit = timeout if timeout is not None else self._timeout
@@ -173,6 +191,8 @@ class AskTracker:
         if entry is None:
             return
         self._events.abandoned(ask_id)
+        if self._meter is not None:
+            self._meter.ended(ask_id, entry, "cancelled")
         if entry.waiter is not None:
             self._untime(ask_id, entry.waiter)
 
@@ -205,6 +225,8 @@ class AskTracker:
     def fail_all(self, error: NexusError) -> None:
         """The connection gave up: every pending ask fails with ``error``."""
         for ask_id, entry in self._core.pending.drain():
+            if self._meter is not None:
+                self._meter.ended(ask_id, entry, "failed", error)
             self._fail(ask_id, entry.waiter, error)
 
     def fail_awaited(self, error: NexusError) -> None:
@@ -213,14 +235,22 @@ class AskTracker:
             lambda e: e.waiter is not None and e.waiter.future is not None
         )
         for ask_id, entry in awaited:
+            if self._meter is not None:
+                self._meter.ended(ask_id, entry, "failed", error)
             self._fail(ask_id, entry.waiter, error)
             self._events.abandoned(ask_id)
 
     def close(self) -> None:
-        """Cancel the deadline timer (the service is closing)."""
+        """Cancel the deadline timer (the service is closing). Asks still pending
+        (fire-and-forget ones, kept by a journal) end for the meter as ``closed``."""
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
+        if self._meter is not None:
+            for ask_id in list(self._core.pending.lookups()[0]):
+                entry = self._core.pending.get(ask_id)
+                if entry is not None:
+                    self._meter.ended(ask_id, entry, "closed")
 
     # -- internals -------------------------------------------------------------------------
 
@@ -271,4 +301,6 @@ class AskTracker:
             "may be slow or unreachable. Raise the timeout or check state.error.",
             message_id=ask_id,
         )
+        if self._meter is not None:
+            self._meter.ended(ask_id, entry, "timed_out", error)
         self._fail(ask_id, entry.waiter, error)

@@ -28,13 +28,14 @@ async def provided(
     except TimeoutError:
         raise NexusConnectionError(
             f"the {what} provider did not return within connect_timeout "
-            f"({config.connect_timeout:g}s)"
+            f"({config.connect_timeout:g}s)",
+            cause="provider",
         ) from None
     except ConfigError as exc:
         raise NexusConnectionError(f"{exc}. Not retrying.", retryable=False) from exc
     except Exception as exc:
         raise NexusConnectionError(
-            redact_url(f"the {what} provider raised {type(exc).__name__}: {exc}")
+            redact_url(f"the {what} provider raised {type(exc).__name__}: {exc}"), cause="provider"
         ) from exc
 
 

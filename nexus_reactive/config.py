@@ -31,8 +31,10 @@ from .config_checks import (
     milliseconds_message,
     redact_url,
 )
+from .config_numbers import check_numbers
 from .errors import ConfigError, NexusConnectionError
 from .journal_keys import PersistKey, check_persist_key
+from .telemetry import Telemetry, check_telemetry
 
 if TYPE_CHECKING:
     # Only an annotation here: cryptography loads when a key is used (signing.py).
@@ -90,6 +92,7 @@ SECONDS_LIMITS: dict[str, tuple[float | None, float]] = {
     "connect_timeout": (60.0, 600.0),
     "auth_timeout": (60.0, 600.0),
     "heartbeat": (60.0, 600.0),
+    "metrics_interval": (60.0, 600.0),
     "request_timeout": (600.0, 3600.0),
 }
 # The TypeScript design's names for the options it has.
@@ -161,6 +164,13 @@ class WebSocketConfig:
         compression: offer permessage-deflate; used if the server accepts it.
         subprotocols: WebSocket subprotocols to offer, in order of preference; the
             server must choose one of them (``state.value.subprotocol``).
+        metrics: count frames, bytes, reconnects and asks, and time asks and pings:
+            ``service.metrics`` (off: nothing is counted, at no cost).
+        metrics_interval: seconds between ``service.metrics`` emissions while it has
+            subscribers (``.value`` is always current).
+        telemetry: OpenTelemetry (the ``otel`` extra): ``True`` for the global
+            providers, or a :class:`~nexus_reactive.telemetry.Telemetry`; a span per
+            ask, metric instruments, trace context to the server. Implies ``metrics``.
     """
 
     # The one field that may also be given positionally: WebSocketConfig(url, ...).
@@ -195,6 +205,9 @@ class WebSocketConfig:
     trust_env: bool = False
     compression: bool = False
     subprotocols: Sequence[str] = ()
+    metrics: bool = False
+    metrics_interval: float = 1.0
+    telemetry: bool | Telemetry = False
 
     def __post_init__(self) -> None:
         check_proxy(self.proxy)
@@ -202,31 +215,7 @@ class WebSocketConfig:
         if not callable(self.url):
             check_url(self.url, allow_insecure=self.allow_insecure, proxy=self.proxy)
         object.__setattr__(self, "subprotocols", check_subprotocols(self.subprotocols))
-        for name in (
-            "reconnect_interval",
-            "max_reconnect_interval",
-            "connect_timeout",
-            "auth_timeout",
-        ):
-            if not _positive(getattr(self, name)):
-                raise ConfigError(f"{name} must be a positive number of seconds")
-        for name in ("request_timeout", "heartbeat", "batch_interval"):
-            value = getattr(self, name)
-            if value is not None and not _positive(value):
-                raise ConfigError(f"{name} must be a positive number of seconds, or None")
-        if self.rate is not None and not _positive(self.rate):
-            raise ConfigError("rate must be a positive number of messages per second, or None")
-        if not (self.reset_backoff_after >= 0 and math.isfinite(self.reset_backoff_after)):
-            raise ConfigError("reset_backoff_after must be a number of seconds >= 0")
-        if not 0 <= self.reconnect_jitter <= 1:
-            raise ConfigError("reconnect_jitter must be between 0 and 1")
-        if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
-            raise ConfigError("max_reconnect_attempts must be >= 0, or None to retry forever")
-        for name in ("outbox_limit", "dedupe_size", "max_message_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
-        if self.max_messages is not None and self.max_messages < 1:
-            raise ConfigError("max_messages must be at least 1")
+        check_numbers(self)
         inherited = _INHERITED.get()
         for name, (warn_above, refuse_above) in SECONDS_LIMITS.items():
             value = getattr(self, name)
@@ -258,8 +247,7 @@ class WebSocketConfig:
                 )
         if not (self.api_key is None or isinstance(self.api_key, str) or callable(self.api_key)):
             raise ConfigError("api_key must be a string, a callable returning one, or None")
-        if self.burst is not None and self.burst < 1:
-            raise ConfigError("burst must be at least 1")
+        check_telemetry(self.telemetry)
         if any(k.lower() == "x-api-key" for k in self.headers):
             raise ConfigError("pass the API key as api_key=..., not in headers")
         check_frames(self.signing_key, self.server_key, self.encrypt)
@@ -364,11 +352,6 @@ def _caller_level() -> int:
     ):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _positive(value: object) -> bool:
-    # `not (x > 0)` also rejects NaN, which every comparison answers False to.
-    return isinstance(value, (int, float)) and value > 0 and not math.isnan(value)
 
 
 def _source(name: str, value: object) -> str:

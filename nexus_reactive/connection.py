@@ -21,7 +21,7 @@ from . import codec
 from .attempts import attempt_proxy, provided
 from .config import WebSocketConfig
 from .config_checks import ProxyUrl
-from .core import Backoff, ClientCore, ConnectionState, Reconnector
+from .core import ClientCore, ConnectionState
 from .core.events import ClientEvents
 from .core.meaning import challenge_error
 from .core.opening import Opening, opening
@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     )
 
     from .asks import Waiter
+    from .metrics import Meter
 
-__all__ = ["CHALLENGE_GRACE", "Connection", "new_core"]
+__all__ = ["CHALLENGE_GRACE", "Connection"]
 
 # The service's loggers: this module is the service's inside.
 log = logging.getLogger("nexus_reactive.service")
@@ -57,23 +58,6 @@ CHALLENGE_GRACE = 0.05
 FrameHandler = Callable[[bytes], NexusConnectionError | None]
 
 
-def new_core(config: WebSocketConfig) -> ClientCore[Waiter]:
-    """The pure client for ``config``: its outbox limit and its retry policy."""
-    reconnector = Reconnector(
-        backoff=Backoff(
-            initial=config.reconnect_interval,
-            maximum=config.max_reconnect_interval,
-            jitter=config.reconnect_jitter,
-        ),
-        max_attempts=config.max_reconnect_attempts,
-        reset_after=config.reset_backoff_after,
-        should_reconnect=config.should_reconnect,
-    )
-    return ClientCore(
-        outbox_limit=config.outbox_limit, reconnector=reconnector, remember=config.dedupe_size
-    )
-
-
 class Connection:
     """The socket and its life: attempts, the receive loop, and (through its
     :class:`~nexus_reactive.outbound.Sender`) the writer, wake-up and rate bucket.
@@ -86,6 +70,7 @@ class Connection:
         fail_asks: fails every pending ask when the connection gives up.
         transport_factory: opens a transport (url, headers, deadline); by default
             aiohttp's. For tests: a scripted or fault-injecting transport.
+        meter: counts frames, connections and reconnects (``metrics=True``), or ``None``.
 
     Set :attr:`on_frame` and :attr:`deliver` (the receive side) before :meth:`start`.
     """
@@ -98,8 +83,10 @@ class Connection:
         report: Callable[[NexusError], None],
         fail_asks: Callable[[NexusError], None],
         transport_factory: TransportFactory | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self._config = config
+        self.meter = meter
         self._core = core
         self._report = report
         self._fail_asks = fail_asks
@@ -109,7 +96,7 @@ class Connection:
         # Publishers: the connection alone emits; the service hands out the streams.
         self.state = ValuePublisher(core.state, "state")
         #: The send side: writer, wake-up, rate bucket, ``outbox_depth``.
-        self.sender = Sender(core, config.rate, config.burst, events.sent)
+        self.sender = Sender(core, config.rate, config.burst, events.sent, meter)
         self._supervisor: asyncio.Task[None] | None = None
         # Every supervisor started and not yet finished, including ones that
         # stop() cancelled: wait_finished() waits for all of them.
@@ -172,6 +159,8 @@ class Connection:
         self.publish(self._core.closed())
         self.state.complete()
         self.sender.outbox_depth.complete()
+        if self.meter is not None:
+            self.meter.close()
 
     def hold(self, wait: float) -> None:
         """The server rate-limited an ask: send nothing for ``wait`` seconds."""
@@ -230,6 +219,8 @@ class Connection:
                     proxy=proxy,
                     compression=config.compression,
                     subprotocols=config.subprotocols,
+                    # The meter times its own pings: pongs come to the receive loop.
+                    autoping=self.meter is None or config.heartbeat is None,
                 )
 
             await self._run(dial)
@@ -252,6 +243,8 @@ class Connection:
                         error = unexpected("the connection failed", exc, log)
                 self._report(error)
                 decision = core.lost(error)
+                if decision.delay is not None and self.meter is not None:
+                    self.meter.lost(error)
                 self.publish(core.state)
                 if decision.delay is None:
                     log.warning("giving up: %s", decision.error)
@@ -286,6 +279,7 @@ class Connection:
     async def _serve(self, transport: Transport) -> NexusConnectionError:
         """Run one open connection until it ends; return why it ended."""
         writer: asyncio.Task[None] | None = None
+        probe: asyncio.Task[None] | None = None
         grace: asyncio.TimerHandle | None = None
         try:
             plan, refused = opening(self.signing_key is not None, transport.auth)
@@ -317,6 +311,10 @@ class Connection:
             writer = self.sender.attach(transport)
             self._retry_after = None
             on_frame = self.on_frame
+            if self.meter is not None:
+                self.meter.opened()
+                probe = self.meter.probe(transport)
+                on_frame = self.meter.counted(on_frame)
             first: FrameHandler | None = None
             if plan is Opening.GRACE:
                 # The server did not say whether it requires key-pair authentication;
@@ -340,10 +338,11 @@ class Connection:
             if grace is not None:
                 grace.cancel()
             self.sender.detach()
-            if writer is not None:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+            for task in (writer, probe):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await transport.close()
 
     def _confirm_open(self) -> None:

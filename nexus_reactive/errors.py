@@ -83,6 +83,10 @@ class NexusConnectionError(NexusError):
         status: the HTTP status of a refused upgrade, if that is what happened.
         close_code: the WebSocket close code, if the connection was closed.
         retry_after: seconds the server asked us to wait before trying again.
+        cause: what happened, in one word of the vocabulary that
+            ``service.metrics`` counts reconnects by (``"connect_timeout"``,
+            ``"heartbeat_timeout"``...), where the status and close code do not say it;
+            ``None`` otherwise (see :func:`nexus_reactive.core.metrics.cause_of`).
     """
 
     def __init__(
@@ -93,12 +97,14 @@ class NexusConnectionError(NexusError):
         status: int | None = None,
         close_code: int | None = None,
         retry_after: float | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.close_code = close_code
         self.retry_after = retry_after
+        self.cause = cause
 
 
 class AuthenticationError(NexusConnectionError):

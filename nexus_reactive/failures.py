@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     # functions import it themselves so this module stays light on its own.
     import aiohttp
 
-__all__ = ["Redirected", "ended", "failure", "subprotocol_refused", "unexpected"]
+__all__ = ["Redirected", "ended", "failure", "refuse_redirect", "subprotocol_refused", "unexpected"]
 
 
 def unexpected(
@@ -36,7 +36,7 @@ def unexpected(
     log.warning("%s", text)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s", redact_url("".join(traceback.format_exception(exc)).rstrip()))
-    return NexusConnectionError(text, retryable=retryable)
+    return NexusConnectionError(text, retryable=retryable, cause="internal")
 
 
 class Redirected(Exception):
@@ -46,6 +46,21 @@ class Redirected(Exception):
         super().__init__(status, location)
         self.status = status
         self.location = location
+
+
+async def refuse_redirect(
+    _session: aiohttp.ClientSession,
+    _context: object,
+    params: aiohttp.TraceRequestRedirectParams,
+) -> None:
+    """The session's redirect hook (``open_session``): raise :class:`Redirected`.
+
+    aiohttp calls it with the 3xx response in hand, before it makes any request to the
+    Location: raising here means the credentials never go anywhere else. (ws_connect has
+    no allow_redirects switch; the trace hook is public API since aiohttp 3.0.)
+    """
+    response = params.response
+    raise Redirected(response.status, response.headers.get("Location", ""))
 
 
 def failure(
@@ -69,9 +84,13 @@ def failure(
             retryable=False,
         )
     if isinstance(exc, TimeoutError):
-        return NexusConnectionError(f"no connection within connect_timeout ({connect_timeout:g}s)")
+        return NexusConnectionError(
+            f"no connection within connect_timeout ({connect_timeout:g}s)", cause="connect_timeout"
+        )
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return NexusConnectionError(redact_url(f"cannot connect to {url}: {_describe(exc)}"))
+        return NexusConnectionError(
+            redact_url(f"cannot connect to {url}: {_describe(exc)}"), cause="connect_failed"
+        )
     raise exc
 
 
@@ -101,11 +120,14 @@ def ended(
             "the server stopped answering pings (no pong within the heartbeat); "
             "the link is treated as dead",
             close_code=code,
+            cause="heartbeat_timeout",
         )
     if exc is not None:
         what = "an invalid compressed frame" if "decompress" in str(exc).lower() else ""
         return NexusConnectionError(
-            redact_url(f"connection lost{': ' + what if what else ''}: {exc}"), close_code=code
+            redact_url(f"connection lost{': ' + what if what else ''}: {exc}"),
+            close_code=code,
+            cause="connection_lost",
         )
     return close_error(code)
 

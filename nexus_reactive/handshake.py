@@ -93,7 +93,8 @@ async def authenticate(
             reply = await _next(transport, AuthOkMessage, deliver, report, challenge.id, guard)
     except TimeoutError:
         raise NexusConnectionError(
-            f"the server did not confirm authentication within auth_timeout ({timeout:g}s)"
+            f"the server did not confirm authentication within auth_timeout ({timeout:g}s)",
+            cause="handshake",
         ) from None
     if reply.payload.pubkey != pubkey:
         raise AuthenticationError(

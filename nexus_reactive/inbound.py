@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .asks import AskTracker
@@ -33,6 +33,9 @@ from .messages import (
     ResponseMessage,
 )
 from .streams import Publisher
+
+if TYPE_CHECKING:
+    from .metrics import Meter
 
 __all__ = ["Handler", "Receiver"]
 
@@ -59,6 +62,9 @@ class Receiver:
         report: where malformed frames and unawaited failures go.
         rate_limit_default: the wait after a ``rate_limited`` reply without
             ``retry_after`` (``reconnect_interval``).
+
+    The connection's meter (``metrics=True``), if any, is told of answers and of
+    repeated answers dropped.
     """
 
     __slots__ = (
@@ -70,6 +76,7 @@ class Receiver:
         "_default_wait",
         "_emit",
         "_events",
+        "_meter",
         "_piece",
         "_reply",
         "_report",
@@ -88,6 +95,7 @@ class Receiver:
         rate_limit_default: float,
     ) -> None:
         self.messages: Publisher[Message] = Publisher("messages")
+        self._meter: Meter | None = connection.meter
         #: ``on_message`` handlers by message type, swapped in atomically.
         self.handlers: dict[str, tuple[Handler, ...]] = {}
         self._connection = connection
@@ -192,6 +200,8 @@ class Receiver:
         outcome, entry = self._reply(message.id)
         if outcome is _DUPLICATE:
             log.debug("dropped a second answer to %s", message.id)
+            if self._meter is not None:
+                self._meter.duplicate()
             return None
         events = self._events
         if events is not None:
@@ -201,6 +211,8 @@ class Receiver:
             else:
                 events.received(frame)
         if entry is not None:
+            if self._meter is not None:
+                self._meter.answered(message, entry, type(message) is ErrorMessage)
             if entry.waiter is not None:
                 self._settle(entry.waiter, message)
         elif type(message) is ErrorMessage:

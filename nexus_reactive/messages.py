@@ -56,6 +56,12 @@ MAX_ID_LENGTH = 128
 MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 #: Only an ``error`` may carry the empty id: it is about the connection as a whole.
 ErrorId = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+#: W3C trace context (https://www.w3.org/TR/trace-context/) on an ``ask``: bounded, so
+#: that a server never holds more than this per ask (a version 00 traceparent is 55).
+MAX_TRACEPARENT_LENGTH = 128
+MAX_TRACESTATE_LENGTH = 512
+TraceParent = Annotated[str, msgspec.Meta(max_length=MAX_TRACEPARENT_LENGTH)]
+TraceState = Annotated[str, msgspec.Meta(max_length=MAX_TRACESTATE_LENGTH)]
 
 
 def new_id() -> str:
@@ -167,10 +173,17 @@ class _Envelope(
 
 
 class AskMessage(_Envelope, tag="ask", frozen=True):
-    """Client to server: a question, answered by one ``response`` or ``error``."""
+    """Client to server: a question, answered by one ``response`` or ``error``.
+
+    ``traceparent`` and ``tracestate`` (optional, in the envelope) carry the W3C trace
+    context of the client's span for the ask (``telemetry=``), so that the server's
+    spans join the client's trace.
+    """
 
     type: ClassVar[str] = "ask"
     payload: AskRequest
+    traceparent: TraceParent | None = None
+    tracestate: TraceState | None = None
 
 
 class AuthMessage(_Envelope, tag="auth", frozen=True):

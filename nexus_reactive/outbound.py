@@ -20,6 +20,7 @@ from .transport import Transport
 
 if TYPE_CHECKING:
     from .asks import Waiter
+    from .metrics import Meter
 
 __all__ = ["Sender"]
 
@@ -37,6 +38,7 @@ class Sender:
         core: the pure client whose outbox is written.
         rate: messages per second at most (``None``: unpaced), and ``burst``.
         sent: told of each keyed frame written (a journal's ``sent`` event).
+        meter: counts the frames written (``metrics=True``), or ``None``.
     """
 
     def __init__(
@@ -45,9 +47,11 @@ class Sender:
         rate: float | None,
         burst: int | None,
         sent: Callable[[str], None],
+        meter: Meter | None = None,
     ) -> None:
         self._core = core
         self._sent = sent
+        self._meter = meter
         self._bucket = TokenBucket(rate, burst)
         self._transport: Transport | None = None
         self._wake: asyncio.Event | None = None
@@ -84,6 +88,8 @@ class Sender:
             if frames_log.isEnabledFor(logging.DEBUG):
                 frames_log.debug("-> %s", codec.redact(item.frame))
             await transport.send(item.frame)
+            if self._meter is not None:
+                self._meter.wrote_one(item.frame)
         except asyncio.CancelledError:
             self._core.unsent(item)  # the caller abandons the ask
             raise
@@ -117,6 +123,7 @@ class Sender:
         depth = self.outbox_depth
         bucket = self._bucket
         sent_event = self._sent
+        meter = self._meter
         trace = frames_log.isEnabledFor(logging.DEBUG)
         loop = asyncio.get_running_loop()
         while True:
@@ -140,10 +147,13 @@ class Sender:
                     for sent in batch:
                         frames_log.debug("-> %s", codec.redact(sent.frame))
                 self._writing = True
+                frames = [sent.frame for sent in batch]
                 try:
-                    await transport.send_batch([sent.frame for sent in batch])
+                    await transport.send_batch(frames)
                 finally:
                     self._writing = False
+                if meter is not None:
+                    meter.wrote(frames)
             except asyncio.CancelledError:
                 for unsent in reversed(batch):
                     core.unsent(unsent)

@@ -106,7 +106,9 @@ def proxy_error(exc: BaseException, proxy: ProxyUrl) -> NexusConnectionError | N
     ):
         return http_proxy_refused(status or 0, name)
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return NexusConnectionError(f"cannot connect to the proxy at {name}: {exc.strerror}")
+        return NexusConnectionError(
+            f"cannot connect to the proxy at {name}: {exc.strerror}", cause="connect_failed"
+        )
     socks_error = _socks_errors()
     if socks_error and isinstance(exc, socks_error):
         message = redact_url(str(exc))
@@ -117,7 +119,9 @@ def proxy_error(exc: BaseException, proxy: ProxyUrl) -> NexusConnectionError | N
                 "user and password in proxy= (socks5://user:password@host:port). Not retrying.",
                 retryable=False,
             )
-        return NexusConnectionError(f"the SOCKS proxy at {name} failed: {message}")
+        return NexusConnectionError(
+            f"the SOCKS proxy at {name} failed: {message}", cause="connect_failed"
+        )
     return None
 
 
@@ -134,6 +138,7 @@ def http_proxy_refused(status: int, name: str) -> NexusConnectionError:
         return NexusConnectionError(
             f"the proxy at {name} could not open a tunnel to the server (HTTP {status})",
             status=status,
+            cause="connect_failed",
         )
     return NexusConnectionError(
         f"the proxy at {name} refused to open a tunnel to the server (HTTP {status}): it "

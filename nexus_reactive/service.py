@@ -1,19 +1,13 @@
-"""``WebSocketService``: the client class of the TypeScript design this library
-mirrors, its public API.
+"""``WebSocketService``: the TypeScript design's client class, this library's public API.
 
-A thin facade that composes the parts, each the one owner of its state:
-
-- :class:`~nexus_reactive.connection.Connection`: the socket, the writer, the
-  attempts, the rate bucket, the ``state`` stream;
-- :class:`~nexus_reactive.asks.AskTracker`: the asks in flight, their deadlines
-  and futures;
-- :class:`~nexus_reactive.inbound.Receiver`: what each frame means, and the
-  ``messages`` stream and ``on_message`` handlers;
-- :class:`~nexus_reactive.recorder.Recorder`: the observer of message events
-  (:class:`~nexus_reactive.core.events.ClientEvents`), the journal with ``persist=``.
-
-Every decision (retry or give up, what to send next, what a reply means) is the
-pure :class:`~nexus_reactive.core.ClientCore`'s and :mod:`nexus_reactive.core`'s.
+A thin facade that composes the parts, each the one owner of its state: the
+:class:`~nexus_reactive.connection.Connection` (socket, writer, attempts, rate bucket,
+``state``), the :class:`~nexus_reactive.asks.AskTracker` (asks in flight, deadlines,
+futures), the :class:`~nexus_reactive.inbound.Receiver` (what each frame means;
+``messages``, ``on_message``), the :class:`~nexus_reactive.recorder.Recorder` (message
+events, the journal with ``persist=``) and the :class:`~nexus_reactive.metrics.Meter`.
+Every decision (retry or give up, what to send next, what a reply means) is the pure
+:class:`~nexus_reactive.core.ClientCore`'s and :mod:`nexus_reactive.core`'s.
 """
 
 from __future__ import annotations
@@ -27,21 +21,16 @@ from reactivex import Observable
 
 from . import codec
 from .asks import AskTracker, Waiter
+from .client_core import new_core
 from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
-from .connection import Connection, new_core
+from .connection import Connection
 from .core import ClientCore, ConnectionState, Phase
 from .errors import ConnectionClosed, NexusError, ProtocolError, UsageError
 from .guards import check_loop_thread
 from .inbound import Receiver
 from .logs import enable_debug_from_env
-from .messages import (
-    AskMessage,
-    AskResponse,
-    Message,
-    ResponseMessage,
-    ask_request,
-    new_id,
-)
+from .messages import AskMessage, AskResponse, Message, ResponseMessage, ask_request, new_id
+from .metrics import Metrics, metrics_stream, new_meter
 from .observe import observe_answer, observe_pieces, of_type
 from .recorder import Recorder
 from .streams import Publisher, Stream, ValueStream
@@ -71,7 +60,8 @@ class WebSocketService:
     - :attr:`messages`: every valid inbound message, in arrival order;
     - :attr:`state`: the :class:`ConnectionState`, replayed to each new subscriber;
     - :attr:`errors`: every :class:`NexusError` reported (malformed frames, failed
-      attempts, connection-wide server errors, timeouts of unawaited asks).
+      attempts, connection-wide server errors, timeouts of unawaited asks);
+    - :attr:`metrics` (``metrics=True``): counters and latencies, a current value.
     """
 
     def __init__(
@@ -88,25 +78,24 @@ class WebSocketService:
         self._closed = False
         enable_debug_from_env()
         # The observer of message events: the journal (persist=), else nobody.
-        self._recorder = Recorder(
-            config,
-            self._core,
-            history_limit or config.max_messages or DEFAULT_MAX_MESSAGES,
-            self._report,
-            lambda: self._loop,
-        )
+        keep = history_limit or config.max_messages or DEFAULT_MAX_MESSAGES
+        self._recorder = Recorder(config, self._core, keep, self._report, self._loop_of)
         self._journal = self._recorder.journal
         self.restored_history = self._recorder.restored_history
         self._events = events = self._recorder.events
-        self._asks = AskTracker(self._core, events, self._report, config.request_timeout)
+        self._meter = meter = new_meter(config, self._core, self._loop_of)  # metrics=
+        self._asks = AskTracker(self._core, events, self._report, config.request_timeout, meter)
         self._connection = Connection(
-            config, self._core, events, self._report, self._asks.fail_all, transport_factory
+            config, self._core, events, self._report, self._asks.fail_all, transport_factory, meter
         )
         self._receiver = Receiver(
             self._asks, self._connection, self._journal, self._report, config.reconnect_interval
         )
         self._connection.on_frame = self._receiver.on_frame
         self._connection.deliver = self._receiver.deliver
+
+    def _loop_of(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.shown_url} {self._core.state}>"
@@ -180,6 +169,11 @@ class WebSocketService:
         """
 
         return observe_answer(lambda: self._loop, lambda: self.ask(query, team_id, timeout))
+
+    @property
+    def metrics(self) -> ValueStream[Metrics]:
+        """Counters and latencies, ``metrics=True`` (:class:`~nexus_reactive.Metrics`)."""
+        return metrics_stream(self._meter)
 
     @property
     def outbox_depth(self) -> ValueStream[int]:

@@ -34,7 +34,7 @@ from reactivex import operators as ops
 
 from . import pool
 from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
-from .core import ConnectionState
+from .core import ConnectionState, Metrics
 from .errors import ConfigError, NexusError, UsageError
 from .history import History, HistoryItem
 from .intake import Intake
@@ -116,6 +116,7 @@ class WebSocketStore:
             self._state_view = ScheduledView(self.service.state, scheduler, loop)
             self._messages_view = ScheduledView(self._intake.stream, scheduler, loop)
         self._closed = False
+        self._metrics_view: ValueStream[Metrics] | None = None
         if not self._scoped:
             # A journal (persist=) restores the history of the previous life.
             self._intake.restore(self.service.restored_history)
@@ -222,6 +223,14 @@ class WebSocketStore:
     def batch_interval(self) -> float | None:
         """The least time between two emissions of ``messages`` (``None``: a tick)."""
         return self._interval
+
+    @property
+    def metrics(self) -> ValueStream[Metrics]:
+        """The connection's ``service.metrics`` (``metrics=True``), on the store's scheduler."""
+        if self._metrics_view is None:
+            view, on = self.service.metrics, self._scheduler
+            self._metrics_view = view if on is None else ScheduledView(view, on, self._loop)
+        return self._metrics_view
 
     @property
     def team_id(self) -> str | None:

@@ -28,6 +28,7 @@ SECTIONS = {
     "server",
     "journal",
     "frames",
+    "observability",
 }
 RATIOS = {
     "flood": {
@@ -70,16 +71,23 @@ RATIOS = {
         "sequential p50: encrypted journal / no journal",
         "100 in flight asks/s: encrypted journal / plain journal",
         "100 in flight asks/s: encrypted journal / no journal",
+    },
     "frames": {
         "sequential p50: signed / plain",
         "100 in flight asks/s: signed / plain",
         "sequential p50: sealed / plain",
         "100 in flight asks/s: sealed / plain",
     },
+    "observability": {
+        "flood msg/s: metrics on / off",
+        "flood msg/s: otel on / off",
+        "sequential p50: metrics on / off",
+        "sequential p50: otel on / off",
+    },
 }
 #: Values checked against a bound that are not ratios (milliseconds, counts).
 CHECKS = {"imports": {"import nexus_reactive, ms"}, "server": {"idle connections held"}}
-TARGETS = 16
+TARGETS = 18
 
 
 def test_quick_bench_reports_every_section_ratio_and_target(tmp_path: Path) -> None:

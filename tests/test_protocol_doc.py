@@ -683,3 +683,46 @@ def test_the_limits_are_the_codes_numbers(page: Section) -> None:
         assert numbers and numbers[0] == value, (
             f"docs/protocol.md: limit {name!r} is {rows[name]['value']!r}; the code has {value:g}"
         )
+
+
+# --- optional envelope fields (trace context) ---------------------------------------------
+
+_ENVELOPE = {"type", "id", "payload"}
+
+
+def _envelope_extras() -> dict[str, dict[str, msgspec.inspect.Field]]:
+    """Envelope fields beyond type, id and payload, by field name: the classes having each."""
+    extras: dict[str, dict[str, msgspec.inspect.Field]] = {}
+    for cls in messages.KNOWN_CLASSES:
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+        for f in info.fields:
+            if f.encode_name not in _ENVELOPE:
+                extras.setdefault(f.encode_name, {})[cls.type] = f
+    return extras
+
+
+def test_optional_envelope_fields_are_documented_both_ways(page: Section) -> None:
+    section = page.child("Trace context (ext)")
+    rows = {_backticked(row["field"]): row for row in _only_table(section, FIELD_HEADER)}
+    extras = _envelope_extras()
+    assert set(extras) == set(rows), (
+        f"docs/protocol.md, Trace context: fields {sorted(rows)}; the envelopes in "
+        f"messages.py have {sorted(extras)} beyond type, id and payload"
+    )
+    for name, by_type in extras.items():
+        row = rows[name]
+        assert set(by_type) == {"ask"}, f"`{name}` is on {sorted(by_type)}; the page says ask"
+        info = by_type["ask"]
+        kind = _strip_none(info.type)
+        assert row["type"] == _json_type(kind)
+        assert row["required"] == ("yes" if info.required else "no")
+        assert isinstance(kind, msgspec.inspect.StrType) and kind.max_length is not None
+        assert _mentions(row["limits"], kind.max_length), (
+            f"`{name}` is at most {kind.max_length} characters in the code; the page says "
+            f"{row['limits']!r}"
+        )
+    # The example frame on the page is a valid ask carrying a traceparent.
+    (example,) = re.findall(r"```json\n(.*?)\n```", section.text, re.S)
+    decoded = msgspec.json.decode(example.encode(), type=messages.AskMessage)
+    assert decoded.traceparent is not None and len(decoded.traceparent) == 55

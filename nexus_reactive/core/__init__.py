@@ -9,12 +9,14 @@
 - :mod:`.pending`: asks waiting for their answer;
 - :mod:`.recent`: the bounded memory of answered and abandoned ids;
 - :mod:`.ratelimit`: the token bucket that paces outgoing messages;
+- :mod:`.metrics`: the counters and latency windows behind ``service.metrics``;
 - :mod:`.connection`: :class:`ClientCore`, the rules that tie them together.
 """
 
 from .backoff import Backoff, Reconnector
 from .connection import ClientCore, Decision
 from .deadlines import Deadlines
+from .metrics import Counters, Latency, Metrics
 from .outbox import Outbox, Outgoing
 from .pending import Pending, PendingTable, Reply
 from .policy import close_error, http_error
@@ -27,8 +29,11 @@ __all__ = [
     "Backoff",
     "ClientCore",
     "ConnectionState",
+    "Counters",
     "Deadlines",
     "Decision",
+    "Latency",
+    "Metrics",
     "Outbox",
     "Outgoing",
     "Pending",

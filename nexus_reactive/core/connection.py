@@ -112,6 +112,7 @@ class ClientCore(Generic[W]):
             entry = pending.get(item.ask_id)
             if entry is not None:
                 entry.on_wire = True
+                entry.sends += 1
                 return item
         return None
 

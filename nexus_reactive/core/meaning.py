@@ -81,7 +81,9 @@ def handshake_error(code: str, text: str, retry_after: float | None) -> NexusCon
             "its allowed keys include this client's public key. Not retrying."
         )
     return NexusConnectionError(
-        f"the server answered the handshake with {code!r}: {text}", retry_after=retry_after
+        f"the server answered the handshake with {code!r}: {text}",
+        retry_after=retry_after,
+        cause="handshake",
     )
 
 

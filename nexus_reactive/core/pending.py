@@ -51,6 +51,7 @@ class Pending(Generic[W]):
         early: pieces that arrived ahead of ``next_chunk``, by index (at most
             ``MAX_EARLY_CHUNKS``; :meth:`ClientCore.chunk` drops the rest).
         early_dropped: how many early pieces were dropped over that bound.
+        sends: how many times its frame was handed to the writer (the attempts).
     """
 
     frame: bytes
@@ -59,6 +60,7 @@ class Pending(Generic[W]):
     next_chunk: int = 0
     early: dict[int, Any] | None = None
     early_dropped: int = 0
+    sends: int = 0
 
 
 class PendingTable(Generic[W]):

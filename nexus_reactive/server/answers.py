@@ -4,7 +4,9 @@
 limit, ``unknown_type`` for what a client does not send) and answers each ``ask``
 in its own task, through the server's reply cache (:mod:`.dedupe`), so a slow
 answer never holds up a fast one, answers may go out in any order, and an ask
-repeated (after a reconnect) joins or replays the first one's answer.
+repeated (after a reconnect) joins or replays the first one's answer. An ask that
+carries W3C trace context is answered inside a span that joins the client's trace
+(:mod:`.tracing`).
 """
 
 from __future__ import annotations
@@ -137,6 +139,22 @@ class Answers:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, ask: AskMessage, pubkey: str | None) -> None:
+        if ask.traceparent is None or (tracer := self._state.tracing.tracer()) is None:
+            await self._reply(ask, pubkey)
+            return
+        from ..otel import server_span
+
+        with server_span(tracer, ask) as span:
+            outcome = await self._reply(ask, pubkey)
+            span.set_attribute("nexus.ask.outcome", outcome)
+            if outcome in ("internal", "too_large"):
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_status(Status(StatusCode.ERROR, outcome))
+
+    async def _reply(self, ask: AskMessage, pubkey: str | None) -> str:
+        """Answer ``ask``; return how: ``answered``, ``replayed``, ``internal`` (the
+        engine or the server failed) or ``too_large``."""
         # One client is one API key and, with key-pair authentication, one public key.
         key: Hashable = (self._key, pubkey, ask.id)
         try:
@@ -148,7 +166,8 @@ class Answers:
             )
         except Exception:
             logger.exception("failed to answer ask %s", ask.id)
-            reply, replayed = error_frame(ask.id, "internal", INTERNAL), False
+            await self._wire.send(error_frame(ask.id, "internal", INTERNAL))
+            return "internal"
         if replayed:
             # Joined a computation already running (its chunks so far, then the rest),
             # or, once it is done, the remembered final reply alone.
@@ -171,8 +190,11 @@ class Answers:
                 f"{self._max_reply} bytes ({MAX_MESSAGE_SIZE_HEADER}, else the server's "
                 "max_message_size); ask for less, or raise the client's max_message_size",
             )
-            return
+            return "too_large"
         await self._wire.send(reply)
+        if reply.startswith(b'{"type":"error"'):
+            return "internal"  # the engine failed (an error reply, not remembered)
+        return "replayed" if replayed else "answered"
 
     async def _send_chunk(self, frame: bytes) -> None:
         # A chunk over the limit is skipped; the final reply is bigger still, and is

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..framing import MODES, FramesMode
 from ..negotiation import FrameKeys
 from ..signing import SigningKeySource
+from ..telemetry import Telemetry
 from .auth import ApiKeys
 from .connection import handle_upgrade
 from .dedupe import ReplyCache
@@ -26,6 +27,7 @@ from .engine import EchoEngine, Engine
 from .keyauth import normalize_pubkeys
 from .ratelimit import RateLimiter
 from .state import KeyAuth, ServerState, ServerStats
+from .tracing import AskTracing
 
 __all__ = ["STATE_KEY", "STATS_KEY", "create_app"]
 
@@ -67,6 +69,7 @@ def create_app(
     rate_burst: int | None = None,
     abuse_threshold: int = DEFAULT_ABUSE_THRESHOLD,
     clock: Callable[[], float] = time.monotonic,
+    telemetry: bool | Telemetry | None = None,
 ) -> web.Application:
     """Build a Nexus server application.
 
@@ -116,6 +119,11 @@ def create_app(
             closed with 4429 (reason ``retry_after=<seconds>``).
         clock: the monotonic clock of the rate limiter and the reply cache, in
             seconds; tests inject a fake one.
+        telemetry: where the span of an ask that carries W3C trace context goes (a
+            child of the client's span): ``None``, OpenTelemetry's global tracer
+            provider if its API is installed (loaded at the first such ask); ``True``
+            likewise, checked now; a :class:`~nexus_reactive.Telemetry` names a
+            provider; ``False``: never traced.
 
     Returns:
         The application, ready for :class:`aiohttp.web.AppRunner` or the
@@ -123,8 +131,9 @@ def create_app(
 
     Raises:
         ConfigError: no API key was given and ``NEXUS_API_KEY`` is not set, a key
-            is empty, an allowed public key is not 64 hex digits, or the signing key
-            cannot be read.
+            is empty, an allowed public key is not 64 hex digits, the signing key
+            cannot be read, or ``telemetry`` is set and OpenTelemetry's API is not
+            installed.
         ValueError: a size, time, rate or path is out of range.
     """
     keys = ApiKeys(api_keys)
@@ -166,6 +175,7 @@ def create_app(
         ),
         abuse_threshold=abuse_threshold,
         frames=frames,
+        tracing=AskTracing(telemetry),
     )
     app = web.Application()
     app[STATE_KEY] = state

@@ -29,6 +29,7 @@ from ..config_checks import redact_url
 from ..errors import ConfigError
 from ..framing import FramesMode
 from ..signing import SigningKeySource
+from ..telemetry import Telemetry
 from .app import STATE_KEY, create_app
 from .engine import Engine
 
@@ -63,6 +64,7 @@ class AppOptions(TypedDict, total=False):
     rate_burst: int | None
     abuse_threshold: int
     clock: Callable[[], float]
+    telemetry: bool | Telemetry | None
 
 
 def server_ssl_context(certfile: StrPath, keyfile: StrPath | None = None) -> ssl.SSLContext:

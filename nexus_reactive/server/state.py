@@ -11,6 +11,7 @@ from .auth import ApiKeys
 from .dedupe import ReplyCache
 from .engine import Engine
 from .ratelimit import RateLimiter
+from .tracing import AskTracing
 
 if TYPE_CHECKING:
     from ..negotiation import FrameKeys
@@ -87,5 +88,6 @@ class ServerState:
     abuse_threshold: int
     #: The server's key for signed and sealed frames, if it has one.
     frames: FrameKeys | None = None
+    tracing: AskTracing = field(default_factory=AskTracing)
     stats: ServerStats = field(default_factory=ServerStats)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
