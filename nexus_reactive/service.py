@@ -254,8 +254,12 @@ class WebSocketService(ServiceViews):
             self._errors.complete()
 
     async def __aenter__(self) -> Self:
-        try:  # lazy: checks the credentials only; demand connects
-            await (self._connection.prepare() if self._lazy is not None else self.connect())
+        try:
+            if self._lazy is None:
+                await self.connect()
+            else:  # lazy: bound to this loop, the credentials checked; demand connects
+                self._bind("__aenter__")
+                await self._connection.prepare()
         except BaseException:
             await self.close()
             raise

@@ -121,6 +121,7 @@ class WebSocketStore:
         self._connecting: asyncio.Task[None] | None = None
         lazy = self.service._lazy
         if lazy is not None:  # connects when its messages are watched, or on an ask
+            self.service._loop = self.service._loop or loop  # demand from any thread
             count_subscribers(self._messages_view, lazy.hold)
         else:
             self._connecting = loop.create_task(
