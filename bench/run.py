@@ -6,7 +6,7 @@ Usage::
                         [--loop asyncio|uvloop] [--json PATH] [--png PATH]
 
 Sections: a flood, b asks, c history, d memory, e restart, f uvloop, g imports,
-h stores, i server (letters or names).
+h stores, i server, j compression (letters or names).
 Every server process the suite starts is stopped before it exits, also on Ctrl-C,
 SIGTERM or failure. Exit code 0 when every section ran, whatever the numbers.
 """
@@ -44,8 +44,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections to run: a-i or "
-        "flood,asks,history,memory,restart,uvloop,imports,stores,server",
+        help="comma-separated sections to run: a-j or "
+        "flood,asks,history,memory,restart,uvloop,imports,stores,server,compression",
     )
     parser.add_argument(
         "--loop",

@@ -38,7 +38,7 @@ from typing import Any
 from nexus_reactive import WebSocketConfig, WebSocketService, codec
 from nexus_reactive.messages import Message
 
-from . import baselines, library, scale, servers, traffic
+from . import baselines, compression, library, scale, servers, traffic
 from .stats import percentile, ratio, summarize
 
 __all__ = ["SECTIONS", "Params", "Suite"]
@@ -74,6 +74,8 @@ class Params:
     idle_heartbeat: float = 5.0  # i: seconds between pings, client and server
     idle_hold: float = 15.0  # i: seconds they stay idle
     server_rounds: int = 1  # i: rounds of the idle-connections run
+    compression_asks: int = 500  # j: asks per throughput run, each variant
+    compression_in_flight: int = 20  # j
 
     @classmethod
     def quick(cls) -> Params:
@@ -94,6 +96,7 @@ class Params:
             idle_connections=100,
             idle_heartbeat=1.0,
             idle_hold=1.5,
+            compression_asks=40,
         )
 
 
@@ -500,6 +503,14 @@ class Suite:
     async def server(self) -> dict[str, Any]:
         return await scale.server(self)
 
+    # -- j: permessage-deflate on and off (bench/compression.py) ----------------------
+
+    async def compression(self) -> dict[str, Any]:
+        p = self.params
+        return await compression.section(
+            p.rounds, p.compression_asks, p.compression_in_flight, self.api_key
+        )
+
     # -- e: restart ------------------------------------------------------------------
 
     async def restart(self) -> dict[str, Any]:
@@ -624,4 +635,5 @@ SECTIONS: dict[str, str] = {
     "g": "imports",
     "h": "stores",
     "i": "server",
+    "j": "compression",
 }

@@ -26,6 +26,7 @@ SECTIONS = {
     "imports",
     "stores",
     "server",
+    "compression",
 }
 RATIOS = {
     "flood": {
@@ -61,6 +62,12 @@ RATIOS = {
     "imports": set(),
     "stores": {"flood msg/s: 50 shared stores / 1"},
     "server": {"idle connections held / attempted"},
+    "compression": {
+        "bytes down per ask: compression / none",
+        "bytes up per ask: compression / none",
+        "asks/s: compression / none",
+        "sequential round trip, ms: compression / none",
+    },
 }
 #: Values checked against a bound that are not ratios (milliseconds, counts).
 CHECKS = {"imports": {"import nexus_reactive, ms"}, "server": {"idle connections held"}}
