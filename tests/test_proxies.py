@@ -5,21 +5,15 @@ environment's proxy (``trust_env=True`` with ``HTTPS_PROXY``/``NO_PROXY``), and 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from nexus_reactive import ConfigError, NexusConnectionError, WebSocketConfig, WebSocketService
-from nexus_reactive.server import create_app
-from nexus_reactive.server.app import STATS_KEY
-from nexus_reactive.server.runner import server_ssl_context
 
-from .conftest import KEY, Nexus, client_config
+from .conftest import KEY, Nexus, ServerFactory, client_config
 from .faults import wait_for
 from .proxy_servers import HttpProxy, Socks5Proxy
-from .tlsutil import make_tls
 
 PASSWORD = "pr0xy-s3cret-51d2"
 USER = "alice"
@@ -36,23 +30,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.fixture
-async def tls_nexus(aiohttp_server: Any, tmp_path: Path) -> tuple[TestServer, Any]:
-    """The reference server over TLS (a private CA), and the client's SSL context."""
-    tls = make_tls(tmp_path)
-    server = await aiohttp_server(
-        create_app(api_keys=KEY),
-        host="127.0.0.1",
-        ssl=server_ssl_context(tls.server_cert, tls.server_key),
-    )
-    return server, tls.client_context()
+async def tls_nexus(start_nexus: ServerFactory) -> tuple[Nexus, Any]:
+    """The reference server over TLS (a throwaway CA), and the client's SSL context."""
+    server = await start_nexus(tls=True)
+    return server, server.client_ssl_context
 
 
-def wss_config(nexus: TestServer, context: Any, **options: Any) -> WebSocketConfig:
+def wss_config(nexus: Nexus, context: Any, **options: Any) -> WebSocketConfig:
     return client_config(f"wss://localhost:{nexus.port}/", ssl=context, **options)
 
 
 async def test_wss_goes_through_a_connect_tunnel_with_proxy_credentials(
-    tls_nexus: tuple[TestServer, Any], clean_env: Any
+    tls_nexus: tuple[Nexus, Any], clean_env: Any
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy(user=USER, password=PASSWORD) as proxy:
@@ -68,7 +57,7 @@ async def test_wss_goes_through_a_connect_tunnel_with_proxy_credentials(
 
 
 async def test_a_proxy_that_refuses_the_credentials_is_a_clear_fatal_error(
-    tls_nexus: tuple[TestServer, Any], clean_env: Any
+    tls_nexus: tuple[Nexus, Any], clean_env: Any
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy(user=USER, password="the-right-one") as proxy:
@@ -84,11 +73,11 @@ async def test_a_proxy_that_refuses_the_credentials_is_a_clear_fatal_error(
     assert f"127.0.0.1:{proxy.port}" in text
     assert PASSWORD not in text + repr(error) + str(service.state.value) + repr(config)
     assert proxy.refused == 1 and proxy.tunnels == 0  # not retried
-    assert nexus.app[STATS_KEY].connections_total == 0
+    assert nexus.stats.connections_total == 0
 
 
 async def test_a_proxy_that_vanishes_mid_tunnel_is_reconnected_through(
-    tls_nexus: tuple[TestServer, Any], clean_env: Any
+    tls_nexus: tuple[Nexus, Any], clean_env: Any
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy() as proxy:
@@ -164,7 +153,7 @@ def test_the_repr_never_shows_proxy_credentials() -> None:
 
 
 async def test_trust_env_takes_https_proxy_from_the_environment(
-    tls_nexus: tuple[TestServer, Any], clean_env: pytest.MonkeyPatch
+    tls_nexus: tuple[Nexus, Any], clean_env: pytest.MonkeyPatch
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy(user=USER, password=PASSWORD) as proxy:
@@ -180,7 +169,7 @@ async def test_trust_env_takes_https_proxy_from_the_environment(
 
 
 async def test_trust_env_honours_no_proxy(
-    tls_nexus: tuple[TestServer, Any], clean_env: pytest.MonkeyPatch
+    tls_nexus: tuple[Nexus, Any], clean_env: pytest.MonkeyPatch
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy() as proxy:
