@@ -1,19 +1,28 @@
 """Proxies over real loopback sockets: HTTP CONNECT (with and without credentials, a
-407 refusal, a proxy that vanishes mid-tunnel), ``ws://`` through a proxy, the
-environment's proxy (``trust_env=True`` with ``HTTPS_PROXY``/``NO_PROXY``), and SOCKS5."""
+407 refusal, a proxy that vanishes mid-tunnel or cannot reach the server), ``ws://``
+through a proxy (and the proxy's own 5xx), the environment's proxy (``trust_env=True``
+with ``HTTPS_PROXY``/``NO_PROXY``), and SOCKS5."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
 import pytest
 
-from nexus_reactive import ConfigError, NexusConnectionError, WebSocketConfig, WebSocketService
+from nexus_reactive import (
+    ConfigError,
+    NexusConnectionError,
+    RetriesExhausted,
+    WebSocketConfig,
+    WebSocketService,
+)
 
 from .conftest import KEY, Nexus, ServerFactory, client_config
 from .faults import wait_for
 from .proxy_servers import HttpProxy, Socks5Proxy
+from .waiting import wait_for_state
 
 PASSWORD = "pr0xy-s3cret-51d2"
 USER = "alice"
@@ -118,6 +127,68 @@ async def test_ws_through_a_loopback_proxy_forwards_the_upgrade(
         async with WebSocketService(config) as service:
             assert (await service.ask("forwarded")).answer
     assert proxy.forwarded == 1 and proxy.tunnels == 0 and proxy.refused == 0
+
+
+async def test_ws_through_a_proxy_that_cannot_reach_the_server_says_so(
+    nexus: Nexus, clean_env: Any
+) -> None:
+    # Over ws:// the proxy answers the upgrade itself when the server is down: its 502
+    # is the proxy's, retried with backoff, and comes through again once the server is up.
+    await nexus.stop()
+    async with HttpProxy(user=USER, password=PASSWORD) as proxy:
+        config = nexus.config(proxy=proxy.url_with(USER, PASSWORD), max_reconnect_attempts=None)
+        service = WebSocketService(config)
+        errors: list[NexusConnectionError] = []
+        service.errors.subscribe(lambda e: errors.append(e))  # type: ignore[arg-type]
+        connecting = asyncio.ensure_future(service.connect())
+        state = await wait_for_state(service, "waiting")
+        error = errors[0]
+        assert error.status == 502 and error.retryable
+        text = str(error)
+        assert text.startswith(f"the proxy at http://127.0.0.1:{proxy.port} could not reach")
+        assert "HTTP 502 Bad Gateway" in text and "the server failed" not in text
+        assert state.error == text and PASSWORD not in text and USER not in text
+
+        await nexus.start()
+        await connecting
+        assert (await service.ask("through again")).answer
+        await service.close()
+    assert proxy.unreachable >= 1 and proxy.forwarded >= 2
+
+
+async def test_a_proxys_ambiguous_503_over_ws_names_both_and_keeps_retry_after(
+    nexus: Nexus, clean_env: Any
+) -> None:
+    await nexus.stop()
+    async with HttpProxy(unreachable_status=503, retry_after=7) as proxy:
+        service = WebSocketService(nexus.config(proxy=proxy.url, max_reconnect_attempts=0))
+        with pytest.raises(NexusConnectionError) as info:
+            await service.connect()
+        await service.close()
+    assert isinstance(info.value, RetriesExhausted)
+    error = info.value.last_error
+    text = str(error)
+    assert f"through the proxy at http://127.0.0.1:{proxy.port} failed with HTTP 503" in text
+    assert "the proxy could not reach the server, or the server failed" in text
+    assert error.status == 503 and error.retry_after == 7.0 and error.retryable
+
+
+async def test_wss_through_a_proxy_that_cannot_reach_the_server_is_retried(
+    tls_nexus: tuple[Nexus, Any], clean_env: Any
+) -> None:
+    nexus, context = tls_nexus
+    await nexus.stop()
+    async with HttpProxy() as proxy:
+        service = WebSocketService(wss_config(nexus, context, proxy=proxy.url))
+        errors: list[NexusConnectionError] = []
+        service.errors.subscribe(lambda e: errors.append(e))  # type: ignore[arg-type]
+        connecting = asyncio.ensure_future(service.connect())
+        await wait_for_state(service, "waiting")
+        assert errors[0].status == 502 and errors[0].retryable
+        assert "could not open a tunnel to the server (HTTP 502)" in str(errors[0])
+        await nexus.start()
+        await connecting
+        await service.close()
 
 
 def test_ws_through_a_remote_proxy_needs_allow_insecure() -> None:
