@@ -9,6 +9,7 @@
 - :mod:`.pending`: asks waiting for their answer;
 - :mod:`.recent`: the bounded memory of answered and abandoned ids;
 - :mod:`.ratelimit`: the token bucket that paces outgoing messages;
+- :mod:`.demand`: when a lazy connection (``lazy=True``) should be open;
 - :mod:`.connection`: :class:`ClientCore`, the rules that tie them together.
 """
 
