@@ -177,6 +177,7 @@ class WebSocketStore:
     def reconnect(self) -> None:
         """Connect again now, with a fresh retry budget: see
         :meth:`WebSocketService.reconnect`. Any thread may call it (a UI's button).
+        A shared store (``share=True``) reconnects the connection it shares.
 
         Raises:
             UsageError: the store is closed. (Called from another thread, an error
