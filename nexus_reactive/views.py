@@ -66,12 +66,14 @@ class ServiceViews:
 
     @property
     def messages(self) -> Stream[Message]:
-        """Every valid inbound message, in arrival order."""
+        """Every valid inbound message, in arrival order. With ``lazy=True`` a
+        subscriber (here or on a typed view) needs the connection: it opens it."""
         return self._receiver.messages.stream
 
     @property
     def state(self) -> ValueStream[ConnectionState]:
-        """The connection state; ``state.value`` is the current one."""
+        """The connection state; ``state.value`` is the current one. Watching it never
+        opens a lazy connection (``lazy=True``)."""
         return self._connection.state.stream
 
     @property
