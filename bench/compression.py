@@ -1,7 +1,8 @@
 """permessage-deflate on or off: bytes on the wire and msg/s for the reference answers.
 
 ``python -m bench.compression`` (``--quick``: a smoke run of a few seconds; ``--rounds R``,
-``--asks N``, ``--in-flight K``, ``--json PATH``). It starts the reference server in its own
+``--asks N``, ``--in-flight K``, ``--json PATH``); also section m of ``python -m bench.run``
+(``make bench``), with its rounds and its JSON and chart. It starts the reference server in its own
 process with its default engine (answers from the project's documentation: the
 reference answers), then, for ``compression=False`` and ``compression=True``:
 
@@ -37,8 +38,9 @@ from typing import Any
 from nexus_reactive import WebSocketConfig, WebSocketService
 
 from .servers import ServerProcess, stop_all
+from .stats import ratio, summarize
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "section"]
 
 #: Questions whose answers come from the documentation (the docs engine).
 QUERIES = (
@@ -172,9 +174,10 @@ async def _rate(
     return {"asks_per_s": rate, "rtt_ms": statistics.median(sequential) * 1000}
 
 
-async def measure(rounds: int, count: int, in_flight: int) -> dict[str, Any]:
-    """Run the comparison against a fresh reference server; return the medians."""
-    api_key = secrets.token_urlsafe(16)
+async def _samples(
+    rounds: int, count: int, in_flight: int, api_key: str
+) -> dict[bool, list[dict[str, float]]]:
+    """Each round's measurements of both variants, against a fresh reference server."""
     argv = [sys.executable, "-m", "bench.servers", "nexus", "--host", "127.0.0.1"]
     argv += ["--port", "0", "--log-level", "warning"]
     server = ServerProcess("reference server", argv, {"NEXUS_API_KEY": api_key})
@@ -192,12 +195,49 @@ async def measure(rounds: int, count: int, in_flight: int) -> dict[str, Any]:
                 samples[compression].append({**wire, **rate})
     finally:
         server.stop()
+    return samples
+
+
+async def measure(rounds: int, count: int, in_flight: int) -> dict[str, Any]:
+    """Run the comparison against a fresh reference server; return the medians."""
+    try:
+        samples = await _samples(rounds, count, in_flight, secrets.token_urlsafe(16))
+    finally:
         stop_all()
     result: dict[str, Any] = {"rounds": rounds, "asks": count, "in_flight": in_flight}
     for compression, runs in samples.items():
         name = "compression" if compression else "no compression"
         result[name] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     return result
+
+
+#: The metrics of section m, as the suite's table names them.
+METRICS = {
+    "down": "bytes down per ask",
+    "up": "bytes up per ask",
+    "asks_per_s": "asks/s",
+    "rtt_ms": "sequential round trip, ms",
+}
+
+
+async def section(rounds: int, count: int, in_flight: int, api_key: str) -> dict[str, Any]:
+    """Section j of ``python -m bench.run`` (``make bench``): both variants, interleaved,
+    each metric summarized over the rounds, and compression's ratio to no compression."""
+    samples = await _samples(rounds, count, in_flight, api_key)
+    variants = {
+        name: {label: summarize([r[key] for r in samples[on]]) for key, label in METRICS.items()}
+        for name, on in (("no compression", False), ("compression", True))
+    }
+    off, on = variants["no compression"], variants["compression"]
+    return {
+        "unit": "bytes per ask, asks/s and ms; the reference answers",
+        "driven": f"{count} asks, {in_flight} in flight; bytes counted by a relay",
+        "variants": variants,
+        "ratios": {
+            f"{label}: compression / none": ratio(on[label]["median"], off[label]["median"])
+            for label in METRICS.values()
+        },
+    }
 
 
 def print_table(result: dict[str, Any]) -> None:

@@ -6,8 +6,8 @@ Usage::
                         [--loop asyncio|uvloop] [--json PATH] [--png PATH]
 
 Sections: a flood, b asks, c history, d memory, e restart, f uvloop, g imports,
-h stores, i server, j journal, k frames, l observability (letters or
-names).
+h stores, i server, j journal, k frames, l observability, m compression
+(letters or names).
 Every server process the suite starts is stopped before it exits, also on Ctrl-C,
 SIGTERM or failure. Exit code 0 when every section ran, whatever the numbers.
 """
@@ -45,9 +45,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections to run: a-l or "
+        help="comma-separated sections to run: a-m or "
         "flood,asks,history,memory,restart,uvloop,imports,stores,server,journal,frames,"
-        "observability",
+        "observability,compression",
     )
     parser.add_argument(
         "--loop",
@@ -84,7 +84,7 @@ def _sections(only: str) -> list[str]:
         item = item.strip()
         name = SECTIONS.get(item, item)
         if name not in names:
-            raise ValueError(f"unknown section {item!r}; choose from a-l or {', '.join(names)}")
+            raise ValueError(f"unknown section {item!r}; choose from a-m or {', '.join(names)}")
         chosen.add(name)
     return [name for name in names if name in chosen]
 

@@ -40,7 +40,7 @@ from typing import Any
 from nexus_reactive import WebSocketConfig, WebSocketService, codec
 from nexus_reactive.messages import Message
 
-from . import baselines, library, observability, scale, servers, traffic
+from . import baselines, compression, library, observability, scale, servers, traffic
 from .journal import journal as journal_section
 from .stats import percentile, ratio, summarize
 
@@ -79,6 +79,8 @@ class Params:
     server_rounds: int = 1  # i: rounds of the idle-connections run
     journal_asks: int = 20_000  # j: asks recorded per run, plain and encrypted
     journal_rows: int = 1_000  # j: unsent asks (and as many answers) a timed open restores
+    compression_asks: int = 500  # m: asks per throughput run, each variant
+    compression_in_flight: int = 20  # m
 
     @classmethod
     def quick(cls) -> Params:
@@ -101,6 +103,7 @@ class Params:
             idle_hold=1.5,
             journal_asks=1_000,
             journal_rows=200,
+            compression_asks=40,
         )
 
 
@@ -524,6 +527,14 @@ class Suite:
     async def observability(self) -> dict[str, Any]:
         return await observability.observability(self)
 
+    # -- m: permessage-deflate on and off (bench/compression.py) ----------------------
+
+    async def compression(self) -> dict[str, Any]:
+        p = self.params
+        return await compression.section(
+            p.rounds, p.compression_asks, p.compression_in_flight, self.api_key
+        )
+
     # -- e: restart ------------------------------------------------------------------
 
     async def restart(self) -> dict[str, Any]:
@@ -651,4 +662,5 @@ SECTIONS: dict[str, str] = {
     "j": "journal",
     "k": "frames",
     "l": "observability",
+    "m": "compression",
 }

@@ -73,6 +73,7 @@ class AskTracker:
         "_timeout",
         "_timer",
         "_timer_at",
+        "changed",
         "chunk",
         "lookups",
         "reply",
@@ -106,6 +107,8 @@ class AskTracker:
         self.resend = core.resend
         #: The table's dicts of pending, answered and abandoned ids (read-only).
         self.lookups = core.pending.lookups()
+        #: Told when an ask is queued or leaves the table (a lazy connection's demand).
+        self.changed: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._core.pending)
@@ -153,6 +156,8 @@ class AskTracker:
             waiter.slot = slot = self._deadlines.add(ask_id, now + limit)
             if self._timer_at is None or slot * self._deadlines.resolution < self._timer_at:
                 self._arm(loop)
+        if self.changed is not None:
+            self.changed()
 
     async def ask(
         self,
@@ -195,6 +200,8 @@ class AskTracker:
             self._meter.ended(ask_id, entry, "cancelled")
         if entry.waiter is not None:
             self._untime(ask_id, entry.waiter)
+        if self.changed is not None:
+            self.changed()
 
     # -- what the server does ------------------------------------------------------------
 
@@ -203,6 +210,8 @@ class AskTracker:
         if waiter.slot is not None:
             self._deadlines.remove(message.id, waiter.slot)
             waiter.slot = None
+        if self.changed is not None:
+            self.changed()
         future = waiter.future
         if future is None or future.done():
             return
@@ -228,6 +237,8 @@ class AskTracker:
             if self._meter is not None:
                 self._meter.ended(ask_id, entry, "failed", error)
             self._fail(ask_id, entry.waiter, error)
+        if self.changed is not None:
+            self.changed()
 
     def fail_awaited(self, error: NexusError) -> None:
         """``disconnect()``: awaited asks fail; fire-and-forget ones stay queued."""
@@ -239,6 +250,8 @@ class AskTracker:
                 self._meter.ended(ask_id, entry, "failed", error)
             self._fail(ask_id, entry.waiter, error)
             self._events.abandoned(ask_id)
+        if self.changed is not None:
+            self.changed()
 
     def close(self) -> None:
         """Cancel the deadline timer (the service is closing). Asks still pending
@@ -296,6 +309,8 @@ class AskTracker:
         if entry is None:
             return
         self._events.abandoned(ask_id)
+        if self.changed is not None:
+            self.changed()
         error = RequestTimeout(
             f"no answer to ask {ask_id} within {limit:g}s (request_timeout); the server "
             "may be slow or unreachable. Raise the timeout or check state.error.",

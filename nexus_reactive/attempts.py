@@ -1,17 +1,67 @@
 """What one connection attempt resolves before it dials: its API key and its URL (each
-provider called once, within the attempt's deadline) and its proxy."""
+provider called once, within the attempt's deadline) and its proxy; and the dialer
+that opens aiohttp's connections, with the sessions they need."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from .config import WebSocketConfig
 from .config_checks import ProxyUrl, check_proxy, check_url, redact_url
 from .errors import ConfigError, NexusConnectionError
-from .proxies import env_proxy
+from .proxies import env_proxy, is_socks
 
-__all__ = ["attempt_proxy", "provided"]
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .transport import Transport, TransportFactory
+
+__all__ = ["attempt_proxy", "dialer", "provided"]
+
+
+@contextlib.asynccontextmanager
+async def dialer(config: WebSocketConfig, autoping: bool = True) -> AsyncIterator[TransportFactory]:
+    """aiohttp's transport factory for ``config``, with the sessions it opens.
+
+    ``autoping=False``: pongs come to the receive loop (the meter times its own pings).
+
+    The sessions live exactly as long as this context (a connection's supervisor
+    task): closing them is awaited, and a supervisor that ends leaves nothing open
+    behind it. One session, plus one per SOCKS proxy used (a SOCKS proxy is the
+    session's connector).
+    """
+    # aiohttp loads here, on the first connection, not at `import nexus_reactive`.
+    from .aiohttp_transport import open_session, open_transport
+
+    async with contextlib.AsyncExitStack() as stack:
+        sessions: dict[ProxyUrl | None, aiohttp.ClientSession] = {}
+
+        async def dial(url: str, headers: Mapping[str, str], deadline: float) -> Transport:
+            proxy = attempt_proxy(config, url)
+            key = proxy if is_socks(proxy) else None
+            session = sessions.get(key)
+            if session is None:
+                session = await stack.enter_async_context(open_session(key))
+                sessions[key] = session
+            return await open_transport(
+                session,
+                url,
+                headers=headers,
+                ssl=config.ssl,
+                heartbeat=config.heartbeat,
+                connect_timeout=config.connect_timeout,
+                max_message_size=config.max_message_size,
+                deadline=deadline,
+                proxy=proxy,
+                compression=config.compression,
+                subprotocols=config.subprotocols,
+                autoping=autoping,
+            )
+
+        yield dial
 
 
 async def provided(

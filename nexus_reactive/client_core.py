@@ -1,5 +1,5 @@
 """The pure client a :class:`~nexus_reactive.config.WebSocketConfig` asks for: its
-outbox limit, its memory of answered ids and its retry policy."""
+outbox limit, its memory of answered ids, its retry policy, idle if ``lazy``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .config import WebSocketConfig
 from .core import Backoff, ClientCore, Reconnector
+from .core.demand import REASON_UNUSED
 
 if TYPE_CHECKING:
     from .asks import Waiter
@@ -26,6 +27,9 @@ def new_core(config: WebSocketConfig) -> ClientCore[Waiter]:
         reset_after=config.reset_backoff_after,
         should_reconnect=config.should_reconnect,
     )
-    return ClientCore(
+    core: ClientCore[Waiter] = ClientCore(
         outbox_limit=config.outbox_limit, reconnector=reconnector, remember=config.dedupe_size
     )
+    if config.lazy:
+        core.idle(REASON_UNUSED)
+    return core

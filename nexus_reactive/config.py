@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .config_checks import (
     UrlSource,
     check_frames,
+    check_lazy,
     check_option_names,
     check_proxy,
     check_subprotocols,
@@ -83,7 +84,8 @@ _INHERITED: ContextVar[frozenset[str]] = ContextVar("nexus_inherited", default=f
 #: - ``reconnect_interval`` over a minute is refused: the first retry's delay is never
 #:   meant to be longer, and ``max_reconnect_interval`` bounds the later ones.
 #: - ``request_timeout`` bounds an ask, which may legitimately take minutes (a long
-#:   answer): warned over 10 minutes, refused over an hour (``None`` is no bound).
+#:   answer): warned over 10 minutes, refused over an hour (``None`` is no bound);
+#:   ``lazy_grace`` likewise (an idle connection kept for minutes is plausible).
 #: - every other interval: warned over a minute, refused over 10 minutes.
 SECONDS_LIMITS: dict[str, tuple[float | None, float]] = {
     "reconnect_interval": (None, 60.0),
@@ -94,6 +96,7 @@ SECONDS_LIMITS: dict[str, tuple[float | None, float]] = {
     "heartbeat": (60.0, 600.0),
     "metrics_interval": (60.0, 600.0),
     "request_timeout": (600.0, 3600.0),
+    "lazy_grace": (600.0, 3600.0),
 }
 # The TypeScript design's names for the options it has.
 _TYPESCRIPT_NAMES = {
@@ -171,6 +174,10 @@ class WebSocketConfig:
         telemetry: OpenTelemetry (the ``otel`` extra): ``True`` for the global
             providers, or a :class:`~nexus_reactive.telemetry.Telemetry`; a span per
             ask, metric instruments, trace context to the server. Implies ``metrics``.
+        lazy: open the connection only when something needs it (a subscriber to
+            ``messages``, a send or an ask), not at ``connect()``/``use_websocket``,
+            and close it after ``lazy_grace`` without one (docs/reliability.md).
+        lazy_grace: with ``lazy=True``, seconds an unneeded connection stays open.
     """
 
     # The one field that may also be given positionally: WebSocketConfig(url, ...).
@@ -208,6 +215,8 @@ class WebSocketConfig:
     metrics: bool = False
     metrics_interval: float = 1.0
     telemetry: bool | Telemetry = False
+    lazy: bool = False
+    lazy_grace: float = 30.0
 
     def __post_init__(self) -> None:
         check_proxy(self.proxy)
@@ -217,6 +226,7 @@ class WebSocketConfig:
         object.__setattr__(self, "subprotocols", check_subprotocols(self.subprotocols))
         check_numbers(self)
         inherited = _INHERITED.get()
+        check_lazy(self.lazy, self.lazy_grace, "lazy_grace" in inherited)
         for name, (warn_above, refuse_above) in SECONDS_LIMITS.items():
             value = getattr(self, name)
             if value is None or value <= (refuse_above if warn_above is None else warn_above):

@@ -31,8 +31,10 @@ __all__ = [
     "SOCKS_SCHEMES",
     "UrlSource",
     "check_frames",
+    "check_lazy",
     "check_option_names",
     "check_proxy",
+    "check_store_options",
     "check_subprotocols",
     "check_url",
     "duration",
@@ -221,6 +223,50 @@ def check_frames(signing_key: object, server_key: object, encrypt: object) -> No
         from .sealing import require
 
         require()
+
+
+def check_store_options(max_messages: object, batch_interval: object) -> None:
+    """Check a store's ``max_messages`` and ``batch_interval``.
+
+    Raises:
+        ConfigError: either is invalid.
+    """
+    if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+        raise ConfigError(f"max_messages must be an integer >= 1, got {max_messages!r}")
+    if batch_interval is not None and not (
+        isinstance(batch_interval, (int, float)) and 0 < batch_interval < float("inf")
+    ):
+        raise ConfigError("batch_interval must be a positive number of seconds, or None")
+
+
+#: ``lazy_grace``'s default (``WebSocketConfig``).
+DEFAULT_LAZY_GRACE = 30.0
+
+
+def check_lazy(lazy: object, grace: object, inherited: bool) -> None:
+    """Check ``lazy=`` and ``lazy_grace=``.
+
+    Raises:
+        ConfigError: ``lazy`` is not a bool; ``lazy_grace`` is not a finite number of
+            seconds >= 0; or ``lazy_grace`` was given without ``lazy=True`` (it would
+            do nothing).
+    """
+    if not isinstance(lazy, bool):
+        raise ConfigError(f"lazy must be True or False, got {lazy!r}")
+    if (
+        isinstance(grace, bool)
+        or not isinstance(grace, (int, float))
+        or not (grace >= 0 and math.isfinite(grace))
+    ):
+        raise ConfigError(
+            f"lazy_grace must be a finite number of seconds >= 0, got {grace!r} (0 closes "
+            "an unneeded lazy connection at once)"
+        )
+    if not lazy and grace != DEFAULT_LAZY_GRACE and not inherited:
+        raise ConfigError(
+            f"lazy_grace={grace!r} has no effect without lazy=True: pass lazy=True too, or "
+            "drop lazy_grace"
+        )
 
 
 def check_subprotocols(value: object) -> tuple[str, ...]:

@@ -14,27 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import codec
-from .attempts import attempt_proxy, provided
+from .attempts import dialer, provided
 from .config import WebSocketConfig
-from .config_checks import ProxyUrl
 from .core import ClientCore, ConnectionState
 from .core.events import ClientEvents
 from .core.meaning import challenge_error
 from .core.opening import Opening, opening
-from .errors import NexusConnectionError, NexusError, ProtocolError
+from .errors import ConfigError, NexusConnectionError, NexusError, ProtocolError
 from .failures import unexpected
+from .logs import traced_frames
 from .messages import ChallengeMessage, Message
 from .outbound import Sender
-from .proxies import is_socks
 from .streams import ValuePublisher
 from .transport import Transport, TransportFactory
 
 if TYPE_CHECKING:
-    import aiohttp
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
         Ed25519PublicKey,
@@ -108,6 +106,8 @@ class Connection:
         self.signing_key: Ed25519PrivateKey | None = None
         #: The pinned server key (``server_key``): frames are signed both ways.
         self.server_key: Ed25519PublicKey | None = None
+        #: Told first when the connection gives up for good (a lazy one stops opening).
+        self.gave_up: Callable[[], None] | None = None
 
     # -- commands ----------------------------------------------------------------------
 
@@ -130,17 +130,45 @@ class Connection:
 
             self.server_key = load_server_key(config.server_key)
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
-        """Start the supervisor unless it runs; return the future ``connect()`` awaits."""
+    def start(
+        self, loop: asyncio.AbstractEventLoop, reason: str | None = None
+    ) -> asyncio.Future[None]:
+        """Start the supervisor unless it runs; return the future ``connect()`` awaits.
+
+        ``reason``: why, when not ``connect()`` (demand, with ``lazy=True``): shown in
+        ``state.reason``, published at once.
+        """
         if self._ready is None or self._ready.done():
             self._ready = loop.create_future()
-        if self._supervisor is None or self._supervisor.done():
-            self._core.restart()
-            self.failure = None
-            self._supervisor = loop.create_task(self._supervise(), name="nexus-reactive")
-            self._tasks.add(self._supervisor)
-            self._supervisor.add_done_callback(self._tasks.discard)
+        if not self.running:
+            self._launch(loop, reason)
         return self._ready
+
+    def restart(self, loop: asyncio.AbstractEventLoop, reason: str) -> None:
+        """``reconnect()``: end the attempt, backoff wait or connection under way (its
+        socket closes as its task ends), and start afresh at once, with a fresh budget.
+
+        ``connect()`` keeps waiting, for the new connection. Asks on the wire of the
+        old one go again on the new one, as after any reconnect; unwritten frames
+        stay queued.
+        """
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.cancel()
+        self._launch(loop, reason)
+
+    @property
+    def running(self) -> bool:
+        """Open, opening, or waiting to retry: a supervisor drives the connection."""
+        return self._supervisor is not None and not self._supervisor.done()
+
+    def _launch(self, loop: asyncio.AbstractEventLoop, reason: str | None) -> None:
+        state = self._core.restart(reason)
+        self.failure = None
+        self._supervisor = task = loop.create_task(self._supervise(), name="nexus-reactive")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self.publish(state)  # running already: a subscriber sees a consistent client
 
     def stop(self, reason: NexusError) -> None:
         """Stop the supervisor (it closes the socket as it ends); fail ``connect()``."""
@@ -190,39 +218,10 @@ class Connection:
         if self._factory is not None:
             await self._run(self._factory)
             return
-        # The sessions live exactly as long as this task: closing them is awaited, and
-        # a supervisor that gives up leaves nothing open behind it. One session, plus
-        # one per SOCKS proxy used (a SOCKS proxy is the session's connector).
-        config = self._config
-        # aiohttp loads here, on the first connection, not at `import nexus_reactive`.
-        from .aiohttp_transport import open_session, open_transport
-
-        async with contextlib.AsyncExitStack() as stack:
-            sessions: dict[ProxyUrl | None, aiohttp.ClientSession] = {}
-
-            async def dial(url: str, headers: Mapping[str, str], deadline: float) -> Transport:
-                proxy = attempt_proxy(config, url)
-                key = proxy if is_socks(proxy) else None
-                session = sessions.get(key)
-                if session is None:
-                    session = await stack.enter_async_context(open_session(key))
-                    sessions[key] = session
-                return await open_transport(
-                    session,
-                    url,
-                    headers=headers,
-                    ssl=config.ssl,
-                    heartbeat=config.heartbeat,
-                    connect_timeout=config.connect_timeout,
-                    max_message_size=config.max_message_size,
-                    deadline=deadline,
-                    proxy=proxy,
-                    compression=config.compression,
-                    subprotocols=config.subprotocols,
-                    # The meter times its own pings: pongs come to the receive loop.
-                    autoping=self.meter is None or config.heartbeat is None,
-                )
-
+        # The sessions live exactly as long as this task (see attempts.dialer).
+        # The meter times its own pings: pongs come to the receive loop then.
+        autoping = self.meter is None or self._config.heartbeat is None
+        async with dialer(self._config, autoping=autoping) as dial:
             await self._run(dial)
 
     async def _run(self, dial: TransportFactory) -> None:
@@ -245,11 +244,13 @@ class Connection:
                 decision = core.lost(error)
                 if decision.delay is not None and self.meter is not None:
                     self.meter.lost(error)
-                self.publish(core.state)
                 if decision.delay is None:
                     log.warning("giving up: %s", decision.error)
+                    # First: a subscriber told of `failed` may reconnect() at once.
                     self._give_up(decision.error)
+                    self.publish(core.state)
                     return
+                self.publish(core.state)
                 log.info("%s; next attempt in %.2fs", error, decision.delay)
                 await asyncio.sleep(decision.delay)
         except asyncio.CancelledError:
@@ -257,14 +258,21 @@ class Connection:
         except Exception as exc:  # a bug: surface it instead of hanging the callers
             fatal = unexpected("internal error", exc, log, retryable=False)
             core.lost(fatal)
-            self.publish(core.state)  # never left in a phase that no task drives
             self._give_up(fatal)
+            self.publish(core.state)  # never left in a phase that no task drives
 
     async def _open(self, dial: TransportFactory) -> Transport:
         """One attempt: the key and the URL (each provider is called exactly once), then
         the upgrade, all within ``connect_timeout``."""
         config = self._config
         deadline = asyncio.get_running_loop().time() + config.connect_timeout
+        if (config.signing_key is not None and self.signing_key is None) or (
+            config.server_key is not None and self.server_key is None
+        ):
+            try:  # connect() loaded the keys; reconnect() and demand load them here
+                await self.prepare()
+            except ConfigError as exc:
+                raise NexusConnectionError(f"{exc}. Not retrying.", retryable=False) from exc
         api_key = await provided("API key", config.resolve_api_key, deadline, config)
         url = await provided("URL", config.resolve_url, deadline, config)
         # x-max-message-size: a server that would send a bigger reply refuses that ask
@@ -328,8 +336,8 @@ class Connection:
                 self._confirm_open()
             if frames_log.isEnabledFor(logging.DEBUG):
                 # Checked once per connection: the hot path pays nothing for tracing.
-                on_frame = _traced(on_frame)
-                first = None if first is None else _traced(first)
+                on_frame = traced_frames(on_frame)
+                first = None if first is None else traced_frames(first)
             error = await transport.pump(on_frame, self._report, first)
             if self._retry_after is not None and error.retry_after is None and error.retryable:
                 error.retry_after = self._retry_after
@@ -337,7 +345,7 @@ class Connection:
         finally:
             if grace is not None:
                 grace.cancel()
-            self.sender.detach()
+            self.sender.detach(transport)
             for task in (writer, probe):
                 if task is not None:
                     task.cancel()
@@ -352,7 +360,8 @@ class Connection:
             return
         self.publish(core.state)
         ready = self._ready
-        if ready is not None and not ready.done():
+        # A subscriber told of `connected` may have called reconnect() meanwhile.
+        if ready is not None and not ready.done() and core.state.connected:
             ready.set_result(None)
 
     def _first_frame(self, on_frame: FrameHandler) -> FrameHandler:
@@ -373,6 +382,8 @@ class Connection:
         return first
 
     def _give_up(self, error: NexusConnectionError) -> None:
+        if self.gave_up is not None:
+            self.gave_up()
         self.failure = error
         self._fail_ready(error)
         self._fail_asks(error)
@@ -382,14 +393,6 @@ class Connection:
         if ready is not None and not ready.done():
             ready.set_exception(error)
             ready.exception()  # retrieved: a store that never awaits must not warn
-
-
-def _traced(on_frame: FrameHandler) -> FrameHandler:
-    def traced(frame: bytes) -> NexusConnectionError | None:
-        frames_log.debug("<- %s", codec.redact(frame))
-        return on_frame(frame)
-
-    return traced
 
 
 def _unbound(_: object) -> None:

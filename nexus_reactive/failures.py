@@ -69,7 +69,8 @@ def failure(
     """An attempt's failure, as the library's error (every message redacted)."""
     import aiohttp
 
-    if proxy is not None and (refused := proxy_error(exc, proxy)) is not None:
+    forwarded = url[:5].lower() == "ws://"  # through an HTTP proxy: no tunnel
+    if proxy is not None and (refused := proxy_error(exc, proxy, forwarded)) is not None:
         return refused
     if isinstance(exc, Redirected):
         return RedirectRefused(exc.status, redact_url(exc.location), _origin(url))

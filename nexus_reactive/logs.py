@@ -15,8 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["debug_requested", "enable_debug_from_env", "enable_debug_logging"]
+R = TypeVar("R")
+
+__all__ = ["debug_requested", "enable_debug_from_env", "enable_debug_logging", "traced_frames"]
 
 _ROOT = "nexus_reactive"
 _enabled = False
@@ -44,3 +48,16 @@ def enable_debug_from_env() -> None:
     """Apply ``NEXUS_DEBUG=1`` (or ``true``/``yes``/``on``) if it is set."""
     if debug_requested():
         enable_debug_logging()
+
+
+def traced_frames(on_frame: Callable[[bytes], R]) -> Callable[[bytes], R]:
+    """``on_frame``, logging each frame it is given (redacted) to ``nexus_reactive.frames``."""
+    from . import codec
+
+    log = logging.getLogger("nexus_reactive.frames")
+
+    def traced(frame: bytes) -> R:
+        log.debug("<- %s", codec.redact(frame))
+        return on_frame(frame)
+
+    return traced

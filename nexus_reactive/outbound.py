@@ -59,12 +59,17 @@ class Sender:
         self._queued = core.outbox.items  # read-only here
         self._asks = core.pending.lookups()[0]
         self.outbox_depth = DerivedPublisher(lambda: len(core.outbox), "outbox_depth")
+        #: Told when something is queued and when the outbox is written out (a lazy
+        #: connection's demand).
+        self.changed: Callable[[], None] | None = None
 
     def kick(self) -> None:
         """Something was queued: wake the writer (when connected)."""
         self.outbox_depth.refresh()
         if self._wake is not None and self._core.state.connected:
             self._wake.set()
+        if self.changed is not None:
+            self.changed()
 
     def direct(self, now: float) -> bool:
         """Whether a lone ask may be written from the caller's task right now
@@ -113,10 +118,12 @@ class Sender:
         self._wake = asyncio.Event()
         return asyncio.create_task(self._write(transport, self._wake), name="nexus-reactive-writer")
 
-    def detach(self) -> None:
-        """The connection ended: nothing writes until the next :meth:`attach`."""
-        self._transport = None
-        self._wake = None
+    def detach(self, transport: Transport) -> None:
+        """The connection on ``transport`` ended: nothing writes until the next
+        :meth:`attach` (unless a newer connection attached already)."""
+        if self._transport is transport:
+            self._transport = None
+            self._wake = None
 
     async def _write(self, transport: Transport, wake: asyncio.Event) -> None:
         core = self._core
@@ -130,6 +137,8 @@ class Sender:
             item = core.next_outgoing()
             if item is None:
                 depth.refresh()
+                if self.changed is not None:
+                    self.changed()
                 wake.clear()
                 await wake.wait()
                 continue

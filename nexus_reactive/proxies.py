@@ -22,6 +22,7 @@ handshake) and never into a log, repr or error: :func:`shown` is how a proxy is 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .config_checks import SOCKS_SCHEMES, ProxyUrl, check_proxy, redact_url
@@ -95,8 +96,14 @@ def resolve(configured: str | None, trust_env: bool, url: URL) -> ProxyUrl | Non
     return check_proxy(configured)
 
 
-def proxy_error(exc: BaseException, proxy: ProxyUrl) -> NexusConnectionError | None:
-    """What a failure that came from the proxy means, or ``None`` if it did not."""
+def proxy_error(
+    exc: BaseException, proxy: ProxyUrl, forwarded: bool = False
+) -> NexusConnectionError | None:
+    """What a failure that came from the proxy means, or ``None`` if it did not.
+
+    ``forwarded``: the upgrade itself went to an HTTP proxy (``ws://``, no tunnel), so
+    an HTTP error status may be the proxy's own answer rather than the server's.
+    """
     import aiohttp
 
     name = shown(proxy)
@@ -105,6 +112,13 @@ def proxy_error(exc: BaseException, proxy: ProxyUrl) -> NexusConnectionError | N
         isinstance(exc, aiohttp.WSServerHandshakeError) and status == 407
     ):
         return http_proxy_refused(status or 0, name)
+    if (
+        forwarded
+        and not is_socks(proxy)
+        and isinstance(exc, aiohttp.WSServerHandshakeError)
+        and exc.status >= 500
+    ):
+        return forwarded_refused(exc.status, name, exc.headers)
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return NexusConnectionError(
             f"cannot connect to the proxy at {name}: {exc.strerror}", cause="connect_failed"
@@ -146,6 +160,30 @@ def http_proxy_refused(status: int, name: str) -> NexusConnectionError:
         retryable=False,
         status=status,
     )
+
+
+def forwarded_refused(
+    status: int, name: str, headers: Mapping[str, str] | None
+) -> NexusConnectionError:
+    """A 5xx to a ``ws://`` upgrade sent through an HTTP proxy: retried with backoff
+    (and ``Retry-After``), and said to be the proxy's when the status says so."""
+    from .core.policy import header_retry_after
+
+    retry_after = header_retry_after(headers.get("Retry-After") if headers else None)
+    if status in (502, 504):  # a gateway's own statuses (RFC 9110, 15.6.3 and 15.6.5)
+        kind = "Bad Gateway" if status == 502 else "Gateway Timeout"
+        text = (
+            f"the proxy at {name} could not reach the server (HTTP {status} {kind}, the "
+            "proxy's own answer to the upgrade): the server may be down, or unreachable "
+            "from the proxy"
+        )
+    else:
+        text = (
+            f"the upgrade through the proxy at {name} failed with HTTP {status}: the proxy "
+            "could not reach the server, or the server failed the upgrade (over ws:// the "
+            "proxy answers for the server, and the status does not say which)"
+        )
+    return NexusConnectionError(text, status=status, retry_after=retry_after)
 
 
 def _socks_errors() -> tuple[type[BaseException], ...]:

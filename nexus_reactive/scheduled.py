@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
 from reactivex.internal import DisposedException
 
 from .streams import ValueStream
@@ -101,7 +100,7 @@ class ScheduledView(ValueStream[T], Generic[T]):
             # Subscribed from another thread (a UI's): join on the loop's thread,
             # where emissions happen, so the first value is read in order with them.
             loop.call_soon_threadsafe(join)
-        return Disposable(dispose)
+        return self._held(dispose)
 
     def _join(self, observer: abc.ObserverBase[T]) -> None:
         source = self._source

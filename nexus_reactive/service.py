@@ -15,36 +15,34 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Self, TypeVar, overload
-
-from reactivex import Observable
+from typing import Any, Self
 
 from . import codec
 from .asks import AskTracker, Waiter
 from .client_core import new_core
 from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
 from .connection import Connection
-from .core import ClientCore, ConnectionState, Phase
+from .core import ClientCore, Phase
+from .core.demand import REASON_RECONNECT
 from .errors import ConnectionClosed, NexusError, ProtocolError, UsageError
 from .guards import check_loop_thread
 from .inbound import Receiver
+from .lazy import LazyLink
 from .logs import enable_debug_from_env
 from .messages import AskMessage, AskResponse, Message, ResponseMessage, ask_request, new_id
-from .metrics import Metrics, metrics_stream, new_meter
-from .observe import observe_answer, observe_pieces, of_type
+from .metrics import new_meter
 from .recorder import Recorder
-from .streams import Publisher, Stream, ValueStream
+from .streams import Publisher
 from .transport import TransportFactory
+from .views import ServiceViews
 
 __all__ = ["WebSocketService"]
 
 log = logging.getLogger("nexus_reactive.service")
 _running_loop = asyncio.events._get_running_loop
 
-M = TypeVar("M", bound=Message)
 
-
-class WebSocketService:
+class WebSocketService(ServiceViews):
     """A client of a Nexus server: connect, send, ask, and observe.
 
     Args:
@@ -55,7 +53,8 @@ class WebSocketService:
             aiohttp, ``(url, headers, deadline) -> Transport`` (see
             :mod:`nexus_reactive.transport`), e.g. a scripted or fault-injecting one.
 
-    The streams are hot and live on the event loop's thread:
+    The streams (and views, from :class:`~nexus_reactive.views.ServiceViews`) are
+    hot and live on the event loop's thread:
 
     - :attr:`messages`: every valid inbound message, in arrival order;
     - :attr:`state`: the :class:`ConnectionState`, replayed to each new subscriber;
@@ -75,7 +74,7 @@ class WebSocketService:
         self._core: ClientCore[Waiter] = new_core(config)
         self._errors: Publisher[NexusError] = Publisher("errors")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
+        self._closed = self._closing = False
         enable_debug_from_env()
         # The observer of message events: the journal (persist=), else nobody.
         keep = history_limit or config.max_messages or DEFAULT_MAX_MESSAGES
@@ -93,6 +92,18 @@ class WebSocketService:
         )
         self._connection.on_frame = self._receiver.on_frame
         self._connection.deliver = self._receiver.deliver
+        # lazy=True: demand (subscribers, asks, the outbox) opens and closes the link.
+        self._lazy: LazyLink | None = None
+        if config.lazy:
+            self._lazy = LazyLink.install(
+                config.lazy_grace,
+                self._core,
+                self._connection,
+                self._asks,
+                self._receiver.messages.stream,
+                self._bind,
+                lambda: self._loop,
+            )
 
     def _loop_of(self) -> asyncio.AbstractEventLoop | None:
         return self._loop
@@ -117,89 +128,14 @@ class WebSocketService:
         """Wait until everything recorded in the journal (``persist=``) is durable."""
         await self._recorder.flush()
 
-    # -- streams and introspection -------------------------------------------------
-
-    @property
-    def config(self) -> WebSocketConfig:
-        return self._config
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    @property
-    def messages(self) -> Stream[Message]:
-        """Every valid inbound message, in arrival order."""
-        return self._receiver.messages.stream
-
-    @property
-    def state(self) -> ValueStream[ConnectionState]:
-        """The connection state; ``state.value`` is the current one."""
-        return self._connection.state.stream
-
-    @property
-    def errors(self) -> Observable[NexusError]:
-        """Every error the service reports without raising it."""
-        return self._errors.stream
-
-    @overload
-    def stream(self, type: str) -> Observable[Message]: ...
-    @overload
-    def stream(self, type: type[M]) -> Observable[M]: ...
-    def stream(self, type: str | type[M]) -> Observable[Message] | Observable[M]:
-        """Inbound messages of one type: by name (``"error"``), or by class
-        (``ErrorMessage``), which also types the stream for the checker."""
-        return of_type(self._receiver.messages.stream, type)
-
-    @property
-    def responses(self) -> Observable[ResponseMessage]:
-        """Every ``response`` message, each answer once."""
-        return of_type(self._receiver.messages.stream, ResponseMessage)
-
-    def ask_rx(
-        self, query: str, team_id: str | None = None, timeout: float | None = None
-    ) -> Observable[AskResponse]:
-        """:meth:`ask` as a cold Observable: each subscription asks once and emits
-        the answer then completes, or errors (``ServerError``, ``RequestTimeout``...).
-
-        Compose it: ``queries.pipe(ops.flat_map(service.ask_rx))``, ``ops.retry(3)``.
-        Disposing the subscription abandons the ask. It may be subscribed from any
-        thread: the ask starts on the service's loop; emissions come on that thread.
-        """
-
-        return observe_answer(lambda: self._loop, lambda: self.ask(query, team_id, timeout))
-
-    @property
-    def metrics(self) -> ValueStream[Metrics]:
-        """Counters and latencies, ``metrics=True`` (:class:`~nexus_reactive.Metrics`)."""
-        return metrics_stream(self._meter)
-
-    @property
-    def outbox_depth(self) -> ValueStream[int]:
-        """How many messages wait in the outbox, as a stream; ``.value`` is current.
-
-        It emits when the depth changes while someone is subscribed.
-        """
-        return self._connection.sender.outbox_depth.stream
-
-    @property
-    def outbox_size(self) -> int:
-        """How many messages wait to be written."""
-        return len(self._core.outbox)
-
-    @property
-    def pending_count(self) -> int:
-        """How many asks wait for their answer."""
-        return len(self._asks)
-
     # -- lifecycle -----------------------------------------------------------------
 
     async def connect(self) -> None:
         """Open the connection (retrying per the policy) and wait until it is open.
 
         Idempotent: while connected it returns at once; while connecting or waiting
-        to retry, it waits for that connection.
+        to retry, it waits for that connection. With ``lazy=True`` the connection
+        then stays open while something needs it (see ``lazy_grace``).
 
         Raises:
             ConfigError: no API key (checked before any network traffic).
@@ -208,19 +144,63 @@ class WebSocketService:
             NexusConnectionError: a failure the policy does not retry.
             ConnectionClosed: ``disconnect()`` or ``close()`` was called meanwhile.
         """
-        if self._closed:
+        if self._closed or self._closing:
             raise UsageError("this service is closed; create a new WebSocketService")
         self._check_thread("connect")
         connection = self._connection
         await connection.prepare()  # fail fast on credentials, before any traffic
         if connection.state.value.connected:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._bind("connect")
+        lazy = self._lazy
+        if lazy is None:
+            await asyncio.shield(connection.start(loop))
+            return
+        lazy.resume()
+        release = lazy.hold()  # awaiting connect() needs the connection
+        try:
+            await asyncio.shield(connection.start(loop))
+        finally:
+            release()
+
+    def reconnect(self) -> None:
+        """Connect again now, with a fresh retry budget (``state.attempt`` 0).
+
+        From any state but closed: a backoff wait ends and the next attempt starts at
+        once; an attempt under way, or an open connection, is dropped and replaced
+        by a new one (asks on the wire go again on it, as after any reconnect, and
+        queued messages stay queued: nothing is lost); a client that gave up (a
+        fatal error such as HTTP 401, or attempts exhausted) or was disconnected
+        starts again: the way to retry once the cause is fixed. ``state`` shows
+        ``connecting`` with ``reason`` "reconnect() was called" at once. Repeated
+        calls restart again (the last one wins). ``await connect()`` to wait for
+        the outcome. With ``lazy=True`` it opens even while idle; then
+        ``lazy_grace`` applies.
+
+        Raises:
+            UsageError: the service is closed (or closing); called off the event
+                loop's thread, or without a running loop; nothing was done.
+        """
+        self._check_thread("reconnect")
+        if self._closed or self._closing:
+            raise UsageError("reconnect(): this service is closed; create a new WebSocketService")
+        loop = self._bind("reconnect")
+        if self._lazy is not None:
+            self._lazy.resume()
+        self._connection.restart(loop, REASON_RECONNECT)
+        if self._lazy is not None:
+            self._lazy.check()  # if nothing needs it, the grace counts from now
+
+    def _bind(self, name: str = "subscribe") -> asyncio.AbstractEventLoop:
+        """The running loop, which the service is bound to from its first use."""
+        loop = _running_loop()
+        if loop is None:
+            raise UsageError(f"{name}() needs a running asyncio event loop; call it from one")
         if self._loop is None:
             self._loop = loop
         elif self._loop is not loop:
             raise UsageError("a WebSocketService is bound to the event loop it first ran on")
-        await asyncio.shield(connection.start(loop))
+        return loop
 
     def disconnect(self) -> None:
         """Stop reconnecting and begin closing (synchronous, as in the TypeScript client).
@@ -232,6 +212,8 @@ class WebSocketService:
             UsageError: called off the event loop's thread; nothing was done.
         """
         self._check_thread("disconnect")
+        if self._lazy is not None:
+            self._lazy.suspend()  # demand opens nothing until connect() or reconnect()
         reason = ConnectionClosed(
             "disconnect() was called before the answer arrived; connect() and ask again"
         )
@@ -247,6 +229,9 @@ class WebSocketService:
         The streams complete. Idempotent.
         """
         self._check_thread("close")
+        self._closing = True
+        if self._lazy is not None:
+            self._lazy.close()
         self.disconnect()
         await self._connection.wait_finished()
         if not self._closed:
@@ -259,7 +244,11 @@ class WebSocketService:
 
     async def __aenter__(self) -> Self:
         try:
-            await self.connect()
+            if self._lazy is None:
+                await self.connect()
+            else:  # lazy: bound to this loop, the credentials checked; demand connects
+                self._bind("__aenter__")
+                await self._connection.prepare()
         except BaseException:
             await self.close()
             raise
@@ -353,41 +342,27 @@ class WebSocketService:
         self._check_thread("ask")
         failure = self._connection.failure
         if failure is not None:
-            # Nothing connects until connect() is called again: say why now, not at timeout.
+            # Nothing connects until connect() or reconnect(): say why now, not at timeout.
             raise failure
         ask_id = new_id()
         return ask_id, codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
-
-    def ask_stream(
-        self, query: str, team_id: str | None = None, timeout: float | None = None
-    ) -> Observable[str]:
-        """Ask, and observe the answer as it is written.
-
-        Each subscription asks once. It emits the answer's pieces in order (each
-        once, whatever order or repeats the server's ``response_chunk`` frames came
-        in) and completes when the final ``response`` arrives; the pieces joined
-        always equal the final answer (a server that does not stream gives it as
-        one piece). Errors as :meth:`ask`. It may be subscribed from any thread; the
-        ask runs, and the pieces are emitted, on the service's loop.
-        """
-
-        return observe_pieces(
-            lambda: self._loop,
-            lambda on_piece: self._ask(query, team_id, timeout, on_piece),
-            query,
-        )
 
     # -- handlers ------------------------------------------------------------------
 
     def on_message(self, type: str, handler: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``handler`` with every inbound message of ``type``, on the loop's thread.
 
-        It may be called from any thread (handlers are swapped in atomically).
+        It may be called from any thread (handlers are swapped in atomically). With
+        ``lazy=True`` a handler needs the connection until unsubscribed.
 
         Returns:
             A function that unsubscribes the handler.
         """
-        return self._receiver.add_handler(type, handler)
+        remove = self._receiver.add_handler(type, handler)
+        if self._lazy is None:
+            return remove
+        release = self._lazy.hold()
+        return lambda: (remove(), release())[-1]
 
     def on_response(self, handler: Callable[[ResponseMessage], None]) -> Callable[[], None]:
         """Call ``handler`` with every ``response`` message (each answer once)."""

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
-from collections.abc import Iterator
-from typing import Any, Self, overload
+from collections.abc import Callable, Iterator
+from typing import Any, Self
 
 import reactivex
 from reactivex import Observable, abc
@@ -34,14 +35,15 @@ from reactivex import operators as ops
 
 from . import pool
 from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
+from .config_checks import check_store_options
 from .core import ConnectionState, Metrics
-from .errors import ConfigError, NexusError, UsageError
+from .errors import NexusError, UsageError
 from .history import History, HistoryItem
 from .intake import Intake
 from .messages import new_id
 from .scheduled import ScheduledView, deliver_on
 from .service import WebSocketService
-from .streams import Publisher, ValueStream
+from .streams import Publisher, ValueStream, count_subscribers
 
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
@@ -85,12 +87,7 @@ class WebSocketStore:
             max_messages = config.max_messages or DEFAULT_MAX_MESSAGES
         if batch_interval is None:
             batch_interval = config.batch_interval
-        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
-            raise ConfigError(f"max_messages must be an integer >= 1, got {max_messages!r}")
-        if batch_interval is not None and not (
-            isinstance(batch_interval, (int, float)) and 0 < batch_interval < float("inf")
-        ):
-            raise ConfigError("batch_interval must be a positive number of seconds, or None")
+        check_store_options(max_messages, batch_interval)
         self._config = config
         self._limit = max_messages
         self._interval = batch_interval
@@ -122,9 +119,15 @@ class WebSocketStore:
             self._intake.restore(self.service.restored_history)
         # A direct sink: the intake is the service's own layer above it, on the hot path.
         self._detach = self.service.messages.attach(self._intake.on_message)
-        self._connecting: asyncio.Task[None] | None = loop.create_task(
-            self._connect(), name="nexus-reactive-store-connect"
-        )
+        self._connecting: asyncio.Task[None] | None = None
+        lazy = self.service._lazy
+        if lazy is not None:  # connects when its messages are watched, or on an ask
+            self.service._loop = self.service._loop or loop  # demand from any thread
+            count_subscribers(self._messages_view, lazy.hold)
+        else:
+            self._connecting = loop.create_task(
+                self._connect(), name="nexus-reactive-store-connect"
+            )
 
     def __repr__(self) -> str:
         team = f" team={self._team_id}" if self._team_id else ""
@@ -168,8 +171,25 @@ class WebSocketStore:
         self._intake.remember(ask_id)
         if self._on_loop_thread():
             return self.service.send_query(query, team, message_id=ask_id)
-        self._loop.call_soon_threadsafe(self._send_from_thread, query, team, ask_id)
+        send = functools.partial(self.service.send_query, query, team, message_id=ask_id)
+        self._loop.call_soon_threadsafe(self._from_thread, "send_message", send)
         return ask_id
+
+    def reconnect(self) -> None:
+        """Connect again now, with a fresh retry budget: see
+        :meth:`WebSocketService.reconnect`. Any thread may call it (a UI's button).
+        A shared store (``share=True``) reconnects the connection it shares.
+
+        Raises:
+            UsageError: the store is closed. (Called from another thread, an error
+                of the service's goes to ``errors``.)
+        """
+        if self._closed:
+            raise UsageError("reconnect(): this store is closed; create a new one")
+        if self._on_loop_thread():
+            self.service.reconnect()
+        else:
+            self._loop.call_soon_threadsafe(self._from_thread, "reconnect", self.service.reconnect)
 
     def clear_messages(self) -> None:
         """Empty the history; views taken before keep their contents. Any thread."""
@@ -299,11 +319,11 @@ class WebSocketStore:
     def _on_loop_thread(self) -> bool:
         return threading.get_ident() == self._thread
 
-    def _send_from_thread(self, query: str, team_id: str | None, ask_id: str) -> None:
+    def _from_thread(self, what: str, call: Callable[[], object]) -> None:
         try:
-            self.service.send_query(query, team_id, message_id=ask_id)
+            call()
         except NexusError as exc:
-            log.warning("send_message from another thread failed: %s", exc)
+            log.warning("%s from another thread failed: %s", what, exc)
             self._errors.emit(exc)
 
     async def _connect(self) -> None:
@@ -314,86 +334,5 @@ class WebSocketStore:
             log.info("the store could not connect: %s", exc)
 
 
-@overload
-def use_websocket(
-    config: WebSocketConfig,
-    /,
-    *,
-    scheduler: abc.SchedulerBase | None = None,
-    team_id: str | None = None,
-    share: bool = False,
-    max_messages: int | None = None,
-    batch_interval: float | None = None,
-) -> WebSocketStore: ...
-@overload
-def use_websocket(
-    config: None = None,
-    /,
-    *,
-    scheduler: abc.SchedulerBase | None = None,
-    team_id: str | None = None,
-    share: bool = False,
-    max_messages: int | None = None,
-    batch_interval: float | None = None,
-    **options: Any,
-) -> WebSocketStore: ...
-def use_websocket(
-    config: WebSocketConfig | None = None,
-    /,
-    *,
-    scheduler: abc.SchedulerBase | None = None,
-    team_id: str | None = None,
-    share: bool = False,
-    max_messages: int | None = None,
-    batch_interval: float | None = None,
-    **options: Any,
-) -> WebSocketStore:
-    """Create a store and start connecting at once, like the TypeScript ``useWebSocket`` hook.
-
-    Call it from a coroutine (the store runs on the running event loop)::
-
-        async with use_websocket(url="ws://localhost:8000") as store:
-            state, messages, send_message, clear_messages = store
-
-    Args:
-        config: a :class:`WebSocketConfig`; or give its fields as keywords
-            (``url=..., api_key=...``), optionally overriding those of ``config``.
-        scheduler: deliver every emission of ``state`` and ``messages`` on this
-            reactivex scheduler (e.g. ``TkinterScheduler``, ``QtScheduler``): the
-            latest value, with at most one delivery pending per stream.
-        team_id: scope the store to a team: its asks carry this ``team_id`` and it
-            sees only the answers to its own asks.
-        share: share one connection with the other ``share=True`` stores of this
-            loop that have the same connection settings. Off by default: each store
-            opens its own. A shared store still sees only the answers to its own
-            asks, and the server's unsolicited messages.
-        max_messages: how many received messages the history keeps (1,000).
-        batch_interval: ``messages`` emits at most once per this many seconds
-            (e.g. 0.05 for a UI that repaints at 20 Hz); ``None``: at most once per
-            event-loop tick. Nothing is dropped either way.
-
-    Raises:
-        UsageError: there is no running event loop.
-        ConfigError: an option is invalid or unknown.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        raise UsageError(
-            "use_websocket() needs a running asyncio event loop. From a script, call it "
-            "inside a coroutine: `async def main(): async with use_websocket(...) as "
-            "store: ...` then `asyncio.run(main())`; or use use_websocket_sync(...), which "
-            "runs its own loop in a background thread (Tk/Qt apps, plain REPLs)."
-        ) from None
-    resolved = WebSocketConfig.from_options(config, **options) if options else config
-    if resolved is None:
-        resolved = WebSocketConfig()
-    return WebSocketStore(
-        resolved,
-        loop,
-        scheduler,
-        team_id=team_id,
-        share=share,
-        max_messages=max_messages,
-        batch_interval=batch_interval,
-    )
+# The hook that makes a store lives in hook.py; it is importable from here too.
+from .hook import use_websocket  # noqa: E402

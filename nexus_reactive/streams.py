@@ -38,13 +38,17 @@ from reactivex.observer import AutoDetachObserver
 __all__ = [
     "DerivedPublisher",
     "DerivedStream",
+    "Hold",
     "Publisher",
     "Stream",
     "ValuePublisher",
     "ValueStream",
+    "count_subscribers",
 ]
 
 T = TypeVar("T")
+#: Called as a subscription starts; returns what to call when it ends.
+Hold = Callable[[], Callable[[], None]]
 log = logging.getLogger("nexus_reactive.streams")
 
 # Queued in a stream's backlog: complete once the values before it are delivered.
@@ -67,6 +71,7 @@ class Stream(Observable[T], Generic[T]):
         # emitted meanwhile waits in the backlog, in order.
         self._emitting = False
         self._backlog: deque[Any] = deque()
+        self._hold: Hold | None = None  # see count_subscribers
 
     @property
     def observer_count(self) -> int:
@@ -90,7 +95,20 @@ class Stream(Observable[T], Generic[T]):
             observer.on_completed()
             return Disposable()
         self._add(observer)
-        return Disposable(lambda: self._remove(observer))
+        return self._held(lambda: self._remove(observer))
+
+    def _held(self, dispose: Callable[[], None]) -> abc.DisposableBase:
+        """A subscription's disposable: it also releases the subscription's hold."""
+        hold = self._hold
+        if hold is None:
+            return Disposable(dispose)
+        release = hold()
+
+        def both() -> None:
+            dispose()
+            release()
+
+        return Disposable(both)
 
     def attach(
         self, sink: Callable[[T], None], on_completed: Callable[[], None] | None = None
@@ -194,6 +212,13 @@ def _sinks(observers: tuple[abc.ObserverBase[T], ...]) -> tuple[Callable[[T], No
     return tuple(o.on_next for o in observers)
 
 
+def count_subscribers(stream: Stream[Any], hold: Hold | None) -> None:
+    """Call ``hold()`` as each subscription to ``stream`` starts, and what it returned
+    as that subscription ends (disposed; at most once). The library's own sinks
+    (:meth:`Stream.attach`) are not counted. A lazy connection counts its users so."""
+    stream._hold = hold
+
+
 class _Sink(Generic[T]):
     """An internal subscriber: ``on_next`` is the plain function itself."""
 
@@ -273,7 +298,7 @@ class ValueStream(Stream[T], Generic[T]):
             except BaseException:
                 self._remove(observer)  # the subscription fails: it never was one
                 raise
-            return Disposable(lambda: self._remove(observer))
+            return self._held(lambda: self._remove(observer))
         # On a scheduler, join and replay in the same scheduled action, so a value
         # emitted meanwhile is neither delivered before the replay nor twice.
         disposed = False
@@ -291,7 +316,7 @@ class ValueStream(Stream[T], Generic[T]):
             disposed = True
             self._remove(observer)
 
-        return Disposable(dispose)
+        return self._held(dispose)
 
     def _assign(self, value: T) -> None:
         # .value changes at once; the subscribers hear of it in emission order.

@@ -90,6 +90,12 @@ class SyncWebSocketStore:
         self._check_open()
         self._store.clear_messages()
 
+    def reconnect(self) -> None:
+        """Connect again now, with a fresh retry budget; returns at once (see
+        :meth:`WebSocketService.reconnect`). :meth:`wait_connected` waits for it."""
+        self._check_open()
+        self._store.reconnect()
+
     def __iter__(self) -> Iterator[Any]:
         yield self.state
         yield self.messages

@@ -62,6 +62,8 @@ class _Base:
     refused: int = 0
     #: Where each tunnel or request went, as ``host:port``.
     targets: list[str] = field(default_factory=list)
+    #: Tunnels and requests whose target could not be reached.
+    unreachable: int = 0
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -99,10 +101,18 @@ class _Base:
         port: int,
         first: bytes = b"",
         reply: bytes = b"",
+        unreachable: bytes = b"",
     ) -> None:
         assert _loopback(host), f"the test proxy only reaches loopback, not {host}"
         self.targets.append(f"{host}:{port}")
-        up_reader, up_writer = await asyncio.open_connection(host, port)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+        except OSError:
+            self.unreachable += 1
+            if unreachable:  # the proxy's own answer: it could not reach the target
+                writer.write(unreachable)
+                await writer.drain()
+            return
         self._writers.add(up_writer)
         try:
             if reply:
@@ -141,10 +151,22 @@ class HttpProxy(_Base):
     (``GET http://host:port/path``, what a client sends for ``ws://``) is forwarded.
 
     With ``user``/``password``, a request without the right ``Proxy-Authorization``
-    gets ``407``. ``heads`` keeps every request head the proxy read (what it saw).
+    gets ``407``. A target it cannot reach gets the proxy's own ``unreachable_status``
+    (502 Bad Gateway, as nginx; squid says 503), with ``retry_after`` as ``Retry-After``
+    if set. ``heads`` keeps every request head the proxy read (what it saw).
     """
 
     heads: list[bytes] = field(default_factory=list)
+    unreachable_status: int = 502
+    retry_after: int | None = None
+
+    def _unreachable(self) -> bytes:
+        status = self.unreachable_status
+        extra = b"" if self.retry_after is None else b"Retry-After: %d\r\n" % self.retry_after
+        return b"HTTP/1.1 %d Proxy Error\r\n%bContent-Length: 0\r\nConnection: close\r\n\r\n" % (
+            status,
+            extra,
+        )
 
     @property
     def url(self) -> str:
@@ -178,14 +200,28 @@ class HttpProxy(_Base):
             host, _, port = target.rpartition(":")
             self.tunnels += 1
             reply = b"HTTP/1.1 200 Connection established\r\n\r\n"
-            await self._tunnel(reader, writer, host.strip("[]"), int(port), reply=reply)
+            await self._tunnel(
+                reader,
+                writer,
+                host.strip("[]"),
+                int(port),
+                reply=reply,
+                unreachable=self._unreachable(),
+            )
             return
         # Absolute form: GET http://host:port/path HTTP/1.1 -> forward the request as is.
         rest = target.split("://", 1)[1]
         authority = rest.split("/", 1)[0]
         host, _, port = authority.rpartition(":")
         self.forwarded += 1
-        await self._tunnel(reader, writer, host.strip("[]"), int(port or 80), first=head)
+        await self._tunnel(
+            reader,
+            writer,
+            host.strip("[]"),
+            int(port or 80),
+            first=head,
+            unreachable=self._unreachable(),
+        )
 
 
 @dataclass(eq=False)

@@ -29,6 +29,7 @@ SECTIONS = {
     "journal",
     "frames",
     "observability",
+    "compression",
 }
 RATIOS = {
     "flood": {
@@ -83,6 +84,12 @@ RATIOS = {
         "flood msg/s: otel on / off",
         "sequential p50: metrics on / off",
         "sequential p50: otel on / off",
+    },
+    "compression": {
+        "bytes down per ask: compression / none",
+        "bytes up per ask: compression / none",
+        "asks/s: compression / none",
+        "sequential round trip, ms: compression / none",
     },
 }
 #: Values checked against a bound that are not ratios (milliseconds, counts).

@@ -71,7 +71,9 @@ def test_the_api_reference_is_built_from_the_docstrings(site: Path) -> None:
     api = (site / "api" / "index.html").read_text()
     for name in (
         "nexus_reactive.WebSocketService.send_query",
-        "nexus_reactive.WebSocketService.ask_rx",
+        "nexus_reactive.WebSocketService.ask_rx",  # inherited from ServiceViews
+        "nexus_reactive.WebSocketService.reconnect",
+        "nexus_reactive.WebSocketStore.reconnect",
         "nexus_reactive.use_websocket",
         "nexus_reactive.use_websocket_sync",
         "nexus_reactive.WebSocketConfig",

@@ -1,25 +1,28 @@
 """Proxies over real loopback sockets: HTTP CONNECT (with and without credentials, a
-407 refusal, a proxy that vanishes mid-tunnel), ``ws://`` through a proxy, the
-environment's proxy (``trust_env=True`` with ``HTTPS_PROXY``/``NO_PROXY``), and SOCKS5."""
+407 refusal, a proxy that vanishes mid-tunnel or cannot reach the server), ``ws://``
+through a proxy (and the proxy's own 5xx), the environment's proxy (``trust_env=True``
+with ``HTTPS_PROXY``/``NO_PROXY``), and SOCKS5."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
-from nexus_reactive import ConfigError, NexusConnectionError, WebSocketConfig, WebSocketService
-from nexus_reactive.server import create_app
-from nexus_reactive.server.app import STATS_KEY
-from nexus_reactive.server.runner import server_ssl_context
+from nexus_reactive import (
+    ConfigError,
+    NexusConnectionError,
+    RetriesExhausted,
+    WebSocketConfig,
+    WebSocketService,
+)
 
-from .conftest import KEY, Nexus, client_config
+from .conftest import KEY, Nexus, ServerFactory, client_config
 from .faults import wait_for
 from .proxy_servers import HttpProxy, Socks5Proxy
-from .tlsutil import make_tls
+from .waiting import wait_for_state
 
 PASSWORD = "pr0xy-s3cret-51d2"
 USER = "alice"
@@ -36,23 +39,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.fixture
-async def tls_nexus(aiohttp_server: Any, tmp_path: Path) -> tuple[TestServer, Any]:
-    """The reference server over TLS (a private CA), and the client's SSL context."""
-    tls = make_tls(tmp_path)
-    server = await aiohttp_server(
-        create_app(api_keys=KEY),
-        host="127.0.0.1",
-        ssl=server_ssl_context(tls.server_cert, tls.server_key),
-    )
-    return server, tls.client_context()
+async def tls_nexus(start_nexus: ServerFactory) -> tuple[Nexus, Any]:
+    """The reference server over TLS (a throwaway CA), and the client's SSL context."""
+    server = await start_nexus(tls=True)
+    return server, server.client_ssl_context
 
 
-def wss_config(nexus: TestServer, context: Any, **options: Any) -> WebSocketConfig:
+def wss_config(nexus: Nexus, context: Any, **options: Any) -> WebSocketConfig:
     return client_config(f"wss://localhost:{nexus.port}/", ssl=context, **options)
 
 
 async def test_wss_goes_through_a_connect_tunnel_with_proxy_credentials(
-    tls_nexus: tuple[TestServer, Any], clean_env: Any
+    tls_nexus: tuple[Nexus, Any], clean_env: Any
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy(user=USER, password=PASSWORD) as proxy:
@@ -68,7 +66,7 @@ async def test_wss_goes_through_a_connect_tunnel_with_proxy_credentials(
 
 
 async def test_a_proxy_that_refuses_the_credentials_is_a_clear_fatal_error(
-    tls_nexus: tuple[TestServer, Any], clean_env: Any
+    tls_nexus: tuple[Nexus, Any], clean_env: Any
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy(user=USER, password="the-right-one") as proxy:
@@ -84,11 +82,11 @@ async def test_a_proxy_that_refuses_the_credentials_is_a_clear_fatal_error(
     assert f"127.0.0.1:{proxy.port}" in text
     assert PASSWORD not in text + repr(error) + str(service.state.value) + repr(config)
     assert proxy.refused == 1 and proxy.tunnels == 0  # not retried
-    assert nexus.app[STATS_KEY].connections_total == 0
+    assert nexus.stats.connections_total == 0
 
 
 async def test_a_proxy_that_vanishes_mid_tunnel_is_reconnected_through(
-    tls_nexus: tuple[TestServer, Any], clean_env: Any
+    tls_nexus: tuple[Nexus, Any], clean_env: Any
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy() as proxy:
@@ -131,6 +129,68 @@ async def test_ws_through_a_loopback_proxy_forwards_the_upgrade(
     assert proxy.forwarded == 1 and proxy.tunnels == 0 and proxy.refused == 0
 
 
+async def test_ws_through_a_proxy_that_cannot_reach_the_server_says_so(
+    nexus: Nexus, clean_env: Any
+) -> None:
+    # Over ws:// the proxy answers the upgrade itself when the server is down: its 502
+    # is the proxy's, retried with backoff, and comes through again once the server is up.
+    await nexus.stop()
+    async with HttpProxy(user=USER, password=PASSWORD) as proxy:
+        config = nexus.config(proxy=proxy.url_with(USER, PASSWORD), max_reconnect_attempts=None)
+        service = WebSocketService(config)
+        errors: list[NexusConnectionError] = []
+        service.errors.subscribe(lambda e: errors.append(e))  # type: ignore[arg-type]
+        connecting = asyncio.ensure_future(service.connect())
+        state = await wait_for_state(service, "waiting")
+        error = errors[0]
+        assert error.status == 502 and error.retryable
+        text = str(error)
+        assert text.startswith(f"the proxy at http://127.0.0.1:{proxy.port} could not reach")
+        assert "HTTP 502 Bad Gateway" in text and "the server failed" not in text
+        assert state.error == text and PASSWORD not in text and USER not in text
+
+        await nexus.start()
+        await connecting
+        assert (await service.ask("through again")).answer
+        await service.close()
+    assert proxy.unreachable >= 1 and proxy.forwarded >= 2
+
+
+async def test_a_proxys_ambiguous_503_over_ws_names_both_and_keeps_retry_after(
+    nexus: Nexus, clean_env: Any
+) -> None:
+    await nexus.stop()
+    async with HttpProxy(unreachable_status=503, retry_after=7) as proxy:
+        service = WebSocketService(nexus.config(proxy=proxy.url, max_reconnect_attempts=0))
+        with pytest.raises(NexusConnectionError) as info:
+            await service.connect()
+        await service.close()
+    assert isinstance(info.value, RetriesExhausted)
+    error = info.value.last_error
+    text = str(error)
+    assert f"through the proxy at http://127.0.0.1:{proxy.port} failed with HTTP 503" in text
+    assert "the proxy could not reach the server, or the server failed" in text
+    assert error.status == 503 and error.retry_after == 7.0 and error.retryable
+
+
+async def test_wss_through_a_proxy_that_cannot_reach_the_server_is_retried(
+    tls_nexus: tuple[Nexus, Any], clean_env: Any
+) -> None:
+    nexus, context = tls_nexus
+    await nexus.stop()
+    async with HttpProxy() as proxy:
+        service = WebSocketService(wss_config(nexus, context, proxy=proxy.url))
+        errors: list[NexusConnectionError] = []
+        service.errors.subscribe(lambda e: errors.append(e))  # type: ignore[arg-type]
+        connecting = asyncio.ensure_future(service.connect())
+        await wait_for_state(service, "waiting")
+        assert errors[0].status == 502 and errors[0].retryable
+        assert "could not open a tunnel to the server (HTTP 502)" in str(errors[0])
+        await nexus.start()
+        await connecting
+        await service.close()
+
+
 def test_ws_through_a_remote_proxy_needs_allow_insecure() -> None:
     with pytest.raises(ConfigError, match=r"through the proxy at proxy\.example") as info:
         WebSocketConfig("ws://127.0.0.1:1/", proxy=f"http://{USER}:{PASSWORD}@proxy.example:3128")
@@ -164,7 +224,7 @@ def test_the_repr_never_shows_proxy_credentials() -> None:
 
 
 async def test_trust_env_takes_https_proxy_from_the_environment(
-    tls_nexus: tuple[TestServer, Any], clean_env: pytest.MonkeyPatch
+    tls_nexus: tuple[Nexus, Any], clean_env: pytest.MonkeyPatch
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy(user=USER, password=PASSWORD) as proxy:
@@ -180,7 +240,7 @@ async def test_trust_env_takes_https_proxy_from_the_environment(
 
 
 async def test_trust_env_honours_no_proxy(
-    tls_nexus: tuple[TestServer, Any], clean_env: pytest.MonkeyPatch
+    tls_nexus: tuple[Nexus, Any], clean_env: pytest.MonkeyPatch
 ) -> None:
     nexus, context = tls_nexus
     async with HttpProxy() as proxy:

@@ -4,6 +4,7 @@ faults, waiting for a state, and its pytest plugin's cost."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
 import subprocess
 import sys
@@ -25,10 +26,12 @@ from nexus_reactive.streams import ValuePublisher
 from nexus_reactive.testing import (
     FaultProxy,
     NexusServer,
+    ServerFactory,
     client_config,
     wait_for_state,
     wait_until,
 )
+from nexus_reactive.testing.tls import throwaway_tls
 from nexus_reactive.testing.wire import FrameBoundaries, close_frame
 
 from .waiting import EVENTUALLY
@@ -124,6 +127,53 @@ async def test_server_closes_connections_with_a_code() -> None:
 def test_a_server_needs_a_key() -> None:
     with pytest.raises(ValueError, match="key"):
         NexusServer(api_keys=[])
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+
+async def test_a_tls_server_serves_wss_that_its_config_trusts() -> None:
+    async with NexusServer(tls=True) as server, WebSocketService(server.config()) as service:
+        assert server.tls and server.url == f"wss://127.0.0.1:{server.port}/"
+        assert (await service.ask("over TLS")).answer == "You asked: over TLS"
+        # A client of its own: trust the CA it exposes, by host name too.
+        context = ssl.create_default_context(cadata=(server.ca_pem or b"").decode())
+        own = client_config(f"wss://localhost:{server.port}/", server.key, ssl=context)
+        async with WebSocketService(own) as other:
+            assert (await other.ask("mine")).answer == "You asked: mine"
+
+
+async def test_a_client_that_does_not_trust_the_throwaway_ca_is_refused() -> None:
+    async with NexusServer(tls=True) as server:
+        service = WebSocketService(server.config(ssl=True))  # the system's CAs only
+        with pytest.raises(NexusConnectionError, match="certificate"):
+            await service.connect()
+        await service.close()
+        assert server.stats.connections_total == 0
+
+
+async def test_a_tls_server_keeps_its_certificate_across_a_restart() -> None:
+    async with NexusServer(tls=True) as server:
+        service = WebSocketService(server.config(max_reconnect_attempts=None))
+        async with service:
+            await server.restart()
+            assert (await service.ask("back")).answer == "You asked: back"
+
+
+async def test_the_factory_fixture_takes_tls(nexus_server_factory: ServerFactory) -> None:
+    server = await nexus_server_factory(tls=True)
+    async with WebSocketService(server.config()) as service:
+        assert (await service.ask("fixture")).answer == "You asked: fixture"
+
+
+def test_tls_material_is_fresh_and_its_key_never_shown() -> None:
+    first, second = throwaway_tls(), throwaway_tls()
+    assert first.ca_pem != second.ca_pem
+    assert first.key_pem not in repr(first).encode()
+    plain = NexusServer()
+    assert not plain.tls and plain.client_ssl_context is None and plain.ca_pem is None
+    with pytest.raises(TypeError, match="tls must be True or False"):
+        NexusServer(tls="yes")  # type: ignore[arg-type]
 
 
 # -- the proxy's WebSocket faults ----------------------------------------------------------

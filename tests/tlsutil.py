@@ -1,28 +1,22 @@
-"""Throwaway TLS material, made at test time: a private CA and a server certificate.
-
-Nothing is checked in: each call makes fresh keys (EC P-256, quick to generate)
-and writes PEM files into the given directory::
+"""Throwaway TLS material as PEM files, for a server started from files: the test
+kit's :func:`nexus_reactive.testing.tls.throwaway_tls`, written to a directory::
 
     tls = make_tls(tmp_path)
     server = await aiohttp_server(app, ssl=tls.server_context())
     async with session.ws_connect(url, ssl=tls.client_context()) as ws: ...
 
 The server certificate is valid for ``localhost`` and ``127.0.0.1`` (subject
-alternative names), for one day, for server authentication only.
+alternative names), for one day, for server authentication only. A test that only
+needs a ``wss://`` reference server uses ``NexusServer(tls=True)`` instead.
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from nexus_reactive.testing.tls import throwaway_tls
 
 __all__ = ["TlsFiles", "make_tls"]
 
@@ -61,80 +55,5 @@ def make_tls(directory: Path) -> TlsFiles:
     Returns:
         The files' paths, with helpers for SSL contexts.
     """
-    now = datetime.datetime.now(datetime.UTC)
-    valid_from, valid_to = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nexus-reactive test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid_from)
-        .not_valid_after(valid_to)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid_from)
-        .not_valid_after(valid_to)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    files = TlsFiles(
-        ca_cert=directory / "ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=directory / "server-key.pem",
-    )
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    files.server_key.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    files.server_key.chmod(0o600)
-    return files
+    ca_cert, server_cert, server_key = throwaway_tls().write(directory)
+    return TlsFiles(ca_cert=ca_cert, server_cert=server_cert, server_key=server_key)

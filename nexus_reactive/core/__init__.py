@@ -10,6 +10,7 @@
 - :mod:`.recent`: the bounded memory of answered and abandoned ids;
 - :mod:`.ratelimit`: the token bucket that paces outgoing messages;
 - :mod:`.metrics`: the counters and latency windows behind ``service.metrics``;
+- :mod:`.demand`: when a lazy connection (``lazy=True``) should be open;
 - :mod:`.connection`: :class:`ClientCore`, the rules that tie them together.
 """
 

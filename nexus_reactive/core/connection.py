@@ -66,6 +66,7 @@ class ClientCore(Generic[W]):
         # reply() is the table's settle(): bound once, one call less per message.
         self.reply = self.pending.settle
         self._asks = self.pending.lookups()[0]  # read-only: ``in`` without __contains__
+        self._reason: str | None = None  # why the next attempt starts, if not a failure
 
     # -- what the application sends -------------------------------------------------
 
@@ -187,20 +188,37 @@ class ClientCore(Generic[W]):
 
     # -- the connection's life -----------------------------------------------------
 
-    def restart(self) -> None:
-        """``connect()`` was called on a stopped or failed client: a fresh budget."""
+    def restart(self, reason: str | None = None) -> ConnectionState:
+        """A fresh budget: ``connect()`` on a stopped or failed client, ``reconnect()``,
+        or demand opening a lazy one.
+
+        With a ``reason`` (``reconnect()``, demand), the next attempt shows it in
+        ``state.reason`` instead of the last failure; the state returned is that
+        attempt's already, to publish at once.
+        """
         self.reconnector.retries = 0
         self.reconnector.attempts = 0
+        self._reason = reason
+        if reason is not None:
+            self._set(ConnectionState(phase=Phase.CONNECTING, reason=reason))
+        return self.state
 
     def attempt(self) -> ConnectionState:
         """An attempt to connect starts now."""
         self.reconnector.attempt_started()
+        reason, self._reason = self._reason, None
+        if reason is not None:
+            state = ConnectionState(
+                phase=Phase.CONNECTING, attempt=self.reconnector.retries, reason=reason
+            )
+            return self._set(state)
         return self._set(
             replace(
                 self.state,
                 phase=Phase.CONNECTING,
                 attempt=self.reconnector.retries,
                 retry_in=None,
+                reason=None,
             )
         )
 
@@ -255,12 +273,22 @@ class ClientCore(Generic[W]):
         """``disconnect()``: no more attempts until the next ``connect()``."""
         self.reconnector.retries = 0
         return self._set(
-            replace(self.state, phase=Phase.DISCONNECTED, retry_in=None, subprotocol=None)
+            replace(
+                self.state, phase=Phase.DISCONNECTED, retry_in=None, subprotocol=None, reason=None
+            )
         )
+
+    def idle(self, reason: str) -> ConnectionState:
+        """``lazy=True``: nothing needs the connection, so none is open (not an error)."""
+        self.reconnector.retries = 0
+        self._reason = None
+        return self._set(ConnectionState(phase=Phase.IDLE, reason=reason))
 
     def closed(self) -> ConnectionState:
         """``close()``: the service is finished."""
-        return self._set(replace(self.state, phase=Phase.CLOSED, retry_in=None, subprotocol=None))
+        return self._set(
+            replace(self.state, phase=Phase.CLOSED, retry_in=None, subprotocol=None, reason=None)
+        )
 
     def _set(self, state: ConnectionState) -> ConnectionState:
         self.state = state

@@ -13,6 +13,7 @@ class Phase(enum.Enum):
     """Where the connection is in its life."""
 
     DISCONNECTED = "disconnected"  # not started, or stopped by disconnect()
+    IDLE = "idle"  # lazy=True: nothing needs the link, so none is open; opens on demand
     CONNECTING = "connecting"  # an attempt is under way (TCP, TLS, upgrade)
     AUTHENTICATING = "authenticating"  # upgraded; answering the server's challenge
     CONNECTED = "connected"  # open (and authenticated): messages flow
@@ -35,6 +36,9 @@ class ConnectionState:
         close_code: the WebSocket close code that ended the last connection.
         subprotocol: while connected, the subprotocol the server chose from
             ``subprotocols=[...]``; ``None`` when none were offered, or not connected.
+        reason: why the client is in this phase when no failure says it: an
+            attempt started by ``reconnect()`` or by demand (``lazy=True``), or a
+            lazy connection idle; ``None`` otherwise (then ``error`` says why).
     """
 
     phase: Phase = Phase.DISCONNECTED
@@ -43,6 +47,7 @@ class ConnectionState:
     retry_in: float | None = None
     close_code: int | None = None
     subprotocol: str | None = None
+    reason: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -63,6 +68,11 @@ class ConnectionState:
     def reconnecting(self) -> bool:
         """In a retry cycle: waiting for, or making, an attempt after a failure."""
         return self.phase is Phase.WAITING or (self.connecting and self.attempt > 0)
+
+    @property
+    def idle(self) -> bool:
+        """``lazy=True`` and nothing needs the link: none is open; it opens on demand."""
+        return self.phase is Phase.IDLE
 
     @property
     def failed(self) -> bool:
@@ -97,6 +107,8 @@ class ConnectionState:
             parts.append(f"close code {self.close_code}")
         if self.subprotocol is not None:
             parts.append(f"subprotocol {self.subprotocol}")
+        if self.reason:
+            parts.append(self.reason)
         if self.error:
             parts.append(f"error: {self.error}")
         return ", ".join(parts)

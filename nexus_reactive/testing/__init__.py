@@ -2,7 +2,8 @@
 and waiting with a deadline. See docs/testing.md ("Testing your app").
 
 - :class:`NexusServer`: the reference server on a free loopback port, with a key;
-  its counters, stop, restart on the same port, close connections with a code.
+  its counters, stop, restart on the same port, close connections with a code;
+  ``tls=True`` serves ``wss://`` with a throwaway certificate (:mod:`.tls`).
 - :class:`FaultProxy`: a TCP proxy in front of any server that drops, delays, stalls,
   cuts mid-frame, refuses the upgrade with an HTTP status, or closes with a code.
 - :func:`wait_for_state`, :func:`wait_until`, :func:`poll`: wait for a connection state

@@ -3,18 +3,21 @@
 :class:`NexusServer` runs :func:`nexus_reactive.server.create_app` in the test's own
 event loop (no subprocess, no thread), so a test can read its counters
 (:attr:`NexusServer.stats`), stop it, restart it on the same port, or close every
-connection with a WebSocket close code.
+connection with a WebSocket close code. With ``tls=True`` it serves ``wss://`` with a
+throwaway certificate (:mod:`nexus_reactive.testing.tls`).
 """
 
 from __future__ import annotations
 
 import secrets
+import ssl
 from typing import Any, Self, Unpack
 
 from aiohttp import web
 
 from ..config import WebSocketConfig
 from ..server import STATE_KEY, STATS_KEY, AppOptions, ServerStats, create_app
+from .tls import ThrowawayTls, throwaway_tls
 from .waiting import EVENTUALLY
 
 __all__ = ["NexusServer", "client_config"]
@@ -51,6 +54,10 @@ class NexusServer:
     Args:
         api_keys: the accepted keys; by default one fresh random key. :attr:`key`
             is the first.
+        tls: serve ``wss://`` with a throwaway CA and certificate (for ``127.0.0.1``
+            and ``localhost``), made in memory for this server and kept across
+            restarts. :meth:`config` trusts that CA (and only it);
+            :attr:`client_ssl_context` and :attr:`ca_pem` are for other clients.
         **app_options: the other options of :func:`~nexus_reactive.server.create_app`
             (``engine=``, ``heartbeat=``, ``rate_limit=``, ...).
 
@@ -59,12 +66,20 @@ class NexusServer:
     """
 
     def __init__(
-        self, *, api_keys: str | list[str] | None = None, **app_options: Unpack[AppOptions]
+        self,
+        *,
+        api_keys: str | list[str] | None = None,
+        tls: bool = False,
+        **app_options: Unpack[AppOptions],
     ) -> None:
         keys = [secrets.token_urlsafe(16)] if api_keys is None else api_keys
         self.api_keys: list[str] = [keys] if isinstance(keys, str) else list(keys)
         if not self.api_keys:
             raise ValueError("NexusServer needs at least one API key")
+        if not isinstance(tls, bool):
+            raise TypeError(f"tls must be True or False, got {tls!r}")
+        self._tls: ThrowawayTls | None = throwaway_tls() if tls else None
+        self._client_ssl: ssl.SSLContext | None = None
         self._options = app_options
         #: The loopback port: 0 until started, then kept across :meth:`restart`.
         self.port = 0
@@ -80,9 +95,30 @@ class NexusServer:
 
     @property
     def url(self) -> str:
-        """``ws://127.0.0.1:PORT/`` (with the app's ``path=``, if one was given)."""
+        """``ws://127.0.0.1:PORT/`` (``wss://`` with ``tls=True``; with the app's
+        ``path=``, if one was given)."""
         path = self._options.get("path", "/")
-        return f"ws://127.0.0.1:{self.port}/{path.lstrip('/')}"
+        scheme = "wss" if self._tls is not None else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether it serves ``wss://`` (``tls=True``)."""
+        return self._tls is not None
+
+    @property
+    def client_ssl_context(self) -> ssl.SSLContext | None:
+        """With ``tls=True``: a client context that trusts this server's CA, and only
+        it, checking host names (``WebSocketConfig(ssl=...)``); else ``None``."""
+        if self._tls is not None and self._client_ssl is None:
+            self._client_ssl = self._tls.client_context()
+        return self._client_ssl
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        """With ``tls=True``: the CA's certificate (PEM), for a client of your own
+        (``ssl.create_default_context(cadata=...)``, a ``cafile``); else ``None``."""
+        return None if self._tls is None else self._tls.ca_pem
 
     @property
     def running(self) -> bool:
@@ -100,7 +136,10 @@ class NexusServer:
 
     def config(self, **options: Any) -> WebSocketConfig:
         """A client config for this server: its URL and key, test-sized intervals
-        (see :func:`client_config`); ``options`` override any field."""
+        (see :func:`client_config`), and with ``tls=True`` ``ssl=`` trusting its CA;
+        ``options`` override any field."""
+        if self._tls is not None:
+            options.setdefault("ssl", self.client_ssl_context)
         return client_config(self.url, self.key, **options)
 
     async def start(self) -> None:
@@ -111,7 +150,10 @@ class NexusServer:
         runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+            context = None if self._tls is None else self._tls.server_context()
+            site = web.TCPSite(
+                runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=context
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -152,4 +194,4 @@ class NexusServer:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<NexusServer {self.url} {state}>"  # never the key
+        return f"<NexusServer {self.url} {state}>"  # never the key, nor the TLS key
