@@ -64,9 +64,10 @@ class Stream(Observable[T], Generic[T]):
         self._sinks: tuple[Callable[[T], None], ...] = ()
         self._completed = False
         # Serialized emission: True while a round of deliveries runs; what is
-        # emitted meanwhile waits in the backlog, in order.
+        # emitted meanwhile waits in the backlog, in order (made on first use: an idle
+        # stream holds no empty deque, ~600 bytes).
         self._emitting = False
-        self._backlog: deque[Any] = deque()
+        self._backlog: deque[Any] | None = None
 
     @property
     def observer_count(self) -> int:
@@ -115,7 +116,7 @@ class Stream(Observable[T], Generic[T]):
 
     def _deliver(self, value: T) -> None:
         if self._emitting:  # re-entered from a subscriber: after this round
-            self._backlog.append(value)
+            self._later(value)
             return
         self._emitting = True
         try:
@@ -129,6 +130,11 @@ class Stream(Observable[T], Generic[T]):
                 self._drain()
         finally:
             self._emitting = False
+
+    def _later(self, value: Any) -> None:
+        if self._backlog is None:
+            self._backlog = deque()
+        self._backlog.append(value)
 
     def _drain(self) -> None:
         backlog = self._backlog
@@ -162,13 +168,14 @@ class Stream(Observable[T], Generic[T]):
             return
         self._completed = True
         if self._emitting:
-            self._backlog.append(_COMPLETE)
+            self._later(_COMPLETE)
             return
         self._complete_now()
 
     def _complete_now(self) -> None:
         observers, self._observers, self._sinks = self._observers, (), ()
-        self._backlog.clear()  # emitted after the end: nobody is left to tell
+        if self._backlog is not None:
+            self._backlog.clear()  # emitted after the end: nobody is left to tell
         for observer in observers:
             try:
                 observer.on_completed()
