@@ -12,13 +12,18 @@ not part of the settings compared. Each shared service has one
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
 
 from .config import WebSocketConfig
+from .errors import NexusError
 from .fanout import Router
 from .service import WebSocketService
 
 __all__ = ["acquire", "release"]
+
+log = logging.getLogger("nexus_reactive.store")
 
 
 @dataclass(eq=False, slots=True)
@@ -28,6 +33,8 @@ class _Entry:
     service: WebSocketService
     router: Router
     users: int
+    # The one task that runs connect() for the stores: not one per store.
+    connecting: asyncio.Task[None] | None = None
 
 
 _entries: list[_Entry] = []
@@ -37,25 +44,48 @@ def acquire(
     config: WebSocketConfig, loop: asyncio.AbstractEventLoop, *, history_limit: int | None = None
 ) -> tuple[WebSocketService, Router]:
     """The shared service for ``config`` on ``loop`` and its router, created on first
-    use (with ``history_limit`` for its journal, if it has one)."""
+    use (with ``history_limit`` for its journal, if it has one); connecting, unless
+    it is connected already."""
     for entry in _entries:
-        if entry.loop is loop and entry.key == config and not entry.service.closed:
+        same = entry.key is config or entry.key == config  # the same object: no field walk
+        if entry.loop is loop and same and not entry.service.closed:
             entry.users += 1
-            return entry.service, entry.router
-    service = WebSocketService(config, history_limit=history_limit)
-    router = Router(service.messages)
-    _entries.append(_Entry(loop, config, service, router, 1))
-    return service, router
+            break
+    else:
+        service = WebSocketService(config, history_limit=history_limit)
+        entry = _Entry(loop, config, service, Router(service.messages), 1)
+        _entries.append(entry)
+    connecting = entry.connecting
+    if (connecting is None or connecting.done()) and not entry.service.state.value.connected:
+        # A store connects its service when it is created; stores made together, or
+        # while the connection is being opened, wait for the same attempt.
+        entry.connecting = loop.create_task(
+            _connect(entry.service), name="nexus-reactive-store-connect"
+        )
+    return entry.service, entry.router
 
 
-def release(service: WebSocketService) -> bool:
-    """Give back a service; ``True`` when that was its last user (close it then)."""
+async def release(service: WebSocketService) -> None:
+    """Give back a shared service; the last user's release closes it."""
     for index, entry in enumerate(_entries):
         if entry.service is service:
             entry.users -= 1
             if entry.users > 0:
-                return False
+                return
             del _entries[index]
             entry.router.close()
-            return True
-    return True  # not pooled: the caller owns it
+            connecting = entry.connecting
+            if connecting is not None and not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connecting
+            break
+    await service.close()
+
+
+async def _connect(service: WebSocketService) -> None:
+    try:
+        await service.connect()
+    except NexusError as exc:
+        # Already visible to the stores: state.value.error and errors.
+        log.info("the shared connection could not connect: %s", exc)

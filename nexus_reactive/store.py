@@ -116,8 +116,9 @@ class WebSocketStore:
         self._detach = (
             None if router is not None else self.service.messages.attach(self._intake.sink)
         )
+        # Connect now (a shared service: the pool does, once for all its stores).
         self._connecting: asyncio.Task[None] | None = None
-        if not self.service.state.value.connected:  # a shared one may be already
+        if not share:
             self._connecting = loop.create_task(
                 self._connect(), name="nexus-reactive-store-connect"
             )
@@ -249,7 +250,9 @@ class WebSocketStore:
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connecting
-        if not self._shared or pool.release(self.service):
+        if self._shared:
+            await pool.release(self.service)  # the last store's release closes it
+        else:
             await self.service.close()
         self._intake.complete()
         if self._errors is not None:
