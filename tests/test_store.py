@@ -18,6 +18,7 @@ from nexus_reactive import (
     ResponseMessage,
     UsageError,
     WebSocketConfig,
+    codec,
     use_websocket,
 )
 
@@ -323,3 +324,65 @@ def test_history_slices_match_list_slices_with_in_progress_slots(index: slice) -
     view = History(items, 2, 9, {4: "partial"})
     assert view[index] == list(view)[index]
     assert "partial" in list(view)
+
+
+# == memory: stored responses with equal usage counts share one Usage ======================
+
+
+def _usage_frame(message_id: str, tokens: tuple[int, int, int]) -> str:
+    usage = dict(zip(("prompt_tokens", "completion_tokens", "total_tokens"), tokens, strict=True))
+    payload = {"answer": f"to {message_id}", "usage": usage}
+    return json.dumps({"type": "response", "id": message_id, "payload": payload})
+
+
+async def test_stored_responses_with_equal_usage_share_one_object_and_keep_their_values(
+    scripted: Any,
+) -> None:
+    async def script(ws: web.WebSocketResponse, conn: Scripted) -> None:
+        for n in range(4):  # equal counts, then other counts
+            await ws.send_str(_usage_frame(f"same-{n}", (12, 9, 21)))
+        await ws.send_str(_usage_frame("other", (1, 2, 3)))
+        for index, delta in enumerate(("str", "eamed")):  # a streamed answer, then its end
+            chunk = {"delta": delta, "index": index}
+            await ws.send_str(json.dumps({"type": "response_chunk", "id": "s", "payload": chunk}))
+        await ws.send_str(_usage_frame("s", (12, 9, 21)))
+        while await conn.next_frame(ws) is not None:
+            pass
+
+    server = await scripted(script)
+    seen: list[ResponseMessage] = []
+    async with use_websocket(server.config()) as store:
+        store.service.responses.subscribe(seen.append)
+        await wait_for(lambda: [m.id for m in store.messages.value][-1:] == ["s"])
+        history = list(store.messages.value)
+    usages = [m.payload.usage for m in history]
+    assert [(u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in usages] == [
+        (12, 9, 21),
+        (12, 9, 21),
+        (12, 9, 21),
+        (12, 9, 21),
+        (1, 2, 3),
+        (12, 9, 21),
+    ]
+    shared = usages[0]
+    assert all(u is shared for u in (*usages[:4], usages[5]))  # one object, 40 bytes each less
+    assert usages[4] is not shared
+    assert history == seen  # every message equal to what service.messages delivered
+
+
+def test_the_shared_usage_table_is_bounded() -> None:
+    from nexus_reactive import intake
+
+    loop = asyncio.new_event_loop()
+    try:
+        store = intake.Intake(loop, 100, None, scoped=False)
+        for n in range(3 * intake._USAGES_MAX):
+            frame = _usage_frame(f"q{n}", (n, n, 2 * n))
+            store.on_message(codec.decode(frame))
+            assert len(intake._USAGES) <= intake._USAGES_MAX
+        last = store.snapshot()[-1]
+        assert isinstance(last, ResponseMessage) and last.payload.usage is not None
+        assert last.payload.usage.total_tokens == 2 * (3 * intake._USAGES_MAX - 1)
+        store.stop()
+    finally:
+        loop.close()
