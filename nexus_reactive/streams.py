@@ -62,6 +62,9 @@ class Stream(Observable[T], Generic[T]):
         self._name = name
         self._observers: tuple[abc.ObserverBase[T], ...] = ()
         self._sinks: tuple[Callable[[T], None], ...] = ()
+        # The lone internal sink (attach()), when it is the only subscriber: called
+        # straight away, without a round's bookkeeping (the store's hot path).
+        self._direct: Callable[[T], None] | None = None
         self._completed = False
         # Serialized emission: True while a round of deliveries runs; what is
         # emitted meanwhile waits in the backlog, in order (made on first use: an idle
@@ -107,14 +110,28 @@ class Stream(Observable[T], Generic[T]):
     def _add(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = (*self._observers, observer)
         self._sinks = _sinks(self._observers)
+        self._direct = _direct(self._observers)
 
     def _remove(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = tuple(o for o in self._observers if o is not observer)
         self._sinks = _sinks(self._observers)
+        self._direct = _direct(self._observers)
 
     # -- the producer's side (through a Publisher only) ------------------------------
 
     def _deliver(self, value: T) -> None:
+        direct = self._direct
+        if direct is not None and not self._emitting:
+            # The library's own sink alone: it neither emits here nor calls out, so no
+            # round can interleave with it.
+            try:
+                direct(value)
+            except Exception:
+                log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
+                for observer in self._observers:
+                    if isinstance(observer, _Sink) and observer.on_next is direct:
+                        self._remove(observer)
+            return
         if self._emitting:  # re-entered from a subscriber: after this round
             self._later(value)
             return
@@ -174,6 +191,7 @@ class Stream(Observable[T], Generic[T]):
 
     def _complete_now(self) -> None:
         observers, self._observers, self._sinks = self._observers, (), ()
+        self._direct = None
         if self._backlog is not None:
             self._backlog.clear()  # emitted after the end: nobody is left to tell
         for observer in observers:
@@ -199,6 +217,13 @@ def _sinks(observers: tuple[abc.ObserverBase[T], ...]) -> tuple[Callable[[T], No
         if type(observer) is AutoDetachObserver and callable(direct):
             return (direct,)
     return tuple(o.on_next for o in observers)
+
+
+def _direct(observers: tuple[abc.ObserverBase[T], ...]) -> Callable[[T], None] | None:
+    """The lone internal sink's call, if the only observer is one (see :meth:`Stream.attach`)."""
+    if len(observers) == 1 and isinstance(observers[0], _Sink):
+        return observers[0].on_next
+    return None
 
 
 class _Sink(Generic[T]):
