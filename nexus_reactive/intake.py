@@ -118,13 +118,12 @@ class Intake:
 
     __slots__ = (
         "_buffer",
-        "_closed",
         "_filter",
         "_flush_handle",
         "_flush_scheduled",
         "_interval",
-        "_limit",
         "_loop",
+        "_max",
         "_messages",
         "_own",
         "_own_order",
@@ -132,6 +131,7 @@ class Intake:
         "_router",
         "_scoped",
         "_start",
+        "_stopped",
         "_streaming",
         "sink",
     )
@@ -146,7 +146,7 @@ class Intake:
         router: Router | None = None,
     ) -> None:
         self._loop = loop
-        self._limit = limit
+        self._max = limit
         self._interval = interval
         self._scoped = scoped
         # Drop other stores' answers here, unless a router sends this store its own only.
@@ -164,7 +164,7 @@ class Intake:
         self._own_order: deque[str] | None = None
         self._flush_scheduled = False
         self._flush_handle: asyncio.Handle | None = None
-        self._closed = False
+        self._stopped = False
         self._messages: DerivedPublisher[History[HistoryItem]] = DerivedPublisher(
             self.snapshot, "messages"
         )
@@ -204,7 +204,7 @@ class Intake:
         router = self._router
         if router is not None:
             router.claim(ask_id, self.sink)
-        if len(order) > max(10_000, 2 * self._limit):
+        if len(order) > max(10_000, 2 * self._max):
             forgotten = order.popleft()
             own.discard(forgotten)
             if router is not None:
@@ -227,7 +227,7 @@ class Intake:
 
     def stop(self) -> None:
         """Take and emit no more (the store is closing)."""
-        self._closed = True
+        self._stopped = True
         router = self._router
         if router is not None:
             router.leave(self.sink, list(self._own_order or ()))
@@ -254,7 +254,7 @@ class Intake:
                     _share(payload, "usage", shared)
             buffer = self._buffer
             buffer.append(message)
-            if len(buffer) - self._start > self._limit:
+            if len(buffer) - self._start > self._max:
                 self._evict()
         elif kind in NOT_HISTORY:
             return
@@ -282,7 +282,7 @@ class Intake:
         """Append to the history; return the item's slot in ``_buffer``."""
         _lean(item)
         self._buffer.append(item)
-        if len(self._buffer) - self._start > self._limit:
+        if len(self._buffer) - self._start > self._max:
             self._evict()
         return len(self._buffer) - 1
 
@@ -290,7 +290,7 @@ class Intake:
         self._start += 1
         # Compact once half the buffer is dead: amortised O(1) per message, and
         # views taken before keep the old list.
-        if self._start >= self._limit:
+        if self._start >= self._max:
             self._compact()
 
     def _compact(self) -> None:
@@ -326,5 +326,5 @@ class Intake:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._closed:
+        if not self._stopped:
             self._messages.publish()
