@@ -1,12 +1,9 @@
 """``WebSocketService``: the client class of the TypeScript design this library
-mirrors, its public API.
-
-A thin facade that composes the parts, each the one owner of its state:
+mirrors, its public API. A thin facade that composes the parts, each the one owner of its state:
 
 - :class:`~nexus_reactive.connection.Connection`: the socket, the writer, the
   attempts, the rate bucket, the ``state`` stream;
-- :class:`~nexus_reactive.asks.AskTracker`: the asks in flight, their deadlines
-  and futures;
+- :class:`~nexus_reactive.asks.AskTracker`: the asks in flight, deadlines, futures;
 - :class:`~nexus_reactive.inbound.Receiver`: what each frame means, and the
   ``messages`` stream and ``on_message`` handlers;
 - :class:`~nexus_reactive.recorder.Recorder`: the observer of message events
@@ -51,6 +48,7 @@ __all__ = ["WebSocketService"]
 
 log = logging.getLogger("nexus_reactive.service")
 _running_loop = asyncio.events._get_running_loop
+_Loop = asyncio.AbstractEventLoop | None
 
 M = TypeVar("M", bound=Message)
 
@@ -178,7 +176,6 @@ class WebSocketService:
         Disposing the subscription abandons the ask. It may be subscribed from any
         thread: the ask starts on the service's loop; emissions come on that thread.
         """
-
         return observe_answer(lambda: self._loop, lambda: self.ask(query, team_id, timeout))
 
     @property
@@ -342,8 +339,8 @@ class WebSocketService:
             OutboxFull: the outbox is full; nothing was queued.
             UsageError: awaited on another event loop than the service's.
         """
-        ask_id, frame = self._ask_frame(query, team_id)  # one coroutine less than _ask
-        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout)
+        ask_id, frame, loop = self._ask_frame(query, team_id)  # one coroutine less than _ask
+        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout, loop=loop)
 
     async def _ask(
         self,
@@ -352,17 +349,21 @@ class WebSocketService:
         timeout: float | None,
         on_piece: Callable[[str], None] | None = None,
     ) -> AskResponse:
-        ask_id, frame = self._ask_frame(query, team_id)
-        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout, on_piece)
+        ask_id, frame, loop = self._ask_frame(query, team_id)
+        sender = self._connection.sender
+        return await self._asks.ask(ask_id, frame, sender, timeout, on_piece, loop)
 
-    def _ask_frame(self, query: str, team_id: str | None) -> tuple[str, bytes]:
-        self._check_thread("ask")
+    def _ask_frame(self, query: str, team_id: str | None) -> tuple[str, bytes, _Loop]:
+        loop = _running_loop()  # looked up once per ask: it costs ~0.1 us in a running loop
+        if loop is not self._loop:
+            check_loop_thread(self._loop, "ask")
         failure = self._connection.failure
         if failure is not None:
             # Nothing connects until connect() is called again: say why now, not at timeout.
             raise failure
         ask_id = new_id()
-        return ask_id, codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
+        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
+        return ask_id, frame, loop
 
     def ask_stream(
         self, query: str, team_id: str | None = None, timeout: float | None = None
@@ -376,7 +377,6 @@ class WebSocketService:
         one piece). Errors as :meth:`ask`. It may be subscribed from any thread; the
         ask runs, and the pieces are emitted, on the service's loop.
         """
-
         return observe_pieces(
             lambda: self._loop,
             lambda on_piece: self._ask(query, team_id, timeout, on_piece),
