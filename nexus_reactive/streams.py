@@ -62,8 +62,7 @@ class Stream(Observable[T], Generic[T]):
         self._name = name
         self._observers: tuple[abc.ObserverBase[T], ...] = ()
         self._sinks: tuple[Callable[[T], None], ...] = ()
-        # The lone internal sink (attach()), when it is the only subscriber: called
-        # straight away, without a round's bookkeeping (the store's hot path).
+        # The lone internal sink (attach()), if alone: called without a round's bookkeeping.
         self._direct: Callable[[T], None] | None = None
         self._completed = False
         # Serialized emission: True while a round of deliveries runs; what is
@@ -134,6 +133,8 @@ class Stream(Observable[T], Generic[T]):
             return
         if self._emitting:  # re-entered from a subscriber: after this round
             self._later(value)
+            return
+        if not self._sinks:  # nobody listens (service.messages of a bare ask, often)
             return
         self._emitting = True
         try:
