@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from nexus_reactive import use_websocket
+from nexus_reactive import NexusError, RequestTimeout, use_websocket
 from nexus_reactive.fanout import Router
 from nexus_reactive.intake import Intake
 from nexus_reactive.messages import (
@@ -131,6 +131,38 @@ async def test_a_store_closed_while_its_ask_is_in_flight_gets_nothing_and_leaks_
         assert router.claimed == 0
         assert len(router) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_late_answer_after_a_timeout_goes_to_the_store_that_asked_only(
+    scripted: Any,
+) -> None:
+    release = asyncio.Event()
+
+    async def script(ws: web.WebSocketResponse, conn: Scripted) -> None:
+        while (frame := await conn.next_frame(ws)) is not None:
+            if frame["type"] == "ask":
+                await release.wait()  # past the ask's timeout
+                await ws.send_str(_answer(frame["id"]))
+                await ws.send_str(_answer(frame["id"]))  # and once more
+
+    server = await scripted(script)
+    config = server.config(request_timeout=0.3)
+    async with use_websocket(config, share=True) as a, use_websocket(config, share=True) as b:
+        a_errors: list[NexusError] = []
+        b_errors: list[NexusError] = []
+        a.errors.subscribe(a_errors.append)
+        b.errors.subscribe(b_errors.append)
+        await wait_for(lambda: a.state.value.connected)
+        late = a.send_message("slow")
+        await wait_for(lambda: any(isinstance(e, RequestTimeout) for e in a_errors))
+        assert [getattr(e, "message_id", None) for e in a_errors] == [late]
+        release.set()
+        await wait_for(lambda: _ids(a) == [late])  # the late answer, once
+        mine = b.send_message("after")
+        await wait_for(lambda: _ids(b) == [mine])  # answered after a's: a's went to a alone
+        assert _ids(a) == [late]
+        assert not b_errors
+        assert _router(a).claimed == 0
 
 
 async def test_two_stores_asking_at_once_each_get_exactly_their_answers_reordered_and_repeated(
