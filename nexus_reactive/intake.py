@@ -45,39 +45,16 @@ NOT_HISTORY = frozenset({ChallengeMessage, AuthOkMessage})
 # Answers to an ask, by its id: a scoped store shows only those to its own asks.
 _ANSWERS = frozenset({ResponseMessage, ErrorMessage, ResponseChunkMessage})
 
-# Equal usage counts, one object: a stored response refers to a shared Usage, 40 bytes
-# less per message whenever a server's counts repeat (the payload is immutable and the
-# two are equal, so nobody can tell). Bounded: cleared when full, so it follows the
-# counts of the moment. The decoded one is freed at once, and its memory reused by the
-# next decode: a flood into a store is no slower (bench: A/B of the store flood).
-_USAGES: dict[Usage, Usage] = {}
-_USAGES_MAX = 512
 
-
+# Equal usage counts, one object: a stored response whose usage equals the previous
+# one's refers to that object, 40 bytes less per message while a server's counts repeat
+# (the payload is immutable and the two are equal: nobody can tell). Compared with the
+# last one only: when counts vary, that costs one comparison; no table to look up.
 def _no_share(payload: AskResponse, name: str, value: Usage) -> None:
     pass  # msgspec < 0.18.5: each response keeps its own
 
 
 _share = getattr(msgspec.structs, "force_setattr", _no_share)
-
-
-def _shared_usage(usage: Usage) -> Usage | None:
-    """The shared object equal to ``usage``, or ``None`` if ``usage`` is it (now)."""
-    shared = _USAGES.get(usage)
-    if shared is None:
-        if len(_USAGES) >= _USAGES_MAX:
-            _USAGES.clear()
-        _USAGES[usage] = usage
-        return None
-    return None if shared is usage else shared
-
-
-def _lean(item: HistoryItem) -> None:
-    """Let a response to be stored refer to the shared equal Usage (off the hot path)."""
-    if type(item) is ResponseMessage and item.payload.usage is not None:
-        shared = _shared_usage(item.payload.usage)
-        if shared is not None:
-            _share(item.payload, "usage", shared)
 
 
 def history_options(
@@ -133,6 +110,7 @@ class Intake:
         "_start",
         "_stopped",
         "_streaming",
+        "_usage",
         "sink",
     )
 
@@ -165,6 +143,7 @@ class Intake:
         self._flush_scheduled = False
         self._flush_handle: asyncio.Handle | None = None
         self._stopped = False
+        self._usage: Usage | None = None  # the last usage stored: the next equal one shares it
         self._messages: DerivedPublisher[History[HistoryItem]] = DerivedPublisher(
             self.snapshot, "messages"
         )
@@ -247,11 +226,11 @@ class Intake:
             payload: AskResponse = message.payload  # type: ignore[assignment]  # a response's
             usage = payload.usage
             if usage is not None:  # inline: a call per message is measurable
-                shared = _USAGES.get(usage)
-                if shared is None:
-                    _shared_usage(usage)
-                elif shared is not usage:
-                    _share(payload, "usage", shared)
+                last = self._usage
+                if usage == last and usage is not last:
+                    _share(payload, "usage", last)
+                else:
+                    self._usage = usage
             buffer = self._buffer
             buffer.append(message)
             if len(buffer) - self._start > self._max:
@@ -278,9 +257,18 @@ class Intake:
         patches = dict(self._patches) if self._patches else None
         return History(self._buffer, self._start, len(self._buffer), patches)
 
+    def _lean(self, item: HistoryItem) -> None:
+        """Let a response to be stored share the previous one's equal usage (see above)."""
+        if type(item) is ResponseMessage and (usage := item.payload.usage) is not None:
+            last = self._usage
+            if usage == last and usage is not last:
+                _share(item.payload, "usage", last)
+            else:
+                self._usage = usage
+
     def _append(self, item: HistoryItem) -> int:
         """Append to the history; return the item's slot in ``_buffer``."""
-        _lean(item)
+        self._lean(item)
         self._buffer.append(item)
         if len(self._buffer) - self._start > self._max:
             self._evict()
@@ -320,7 +308,7 @@ class Intake:
             self._append(response)
             return
         # Views taken while it streamed keep their patch; later ones see the answer.
-        _lean(response)
+        self._lean(response)
         self._buffer[slot] = response
         del self._patches[slot]
 

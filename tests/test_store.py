@@ -21,6 +21,7 @@ from nexus_reactive import (
     codec,
     use_websocket,
 )
+from nexus_reactive.intake import Intake
 
 from .conftest import Nexus, Scripted, library_tasks, response_frame
 from .faults import wait_for
@@ -345,7 +346,7 @@ async def test_stored_responses_with_equal_usage_share_one_object_and_keep_their
         for index, delta in enumerate(("str", "eamed")):  # a streamed answer, then its end
             chunk = {"delta": delta, "index": index}
             await ws.send_str(json.dumps({"type": "response_chunk", "id": "s", "payload": chunk}))
-        await ws.send_str(_usage_frame("s", (12, 9, 21)))
+        await ws.send_str(_usage_frame("s", (1, 2, 3)))
         while await conn.next_frame(ws) is not None:
             pass
 
@@ -356,33 +357,25 @@ async def test_stored_responses_with_equal_usage_share_one_object_and_keep_their
         await wait_for(lambda: [m.id for m in store.messages.value][-1:] == ["s"])
         history = list(store.messages.value)
     usages = [m.payload.usage for m in history]
-    assert [(u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in usages] == [
-        (12, 9, 21),
-        (12, 9, 21),
-        (12, 9, 21),
-        (12, 9, 21),
-        (1, 2, 3),
-        (12, 9, 21),
-    ]
-    shared = usages[0]
-    assert all(u is shared for u in (*usages[:4], usages[5]))  # one object, 40 bytes each less
-    assert usages[4] is not shared
+    counts = [(u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in usages]
+    assert counts == [(12, 9, 21)] * 4 + [(1, 2, 3)] * 2
+    assert all(u is usages[0] for u in usages[:4])  # one object: 40 bytes each less
+    assert usages[4] is not usages[0]
+    assert usages[5] is usages[4]  # the streamed answer's end too
     assert history == seen  # every message equal to what service.messages delivered
 
 
-def test_the_shared_usage_table_is_bounded() -> None:
-    from nexus_reactive import intake
-
+def test_varying_usage_counts_are_kept_as_they_came() -> None:
     loop = asyncio.new_event_loop()
     try:
-        store = intake.Intake(loop, 100, None, scoped=False)
-        for n in range(3 * intake._USAGES_MAX):
-            frame = _usage_frame(f"q{n}", (n, n, 2 * n))
-            store.on_message(codec.decode(frame))
-            assert len(intake._USAGES) <= intake._USAGES_MAX
-        last = store.snapshot()[-1]
-        assert isinstance(last, ResponseMessage) and last.payload.usage is not None
-        assert last.payload.usage.total_tokens == 2 * (3 * intake._USAGES_MAX - 1)
+        store = Intake(loop, 100, None, scoped=False)
+        counts = [(1, 1, 2), (3, 4, 7), (1, 1, 2), (1, 1, 2), (0, 0, 0)]
+        for n, tokens in enumerate(counts):
+            store.on_message(codec.decode(_usage_frame(f"q{n}", tokens)))
+        usages = [m.payload.usage for m in store.snapshot()]  # type: ignore[union-attr]
+        assert [(u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in usages] == counts
+        assert usages[3] is usages[2]  # equal to the one before: shared
+        assert usages[2] is not usages[0]  # compared with the last one only
         store.stop()
     finally:
         loop.close()
