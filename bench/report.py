@@ -74,6 +74,12 @@ TARGETS = (
     ),
     Target("imports", "import nexus_reactive, ms", "import nexus_reactive <= 100 ms", at_most=100),
     Target(
+        "stores",
+        "unasked answers, msg/s: many shared stores / 1",
+        "a shared store costs nothing per answer it did not ask for (>= 0.8x one store)",
+        at_least=0.8,
+    ),
+    Target(
         "server",
         "idle connections held / attempted",
         "the server holds every idle client (5,000 in the full run)",

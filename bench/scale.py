@@ -6,7 +6,8 @@ f ``uvloop``   the service's flood and sequential asks on asyncio's loop and on 
                floor beside them.
 g ``imports``  ``import nexus_reactive`` in fresh interpreters: median of N.
 h ``stores``   many stores on one shared connection: create, memory per idle store,
-               answers routed to their stores, a flood offered to every store, close.
+               answers routed to their stores, a flood of answers no store asked
+               for, a broadcast delivered to every store, close.
 i ``server``   the reference server: idle connections with heartbeats held by one
                process (clients: the library's own, in a child process), and the asks/s
                it answers with the echo engine, 100 in flight.
@@ -221,6 +222,7 @@ async def _stores_run(suite: Suite, url: str) -> dict[str, float]:
     config = WebSocketConfig(url=url, api_key=suite.api_key)
     t0 = time.perf_counter()
     stores = [use_websocket(config, share=True) for _ in range(p.stores)]
+    made = time.perf_counter() - t0
     try:
         await _settle(stores)
         created = time.perf_counter() - t0
@@ -259,6 +261,7 @@ async def _stores_run(suite: Suite, url: str) -> dict[str, float]:
         await asyncio.gather(*(s.close() for s in stores))
         closed = time.perf_counter() - t2
     return {
+        "create, ms": made * 1e3,
         "create + connect, ms": created * 1e3,
         "answers routed, answers/s": p.stores * want / routed,
         "close all, ms": closed * 1e3,
@@ -289,16 +292,18 @@ async def _store_memory(suite: Suite, url: str) -> float:
     return (after - before) / p.stores
 
 
-async def _shared_flood(suite: Suite, count: int) -> float:
-    """msg/s of a flood on a connection shared by ``count`` stores (none keeps a frame:
-    each is another store's answer, so each store's filter sees and drops it)."""
-    n = suite.params.stores_flood
-    config = WebSocketConfig(url=f"{suite.flood_url()}?n={n}", api_key=suite.api_key)
+async def _shared_flood(suite: Suite, count: int, kind: str = "response") -> float:
+    """msg/s of a flood on a connection shared by ``count`` stores: of answers no store
+    asked for (``response``: no store takes one), or of broadcasts (``notice``: every
+    store takes each one)."""
+    n = suite.params.stores_flood if kind == "response" else suite.params.stores_broadcast
+    url = f"{suite.flood_url()}?n={n}&kind={kind}"
+    config = WebSocketConfig(url=url, api_key=suite.api_key)
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    t0 = time.perf_counter()
     # Created with no await between: every store is attached before the first frame.
     stores = [use_websocket(config, share=True) for _ in range(count)]
+    t0 = time.perf_counter()  # from the connection's start: creating them is timed apart
     seen = 0
 
     def on_next(message: Message) -> None:
@@ -337,11 +342,16 @@ async def stores(suite: Suite) -> dict[str, Any]:
         async def flood_one() -> dict[str, float]:
             return {"msg/s": await _shared_flood(suite, 1)}
 
+        async def broadcast() -> dict[str, float]:
+            rate = await _shared_flood(suite, s, "notice")
+            return {"msg/s": rate, "deliveries/s": rate * s}
+
         runs = [
             (f"{s:,} shared stores", lifecycle),
             (f"{s:,} idle shared stores, tracemalloc", memory),
             (f"flood on a connection shared by {s:,} stores", flood_many),
             ("flood on a connection with 1 shared store", flood_one),
+            (f"broadcast to {s:,} shared stores", broadcast),
         ]
         await flood_one()  # warm-up
         variants = await _rounds("h", p.rounds, runs)
@@ -357,10 +367,11 @@ async def stores(suite: Suite) -> dict[str, Any]:
         "asks_per_store": p.stores_asks,
         "flood": p.stores_flood,
         "driven": "use_websocket(share=True) stores on one connection to the lean ask "
-        "server (answers) or the flood server (frames no store asked for)",
+        "server (answers) or the flood server (answers no store asked for; unsolicited "
+        "notices, each delivered to every store)",
         "variants": variants,
         "ratios": {
-            f"flood msg/s: {s:,} shared stores / 1": ratio(
+            "unasked answers, msg/s: many shared stores / 1": ratio(
                 med(f"flood on a connection shared by {s:,} stores", "msg/s"),
                 med("flood on a connection with 1 shared store", "msg/s"),
             ),

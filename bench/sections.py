@@ -72,7 +72,8 @@ class Params:
     import_runs: int = 15  # g: fresh interpreters per import statement
     stores: int = 1_000  # h: stores on one shared connection
     stores_asks: int = 10  # h: asks per store (answers routed per store)
-    stores_flood: int = 20_000  # h: frames offered to every store of the shared connection
+    stores_flood: int = 20_000  # h: answers no store asked for, on the shared connection
+    stores_broadcast: int = 2_000  # h: unsolicited frames, each delivered to every store
     idle_connections: int = 5_000  # i: idle clients of one server process
     idle_heartbeat: float = 5.0  # i: seconds between pings, client and server
     idle_hold: float = 15.0  # i: seconds they stay idle
@@ -98,6 +99,7 @@ class Params:
             stores=50,
             stores_asks=2,
             stores_flood=1_000,
+            stores_broadcast=100,
             idle_connections=100,
             idle_heartbeat=1.0,
             idle_hold=1.5,

@@ -1,7 +1,8 @@
 """The servers the suite talks to, each in its own process, and their lifecycle.
 
 - the flood server (``python -m bench.servers flood``): an aiohttp app that, on each
-  connection to ``/?n=N``, writes N prebuilt response frames then the sentinel, as
+  connection to ``/?n=N`` (``&kind=notice``: unsolicited ``notice`` frames of the
+  same size), writes N prebuilt response frames then the sentinel, as
   fast as the socket takes them (whole prebuilt WebSocket frames written to the
   transport, so the server is never the bottleneck), then waits for the close;
 - the echo server (``python -m bench.servers echo``): asyncio streams, echoes lines;
@@ -266,8 +267,8 @@ def stop_all() -> None:
 class _Flood:
     """The flood's bytes: one blob of every pool frame, and where each frame ends."""
 
-    def __init__(self) -> None:
-        frames = [traffic.ws_frame(f) for f in traffic.response_frames()]
+    def __init__(self, kind: str = "response") -> None:
+        frames = [traffic.ws_frame(f) for f in traffic.response_frames(kind=kind)]
         self.blob = b"".join(frames)
         self.ends: list[int] = []
         end = 0
@@ -286,8 +287,14 @@ class _Flood:
         return chunks
 
 
-async def _flood_handler(request: web.Request, flood: _Flood) -> web.StreamResponse:
+async def _flood_handler(request: web.Request, floods: dict[str, _Flood]) -> web.StreamResponse:
     n = int(request.query.get("n", "0"))
+    kind = request.query.get("kind", "response")
+    if kind not in ("response", "notice"):
+        return web.Response(status=400, text="kind: response or notice")
+    flood = floods.get(kind)
+    if flood is None:
+        flood = floods[kind] = _Flood(kind)
     ws = web.WebSocketResponse(compress=False, max_msg_size=0)
     await ws.prepare(request)
     transport = request.transport
@@ -308,10 +315,10 @@ async def _flood_handler(request: web.Request, flood: _Flood) -> web.StreamRespo
 
 
 async def _serve_flood(host: str, port: int) -> None:
-    flood = _Flood()
+    floods = {"response": _Flood()}
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await _flood_handler(request, flood)
+        return await _flood_handler(request, floods)
 
     app = web.Application()
     app.router.add_get("/", handler)

@@ -2,7 +2,8 @@
 
 A flood is ``N`` small ``response`` frames (:data:`FRAME_SIZE` bytes each, with
 distinct ids cycling through a pool) followed by one sentinel ``response`` whose
-id is ``"done"``. Asks carry :data:`QUERY`.
+id is ``"done"``. A broadcast flood is the same with ``notice`` frames (a type the
+library does not know: a server's unsolicited message). Asks carry :data:`QUERY`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ SENTINEL = json.dumps(
 QUERY = "What is the Nexus protocol, in one sentence?"
 
 
-def response_frame(message_id: str, size: int = FRAME_SIZE) -> bytes:
+def response_frame(message_id: str, size: int = FRAME_SIZE, kind: str = "response") -> bytes:
     """One ``response`` frame of exactly ``size`` bytes (the answer is padded to fit).
 
     Args:
         message_id: the frame's id.
         size: the frame's length in bytes.
+        kind: the frame's ``type`` (``"notice"``: a broadcast the same size).
 
     Returns:
         The UTF-8 JSON bytes.
@@ -51,7 +53,7 @@ def response_frame(message_id: str, size: int = FRAME_SIZE) -> bytes:
 
     def build(answer: str) -> bytes:
         message = {
-            "type": "response",
+            "type": kind,
             "id": message_id,
             "payload": {"answer": answer, "usage": usage},
         }
@@ -64,9 +66,11 @@ def response_frame(message_id: str, size: int = FRAME_SIZE) -> bytes:
     return frame
 
 
-def response_frames(count: int = POOL, size: int = FRAME_SIZE) -> list[bytes]:
+def response_frames(
+    count: int = POOL, size: int = FRAME_SIZE, kind: str = "response"
+) -> list[bytes]:
     """``count`` response frames with distinct random ids, each ``size`` bytes."""
-    return [response_frame(uuid.uuid4().hex, size) for _ in range(count)]
+    return [response_frame(uuid.uuid4().hex, size, kind) for _ in range(count)]
 
 
 def ask_frame(message_id: str | None = None, query: str = QUERY) -> bytes:

@@ -149,6 +149,8 @@ def _parsed_queue(ws: object) -> tuple[deque[Any], Callable[[], Awaitable[Any]]]
         return None
     if not all(isinstance(getattr(ws, name, None), bool) for name in _STATE_ATTRS):
         return None
+    if aiohttp.WSMessage._fields[:2] != ("type", "data"):  # the loop indexes messages
+        return None
     return buffer, read
 
 
@@ -248,13 +250,15 @@ class AiohttpTransport:
                 if stop is not None:
                     return stop
                 on_text = on_frame
-                if queue is None:
+                if queue is None or ws._closing or ws._closed:
                     continue
                 # One socket read parses into many frames: read() takes those queued at
                 # once, without receive()'s coroutine each. Anything else goes by receive().
+                # The state is read once per batch: nothing here awaits anything that can
+                # suspend (the queue is not empty), so nothing can close it meanwhile.
                 buffer, read = queue
-                while buffer and buffer[0][0].type is _TEXT and not (ws._closing or ws._closed):
-                    stop = on_frame((await read()).data)
+                while buffer and buffer[0][0][0] is _TEXT:  # (message, size); message[0]: type
+                    stop = on_frame((await read())[1])  # [1]: its data
                     if stop is not None:
                         return stop
             elif kind is _BINARY:

@@ -166,13 +166,15 @@ class AskTracker:
         sender: Sender,
         timeout: float | None = None,
         on_piece: Callable[[str], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> AskResponse:
         """Track an ask, have it written, and wait for exactly its answer.
 
         Abandoned if the caller stops waiting (cancelled): a late answer is then
-        delivered once, to the streams.
+        delivered once, to the streams. ``loop``: the running loop, if the caller has it.
         """
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         future: asyncio.Future[AskResponse] = loop.create_future()
         # Connected, nothing queued, writer idle, no pacing: write from this task and
         # save the writer's wake-up (a loop iteration per ask). Order is unchanged:

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import msgspec
+
+from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
+from .config_checks import check_store_options
+from .derived import DerivedPublisher
+from .errors import NexusError
 from .history import History, HistoryItem
 from .messages import (
     AskResponse,
@@ -25,15 +33,47 @@ from .messages import (
     PartialResponse,
     ResponseChunkMessage,
     ResponseMessage,
+    Usage,
 )
-from .streams import DerivedPublisher, ValueStream
+from .streams import ValueStream
 
-__all__ = ["Intake"]
+if TYPE_CHECKING:
+    from .fanout import Router
+
+__all__ = ["Intake", "history_options"]
 
 # Handshake frames are the connection's business, not the conversation's.
 NOT_HISTORY = frozenset({ChallengeMessage, AuthOkMessage})
 # Answers to an ask, by its id: a scoped store shows only those to its own asks.
 _ANSWERS = frozenset({ResponseMessage, ErrorMessage, ResponseChunkMessage})
+
+
+# Equal usage counts, one object: a stored response whose usage equals the previous
+# one's refers to that object, 40 bytes less per message while a server's counts repeat
+# (the payload is immutable and the two are equal: nobody can tell). Compared with the
+# last one only: when counts vary, that costs one comparison; no table to look up.
+def _no_share(payload: AskResponse, name: str, value: Usage) -> None:
+    pass  # msgspec < 0.18.5: each response keeps its own
+
+
+_share = getattr(msgspec.structs, "force_setattr", _no_share)
+
+
+def history_options(
+    config: WebSocketConfig, max_messages: int | None, batch_interval: float | None
+) -> tuple[int, float | None]:
+    """A store's ``max_messages`` and ``batch_interval``, checked; by default the
+    config's own fields (deprecated; honoured until they go).
+
+    Raises:
+        ConfigError: either is invalid.
+    """
+    if max_messages is None:
+        max_messages = config.max_messages or DEFAULT_MAX_MESSAGES
+    if batch_interval is None:
+        batch_interval = config.batch_interval
+    check_store_options(max_messages, batch_interval)
+    return max_messages, batch_interval
 
 
 class Intake:
@@ -45,7 +85,31 @@ class Intake:
         interval: ``messages`` emits at most once per this many seconds; ``None``:
             at most once per event-loop tick.
         scoped: keep only the answers to this store's own asks (see :meth:`remember`).
+        router: a shared connection's :class:`~nexus_reactive.fanout.Router`, which
+            hands this intake its own answers and the broadcasts (so it filters
+            nothing itself); ``None``: attach :attr:`sink` to ``messages`` yourself.
     """
+
+    __slots__ = (
+        "_buffer",
+        "_filter",
+        "_flush_handle",
+        "_flush_scheduled",
+        "_interval",
+        "_loop",
+        "_max",
+        "_messages",
+        "_own",
+        "_own_order",
+        "_patches",
+        "_router",
+        "_scoped",
+        "_start",
+        "_stopped",
+        "_streaming",
+        "_usage",
+        "sink",
+    )
 
     def __init__(
         self,
@@ -54,45 +118,73 @@ class Intake:
         interval: float | None,
         *,
         scoped: bool,
+        router: Router | None = None,
     ) -> None:
         self._loop = loop
-        self._limit = limit
+        self._max = limit
         self._interval = interval
         self._scoped = scoped
+        # Drop other stores' answers here, unless a router sends this store its own only.
+        self._filter = scoped and router is None
+        self._router = router
         # Live items are _buffer[_start:]; _patches holds the in-progress answers by
         # slot, _streaming their slot and text by ask id.
         self._buffer: list[HistoryItem] = []
         self._start = 0
         self._patches: dict[int, HistoryItem] = {}
         self._streaming: dict[str, tuple[int, str, int]] = {}
-        # The ids of this store's own asks (a scoped store shows only their answers).
-        self._own: set[str] = set()
-        self._own_order: deque[str] = deque()
+        # The ids of this store's own asks (a scoped store shows only their answers),
+        # made on its first ask: an idle store keeps no empty containers.
+        self._own: set[str] | None = None
+        self._own_order: deque[str] | None = None
         self._flush_scheduled = False
         self._flush_handle: asyncio.Handle | None = None
-        self._closed = False
+        self._stopped = False
+        self._usage: Usage | None = None  # the last usage stored: the next equal one shares it
         self._messages: DerivedPublisher[History[HistoryItem]] = DerivedPublisher(
             self.snapshot, "messages"
         )
+        #: What takes each received message: :meth:`on_message`, bound once (the
+        #: router knows a store by it).
+        self.sink: Callable[[Message], None] = self.on_message
+        if router is not None:
+            router.join(self.sink)
 
     @property
     def stream(self) -> ValueStream[History[HistoryItem]]:
         """``messages``: the history, emitted at most once per tick or interval."""
         return self._messages.stream
 
-    @property
-    def own(self) -> set[str]:
-        """The ids of the store's own asks (kept only for a scoped store)."""
-        return self._own
+    def owns(self, ask_id: str) -> bool:
+        """Whether ``ask_id`` is one of the store's own recent asks (scoped store)."""
+        own = self._own
+        return own is not None and ask_id in own
+
+    def concerns(self, error: NexusError) -> bool:
+        """Whether a scoped store shows ``error``: about one of its asks, or about none."""
+        message_id = getattr(error, "message_id", None)
+        return not message_id or self.owns(message_id)
 
     def remember(self, ask_id: str) -> None:
-        """Note an ask of the store's own, so that a scoped store shows its answer."""
+        """Note an ask of the store's own, so that a scoped store shows its answer.
+
+        Call it on the loop's thread, before the ask is queued.
+        """
         if not self._scoped:
             return
-        self._own.add(ask_id)
-        self._own_order.append(ask_id)
-        if len(self._own_order) > max(10_000, 2 * self._limit):
-            self._own.discard(self._own_order.popleft())
+        own, order = self._own, self._own_order
+        if own is None or order is None:
+            own, order = self._own, self._own_order = set(), deque()
+        own.add(ask_id)
+        order.append(ask_id)
+        router = self._router
+        if router is not None:
+            router.claim(ask_id, self.sink)
+        if len(order) > max(10_000, 2 * self._max):
+            forgotten = order.popleft()
+            own.discard(forgotten)
+            if router is not None:
+                router.release(forgotten, self.sink)
 
     def restore(self, items: list[Message]) -> None:
         """Put a journal's history of the previous life in front (handshakes left out)."""
@@ -110,8 +202,11 @@ class Intake:
         self._messages.publish()
 
     def stop(self) -> None:
-        """Emit no more (the store is closing)."""
-        self._closed = True
+        """Take and emit no more (the store is closing)."""
+        self._stopped = True
+        router = self._router
+        if router is not None:
+            router.leave(self.sink, list(self._own_order or ()))
         if self._flush_handle is not None:
             self._flush_handle.cancel()
 
@@ -124,24 +219,29 @@ class Intake:
         # Hot path: checks on type() (isinstance against msgspec classes is slower),
         # and the common case (append a response, nothing streaming, not scoped) first.
         kind = type(message)
-        if kind is ResponseMessage and not self._streaming and not self._scoped:
+        if kind is ResponseMessage and not self._streaming and not self._filter:
+            payload: AskResponse = message.payload  # type: ignore[assignment]  # a response's
+            usage = payload.usage
+            if usage is not None:  # inline: a call per message is measurable
+                last = self._usage
+                if usage == last and usage is not last:
+                    _share(payload, "usage", last)
+                else:
+                    self._usage = usage
             buffer = self._buffer
             buffer.append(message)
-            if len(buffer) - self._start > self._limit:
+            if len(buffer) - self._start > self._max:
                 self._evict()
         elif kind in NOT_HISTORY:
             return
-        elif self._scoped and kind in _ANSWERS and message.id and message.id not in self._own:
-            return  # another store's answer (on a shared connection), or nobody's
+        elif self._filter and kind in _ANSWERS and message.id and not self.owns(message.id):
+            return  # another team's answer, or nobody's
         elif kind is ResponseChunkMessage:
             self._grow(message)  # type: ignore[arg-type]
         elif self._streaming and message.id in self._streaming:
             self._finish(message)  # type: ignore[arg-type]
         else:
-            buffer = self._buffer
-            buffer.append(message)
-            if len(buffer) - self._start > self._limit:
-                self._evict()
+            self._append(message)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             if self._interval is None:
@@ -154,10 +254,20 @@ class Intake:
         patches = dict(self._patches) if self._patches else None
         return History(self._buffer, self._start, len(self._buffer), patches)
 
+    def _lean(self, item: HistoryItem) -> None:
+        """Let a response to be stored share the previous one's equal usage (see above)."""
+        if type(item) is ResponseMessage and (usage := item.payload.usage) is not None:
+            last = self._usage
+            if usage == last and usage is not last:
+                _share(item.payload, "usage", last)
+            else:
+                self._usage = usage
+
     def _append(self, item: HistoryItem) -> int:
         """Append to the history; return the item's slot in ``_buffer``."""
+        self._lean(item)
         self._buffer.append(item)
-        if len(self._buffer) - self._start > self._limit:
+        if len(self._buffer) - self._start > self._max:
             self._evict()
         return len(self._buffer) - 1
 
@@ -165,7 +275,7 @@ class Intake:
         self._start += 1
         # Compact once half the buffer is dead: amortised O(1) per message, and
         # views taken before keep the old list.
-        if self._start >= self._limit:
+        if self._start >= self._max:
             self._compact()
 
     def _compact(self) -> None:
@@ -195,10 +305,11 @@ class Intake:
             self._append(response)
             return
         # Views taken while it streamed keep their patch; later ones see the answer.
+        self._lean(response)
         self._buffer[slot] = response
         del self._patches[slot]
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._closed:
+        if not self._stopped:
             self._messages.publish()

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from reactivex import abc
 
 from .core.metrics import Counters, Metrics
+from .derived import DerivedStream
 from .errors import NexusConnectionError, UsageError
-from .streams import DerivedStream
 
 if TYPE_CHECKING:
     from .asks import Waiter

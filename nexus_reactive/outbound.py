@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import codec
 from .core import ClientCore, TokenBucket
-from .streams import DerivedPublisher
+from .derived import DerivedPublisher
 from .transport import Transport
 
 if TYPE_CHECKING:

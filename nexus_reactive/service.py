@@ -40,6 +40,7 @@ __all__ = ["WebSocketService"]
 
 log = logging.getLogger("nexus_reactive.service")
 _running_loop = asyncio.events._get_running_loop
+_Loop = asyncio.AbstractEventLoop | None
 
 
 class WebSocketService(ServiceViews):
@@ -325,8 +326,8 @@ class WebSocketService(ServiceViews):
             OutboxFull: the outbox is full; nothing was queued.
             UsageError: awaited on another event loop than the service's.
         """
-        ask_id, frame = self._ask_frame(query, team_id)  # one coroutine less than _ask
-        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout)
+        ask_id, frame, loop = self._ask_frame(query, team_id)  # one coroutine less than _ask
+        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout, loop=loop)
 
     async def _ask(
         self,
@@ -335,17 +336,21 @@ class WebSocketService(ServiceViews):
         timeout: float | None,
         on_piece: Callable[[str], None] | None = None,
     ) -> AskResponse:
-        ask_id, frame = self._ask_frame(query, team_id)
-        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout, on_piece)
+        ask_id, frame, loop = self._ask_frame(query, team_id)
+        sender = self._connection.sender
+        return await self._asks.ask(ask_id, frame, sender, timeout, on_piece, loop)
 
-    def _ask_frame(self, query: str, team_id: str | None) -> tuple[str, bytes]:
-        self._check_thread("ask")
+    def _ask_frame(self, query: str, team_id: str | None) -> tuple[str, bytes, _Loop]:
+        loop = _running_loop()  # looked up once per ask: it costs ~0.1 us in a running loop
+        if loop is not self._loop:
+            check_loop_thread(self._loop, "ask")
         failure = self._connection.failure
         if failure is not None:
             # Nothing connects until connect() or reconnect(): say why now, not at timeout.
             raise failure
         ask_id = new_id()
-        return ask_id, codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
+        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
+        return ask_id, frame, loop
 
     # -- handlers ------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ replaced by the final response.
 
 Each store has its own connection by default. With ``share=True``, stores for the
 same server and settings on one loop share one; each still sees only the answers
-to its own asks (and the server's unsolicited messages), never another store's.
+to its own asks (and the server's unsolicited messages), never another store's:
+each answer is routed by its id to the store that asked (:mod:`nexus_reactive.fanout`).
 A store scoped to a ``team_id`` sees only the answers to its own asks too.
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -34,12 +34,11 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from . import pool
-from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
-from .config_checks import check_store_options
+from .config import WebSocketConfig
 from .core import ConnectionState, Metrics
 from .errors import NexusError, UsageError
 from .history import History, HistoryItem
-from .intake import Intake
+from .intake import Intake, history_options
 from .messages import new_id
 from .scheduled import ScheduledView, deliver_on
 from .service import WebSocketService
@@ -48,6 +47,7 @@ from .streams import Publisher, ValueStream, count_subscribers
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
 log = logging.getLogger("nexus_reactive.store")
+_made = threading.Lock()
 
 
 class WebSocketStore:
@@ -82,12 +82,7 @@ class WebSocketStore:
         max_messages: int | None = None,
         batch_interval: float | None = None,
     ) -> None:
-        # The config's own fields are deprecated; honoured until they go.
-        if max_messages is None:
-            max_messages = config.max_messages or DEFAULT_MAX_MESSAGES
-        if batch_interval is None:
-            batch_interval = config.batch_interval
-        check_store_options(max_messages, batch_interval)
+        max_messages, batch_interval = history_options(config, max_messages, batch_interval)
         self._config = config
         self._limit = max_messages
         self._interval = batch_interval
@@ -96,17 +91,18 @@ class WebSocketStore:
         self._scheduler = scheduler
         self._team_id = team_id
         self._shared = share
-        # A scoped store keeps to the answers to its own asks: a shared connection
-        # carries other stores' answers too.
+        # A scoped store keeps to the answers to its own asks.
         self._scoped = share or team_id is not None
-        self.service = (
-            pool.acquire(config, loop, history_limit=max_messages)
-            if share
-            else WebSocketService(config, history_limit=max_messages)
-        )
+        router = None
+        if share:
+            self.service, router = pool.acquire(config, loop, history_limit=max_messages)
+        else:
+            self.service = WebSocketService(config, history_limit=max_messages)
         # The history and the messages stream: the hot path, in intake.py.
-        self._intake = Intake(loop, max_messages, batch_interval, scoped=self._scoped)
-        self._errors: Publisher[NexusError] = Publisher("store errors")
+        self._intake = Intake(
+            loop, max_messages, batch_interval, scoped=self._scoped, router=router
+        )
+        self._errors: Publisher[NexusError] | None = None  # made when first subscribed
         self._state_view: ValueStream[ConnectionState] = self.service.state
         self._messages_view: ValueStream[History[HistoryItem]] = self._intake.stream
         if scheduler is not None:
@@ -118,13 +114,16 @@ class WebSocketStore:
             # A journal (persist=) restores the history of the previous life.
             self._intake.restore(self.service.restored_history)
         # A direct sink: the intake is the service's own layer above it, on the hot path.
-        self._detach = self.service.messages.attach(self._intake.on_message)
+        self._detach = (
+            None if router is not None else self.service.messages.attach(self._intake.sink)
+        )
+        # Connect now (a shared service: the pool does, once for all its stores).
         self._connecting: asyncio.Task[None] | None = None
         lazy = self.service._lazy
         if lazy is not None:  # connects when its messages are watched, or on an ask
             self.service._loop = self.service._loop or loop  # demand from any thread
             count_subscribers(self._messages_view, lazy.hold)
-        else:
+        elif not share:
             self._connecting = loop.create_task(
                 self._connect(), name="nexus-reactive-store-connect"
             )
@@ -168,10 +167,14 @@ class WebSocketStore:
         """
         team = team_id if team_id is not None else self._team_id
         ask_id = new_id()
-        self._intake.remember(ask_id)
         if self._on_loop_thread():
+            self._intake.remember(ask_id)
             return self.service.send_query(query, team, message_id=ask_id)
-        send = functools.partial(self.service.send_query, query, team, message_id=ask_id)
+
+        def send() -> None:  # on the loop's thread, where the store's ids change
+            self._intake.remember(ask_id)
+            self.service.send_query(query, team, message_id=ask_id)
+
         self._loop.call_soon_threadsafe(self._from_thread, "send_message", send)
         return ask_id
 
@@ -215,15 +218,9 @@ class WebSocketStore:
         failures (and those about the connection)."""
         errors: Observable[NexusError] = self.service.errors
         if self._scoped:
-            own = self._intake.own
-
-            def mine(error: NexusError) -> bool:
-                message_id = getattr(error, "message_id", None)
-                return not message_id or message_id in own
-
-            errors = errors.pipe(ops.filter(mine))
+            errors = errors.pipe(ops.filter(self._intake.concerns))
         # The store's own (a send_message from another thread that failed).
-        errors = reactivex.merge(errors, self._errors.stream)
+        errors = reactivex.merge(errors, self._own_errors().stream)
         if self._scheduler is not None:
             # Bounded: a slow UI never makes errors pile up without limit.
             errors = deliver_on(errors, self._scheduler, name="errors")
@@ -279,17 +276,21 @@ class WebSocketStore:
         if self._closed:
             return
         self._closed = True
-        self._detach()
+        if self._detach is not None:
+            self._detach()
         self._intake.stop()
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connecting
-        if not self._shared or pool.release(self.service):
+        if self._shared:
+            await pool.release(self.service)  # the last store's release closes it
+        else:
             await self.service.close()
         self._intake.complete()
-        self._errors.complete()
+        if self._errors is not None:
+            self._errors.complete()
 
     async def __aenter__(self) -> Self:
         return self
@@ -316,6 +317,14 @@ class WebSocketStore:
 
     # -- internals ---------------------------------------------------------------
 
+    def _own_errors(self) -> Publisher[NexusError]:
+        with _made:  # errors may be read on any thread: one publisher, whoever is first
+            if self._errors is None:
+                self._errors = Publisher("store errors")
+                if self._closed:
+                    self._errors.complete()
+            return self._errors
+
     def _on_loop_thread(self) -> bool:
         return threading.get_ident() == self._thread
 
@@ -324,7 +333,8 @@ class WebSocketStore:
             call()
         except NexusError as exc:
             log.warning("%s from another thread failed: %s", what, exc)
-            self._errors.emit(exc)
+            if self._errors is not None:  # else nobody subscribed to errors
+                self._errors.emit(exc)
 
     async def _connect(self) -> None:
         try:

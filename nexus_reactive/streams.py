@@ -36,8 +36,6 @@ from reactivex.disposable import Disposable
 from reactivex.observer import AutoDetachObserver
 
 __all__ = [
-    "DerivedPublisher",
-    "DerivedStream",
     "Hold",
     "Publisher",
     "Stream",
@@ -66,11 +64,14 @@ class Stream(Observable[T], Generic[T]):
         self._name = name
         self._observers: tuple[abc.ObserverBase[T], ...] = ()
         self._sinks: tuple[Callable[[T], None], ...] = ()
+        # The lone internal sink (attach()), if alone: called without a round's bookkeeping.
+        self._direct: Callable[[T], None] | None = None
         self._completed = False
         # Serialized emission: True while a round of deliveries runs; what is
-        # emitted meanwhile waits in the backlog, in order.
+        # emitted meanwhile waits in the backlog, in order (made on first use: an idle
+        # stream holds no empty deque, ~600 bytes).
         self._emitting = False
-        self._backlog: deque[Any] = deque()
+        self._backlog: deque[Any] | None = None
         self._hold: Hold | None = None  # see count_subscribers
 
     @property
@@ -124,16 +125,32 @@ class Stream(Observable[T], Generic[T]):
     def _add(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = (*self._observers, observer)
         self._sinks = _sinks(self._observers)
+        self._direct = _direct(self._observers)
 
     def _remove(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = tuple(o for o in self._observers if o is not observer)
         self._sinks = _sinks(self._observers)
+        self._direct = _direct(self._observers)
 
     # -- the producer's side (through a Publisher only) ------------------------------
 
     def _deliver(self, value: T) -> None:
+        direct = self._direct
+        if direct is not None and not self._emitting:
+            # The library's own sink alone: it neither emits here nor calls out, so no
+            # round can interleave with it.
+            try:
+                direct(value)
+            except Exception:
+                log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
+                for observer in self._observers:
+                    if isinstance(observer, _Sink) and observer.on_next is direct:
+                        self._remove(observer)
+            return
         if self._emitting:  # re-entered from a subscriber: after this round
-            self._backlog.append(value)
+            self._later(value)
+            return
+        if not self._sinks:  # nobody listens (service.messages of a bare ask, often)
             return
         self._emitting = True
         try:
@@ -147,6 +164,11 @@ class Stream(Observable[T], Generic[T]):
                 self._drain()
         finally:
             self._emitting = False
+
+    def _later(self, value: Any) -> None:
+        if self._backlog is None:
+            self._backlog = deque()
+        self._backlog.append(value)
 
     def _drain(self) -> None:
         backlog = self._backlog
@@ -180,13 +202,15 @@ class Stream(Observable[T], Generic[T]):
             return
         self._completed = True
         if self._emitting:
-            self._backlog.append(_COMPLETE)
+            self._later(_COMPLETE)
             return
         self._complete_now()
 
     def _complete_now(self) -> None:
         observers, self._observers, self._sinks = self._observers, (), ()
-        self._backlog.clear()  # emitted after the end: nobody is left to tell
+        self._direct = None
+        if self._backlog is not None:
+            self._backlog.clear()  # emitted after the end: nobody is left to tell
         for observer in observers:
             try:
                 observer.on_completed()
@@ -217,6 +241,13 @@ def count_subscribers(stream: Stream[Any], hold: Hold | None) -> None:
     as that subscription ends (disposed; at most once). The library's own sinks
     (:meth:`Stream.attach`) are not counted. A lazy connection counts its users so."""
     stream._hold = hold
+
+
+def _direct(observers: tuple[abc.ObserverBase[T], ...]) -> Callable[[T], None] | None:
+    """The lone internal sink's call, if the only observer is one (see :meth:`Stream.attach`)."""
+    if len(observers) == 1 and isinstance(observers[0], _Sink):
+        return observers[0].on_next
+    return None
 
 
 class _Sink(Generic[T]):
@@ -337,56 +368,6 @@ class ValuePublisher(Generic[T]):
     @property
     def value(self) -> T:
         return self.stream._value
-
-    def complete(self) -> None:
-        self.stream._complete()
-
-
-class DerivedStream(ValueStream[T], Generic[T]):
-    """A :class:`ValueStream` whose value is read from its owner on demand.
-
-    ``.value`` is therefore always current, even between emissions, and the owner
-    pays for an emission only when someone subscribes (``refresh``). Read-only:
-    its :class:`DerivedPublisher` emits.
-    """
-
-    def __init__(self, getter: Callable[[], T], name: str = "stream") -> None:
-        super().__init__(getter(), name)
-        self._getter = getter
-
-    @property
-    def value(self) -> T:
-        return self._getter()
-
-    def _subscribe_core(
-        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        self._value = self._getter()
-        return super()._subscribe_core(observer, scheduler)
-
-    def _refresh(self) -> None:
-        if self._sinks:
-            value = self._getter()
-            if value != self._value:
-                self._value = value
-                self._deliver(value)
-
-    def _publish(self) -> None:
-        self._value = value = self._getter()
-        self._deliver(value)
-
-
-class DerivedPublisher(Generic[T]):
-    """The producer's handle on a :class:`DerivedStream`."""
-
-    __slots__ = ("publish", "refresh", "stream")
-
-    def __init__(self, getter: Callable[[], T], name: str = "stream") -> None:
-        self.stream: DerivedStream[T] = DerivedStream(getter, name)
-        #: Emit the current value if anyone listens and it changed since the last.
-        self.refresh: Callable[[], None] = self.stream._refresh
-        #: Emit the current value.
-        self.publish: Callable[[], None] = self.stream._publish
 
     def complete(self) -> None:
         self.stream._complete()

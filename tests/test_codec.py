@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import types
+import uuid
 from typing import Any
 
 import msgspec
@@ -495,13 +497,21 @@ def test_encode_writes_non_ascii_text_as_utf8() -> None:
 
 
 def test_new_id_is_uuid4_hex_and_fresh() -> None:
-    ids = {new_id() for _ in range(100)}
+    ids = {new_id() for _ in range(1000)}  # several refills of the pool
 
-    assert len(ids) == 100
+    assert len(ids) == 1000
     for id_ in ids:
         assert len(id_) == 32
-        assert int(id_, 16) >= 0
-        assert id_[12] == "4"  # the UUID version nibble
+        assert uuid.UUID(hex=id_).version == 4
+        assert uuid.UUID(hex=id_).variant == uuid.RFC_4122
+        assert uuid.UUID(hex=id_).hex == id_
+
+
+def test_new_id_from_many_threads_never_repeats() -> None:
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: [new_id() for _ in range(2000)], range(8)))
+    ids = [id_ for batch in batches for id_ in batch]
+    assert len(set(ids)) == len(ids) == 16_000
 
 
 # -- to_message -------------------------------------------------------------------------

@@ -18,8 +18,10 @@ from nexus_reactive import (
     ResponseMessage,
     UsageError,
     WebSocketConfig,
+    codec,
     use_websocket,
 )
+from nexus_reactive.intake import Intake
 
 from .conftest import Nexus, Scripted, library_tasks, response_frame
 from .faults import wait_for
@@ -323,3 +325,57 @@ def test_history_slices_match_list_slices_with_in_progress_slots(index: slice) -
     view = History(items, 2, 9, {4: "partial"})
     assert view[index] == list(view)[index]
     assert "partial" in list(view)
+
+
+# == memory: stored responses with equal usage counts share one Usage ======================
+
+
+def _usage_frame(message_id: str, tokens: tuple[int, int, int]) -> str:
+    usage = dict(zip(("prompt_tokens", "completion_tokens", "total_tokens"), tokens, strict=True))
+    payload = {"answer": f"to {message_id}", "usage": usage}
+    return json.dumps({"type": "response", "id": message_id, "payload": payload})
+
+
+async def test_stored_responses_with_equal_usage_share_one_object_and_keep_their_values(
+    scripted: Any,
+) -> None:
+    async def script(ws: web.WebSocketResponse, conn: Scripted) -> None:
+        for n in range(4):  # equal counts, then other counts
+            await ws.send_str(_usage_frame(f"same-{n}", (12, 9, 21)))
+        await ws.send_str(_usage_frame("other", (1, 2, 3)))
+        for index, delta in enumerate(("str", "eamed")):  # a streamed answer, then its end
+            chunk = {"delta": delta, "index": index}
+            await ws.send_str(json.dumps({"type": "response_chunk", "id": "s", "payload": chunk}))
+        await ws.send_str(_usage_frame("s", (1, 2, 3)))
+        while await conn.next_frame(ws) is not None:
+            pass
+
+    server = await scripted(script)
+    seen: list[ResponseMessage] = []
+    async with use_websocket(server.config()) as store:
+        store.service.responses.subscribe(seen.append)
+        await wait_for(lambda: [m.id for m in store.messages.value][-1:] == ["s"])
+        history = list(store.messages.value)
+    usages = [m.payload.usage for m in history]
+    counts = [(u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in usages]
+    assert counts == [(12, 9, 21)] * 4 + [(1, 2, 3)] * 2
+    assert all(u is usages[0] for u in usages[:4])  # one object: 40 bytes each less
+    assert usages[4] is not usages[0]
+    assert usages[5] is usages[4]  # the streamed answer's end too
+    assert history == seen  # every message equal to what service.messages delivered
+
+
+def test_varying_usage_counts_are_kept_as_they_came() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        store = Intake(loop, 100, None, scoped=False)
+        counts = [(1, 1, 2), (3, 4, 7), (1, 1, 2), (1, 1, 2), (0, 0, 0)]
+        for n, tokens in enumerate(counts):
+            store.on_message(codec.decode(_usage_frame(f"q{n}", tokens)))
+        usages = [m.payload.usage for m in store.snapshot()]  # type: ignore[union-attr]
+        assert [(u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in usages] == counts
+        assert usages[3] is usages[2]  # equal to the one before: shared
+        assert usages[2] is not usages[0]  # compared with the last one only
+        store.stop()
+    finally:
+        loop.close()

@@ -11,9 +11,10 @@ import reactivex
 from reactivex import operators as ops
 from reactivex.scheduler import HistoricalScheduler, ImmediateScheduler
 
+from nexus_reactive.derived import DerivedPublisher
 from nexus_reactive.scheduled import ScheduledView, deliver_on
 from nexus_reactive.store import History
-from nexus_reactive.streams import DerivedPublisher, Publisher, ValuePublisher
+from nexus_reactive.streams import Publisher, ValuePublisher
 
 from .schedulers import SlowThreadScheduler
 from .waiting import poll
