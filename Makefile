@@ -60,7 +60,7 @@ test-lowest: $(UV)
 	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-lowest
 	$(UV) pip install --quiet --python .venv-lowest/bin/python --resolution lowest-direct \
 		-e '.[tui,notebook,qt,uvloop,socks,testing,solara,encryption,otel]' --group dev
-	$(UV) pip list --python .venv-lowest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest|opentelemetry-api) '
+	$(UV) pip list --python .venv-lowest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest|opentelemetry-api|pyhpke) '
 	$(PYTEST_ENV) .venv-lowest/bin/python $(PYTEST_ARGS)
 
 ## The suite on the newest versions released today, in .venv-latest (not locked).
@@ -68,7 +68,7 @@ test-latest: $(UV)
 	$(UV) venv --quiet --allow-existing --python $(BIN)/python .venv-latest
 	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --upgrade \
 		-e '.[tui,notebook,qt,uvloop,socks,testing,solara,encryption,otel]' --group dev
-	$(UV) pip list --python .venv-latest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest|opentelemetry-api) '
+	$(UV) pip list --python .venv-latest/bin/python | grep -iE '^(aiohttp|msgspec|reactivex|cryptography|textual|ipython|pytest|opentelemetry-api|pyhpke) '
 	$(PYTEST_ENV) .venv-latest/bin/python $(PYTEST_ARGS)
 
 ## The long soak: many reconnect cycles under a steady stream of asks.
