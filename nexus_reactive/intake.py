@@ -52,11 +52,7 @@ _ANSWERS = frozenset({ResponseMessage, ErrorMessage, ResponseChunkMessage})
 # one's refers to that object, 40 bytes less per message while a server's counts repeat
 # (the payload is immutable and the two are equal: nobody can tell). Compared with the
 # last one only: when counts vary, that costs one comparison; no table to look up.
-def _no_share(payload: AskResponse, name: str, value: Usage) -> None:
-    pass  # msgspec < 0.18.5: each response keeps its own
-
-
-_share = getattr(msgspec.structs, "force_setattr", _no_share)
+_share = msgspec.structs.force_setattr  # msgspec >= 0.18.5
 
 
 def history_options(

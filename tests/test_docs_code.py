@@ -228,8 +228,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         # Every program closed its connection (1000); none was left for the shutdown.
         closes = re.findall(r"closed \(code (\d+)\)", text)
         assert set(closes) <= {"1000"}, text
+        # asyncio's debug mode (inherited from `make test`) warns of every callback
+        # slower than 0.1 s: a loaded machine's, not a program's problem.
+        checked = re.sub(r".* WARNING asyncio: Executing <.*> took [\d.]+ seconds\n", "", text)
         for problem in ("Traceback", " ERROR ", " WARNING "):
-            assert problem not in text, text
+            assert problem not in checked, text
 
 
 # -- running a page -------------------------------------------------------------------
