@@ -123,5 +123,11 @@ def Page() -> None:
                 continuous_update=True,
                 classes=["nexus-input"],
             )
-            solara.Button("Send", on_click=send, color="primary", classes=["nexus-send"])
+            solara.Button(
+                "Send",
+                on_click=send,
+                color="primary",
+                classes=["nexus-send"],
+                disabled=not text.strip(),  # enabled once this render holds the text
+            )
             solara.Button("Clear", on_click=clear, classes=["nexus-clear"])

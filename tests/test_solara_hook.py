@@ -233,7 +233,9 @@ def wait(condition, what, timeout=60):
     """\
 wait(lambda: "Connected" in texts(), "connected")
 rc.find(v.TextField).widget.v_model = "Asked in a notebook"
-rc.find(v.Btn, children=["Send"]).widget.click()
+send = rc.find(v.Btn, children=["Send"]).widget
+wait(lambda: not send.disabled, "Send enabled")  # the page re-rendered with the text
+send.click()
 wait(lambda: "Nexus: You asked: Asked in a notebook" in texts(), "the answer")
 print(texts())
 """,
