@@ -74,6 +74,16 @@ async def authenticate(
         ) from None
     pubkey = public_key_hex(key)
     text = challenge.payload.challenge
+    if "\x00" in text:
+        # The key signs the challenge as it is and every signed frame; a frame's signed
+        # bytes hold NUL (after its label), a challenge's never do: one that does could
+        # be a frame's bytes, chosen by whoever changed it, to have the key sign them.
+        raise NexusConnectionError(
+            "the server's challenge holds a NUL character: no server sends one, and "
+            "signing it could forge a signed frame; something on the way changed it. "
+            "Not signed; reconnecting",
+            cause="handshake",
+        )
     offer = None
     if server_key is not None:
         from .negotiation import offer as make_offer

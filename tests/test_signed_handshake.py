@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nexus_reactive import WebSocketService
@@ -102,3 +103,45 @@ async def test_unsigned_messages_injected_during_the_handshake_never_reach_the_s
     # What was dropped is said, without its content.
     said = " | ".join(str(e) for e in errors)
     assert "unsigned" in said and "transfer approved" not in said, said
+
+
+async def test_a_challenge_that_could_stand_for_a_signed_frame_is_not_signed(
+    server: NexusServer, client_key: Ed25519PrivateKey, server_key: Ed25519PrivateKey
+) -> None:
+    """The client's key signs both the challenge and every frame. A middlebox that
+    chooses the challenge's text must not obtain a signature over bytes that read as
+    a signed frame (label, direction, connection id, sequence number, body): every
+    frame's signed bytes hold a NUL byte, so a challenge holding one is refused."""
+    frame_like = (
+        "nexus-reactive signed v1\x00C" + "A" * 16 + "\x00" * 8 + '{"type":"ask","id":"x"}'
+    )
+
+    def swap_challenge(direction: str, conn: int, frame: str) -> list[str]:
+        if direction == "down" and _type(frame) == "challenge":
+            wire = json.loads(frame)
+            wire["payload"]["challenge"] = frame_like
+            return [json.dumps(wire)]
+        return [frame]
+
+    errors: list[NexusError] = []
+    async with FrameRelay(server.url, swap_challenge) as relay:
+        cfg = client_config(
+            relay.url,
+            server.key,
+            signing_key=client_key,
+            server_key=public_key_hex(server_key),
+            max_reconnect_attempts=1,
+        )
+        service = WebSocketService(cfg)
+        service.errors.subscribe(errors.append)
+        with pytest.raises(NexusError, match="challenge"):
+            await service.connect()
+        await service.close()
+    public = client_key.public_key()
+    for direction, _, frame in relay.seen:
+        if direction == "up" and _type(frame) == "auth":
+            signature = bytes.fromhex(json.loads(frame)["payload"]["signature"])
+            with pytest.raises(InvalidSignature):
+                public.verify(signature, frame_like.encode())
+    said = " | ".join(str(e) for e in errors)
+    assert "NUL" in said, said
