@@ -191,7 +191,7 @@ class WebSocketService(ServiceViews):
             self._lazy.resume()
         self._connection.restart(loop, REASON_RECONNECT)
         if self._lazy is not None:
-            self._lazy.check()  # if nothing needs it, the grace counts from now
+            self._lazy.restarted()  # if nothing needs it, the grace counts from now
 
     def _bind(self, name: str = "subscribe") -> asyncio.AbstractEventLoop:
         """The running loop, which the service is bound to from its first use."""
