@@ -112,9 +112,7 @@ async def test_a_challenge_that_could_stand_for_a_signed_frame_is_not_signed(
     chooses the challenge's text must not obtain a signature over bytes that read as
     a signed frame (label, direction, connection id, sequence number, body): every
     frame's signed bytes hold a NUL byte, so a challenge holding one is refused."""
-    frame_like = (
-        "nexus-reactive signed v1\x00C" + "A" * 16 + "\x00" * 8 + '{"type":"ask","id":"x"}'
-    )
+    frame_like = "nexus-reactive signed v1\x00C" + "A" * 16 + "\x00" * 8 + '{"type":"ask","id":"x"}'
 
     def swap_challenge(direction: str, conn: int, frame: str) -> list[str]:
         if direction == "down" and _type(frame) == "challenge":
