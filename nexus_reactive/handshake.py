@@ -63,7 +63,9 @@ async def authenticate(
     """
     try:
         async with asyncio.timeout(timeout):
-            challenge = await _next(transport, ChallengeMessage, deliver, report)
+            challenge = await _next(
+                transport, ChallengeMessage, deliver, report, pinned=server_key is not None
+            )
     except TimeoutError:
         raise AuthenticationError(
             f"no challenge from the server within auth_timeout ({timeout:g}s): it does not "
@@ -72,6 +74,16 @@ async def authenticate(
         ) from None
     pubkey = public_key_hex(key)
     text = challenge.payload.challenge
+    if "\x00" in text:
+        # The key signs the challenge as it is and every signed frame; a frame's signed
+        # bytes hold NUL (after its label), a challenge's never do: one that does could
+        # be a frame's bytes, chosen by whoever changed it, to have the key sign them.
+        raise NexusConnectionError(
+            "the server's challenge holds a NUL character: no server sends one, and "
+            "signing it could forge a signed frame; something on the way changed it. "
+            "Not signed; reconnecting",
+            cause="handshake",
+        )
     offer = None
     if server_key is not None:
         from .negotiation import offer as make_offer
@@ -90,7 +102,9 @@ async def authenticate(
     guard = None if offer is None else offer.guard
     try:
         async with asyncio.timeout(timeout):
-            reply = await _next(transport, AuthOkMessage, deliver, report, challenge.id, guard)
+            reply = await _next(
+                transport, AuthOkMessage, deliver, report, challenge.id, guard, guard is not None
+            )
     except TimeoutError:
         raise NexusConnectionError(
             f"the server did not confirm authentication within auth_timeout ({timeout:g}s)",
@@ -113,7 +127,15 @@ async def _next(
     report: Callable[[NexusError], None],
     auth_id: str | None = None,
     guard: FrameGuard | None = None,
+    pinned: bool = False,
 ) -> M:
+    """The next message of type ``kind``; what comes before it is delivered.
+
+    ``pinned``: signed frames are asked for (or will be). Nothing is authenticated
+    before the server's signed ``auth_ok``, so then only the ``challenge`` and signed
+    frames are delivered; an unsigned ``error`` ends the handshake (as its reason,
+    never delivered), and any other unsigned message is dropped and reported.
+    """
     while True:
         frame = await transport.receive_frame()
         signed = False
@@ -139,9 +161,22 @@ async def _next(
                 "were asked for: it does not support them, or something on the way removed "
                 "them. Remove server_key, or check what is between. Not retrying."
             )
+        trusted = signed or not pinned or isinstance(message, ChallengeMessage)
+        if isinstance(message, ErrorMessage) and message.id in ("", auth_id):
+            if trusted:
+                deliver(message)
+            payload = message.payload
+            raise handshake_error(payload.code, payload.message, payload.retry_after)
+        if not trusted:
+            # Unauthenticated: whatever sits on the path may have sent it.
+            report(
+                ProtocolError(
+                    f"dropped an unsigned {message.type[:40]!r} message received during the "
+                    "handshake: signed frames were asked for (server_key), so only the "
+                    "server's signed frames are delivered; something on the way sent it"
+                )
+            )
+            continue
         deliver(message)
         if isinstance(message, kind):
             return message
-        if isinstance(message, ErrorMessage) and message.id in ("", auth_id):
-            payload = message.payload
-            raise handshake_error(payload.code, payload.message, payload.retry_after)

@@ -111,18 +111,22 @@ def resolve_key(source: PersistKey, path: str | os.PathLike[str]) -> bytes:
 
     Raises:
         PersistenceError: the provider raised (the message names its exception's
-            type only: its text might quote a secret; the exception is chained).
+            type and where it was raised, never its text, which might quote a secret;
+            it is not chained either: a printed chain would show that text).
         ConfigError: the provider returned no key (or an awaitable).
     """
     if not callable(source):
         return key_bytes(source)
+    failed = ""
     try:
         value = source()
     except Exception as exc:
+        failed = f"{type(exc).__name__}{_where(exc)}"
+    if failed:  # raised outside the handler: not even __context__ holds its text
         raise PersistenceError(
             f"the journal {os.fspath(path)} cannot be opened: persist_key's provider "
-            f"raised {type(exc).__name__}. Check where it reads the key from"
-        ) from exc
+            f"raised {failed}. Check where it reads the key from"
+        )
     if inspect.isawaitable(value):
         close = getattr(value, "close", None)
         if callable(close):
@@ -132,3 +136,14 @@ def resolve_key(source: PersistKey, path: str | os.PathLike[str]) -> bytes:
             "opens when the service is made, outside any event loop. Read the key first"
         )
     return key_bytes(value, name="the key persist_key's provider returned")
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file.py:line)``: where ``exc`` was raised, without its text."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f" (at {os.path.basename(code.co_filename)}:{tb.tb_lineno}, in {code.co_name})"

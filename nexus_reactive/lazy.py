@@ -138,6 +138,14 @@ class LazyLink:
         """``connect()`` or ``reconnect()``: demand opens the connection again."""
         self._rule.suspended = False
 
+    def restarted(self) -> None:
+        """``reconnect()`` replaced the connection: if nothing needs it, the grace
+        counts from now (a timer nearly due would close the new one at once)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.check()
+
     def suspend(self) -> None:
         """``disconnect()``, or the connection gave up: demand opens nothing until
         ``connect()`` or ``reconnect()``."""

@@ -41,6 +41,7 @@ __all__ = ["WebSocketService"]
 log = logging.getLogger("nexus_reactive.service")
 _running_loop = asyncio.events._get_running_loop
 _Loop = asyncio.AbstractEventLoop | None
+_CLOSED = "{}(): this service is closed: nothing more is sent; create a new WebSocketService"
 
 
 class WebSocketService(ServiceViews):
@@ -190,7 +191,7 @@ class WebSocketService(ServiceViews):
             self._lazy.resume()
         self._connection.restart(loop, REASON_RECONNECT)
         if self._lazy is not None:
-            self._lazy.check()  # if nothing needs it, the grace counts from now
+            self._lazy.restarted()  # if nothing needs it, the grace counts from now
 
     def _bind(self, name: str = "subscribe") -> asyncio.AbstractEventLoop:
         """The running loop, which the service is bound to from its first use."""
@@ -269,9 +270,12 @@ class WebSocketService(ServiceViews):
         Raises:
             ProtocolError: not a valid message; nothing was sent.
             OutboxFull: the outbox is full; nothing was queued.
-            UsageError: called off the event loop's thread; nothing was queued.
+            UsageError: called off the event loop's thread, or the service is
+                closed; nothing was queued.
         """
         self._check_thread("send")
+        if self._closed:
+            raise UsageError(_CLOSED.format("send"))
         typed = codec.to_message(message)
         frame = codec.encode(typed)
         if isinstance(typed, AskMessage):
@@ -299,9 +303,12 @@ class WebSocketService(ServiceViews):
 
         Raises:
             OutboxFull: the outbox is full; nothing was queued.
-            UsageError: called off the event loop's thread; nothing was queued.
+            UsageError: called off the event loop's thread, or the service is
+                closed; nothing was queued.
         """
         self._check_thread("send_query")
+        if self._closed:
+            raise UsageError(_CLOSED.format("send_query"))
         ask_id = message_id or new_id()
         frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
         self._asks.track(ask_id, frame, None)
@@ -324,7 +331,8 @@ class WebSocketService(ServiceViews):
             ConnectionClosed: ``disconnect()`` was called meanwhile.
             NexusConnectionError: the service gave up reconnecting.
             OutboxFull: the outbox is full; nothing was queued.
-            UsageError: awaited on another event loop than the service's.
+            UsageError: awaited on another event loop than the service's, or the
+                service is closed.
         """
         ask_id, frame, loop = self._ask_frame(query, team_id)  # one coroutine less than _ask
         return await self._asks.ask(ask_id, frame, self._connection.sender, timeout, loop=loop)
@@ -344,6 +352,8 @@ class WebSocketService(ServiceViews):
         loop = _running_loop()  # looked up once per ask: it costs ~0.1 us in a running loop
         if loop is not self._loop:
             check_loop_thread(self._loop, "ask")
+        if self._closed:
+            raise UsageError(_CLOSED.format("ask"))
         failure = self._connection.failure
         if failure is not None:
             # Nothing connects until connect() or reconnect(): say why now, not at timeout.

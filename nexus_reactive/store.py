@@ -47,6 +47,7 @@ from .streams import Publisher, ValueStream, count_subscribers
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
 log = logging.getLogger("nexus_reactive.store")
+_CLOSED = "{}(): this store is closed; create a new one"
 _made = threading.Lock()
 
 
@@ -163,8 +164,11 @@ class WebSocketStore:
 
         Raises:
             OutboxFull: too many messages wait for a connection; nothing was queued.
-                (Called from another thread, the error goes to ``service.errors``.)
+            UsageError: the store is closed; nothing was sent.
+                (Called from another thread, these go to the store's ``errors``.)
         """
+        if self._closed:
+            raise UsageError(_CLOSED.format("send_message"))
         team = team_id if team_id is not None else self._team_id
         ask_id = new_id()
         if self._on_loop_thread():
@@ -172,6 +176,8 @@ class WebSocketStore:
             return self.service.send_query(query, team, message_id=ask_id)
 
         def send() -> None:  # on the loop's thread, where the store's ids change
+            if self._closed:  # closed meanwhile: a shared connection would still send it
+                raise UsageError(_CLOSED.format("send_message"))
             self._intake.remember(ask_id)
             self.service.send_query(query, team, message_id=ask_id)
 
@@ -188,7 +194,7 @@ class WebSocketStore:
                 of the service's goes to ``errors``.)
         """
         if self._closed:
-            raise UsageError("reconnect(): this store is closed; create a new one")
+            raise UsageError(_CLOSED.format("reconnect"))
         if self._on_loop_thread():
             self.service.reconnect()
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+import traceback
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -204,6 +205,12 @@ def test_a_provider_is_called_and_its_failures_say_so_without_the_secret() -> No
     with pytest.raises(PersistenceError, match="provider raised KeyError") as info:
         resolve_key(broken, "j.db")
     assert secret not in str(info.value) and "j.db" in str(info.value)
+    # Nor in what a log or an uncaught exception shows: the whole chain, as printed.
+    shown = "".join(traceback.format_exception(info.value))
+    assert secret not in shown, shown
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    # Where the provider failed is said instead, to find it without its text.
+    assert f"{__name__.rsplit('.', 1)[-1]}.py" in str(info.value)
     with pytest.raises(ConfigError, match="the key persist_key's provider returned"):
         resolve_key(lambda: "not a key", "j.db")
 

@@ -348,6 +348,26 @@ async def test_reconnect_while_idle_opens_it_and_the_grace_applies(nexus: Nexus)
         await idle_and_quiet(service, nexus)
 
 
+async def test_reconnect_during_the_grace_starts_the_grace_again(nexus: Nexus) -> None:
+    """A grace nearly over must not close the connection reconnect() just opened."""
+    async with lazy(nexus, grace=LONG) as service:
+        service.messages.subscribe(ignore).dispose()  # opened, then unneeded: timing
+        await wait_for_state(service, "connected")
+        assert timing(service)
+        loop = asyncio.get_running_loop()
+        await wait_for(lambda: loop.time() > deadline(service) - LONG)  # some grace used
+
+        asked_at = loop.time()
+        service.reconnect()
+
+        assert timing(service) and deadline(service) >= asked_at + LONG
+
+
+def deadline(service: WebSocketService) -> float:
+    assert service._lazy is not None and service._lazy._timer is not None
+    return service._lazy._timer.when()
+
+
 # -- the store ------------------------------------------------------------------------------------
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from nexus_reactive import NexusError, RequestTimeout, use_websocket
+from nexus_reactive import NexusError, RequestTimeout, UsageError, use_websocket
 from nexus_reactive.fanout import Router
 from nexus_reactive.intake import Intake
 from nexus_reactive.messages import (
@@ -357,3 +358,24 @@ def test_a_store_forgets_its_oldest_asks_and_the_router_with_it() -> None:
         assert router.claimed == 0 and len(router) == 0
     finally:
         loop.close()
+
+
+async def test_a_closed_shared_store_sends_nothing_from_any_thread(nexus: Nexus) -> None:
+    """The connection outlives a closed store (another store shares it): a
+    send_message on the closed store must not ask the server, nor leave a route."""
+    config = nexus.config()
+    async with use_websocket(config, share=True) as other:
+        await wait_for(lambda: other.state.value.connected)
+        leaving = use_websocket(config, share=True)
+        router = _router(leaving)
+        # From another thread: queued to the loop, which runs it only after close()
+        # began (the loop is held while the thread runs).
+        thread = threading.Thread(target=leaving.send_message, args=("from a thread",))
+        thread.start()
+        thread.join()
+        await leaving.close()
+        with pytest.raises(UsageError, match=r"send_message\(\): this store is closed"):
+            leaving.send_message("after close")
+        assert other.service.pending_count == 0
+        assert router.claimed == 0
+        assert len(router) == 1

@@ -28,6 +28,7 @@ from nexus_reactive import (
     ResponseMessage,
     ServerError,
     UnknownMessage,
+    UsageError,
     WebSocketConfig,
     WebSocketService,
 )
@@ -368,3 +369,22 @@ async def test_server_app_rejects_missing_key_with_401(nexus: Nexus) -> None:
             await session.ws_connect(nexus.url)
         assert info.value.status == 401
     assert nexus.stats.connections_total == 0
+
+
+async def test_sending_on_a_closed_service_is_refused_and_queues_nothing(nexus: Nexus) -> None:
+    """A closed service never sends again: a message queued there would be lost
+    silently, and an awaited ask would wait for its timeout (or forever)."""
+    service = WebSocketService(nexus.config(request_timeout=None))
+    await service.connect()
+    await service.close()
+    calls = {
+        "send": lambda: service.send({"type": "ask", "id": "a1", "payload": {"query": "q"}}),
+        "send_query": lambda: service.send_query("lost?"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(UsageError, match=rf"{name}\(\): this service is closed"):
+            call()
+    with pytest.raises(UsageError, match=r"ask\(\): this service is closed"):
+        await asyncio.wait_for(service.ask("lost?"), EVENTUALLY)
+    assert service.outbox_depth.value == 0
+    assert library_tasks() == []
