@@ -38,7 +38,13 @@ def check_numbers(config: Any) -> None:
     if config.max_reconnect_attempts is not None and config.max_reconnect_attempts < 0:
         raise ConfigError("max_reconnect_attempts must be >= 0, or None to retry forever")
     for name in ("outbox_limit", "dedupe_size", "max_message_size"):
-        if getattr(config, name) < 1:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            # A count: 1.5, "1000" or None would fail later, far from the cause.
+            raise ConfigError(
+                f"{name} must be a whole number (an int) of at least 1, got {value!r}"
+            )
+        if value < 1:
             raise ConfigError(f"{name} must be at least 1")
     if config.max_messages is not None and config.max_messages < 1:
         raise ConfigError("max_messages must be at least 1")

@@ -290,7 +290,8 @@ class Connection:
         probe: asyncio.Task[None] | None = None
         grace: asyncio.TimerHandle | None = None
         try:
-            plan, refused = opening(self.signing_key is not None, transport.auth)
+            pins = self.server_key is not None
+            plan, refused = opening(self.signing_key is not None, transport.auth, pins)
             if refused is not None:
                 return refused
             if plan is Opening.HANDSHAKE:

@@ -356,6 +356,13 @@ def _from_text(data: bytes, where: str) -> Ed25519PublicKey:
     text = data.strip()
     if _HEX64.fullmatch(text.decode("ascii", "replace").lower()):
         return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text.decode()))
+    if b"PRIVATE KEY-----" in text:
+        # The private half: never what a client pins (and never quoted here).
+        raise ConfigError(
+            f"{where} holds a private key; pin the server's public key instead: the "
+            "'.pub' file 'nexus-reactive keygen' wrote next to it, or the 64 hex digits "
+            "'nexus-reactive serve' prints"
+        )
     try:
         key = serialization.load_pem_public_key(text)
     except (ValueError, TypeError):

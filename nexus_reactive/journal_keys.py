@@ -74,6 +74,16 @@ def key_bytes(value: object, *, name: str = "persist_key", advice: str = GENERAT
         match = _HEX_KEY.fullmatch(value.encode("utf-8", "replace"))
         if match is not None:
             return bytes.fromhex(match[1].decode("ascii"))
+        if (
+            name == "persist_key"
+            and len(value) < 4096
+            and os.path.isfile(os.path.expanduser(value))
+        ):
+            # signing_key= and server_key= take a path; this keyword takes the key.
+            raise ConfigError(
+                f"{name} takes the key, not a file's path ({value!r} is a file): pass "
+                f"persist_key=Path({value!r}).read_bytes, called each time the journal opens"
+            )
         raise ConfigError(
             f"{name} as a string must be 64 hex characters ({KEY_SIZE} bytes), got a "
             f"string of {len(value)} characters; a password is not a key: {advice}"

@@ -177,7 +177,10 @@ def accept(
             "server_key, or start the server with one (--signing-key)"
         )
     if require is not None and MODES.index(asked) < MODES.index(require):
-        return f"this server requires {require} frames, and {asked} were asked for"
+        return (
+            f"this server requires {require} frames, and {asked} were asked for: also set "
+            "encrypt=True (--encrypt)"
+        )
     try:
         nonce = bytes.fromhex(auth.nonce or "")
     except ValueError:

@@ -51,6 +51,8 @@ _HEX_SEED = re.compile(r"[0-9a-fA-F]{64}")
 # than a file name: it is never quoted back.
 _SECRET_LIKE_LENGTH = 32
 _PUBLIC_HEX = re.compile(r"[0-9a-f]{64}")
+# A key file holding only 64 hex digits (a line): what keygen writes to PATH.pub.
+_HEX64_LINE = re.compile(rb"\s*[0-9a-fA-F]{64}\s*")
 _SIGNATURE_HEX = re.compile(r"[0-9a-f]{128}")
 # A key file is a few hundred bytes; refuse to slurp something that is not one.
 _MAX_KEY_FILE = 64 * 1024
@@ -258,18 +260,27 @@ def _from_file(path: Path) -> Ed25519PrivateKey:
         with path.open("rb") as handle:
             data = handle.read(_MAX_KEY_FILE + 1)
     except FileNotFoundError:
-        raise ConfigError(f"signing key file {str(path)!r} does not exist") from None
+        raise ConfigError(
+            f"signing_key file {str(path)!r} does not exist: make a key pair with "
+            "`nexus-reactive keygen --out PATH` and pass the private key's PATH"
+        ) from None
     except IsADirectoryError:
-        raise ConfigError(f"signing key file {str(path)!r} is a directory") from None
+        raise ConfigError(f"signing_key file {str(path)!r} is a directory") from None
     except ValueError:  # e.g. an embedded NUL: not a path at all, so not quoted
         raise ConfigError("signing_key is neither a key nor the path of a key file") from None
     except OSError as exc:
         raise ConfigError(
-            f"cannot read signing key file {str(path)!r}: {exc.strerror or 'read failed'}"
+            f"cannot read signing_key file {str(path)!r}: {exc.strerror or 'read failed'}"
         ) from None
     if len(data) > _MAX_KEY_FILE:
-        raise ConfigError(f"signing key file {str(path)!r} is too big to be a key file")
-    return _from_pem(data, f"signing key file {str(path)!r}")
+        raise ConfigError(f"signing_key file {str(path)!r} is too big to be a key file")
+    if _HEX64_LINE.fullmatch(data):
+        raise ConfigError(
+            f"signing_key file {str(path)!r} holds 64 hex digits, which is not a readable "
+            "private key: is it the public key 'nexus-reactive keygen' wrote to PATH.pub? "
+            "Pass the private key's file, the PATH without '.pub'"
+        )
+    return _from_pem(data, f"signing_key file {str(path)!r}")
 
 
 def _from_pem(data: bytes, where: str) -> Ed25519PrivateKey:

@@ -5,12 +5,14 @@ Subcommands::
     nexus-reactive serve [--host 127.0.0.1] [--port 8000] [--api-key KEY]
                          [--certfile PEM [--keyfile PEM]]
                          [--require-signature] [--allowed-pubkey HEX ...]
+                         [--signing-key PATH [--require-frames signed|sealed]]
                          [--rate PER_SECOND [--burst N]] [--stream [--stream-delay S]]
                          [--engine docs|echo] [--docs DIR]
     nexus-reactive chat [--url ws://localhost:8000] [--api-key KEY] [--signing-key PATH]
-                        [--team-id ID] [--allow-insecure]
+                        [--server-key HEX|PATH [--encrypt]] [--team-id ID] [--allow-insecure]
     nexus-reactive ask [--url ws://localhost:8000] [--api-key KEY] [--signing-key PATH]
-                       [--team-id ID] [--allow-insecure] [--timeout S] [--retries N] "question"
+                       [--server-key HEX|PATH [--encrypt]] [--team-id ID] [--allow-insecure]
+                       [--timeout S] [--retries N] "question"
     nexus-reactive keygen [--out ./nexus_ed25519] [--force]
     nexus-reactive journal keygen [--out journal.key] [--force]
     nexus-reactive journal encrypt|decrypt|check PATH [--key-file KEYFILE]
@@ -28,6 +30,7 @@ registered in :func:`build_parser`; what they share (the exit codes,
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import re
 import sys
@@ -87,6 +90,39 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         super().error(_KEY_WORD.sub("<a key? not shown>", message))
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:
+            # A subcommand's own parser: refuse an unknown flag here, with this
+            # subcommand's usage and its closest flag, rather than leave it to the top
+            # parser's bare "unrecognized arguments" and its usage line.
+            flags = [f for f in self._option_string_actions if f.startswith("--")]
+            self.error(f"unrecognized arguments: {' '.join(_hint(w, flags) for w in extras)}")
+        return parsed, extras
+
+
+# Another command's flag, and this one's for the same thing (serve pins no key: it
+# has one, --signing-key; it encrypts when a client asks, or --require-frames sealed).
+_OTHER_COMMANDS_FLAGS = {"--server-key": "--signing-key", "--encrypt": "--require-frames"}
+
+
+def _hint(word: str, flags: list[str]) -> str:
+    """``word`` (an argument no flag of this command took), with the flag meant."""
+    if not word.startswith("--"):
+        return word
+    name = word.split("=")[0]
+    meant = _OTHER_COMMANDS_FLAGS.get(name)
+    # A prefix first (journal's commands take no abbreviations: --key for --key-file).
+    close = (
+        [meant]
+        if meant in flags
+        else [f for f in flags if f.startswith(name)][:1]
+        or difflib.get_close_matches(name, flags, 1, 0.75)
+    )
+    return f"{word} (did you mean {close[0]}?)" if close else word
 
 
 # 64 hex characters: a journal key or an Ed25519 seed.

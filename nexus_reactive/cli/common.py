@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..errors import (
     AuthenticationError,
@@ -16,7 +16,7 @@ from ..errors import (
     UsageError,
 )
 
-__all__ = ["EXIT_CODES", "Command", "Subcommands", "cli_words", "error", "exit_code"]
+__all__ = ["EXIT_CODES", "SERVE_FLAGS", "Command", "Subcommands", "cli_words", "error", "exit_code"]
 
 PROG = "nexus-reactive"
 EXIT_OK = 0
@@ -61,6 +61,11 @@ _FLAGS = {
     "overwrite": "--force",
     "persist_key": "--key-file",
 }
+#: ``serve``'s spelling where it differs: its key comes from the flag only.
+SERVE_FLAGS = {"signing_key": "--signing-key"}
+# "(--server-key, --server-key)" and "--encrypt (--encrypt)": a flag said twice.
+_TWICE_LISTED = re.compile(r"\((--[a-z][a-z-]*), \1\)")
+_TWICE_GLOSSED = re.compile(r"(--[a-z][a-z-]*) \(\1\)")
 _PHRASES = {
     "encrypt=True": "--encrypt",
     "DocsEngine(folder=...)": "--docs DIR",
@@ -78,7 +83,7 @@ _KEYWORD = re.compile(
 )
 
 
-def cli_words(message: str) -> str:
+def cli_words(message: str, *, flags: Mapping[str, str] | None = None) -> str:
     """Rewrite a library error message in the command's terms: flags, not keywords.
 
     ``api_key=...`` becomes ``--api-key``, ``signing_key`` ``--signing-key (or
@@ -88,16 +93,22 @@ def cli_words(message: str) -> str:
 
     Args:
         message: the library's message.
+        flags: a command's own spelling of some keywords, over the shared one (``serve``
+            reads no ``NEXUS_SIGNING_KEY``: :data:`SERVE_FLAGS`).
 
     Returns:
         The message with every keyword it knows replaced by its flag.
     """
+    words = _FLAGS if flags is None else {**_FLAGS, **flags}
     for phrase, replacement in _PHRASES.items():
         message = message.replace(phrase, replacement)
-    return _KEYWORD.sub(
-        lambda match: _FLAGS[match[1]] + (f" {match['number']}" if match["number"] else ""),
+    message = _KEYWORD.sub(
+        lambda match: words[match[1]] + (f" {match['number']}" if match["number"] else ""),
         message,
     )
+    # A message that gave both spellings ("server_key=... (--server-key)", as the
+    # server's refusals do for any client) now says the flag twice: once is enough.
+    return _TWICE_GLOSSED.sub(r"\1", _TWICE_LISTED.sub(r"(\1)", message))
 
 
 def exit_code(exc: BaseException) -> int:

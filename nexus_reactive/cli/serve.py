@@ -12,6 +12,7 @@ from .common import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
+    SERVE_FLAGS,
     Subcommands,
     cli_words,
     error,
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             rate_burst=args.burst,
         )
     except ConfigError as exc:
-        error(f"serve: {cli_words(str(exc))}")
+        error(f"serve: {cli_words(str(exc), flags=SERVE_FLAGS)}")
         return EXIT_USAGE
     except OSError as exc:
         error(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")

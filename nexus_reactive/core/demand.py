@@ -37,12 +37,14 @@ REASON_RECONNECT = "reconnect() was called"
 #: ``state.reason`` of an attempt that demand started (``lazy=True``).
 REASON_DEMAND = "opened on demand (lazy=True)"
 #: ``state.reason`` of a lazy client that has not been used yet.
-REASON_UNUSED = "lazy=True: connects on the first subscriber, send or ask"
+REASON_UNUSED = "lazy=True: connects on the first messages subscriber, send, ask or connect()"
 
 
 def idle_reason(grace: float) -> str:
     """``state.reason`` of a lazy connection closed for want of use."""
-    return f"lazy=True: closed after {grace:g}s without a subscriber, ask or queued message"
+    return (
+        f"lazy=True: closed after {grace:g}s without a messages subscriber, ask or queued message"
+    )
 
 
 class Step(enum.Enum):

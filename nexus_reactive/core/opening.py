@@ -37,9 +37,10 @@ def auth_required(header: str | None) -> bool | None:
 
 
 def opening(
-    has_signing_key: bool, header: str | None
+    has_signing_key: bool, header: str | None, pins_server_key: bool = False
 ) -> tuple[Opening, AuthenticationError | None]:
-    """Decide how to open, from the key we hold and what the server advertised.
+    """Decide how to open, from the key we hold and what the server advertised
+    (``pins_server_key``: signed frames were asked for, which need the handshake too).
 
     Returns:
         The plan, and the fatal error instead of it when the two cannot meet (the
@@ -50,8 +51,14 @@ def opening(
         if required is False:
             return Opening.HANDSHAKE, AuthenticationError(
                 f"the server does not use key-pair authentication ({AUTH_HEADER}: none), "
-                "so no challenge will come. Remove signing_key, or check the server's "
-                "configuration. Not retrying."
+                "so no challenge will come"
+                + (
+                    " and it cannot sign frames. Remove server_key and signing_key, or start "
+                    "the server with a signing key"
+                    if pins_server_key
+                    else ". Remove signing_key, or check the server's configuration"
+                )
+                + ". Not retrying."
             )
         return Opening.HANDSHAKE, None
     if required is True:

@@ -73,10 +73,18 @@ def normalize_pubkeys(pubkeys: Iterable[str] | None) -> frozenset[str] | None:
         )
     for key in keys:
         if not is_public_key_hex(key):
+            # A path is the usual slip (the client's server_key takes one): say so,
+            # without quoting what was given (a mistyped private seed looks alike).
+            path = isinstance(key, str) and any(c in key for c in "/\\.~")
             raise ConfigError(
-                "every allowed public key must be 64 hex digits (the 32-byte raw Ed25519 "
-                "public key, as 'nexus-reactive keygen' prints it); got "
+                "every allowed_pubkeys entry must be 64 hex digits (the 32-byte raw Ed25519 "
+                "public key, as 'nexus-reactive keygen' prints it and writes to PATH.pub); got "
                 + (f"{len(key)} characters" if isinstance(key, str) else type(key).__name__)
+                + (
+                    ", which look like a file's path: pass the key the file holds, not its path"
+                    if path
+                    else ""
+                )
             )
     return keys
 

@@ -159,8 +159,13 @@ async def wait_for_state(
         async with asyncio.timeout(timeout):
             return await found
     except TimeoutError:
+        last = stream.value
+        # A lazy client waits for demand, and watching state is none: say so, or the
+        # wait looks like a connection that never came.
+        hint = f" ({last.reason}; watching state opens nothing)" if last.idle else ""
         raise TimeoutError(
             f"no {label!r} state within {timeout}s; states seen: {' -> '.join(seen) or 'none'}"
+            + hint
         ) from None
     finally:
         subscription.dispose()
