@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from .config import WebSocketConfig
-from .config_checks import ProxyUrl, check_proxy, check_url, redact_url
-from .errors import ConfigError, NexusConnectionError
+from .config_checks import ProxyUrl, check_proxy, check_url
+from .errors import ConfigError, NexusConnectionError, raised_where
 from .proxies import env_proxy, is_socks
 
 if TYPE_CHECKING:
@@ -84,9 +84,13 @@ async def provided(
     except ConfigError as exc:
         raise NexusConnectionError(f"{exc}. Not retrying.", retryable=False) from exc
     except Exception as exc:
-        raise NexusConnectionError(
-            redact_url(f"the {what} provider raised {type(exc).__name__}: {exc}"), cause="provider"
-        ) from exc
+        # Its type and where, never its text (which might quote the secret it was
+        # fetching); not chained either: a printed chain would show that text.
+        failed = raised_where(exc)
+    raise NexusConnectionError(
+        f"the {what} provider raised {failed}; check where it gets the {what} from",
+        cause="provider",
+    )
 
 
 def attempt_proxy(config: WebSocketConfig, url: str) -> ProxyUrl | None:

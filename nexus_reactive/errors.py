@@ -244,3 +244,16 @@ def _excerpt(frame: bytes | str) -> str:
     if len(text) <= FRAME_EXCERPT:
         return text
     return f"{text[:FRAME_EXCERPT]}... ({len(text)} characters)"
+
+
+def raised_where(exc: BaseException) -> str:
+    """``TypeName (at file.py:line, in function)``: what a user's callable raised and
+    where, without its text, which might quote a secret (a key provider's)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return type(exc).__name__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    name = code.co_filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"{type(exc).__name__} (at {name}:{tb.tb_lineno}, in {code.co_name})"

@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Callable
 
-from .errors import ConfigError, PersistenceError
+from .errors import ConfigError, PersistenceError, raised_where
 
 __all__ = [
     "GENERATE",
@@ -131,7 +131,7 @@ def resolve_key(source: PersistKey, path: str | os.PathLike[str]) -> bytes:
     try:
         value = source()
     except Exception as exc:
-        failed = f"{type(exc).__name__}{_where(exc)}"
+        failed = raised_where(exc)
     if failed:  # raised outside the handler: not even __context__ holds its text
         raise PersistenceError(
             f"the journal {os.fspath(path)} cannot be opened: persist_key's provider "
@@ -146,14 +146,3 @@ def resolve_key(source: PersistKey, path: str | os.PathLike[str]) -> bytes:
             "opens when the service is made, outside any event loop. Read the key first"
         )
     return key_bytes(value, name="the key persist_key's provider returned")
-
-
-def _where(exc: BaseException) -> str:
-    """`` (at file.py:line)``: where ``exc`` was raised, without its text."""
-    tb = exc.__traceback__
-    if tb is None:
-        return ""
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    return f" (at {os.path.basename(code.co_filename)}:{tb.tb_lineno}, in {code.co_name})"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
 from reactivex import Observable, abc
+from reactivex.disposable import Disposable
 from reactivex.internal import DisposedException
 
 from .streams import ValueStream
@@ -220,6 +221,7 @@ def deliver_on(
         dropped = 0
         scheduled = False
         ended = False
+        disposed = False
 
         def run(_s: abc.SchedulerBase | None = None, _state: Any = None) -> None:
             nonlocal dropped, scheduled
@@ -254,7 +256,7 @@ def deliver_on(
                 scheduled = False
 
         def reschedule() -> None:
-            _schedule(scheduler, run, name, given_up)
+            _schedule(scheduler, run, name, given_up, lambda: not disposed)
 
         def wake() -> None:
             nonlocal scheduled
@@ -279,7 +281,14 @@ def deliver_on(
                 ended = True
             wake()
 
-        return source.subscribe(on_next, observer.on_error, on_completed)
+        subscription = source.subscribe(on_next, observer.on_error, on_completed)
+
+        def dispose() -> None:
+            nonlocal disposed
+            disposed = True  # a delivery retried on a scheduler not ready: not any more
+            subscription.dispose()
+
+        return Disposable(dispose)
 
     return Observable(subscribe)
 

@@ -3,6 +3,7 @@ delivery; it never drops the subscriber nor the latest value."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -94,3 +95,17 @@ async def test_ordered_delivery_waits_for_the_scheduler_too() -> None:
     await wait_until(lambda: scheduler.attempts >= 2)
     scheduler.ready = True
     await wait_until(lambda: seen == [0, 1, 2])
+
+
+async def test_ordered_delivery_stops_retrying_once_disposed() -> None:
+    subject: reactivex.Subject[int] = reactivex.Subject()
+    scheduler = NotReadyScheduler()
+    subscription = deliver_on(subject, scheduler).subscribe(on_next=lambda _: None)
+    subject.on_next(1)
+    await wait_until(lambda: scheduler.attempts >= 2)
+    subscription.dispose()
+    attempts = scheduler.attempts
+    probe = ValuePublisher(0)  # a few loop turns: at most the retry under way
+    await wait_until(lambda: probe.stream.value == 0)
+    await asyncio.sleep(0)
+    assert scheduler.attempts <= attempts + 1
