@@ -348,4 +348,7 @@ async def test_unknown_failures_are_redacted_in_errors_and_logs(
         + [logging.Formatter().format(r) for r in caplog.records]
     )
     assert token not in blob
-    assert "token=<redacted>" in state_error and "ValueError" in state_error
+    if where == "provider":  # its type and where, never its text
+        assert "URL provider raised ValueError (at test_security_client.py:" in state_error
+    else:
+        assert "token=<redacted>" in state_error and "ValueError" in state_error

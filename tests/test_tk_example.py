@@ -164,6 +164,9 @@ def test_tk_chat_connects_asks_and_closes_cleanly(
         yield condition("status Connected", lambda: chat.status["text"] == "Connected")
         seen["status colour"] = chat.status["fg"]
         # The entry has the focus from the start: typing and Enter send, no click.
+        # (A key event goes where the focus is: under load the display may give the
+        # mapped window its focus a moment after the status changed.)
+        yield condition("the entry has the focus", lambda: root.focus_get() is chat.entry)
         seen["focus"] = root.focus_get()
         chat.entry.insert(0, "What is Nexus?")
         chat.entry.event_generate("<Return>")
