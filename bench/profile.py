@@ -5,6 +5,9 @@
 flood under cProfile (or pyinstrument, if installed and asked for) and prints the
 top functions by own time and by cumulative time.
 
+``python -m bench.profile --asks`` prints the CPU time per ``service.ask`` with no
+socket, 100 in flight and one at a time (:mod:`bench.askcost`).
+
 ``python -m bench.profile --layers`` measures, without a profiler and without a
 socket, the nanoseconds per message of each layer of the pipeline, adding one
 layer at a time (decode, the service's frame handler, a subscriber, the store),
@@ -50,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--pyinstrument", action="store_true")
     parser.add_argument("--layers", action="store_true", help="per-layer ns/message")
+    parser.add_argument("--asks", action="store_true", help="CPU per ask, no socket")
     parser.add_argument("--repeats", type=int, default=5, help="--layers: best of this many")
     parser.add_argument("--wall", action="store_true", help="--layers: wall clock, not CPU")
     args = parser.parse_args(argv)
+    if args.asks:
+        from .askcost import ask_cost
+
+        return ask_cost(args.repeats)
     if args.layers:
         return _layers(args.messages, repeats=args.repeats, clock=_wall if args.wall else _cpu)
     run = _VARIANTS[args.variant]

@@ -134,3 +134,22 @@ def test_quick_bench_reports_every_section_ratio_and_target(tmp_path: Path) -> N
         assert f"{verdict}  {target['goal']}" in proc.stdout
 
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_ask_cost_runs_asks_through_an_in_process_transport() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from bench.askcost import ask_cost; "
+            "raise SystemExit(ask_cost(1, ((10, 200), (1, 20))))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "10 in flight (200 asks a run)" in proc.stdout
+    assert "1 in flight (20 asks a run)" in proc.stdout

@@ -26,12 +26,16 @@ class Deadlines(Generic[K]):
         resolution: bucket width in seconds (how late a timeout may fire).
     """
 
-    __slots__ = ("_buckets", "_order", "resolution")
+    __slots__ = ("_buckets", "_order", "_ordered", "resolution")
 
     def __init__(self, resolution: float = 0.05) -> None:
         self.resolution = resolution
         self._buckets: dict[int, dict[K, None]] = {}
         self._order: list[int] = []  # heap of bucket numbers (some may be empty)
+        # The numbers in the heap, each once: asks one at a time empty their bucket
+        # and make it again; without this, each pushed the same number again (the
+        # heap grew by one entry per ask until the bucket fell due, a minute later).
+        self._ordered: set[int] = set()
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets.values())
@@ -42,7 +46,9 @@ class Deadlines(Generic[K]):
         bucket = self._buckets.get(slot)
         if bucket is None:
             bucket = self._buckets[slot] = {}
-            heapq.heappush(self._order, slot)
+            if slot not in self._ordered:
+                self._ordered.add(slot)
+                heapq.heappush(self._order, slot)
         bucket[key] = None
         return slot
 
@@ -58,7 +64,7 @@ class Deadlines(Generic[K]):
         """When the earliest non-empty bucket falls due, or ``None`` if none."""
         order = self._order
         while order and order[0] not in self._buckets:
-            heapq.heappop(order)
+            self._ordered.discard(heapq.heappop(order))
         return order[0] * self.resolution if order else None
 
     def pop_due(self, now: float) -> list[K]:
@@ -66,7 +72,9 @@ class Deadlines(Generic[K]):
         due: list[K] = []
         order = self._order
         while order and order[0] * self.resolution <= now:
-            bucket = self._buckets.pop(heapq.heappop(order), None)
+            slot = heapq.heappop(order)
+            self._ordered.discard(slot)
+            bucket = self._buckets.pop(slot, None)
             if bucket:
                 due.extend(bucket)
         return due
