@@ -109,6 +109,14 @@ class Scripted:
 Script = Callable[[web.WebSocketResponse, Scripted], Awaitable[None]]
 
 
+async def fail_only_fail(ws: web.WebSocketResponse, conn: Scripted) -> None:
+    """A script: answers the query ``fail`` with an ``error``, never answers the rest."""
+    while (frame := await conn.next_frame(ws)) is not None:
+        if frame["payload"]["query"] == "fail":
+            error = {"code": "internal", "message": "no"}
+            await ws.send_str(json.dumps({"type": "error", "id": frame["id"], "payload": error}))
+
+
 @pytest.fixture
 async def scripted(aiohttp_server: Any) -> Callable[[Script], Awaitable[Scripted]]:
     async def start(script: Script) -> Scripted:

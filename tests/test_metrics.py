@@ -40,7 +40,7 @@ from nexus_reactive.core.metrics import (
 from nexus_reactive.core.policy import close_error, http_error
 from nexus_reactive.testing import FaultProxy, NexusServer
 
-from .conftest import Scripted, response_frame
+from .conftest import Scripted, fail_only_fail, response_frame
 from .waiting import wait_for, wait_for_state
 
 # -- the pure part ------------------------------------------------------------------------
@@ -208,16 +208,7 @@ async def test_a_server_that_repeats_every_answer_counts_dropped_duplicates(
 
 async def test_timeouts_cancels_errors_and_disconnects_are_each_counted(scripted: Any) -> None:
     """A server that answers ``fail`` with an error and never answers the rest."""
-
-    async def selective(ws: web.WebSocketResponse, conn: Scripted) -> None:
-        while (frame := await conn.next_frame(ws)) is not None:
-            if frame["payload"]["query"] == "fail":
-                error = {"code": "internal", "message": "no"}
-                await ws.send_str(
-                    json.dumps({"type": "error", "id": frame["id"], "payload": error})
-                )
-
-    server = await scripted(selective)
+    server = await scripted(fail_only_fail)
     service = WebSocketService(server.config(metrics=True, request_timeout=60.0))
     try:
         await service.connect()

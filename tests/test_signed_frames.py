@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,24 +24,9 @@ from nexus_reactive.signing import public_key_hex
 from nexus_reactive.testing import NexusServer, client_config, wait_until
 
 from .frame_relay import FrameRelay, Rewrite
+from .signed_keys import client_key_fixture, server_fixture, server_key_fixture  # noqa: F401
 
 MODES = [pytest.param(False, id="signed"), pytest.param(True, id="sealed")]
-
-
-@pytest.fixture
-def server_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def client_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-async def server(server_key: Ed25519PrivateKey) -> AsyncIterator[NexusServer]:
-    async with NexusServer(signing_key=server_key) as running:
-        yield running
 
 
 def config(

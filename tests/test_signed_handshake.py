@@ -10,7 +10,6 @@ stand for one of its signed frames.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -23,6 +22,7 @@ from nexus_reactive.signing import public_key_hex
 from nexus_reactive.testing import NexusServer, client_config, wait_until
 
 from .frame_relay import FrameRelay
+from .signed_keys import client_key_fixture, server_fixture, server_key_fixture  # noqa: F401
 
 FORGED = {
     "type": "response",
@@ -34,22 +34,6 @@ FORGED_ERROR = {
     "id": "forged-error",
     "payload": {"code": "internal", "message": "forged by the middlebox"},
 }
-
-
-@pytest.fixture
-def server_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def client_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-async def server(server_key: Ed25519PrivateKey) -> AsyncIterator[NexusServer]:
-    async with NexusServer(signing_key=server_key) as running:
-        yield running
 
 
 def _type(frame: str) -> str:

@@ -38,7 +38,7 @@ from nexus_reactive import (
 )
 from nexus_reactive.testing import FaultProxy, NexusServer
 
-from .conftest import Scripted, response_frame
+from .conftest import Scripted, fail_only_fail, response_frame
 from .waiting import wait_for, wait_for_state
 
 
@@ -179,15 +179,7 @@ async def test_an_ask_sent_again_after_a_cut_counts_two_attempts_in_one_trace(
 async def test_failed_asks_end_their_spans_with_an_error_status(
     scripted: Any, client: Side
 ) -> None:
-    async def selective(ws: web.WebSocketResponse, conn: Scripted) -> None:
-        while (frame := await conn.next_frame(ws)) is not None:
-            if frame["payload"]["query"] == "fail":
-                error = {"code": "internal", "message": "no"}
-                await ws.send_str(
-                    json.dumps({"type": "error", "id": frame["id"], "payload": error})
-                )
-
-    server = await scripted(selective)
+    server = await scripted(fail_only_fail)
     async with WebSocketService(server.config(telemetry=client.telemetry)) as service:
         with pytest.raises(ServerError):
             await service.ask("fail")
