@@ -19,7 +19,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-from nexus_reactive import WebSocketConfig
+from nexus_reactive import AskRequest, AskResponse, WebSocketConfig
 from nexus_reactive.server import create_app
 from nexus_reactive.testing import NexusServer
 from nexus_reactive.testing import client_config as kit_client_config
@@ -54,6 +54,18 @@ def client_config(url: str, /, **options: Any) -> WebSocketConfig:
 #: The reference server of the test kit; the suite uses it as its users do.
 Nexus = NexusServer
 ServerFactory = Callable[..., Awaitable[Nexus]]
+
+
+def gated_engine(gate: asyncio.Event) -> Callable[[AskRequest], Awaitable[AskResponse]]:
+    """An engine that answers ``re: <query>``, holding queries that start with ``slow``
+    until ``gate`` is set (asks kept in flight across a fault)."""
+
+    async def engine(request: AskRequest) -> AskResponse:
+        if request.query.startswith("slow"):
+            await gate.wait()
+        return AskResponse(answer=f"re: {request.query}")
+
+    return engine
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 
 from nexus_reactive import (
-    AskRequest,
-    AskResponse,
     AuthenticationError,
     ConnectionState,
     Phase,
@@ -30,7 +28,7 @@ from nexus_reactive import (
 )
 from nexus_reactive.core.demand import REASON_RECONNECT
 
-from .conftest import Nexus, ServerFactory, library_tasks
+from .conftest import Nexus, ServerFactory, gated_engine, library_tasks
 from .waiting import EVENTUALLY, wait_for, wait_for_state
 
 #: A backoff longer than any wait of these tests (EVENTUALLY): an attempt that comes
@@ -113,12 +111,7 @@ async def test_reconnect_replaces_an_open_connection_and_loses_nothing(
 ) -> None:
     gate = asyncio.Event()
 
-    async def engine(request: AskRequest) -> AskResponse:
-        if request.query.startswith("slow"):
-            await gate.wait()
-        return AskResponse(answer=f"re: {request.query}")
-
-    server = await start_nexus(engine=engine)
+    server = await start_nexus(engine=gated_engine(gate))
     stats = server.stats
     service = WebSocketService(server.config())
     seen = answers_by_id(service)

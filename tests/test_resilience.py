@@ -29,8 +29,6 @@ import pytest
 from aiohttp import web
 
 from nexus_reactive import (
-    AskRequest,
-    AskResponse,
     AuthenticationError,
     ConnectionClosed,
     ConnectionState,
@@ -45,7 +43,7 @@ from nexus_reactive import (
     WebSocketService,
 )
 
-from .conftest import Nexus, ServerFactory, library_tasks
+from .conftest import Nexus, ServerFactory, gated_engine, library_tasks
 from .faults import FaultProxy, wait_for
 from .resilience_servers import (
     Conn,
@@ -131,12 +129,7 @@ async def supervisor_gone() -> None:
 async def test_server_restart_mid_stream_answers_every_ask_once(start_nexus: Any) -> None:
     gate = asyncio.Event()
 
-    async def engine(request: AskRequest) -> AskResponse:
-        if request.query.startswith("slow"):
-            await gate.wait()
-        return AskResponse(answer=f"re: {request.query}")
-
-    nexus = await start_nexus(engine=engine)
+    nexus = await start_nexus(engine=gated_engine(gate))
     async with FaultProxy("127.0.0.1", nexus.port) as proxy:
         service = WebSocketService(nexus.config(url=proxy.url(), max_reconnect_attempts=None))
         seen = responses_by_id(service)
@@ -179,12 +172,7 @@ async def test_graceful_server_restart_1001_with_asks_in_flight(
 ) -> None:
     gate = asyncio.Event()
 
-    async def engine(request: AskRequest) -> AskResponse:
-        if request.query.startswith("slow"):
-            await gate.wait()
-        return AskResponse(answer=f"re: {request.query}")
-
-    server = await start_nexus(engine=engine)
+    server = await start_nexus(engine=gated_engine(gate))
     stats_before = server.stats
     service = WebSocketService(server.config(max_reconnect_attempts=None))
     try:
