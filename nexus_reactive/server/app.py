@@ -210,9 +210,12 @@ def _frame_keys(signing_key: SigningKeySource | None, require: object) -> FrameK
 
 async def _close_sockets(app: web.Application) -> None:
     """Close every open WebSocket with 1001 (going away): clients reconnect elsewhere."""
-    sockets = list(app[STATE_KEY].sockets)
+    wires = list(app[STATE_KEY].sockets)
     await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets),
+        *(
+            wire.close(WSCloseCode.GOING_AWAY, b"server shutdown", after_writes=False)
+            for wire in wires
+        ),
         return_exceptions=True,
     )
 

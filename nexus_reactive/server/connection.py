@@ -30,7 +30,7 @@ import asyncio
 import logging
 import math
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .. import codec
@@ -136,17 +136,31 @@ class _Connection:
         state, stats = self._state, self._state.stats
         stats.connections_total += 1
         stats.connections_open += 1
-        state.sockets.add(self._ws)
+        state.sockets.add(self._wire)
         logger.info("connection from %s opened", self._peer)
         try:
             if state.key_auth is not None:
                 await self._send_challenge(state.key_auth.timeout)
             await self._receive_loop()
         finally:
-            state.sockets.discard(self._ws)
+            state.sockets.discard(self._wire)
+            self._closed()
             stats.connections_open -= 1
             await self._answers.cancel()
-            logger.info("connection from %s closed (code %s)", self._peer, self._ws.close_code)
+
+    def _closed(self) -> None:
+        """Log how the connection ended and count the code, if the server closed it."""
+        sent = self._wire.sent_close
+        if sent is not None:
+            closes = self._state.stats.closes_sent
+            closes[sent] = closes.get(sent, 0) + 1
+            logger.info("connection from %s closed by the server (code %d)", self._peer, sent)
+            return
+        code = self._ws.close_code
+        if code is None or code == WSCloseCode.ABNORMAL_CLOSURE:
+            logger.info("connection from %s lost (no close frame)", self._peer)
+        else:
+            logger.info("connection from %s closed by the client (code %d)", self._peer, code)
 
     @property
     def _awaiting_auth(self) -> bool:
@@ -172,6 +186,7 @@ class _Connection:
             elif msg.type in _CLOSING:
                 if msg.type is WSMsgType.ERROR:
                     # e.g. a frame over max_msg_size: aiohttp has closed with 1009.
+                    self._wire.closed_by_aiohttp(msg.data)
                     logger.info("connection from %s failed: %s", self._peer, msg.data)
                 return
 

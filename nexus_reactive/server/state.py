@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from .auth import ApiKeys
 from .dedupe import ReplyCache
 from .engine import Engine
 from .ratelimit import RateLimiter
 from .tracing import AskTracing
+from .wire import Wire
 
 if TYPE_CHECKING:
     from ..negotiation import FrameKeys
@@ -41,6 +40,9 @@ class ServerStats:
         frames_signed: connections that agreed on signed or sealed frames.
         frames_refused: connections closed because a frame failed its checks (4409)
             or the two sides did not agree on frames (4406).
+        closes_sent: connections this server closed, by the close code it sent
+            (4401, 4403, 4406, 4409, 4429, 1009, 1001 at shutdown...); a close the
+            client started is not counted.
     """
 
     connections_total: int = 0
@@ -56,6 +58,7 @@ class ServerStats:
     too_large: int = 0
     frames_signed: int = 0
     frames_refused: int = 0
+    closes_sent: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,4 +93,5 @@ class ServerState:
     frames: FrameKeys | None = None
     tracing: AskTracing = field(default_factory=AskTracing)
     stats: ServerStats = field(default_factory=ServerStats)
-    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    #: The open connections' write sides (a shutdown closes each).
+    sockets: set[Wire] = field(default_factory=set)

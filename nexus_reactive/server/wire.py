@@ -3,6 +3,11 @@
 Replies, chunks and errors are written by several tasks of a connection at once;
 :class:`Wire` writes them one at a time (a lock), so no frame cuts into another,
 and drops them quietly once the socket is closed or lost.
+
+Every close this server starts goes through :meth:`Wire.close`, which remembers the
+code sent (:attr:`Wire.sent_close`): the socket's own ``close_code`` is, after a
+close we started, the code the client answered with (aiohttp's client echoes 1000),
+so it cannot say what the server sent.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from .. import codec
 from ..framing import FrameGuard
@@ -27,7 +32,7 @@ INTERNAL = "the server failed to answer; try again later"
 class Wire:
     """Writes one connection's frames, one at a time."""
 
-    __slots__ = ("_lock", "_peer", "_ws", "guard")
+    __slots__ = ("_lock", "_peer", "_ws", "guard", "sent_close")
 
     def __init__(self, ws: web.WebSocketResponse, peer: str | None) -> None:
         self._ws = ws
@@ -36,6 +41,8 @@ class Wire:
         #: Signs (or seals) every frame, once the connection agreed on it: under the
         #: lock, so that sequence numbers go out in order.
         self.guard: FrameGuard | None = None
+        #: The close code this server sent, if it closed the connection first.
+        self.sent_close: int | None = None
 
     async def send(self, frame: bytes) -> None:
         """Write ``frame``; nothing if the socket is closed, or lost meanwhile."""
@@ -58,11 +65,35 @@ class Wire:
         """Write an ``error`` message."""
         await self.send(error_frame(message_id, code, text, retry_after))
 
-    async def close(self, code: int, reason: bytes) -> None:
-        """Close the socket with ``code``."""
-        # Under the write lock, so the close frame never cuts into another frame.
+    async def close(self, code: int, reason: bytes, *, after_writes: bool = True) -> None:
+        """Close the socket with ``code`` (nothing if it is closed already).
+
+        Args:
+            code: the close code to send; kept in :attr:`sent_close`.
+            reason: the close frame's reason.
+            after_writes: wait for the frame being written, so that the close frame
+                never cuts into it; ``False`` (a shutdown) closes at once, whatever a
+                slow client leaves unwritten.
+        """
+        if not after_writes:
+            await self._close(code, reason)
+            return
         async with self._lock:
-            await self._ws.close(code=code, message=reason)
+            await self._close(code, reason)
+
+    def closed_by_aiohttp(self, error: object) -> None:
+        """Note the code aiohttp closed with for ``error`` (a ``WebSocketError`` from the
+        receive: 1009 for a frame over the size limit, 1002, 1007...); nothing for
+        another error (a lost connection, a missed heartbeat: no close frame)."""
+        if isinstance(error, WebSocketError) and self.sent_close is None:
+            self.sent_close = error.code
+
+    async def _close(self, code: int, reason: bytes) -> None:
+        if self._ws.closed:  # the client's close came first: not ours to report
+            return
+        # Noted before the close is awaited: the receive loop may end meanwhile.
+        self.sent_close = code
+        await self._ws.close(code=code, message=reason)
 
 
 def error_frame(message_id: str, code: str, text: str, retry_after: float | None = None) -> bytes:

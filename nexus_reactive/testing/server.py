@@ -180,10 +180,10 @@ class NexusServer:
         ``reason``; the server goes on listening. Returns how many were closed."""
         if self._app is None:
             return 0
-        sockets = list(self._app[STATE_KEY].sockets)
-        for ws in sockets:
-            await ws.close(code=code, message=reason.encode())
-        return len(sockets)
+        wires = list(self._app[STATE_KEY].sockets)
+        for wire in wires:
+            await wire.close(code, reason.encode(), after_writes=False)
+        return len(wires)
 
     async def __aenter__(self) -> Self:
         await self.start()
