@@ -142,8 +142,8 @@ class WebSocketConfig:
             bytes, a raw 32-byte seed, or that seed in hex) to answer the server's
             ``challenge``; ``None`` if the server does not require it.
         server_key: the server's Ed25519 public key to pin (64 hex digits, or the path
-            of the ``.pub`` file or PEM it is in): every frame both ways is then signed,
-            and the server's checked against it (needs ``signing_key``).
+            of the ``.pub``, PEM or OpenSSH file it is in): every frame both ways is then
+            signed, and the server's checked against it (needs ``signing_key``).
         encrypt: also encrypt every frame end to end (HPKE; needs ``server_key`` and
             the ``encryption`` extra).
         auth_timeout: how long to wait for the challenge and for ``auth_ok``.

@@ -21,9 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import msgspec
@@ -31,7 +28,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import ConfigError
 from .messages import (
     SealedMessage,
     SealedPayload,
@@ -39,6 +35,7 @@ from .messages import (
     SignedPayload,
     UnknownMessage,
 )
+from .public_keys import PublicKeySource, load_public_key
 
 if TYPE_CHECKING:
     from .sealing import Channel
@@ -61,8 +58,8 @@ FramesMode: TypeAlias = Literal["signed", "sealed"]
 #: The modes, weakest first: a server that requires ``signed`` also takes ``sealed``.
 MODES: tuple[FramesMode, ...] = ("signed", "sealed")
 #: A pinned server public key: 64 hex digits, a ``.pub`` file as ``keygen`` writes
-#: it, a PEM public key file (or its text), or the key object.
-ServerKeySource: TypeAlias = Ed25519PublicKey | str | os.PathLike[str]
+#: it, a PEM (or its text) or OpenSSH public key file, or the key object.
+ServerKeySource: TypeAlias = PublicKeySource
 
 #: Close codes (docs/protocol.md): the two sides did not agree on signed or sealed
 #: frames (fatal); a frame was refused (retried: the asks in flight go again).
@@ -80,8 +77,6 @@ _CONN_LABEL = b"nexus-reactive conn v1\x00"
 #: The connection id: the first 16 bytes of the transcript's SHA-256.
 CONN_BYTES = 16
 NONCE_BYTES = 32
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_MAX_KEY_FILE = 64 * 1024
 
 _envelope = msgspec.json.Decoder(SignedMessage | SealedMessage)
 _generic = msgspec.json.Decoder(UnknownMessage)
@@ -319,59 +314,14 @@ def load_server_key(source: ServerKeySource) -> Ed25519PublicKey:
 
     Args:
         source: 64 hex digits (either case); a PEM public key's text; the path of a
-            file holding either (``nexus-reactive keygen`` writes ``<key>.pub``); or
-            the key object.
+            file holding either or an OpenSSH public key (``nexus-reactive keygen``
+            and ``ssh-keygen`` write ``<key>.pub``); or the key object.
 
     Raises:
         ConfigError: it is none of these, or the file cannot be read. The message
             says which form was expected.
     """
-    if isinstance(source, Ed25519PublicKey):
-        return source
-    if isinstance(source, str) and not source.strip().startswith("-----BEGIN"):
-        text = source.strip().lower()
-        if _HEX64.fullmatch(text):
-            return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
-    if isinstance(source, str) and "-----BEGIN" in source:
-        return _from_text(source.encode(), "server_key")
-    if not isinstance(source, str | os.PathLike):
-        raise ConfigError(
-            "server_key must be the server's public key as 64 hex digits, the path of a "
-            f"file holding it, or an Ed25519PublicKey; got a {type(source).__name__}"
-        )
-    path = Path(source).expanduser()
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_KEY_FILE)
-    except OSError as exc:
-        raise ConfigError(
-            f"server_key {str(path)!r} is neither 64 hex digits nor a readable key file "
-            f"({exc.strerror or 'cannot read it'}). Pin the public key that "
-            "'nexus-reactive serve' prints"
-        ) from None
-    return _from_text(data, f"server_key file {str(path)!r}")
-
-
-def _from_text(data: bytes, where: str) -> Ed25519PublicKey:
-    text = data.strip()
-    if _HEX64.fullmatch(text.decode("ascii", "replace").lower()):
-        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text.decode()))
-    if b"PRIVATE KEY-----" in text:
-        # The private half: never what a client pins (and never quoted here).
-        raise ConfigError(
-            f"{where} holds a private key; pin the server's public key instead: the "
-            "'.pub' file 'nexus-reactive keygen' wrote next to it, or the 64 hex digits "
-            "'nexus-reactive serve' prints"
-        )
-    try:
-        key = serialization.load_pem_public_key(text)
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"{where} holds neither 64 hex digits nor a PEM public key (-----BEGIN PUBLIC KEY-----)"
-        ) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{where} holds a {type(key).__name__}, not an Ed25519 public key")
-    return key
+    return load_public_key(source, name="server_key")
 
 
 def raw_public(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:

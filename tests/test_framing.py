@@ -313,6 +313,8 @@ def test_the_pinned_key_is_read_in_every_form(tmp_path: Path) -> None:
 
 def test_a_bad_pinned_key_says_what_was_expected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="neither 64 hex digits nor a readable key file"):
+        load_server_key("no-such-key.pub")
+    with pytest.raises(ConfigError, match="6 hex digits, not 64"):
         load_server_key("abc123")
     (tmp_path / "junk").write_text("not a key")
     with pytest.raises(ConfigError, match="neither 64 hex digits nor a PEM public key"):
