@@ -3,8 +3,8 @@ wrong and what to do, in the words of the interface used (flags in the command l
 keywords in Python).
 
 Each case is a slip made while following the documentation literally: a ``.pub`` file
-given as the private key, the private key pinned, a path given where a key goes, a
-flag of another subcommand, a lazy client waited on by watching its state.
+given as the private key, the private key pinned or let in, a flag of another
+subcommand, a lazy client waited on by watching its state.
 """
 
 from __future__ import annotations
@@ -72,13 +72,14 @@ def test_serve_names_the_flag_when_signing_key_is_the_pub_file(
     assert "--signing-key file" in err and "without '.pub'" in err
 
 
-def test_an_allowed_pubkey_given_as_a_path_says_to_pass_the_key(
+def test_an_allowed_pubkey_given_the_private_key_file_says_to_pass_the_pub_one(
     keypair: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["serve", "--port", "0", "--api-key", KEY, "--engine", "echo"]
-    assert main([*argv, "--allowed-pubkey", str(keypair) + ".pub"]) == 2
+    assert main([*argv, "--allowed-pubkey", str(keypair)]) == 2
     err = capsys.readouterr().err
-    assert "--allowed-pubkey" in err and "file's path" in err
+    assert "--allowed-pubkey file" in err and "holds a private key" in err
+    assert "'.pub' file" in err
 
 
 def test_a_flag_said_twice_by_a_message_in_both_spellings_is_said_once() -> None:

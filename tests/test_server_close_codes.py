@@ -28,8 +28,8 @@ from nexus_reactive.negotiation import offer
 from nexus_reactive.signing import generate_keypair, public_key_hex, sign_challenge
 from nexus_reactive.testing import FaultProxy
 
-from .conftest import MakeServer
-from .test_server import KEY, TIMEOUT, ask, assert_usable, connect, recv, stats, wait_until
+from .conftest import KEY, MakeServer
+from .test_server import TIMEOUT, ask, assert_usable, connect, recv, stats, wait_until
 
 SERVER_LOG = "nexus_reactive.server"
 Peer = aiohttp.ClientWebSocketResponse
@@ -180,6 +180,7 @@ async def test_a_connection_dropped_without_a_close_frame_is_logged_as_lost(
 ) -> None:
     caplog.set_level(logging.INFO, logger=SERVER_LOG)
     server = await make_server()
+    assert server.port is not None
     async with FaultProxy("127.0.0.1", server.port) as proxy:
         ws = await session.ws_connect(proxy.url(), headers={"x-api-key": KEY})
         await assert_usable(ws)

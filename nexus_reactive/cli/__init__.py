@@ -4,7 +4,7 @@ Subcommands::
 
     nexus-reactive serve [--host 127.0.0.1] [--port 8000] [--api-key KEY]
                          [--certfile PEM [--keyfile PEM]]
-                         [--require-signature] [--allowed-pubkey HEX ...]
+                         [--require-signature] [--allowed-pubkey HEX|PATH ...]
                          [--signing-key PATH [--require-frames signed|sealed]]
                          [--rate PER_SECOND [--burst N]] [--stream [--stream-delay S]]
                          [--engine docs|echo] [--docs DIR]

@@ -15,6 +15,7 @@ from ..errors import NexusError
 from ..messages import AskResponse, ResponseMessage
 from ..server import API_KEY_ENV
 from ..service import WebSocketService
+from . import keys
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -95,15 +96,17 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         "--signing-key",
         metavar="PATH",
         default=None,
-        help="the Ed25519 private key (as 'keygen' writes it) for servers that require "
-        f"key-pair authentication (default: ${SIGNING_KEY_ENV})",
+        help="the file of the Ed25519 private key (as 'keygen' writes it; a path, not the "
+        "key: command lines are visible to other users) for servers that require key-pair "
+        f"authentication (default: ${SIGNING_KEY_ENV})",
     )
     parser.add_argument(
         "--server-key",
         metavar="HEX|PATH",
         default=None,
-        help="the server's public key to pin (as 'serve' prints it, or a file holding it): "
-        "every frame both ways is then signed and checked. Needs --signing-key",
+        help="the server's public key to pin: the 64 hex digits 'serve' prints, or the "
+        "PATH.pub file 'keygen' wrote. Every frame both ways is then signed and checked. "
+        "Needs --signing-key",
     )
     parser.add_argument(
         "--encrypt",
@@ -215,16 +218,22 @@ def run_chat(args: argparse.Namespace) -> int:
 
 def _client_config(args: argparse.Namespace, command: str, **options: Any) -> WebSocketConfig:
     """The client's config from the flags; the config's warnings printed in flags' terms."""
-    signing_key = args.signing_key or os.environ.get(SIGNING_KEY_ENV) or None
-    if signing_key is not None:
-        signing_key = os.path.expanduser(signing_key)
+    signing_key: str | None
+    if args.signing_key:
+        signing_key = keys.signing_key(args.signing_key, command, env=SIGNING_KEY_ENV)
+    else:
+        signing_key = os.environ.get(SIGNING_KEY_ENV) or None
+        if signing_key is not None and not keys.is_key_itself(signing_key):
+            signing_key = os.path.expanduser(signing_key)
+            keys.warn_if_others_can_read(signing_key, SIGNING_KEY_ENV, command)
+    server_key = keys.server_key(args.server_key) if args.server_key else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         config = WebSocketConfig(
             url=args.url,
             api_key=args.api_key,
             signing_key=signing_key,
-            server_key=args.server_key,
+            server_key=server_key,
             encrypt=args.encrypt,
             allow_insecure=args.allow_insecure,
             **options,

@@ -85,14 +85,17 @@ def add_parser(
         action.add_argument(
             "--key-file",
             metavar="KEYFILE",
-            help=f"the journal's key (default: ${JOURNAL_KEY_ENV}, 64 hex characters)"
-            + ("; the new key for encrypt" if name == "encrypt" else ""),
+            help="the file holding the journal's key"
+            + (" (the new key, for encrypt)" if name == "encrypt" else "")
+            + ": 64 hex characters, as 'journal keygen' writes them; a path, never the key "
+            f"(default: ${JOURNAL_KEY_ENV})",
         )
         if name == "rekey":
             action.add_argument(
                 "--new-key-file",
                 metavar="KEYFILE",
-                help=f"the new key (default: ${NEW_KEY_ENV})",
+                help="the file holding the new key, as for --key-file: a path, never the key "
+                f"(default: ${NEW_KEY_ENV})",
             )
         action.set_defaults(command=_run, action=name, default_log_level="warning")
 
@@ -147,6 +150,11 @@ def _key(path: str | None, env: str, flag: str) -> bytes | None:
                 f"{PROG} journal: warning: {flag} {path} is "
                 f"readable by other users (mode {stat.S_IMODE(mode):04o}): `chmod 600 {path}`",
                 file=sys.stderr,
+            )
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            raise ConfigError(
+                f"{flag} {path} holds a PEM key (a signing or TLS key?), not a journal key: "
+                f"a journal has a key of its own; {advice}"
             )
         return key_bytes(raw, name=f"{flag} {path}", advice=advice)
     value = os.environ.get(env)

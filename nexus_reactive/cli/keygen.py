@@ -24,8 +24,9 @@ def add_parser(
         "keygen",
         parents=[common],
         help="make an Ed25519 key pair for key-pair authentication",
-        description="Write a new private key (mode 0600) and its public key (PATH.pub); "
-        "print the public key, for the server's --allowed-pubkey.",
+        description="Write a new private key (mode 0600, for --signing-key) and its public "
+        "key (PATH.pub); print the public key. Give the public key, or PATH.pub, to a "
+        "server's --allowed-pubkey or (a server's key) to a client's --server-key.",
     )
     keygen.add_argument(
         "--out",

@@ -8,6 +8,7 @@ import os
 
 from ..errors import ConfigError
 from ..server import API_KEY_ENV, EchoEngine, Engine, run_server
+from . import keys
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -61,17 +62,18 @@ def add_parser(
         "--allowed-pubkey",
         action="append",
         dest="allowed_pubkeys",
-        metavar="HEX",
-        help="a public key let in (as 'keygen' prints it); repeat for several. "
-        "Implies --require-signature",
+        metavar="HEX|PATH",
+        help="a client's public key to let in: the 64 hex digits 'keygen' prints, or the "
+        "PATH.pub file it writes; repeat for several. Implies --require-signature",
     )
     auth.add_argument(
         "--signing-key",
         metavar="PATH",
         default=None,
-        help="the server's own Ed25519 private key (as 'keygen' writes it): sign, and with "
-        "the encryption extra decrypt, frames for clients that pin its public key (printed "
-        "at start). Implies --require-signature",
+        help="the file of the server's own Ed25519 private key (as 'keygen' writes it; a "
+        "path, not the key: command lines are visible to other users): sign, and with the "
+        "encryption extra decrypt, frames for clients that pin its public key (printed at "
+        "start). Implies --require-signature",
     )
     auth.add_argument(
         "--require-frames",
@@ -140,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         error("serve: --burst needs --rate")
         return EXIT_USAGE
     try:
+        allowed = keys.allowed_pubkeys(args.allowed_pubkeys)
+        signing_key = keys.signing_key(args.signing_key, "serve") if args.signing_key else None
         engine = _engine(args)
         run_server(
             args.host,
@@ -149,8 +153,8 @@ def run(args: argparse.Namespace) -> int:
             keyfile=args.keyfile,
             engine=engine,
             require_signature=args.require_signature,
-            allowed_pubkeys=args.allowed_pubkeys,
-            signing_key=os.path.expanduser(args.signing_key) if args.signing_key else None,
+            allowed_pubkeys=allowed,
+            signing_key=signing_key,
             require_frames=args.require_frames,
             auth_timeout=args.auth_timeout,
             rate_limit=args.rate,
