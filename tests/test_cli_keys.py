@@ -298,6 +298,45 @@ async def test_a_signing_key_file_other_users_can_read_is_warned_about(tmp_path:
     assert "without '.pub'" in err
 
 
+def pipe_holding(data: bytes) -> int:
+    """The read end of a pipe holding ``data``, written whole and closed: what a shell's
+    ``<(pass show key)`` gives a command as ``/dev/fd/N``."""
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)
+    return read
+
+
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="needs /dev/fd")
+async def test_keys_through_pipes_are_read_once_and_work(tmp_path: Path) -> None:
+    """A key kept off the disk (``<(...)``): checking the file first must not empty it."""
+    client = generate_keypair()
+    allowed = pipe_holding(public_key_hex(client).encode() + b"\n")
+    signing = pipe_holding(private_pem(client))
+    try:
+        async with serve_logging("--allowed-pubkey", f"/dev/fd/{allowed}", pass_fds=(allowed,)) as (
+            url,
+            _,
+        ):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "nexus_reactive",
+                *["ask", "--url", url, "--signing-key", f"/dev/fd/{signing}", "piped?"],
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=_env(),
+                pass_fds=(signing,),
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
+    finally:
+        os.close(allowed)
+        os.close(signing)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().startswith("You asked: piped?")
+    assert b"warning" not in err
+
+
 # --- journal --key-file: a file's path, never a signing key -----------------------------
 
 
@@ -317,7 +356,7 @@ def test_journal_key_file_given_a_signing_key_says_it_is_another_key(
 
 @contextlib.asynccontextmanager
 async def serve_logging(
-    *options: str, env: dict[str, str] | None = None
+    *options: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
 ) -> AsyncIterator[tuple[str, Callable[[], str]]]:
     """Run ``nexus-reactive serve --port 0 --log-level info <options>``; yield its URL
     and a function that returns what it wrote on stderr, once it has stopped (SIGTERM
@@ -337,6 +376,7 @@ async def serve_logging(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**_env(), **(env or {})},
+        pass_fds=pass_fds,
     )
     assert proc.stdout is not None and proc.stderr is not None
     # Read as it comes: a full pipe would stall the server.

@@ -122,15 +122,19 @@ def warn_if_others_can_read(path: str, flag: str, command: str) -> None:
     """Warn on stderr if the private key file at ``path`` is readable by other users.
 
     Nothing for a file that cannot be read, or holds no private key (a ``.pub`` file
-    given by mistake): the error that follows says what is wrong with it.
+    given by mistake): the error that follows says what is wrong with it. Only a
+    regular file is read: a pipe (``--signing-key <(pass show nexus)``) would be
+    emptied before the key is read from it.
     """
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) or not mode & (stat.S_IRWXG | stat.S_IRWXO):
+            return
         with open(path, "rb") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            private = stat.S_ISREG(mode) and _PRIVATE in file.read(_MAX_KEY_FILE)
+            private = _PRIVATE in file.read(_MAX_KEY_FILE)
     except (OSError, ValueError):
         return
-    if private and mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if private:
         print(
             f"{PROG} {command}: warning: {flag} {path} is readable by other users "
             f"(mode {stat.S_IMODE(mode):04o}): `chmod 600 {path}`",
