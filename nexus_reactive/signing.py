@@ -106,7 +106,8 @@ def load_signing_key(key: SigningKeySource) -> Ed25519PrivateKey:
             raise ConfigError(
                 f"signing_key ({len(key)} characters, not shown in case it is key "
                 "material) is neither a 32-byte seed as 64 hex digits nor the path of an "
-                "existing key file"
+                "existing key file: pass the private key's file (`nexus-reactive keygen "
+                "--out PATH` makes a key pair)"
             )
     if isinstance(key, str | os.PathLike):
         return _from_file(Path(key).expanduser())
@@ -279,6 +280,11 @@ def _from_file(path: Path) -> Ed25519PrivateKey:
             f"signing_key file {str(path)!r} holds 64 hex digits, which is not a readable "
             "private key: is it the public key 'nexus-reactive keygen' wrote to PATH.pub? "
             "Pass the private key's file, the PATH without '.pub'"
+        )
+    if data.lstrip().startswith(b"ssh-") or b"PUBLIC KEY-----" in data:
+        raise ConfigError(
+            f"signing_key file {str(path)!r} holds a public key, which cannot sign: pass "
+            "the private key's file (for a '.pub' file, the PATH without '.pub')"
         )
     return _from_pem(data, f"signing_key file {str(path)!r}")
 

@@ -1,5 +1,6 @@
 """Reading a public key given by a user (``server_key=``, ``--server-key``,
-``--allowed-pubkey``): every form, and errors that never show key material. No sockets."""
+``--allowed-pubkey``): every form, and errors that never show key material; and a
+public key given where the private one goes. No sockets."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nexus_reactive.errors import ConfigError
 from nexus_reactive.public_keys import load_public_key
-from nexus_reactive.signing import public_key_hex
+from nexus_reactive.signing import load_signing_key, public_key_hex
 
 
 def test_an_openssh_public_key_file_is_read_like_a_pub_file(tmp_path: Path) -> None:
@@ -71,3 +72,21 @@ def test_a_file_too_big_to_be_a_key_is_not_read_whole(tmp_path: Path) -> None:
     (tmp_path / "big").write_bytes(b"0" * (64 * 1024 + 1))
     with pytest.raises(ConfigError, match="too big to be a key file"):
         load_public_key(tmp_path / "big")
+
+
+def test_a_public_key_file_given_as_the_signing_key_says_to_pass_the_private_one(
+    tmp_path: Path,
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    (tmp_path / "id_ed25519.pub").write_bytes(
+        public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    (tmp_path / "id.pem").write_bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    for name in ("id_ed25519.pub", "id.pem"):
+        with pytest.raises(ConfigError, match=r"holds a public key, which cannot sign"):
+            load_signing_key(tmp_path / name)
