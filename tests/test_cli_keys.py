@@ -351,6 +351,21 @@ def test_journal_key_file_given_a_signing_key_says_it_is_another_key(
     assert_no_secret(err, key)
 
 
+def test_journal_key_file_given_a_public_key_file_refuses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # keygen's PATH.pub holds 64 hex digits, which would pass for a journal key.
+    path, _ = keypair(tmp_path, "id")
+    public = Path(f"{path}.pub")
+    assert public.exists()
+    db = str(tmp_path / "client.db")
+    assert main(["journal", "encrypt", db, "--key-file", str(public)]) == 2
+    err = capsys.readouterr().err
+    assert_cli_error(err, "--key-file")
+    assert "public half of a key pair" in err and "journal keygen" in err
+    assert not Path(db).exists()
+
+
 # --- what serve logs about a close it sent ------------------------------------------------
 
 

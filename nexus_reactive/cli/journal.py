@@ -139,6 +139,13 @@ def _key(path: str | None, env: str, flag: str) -> bytes | None:
                 "never put a key on the command line (other users can see it). Write it to "
                 f"a file readable by you only and pass that, or set {env}"
             )
+        if path.endswith(".pub"):
+            # keygen's PATH.pub holds 64 hex digits too, so its content would pass.
+            raise ConfigError(
+                f"{flag} {path} looks like the public half of a key pair ('keygen' writes "
+                "PATH.pub): anyone may know a public key, so it cannot keep a journal "
+                f"secret; {advice} (a journal key file whose name ends in .pub: rename it)"
+            )
         try:
             with open(path, "rb") as file:
                 raw = file.read(4096)
