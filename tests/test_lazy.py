@@ -388,6 +388,20 @@ async def test_a_lazy_store_connects_when_its_messages_are_watched(nexus: Nexus)
     assert library_tasks() == []
 
 
+async def test_a_lazy_store_watched_first_from_another_thread_opens_it(nexus: Nexus) -> None:
+    # Nothing ran the store's service on the loop yet: the store bound it to its loop,
+    # so a subscription on another thread reaches the loop (else it would only be
+    # counted, and applied at the first ask).
+    async with use_websocket(nexus.config(), lazy=True, lazy_grace=SHORT) as store:
+        assert store.state.value.idle
+        subscription = await asyncio.to_thread(store.messages.subscribe, ignore)
+        await wait_for_state(store, "connected")
+        await asyncio.to_thread(subscription.dispose)
+        await wait_for_state(store, "idle")
+        await wait_for(lambda: library_tasks() == [] and nexus.stats.connections_open == 0)
+        assert not timing(store.service)
+
+
 async def test_a_lazy_store_on_a_scheduler_counts_the_views_subscribers(nexus: Nexus) -> None:
     scheduler = AsyncIOScheduler(asyncio.get_running_loop())
     config = nexus.config(lazy=True, lazy_grace=SHORT)
