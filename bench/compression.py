@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 
 from nexus_reactive import WebSocketConfig, WebSocketService
 
-from .servers import ServerProcess, stop_all
+from .servers import ServerProcess, child_argv, stop_all
 from .stats import ratio, summarize
 
 __all__ = ["main", "measure", "section"]
@@ -178,8 +177,7 @@ async def _samples(
     rounds: int, count: int, in_flight: int, api_key: str
 ) -> dict[bool, list[dict[str, float]]]:
     """Each round's measurements of both variants, against a fresh reference server."""
-    argv = [sys.executable, "-m", "bench.servers", "nexus", "--host", "127.0.0.1"]
-    argv += ["--port", "0", "--log-level", "warning"]
+    argv = child_argv("nexus", "--host", "127.0.0.1", "--port", "0", "--log-level", "warning")
     server = ServerProcess("reference server", argv, {"NEXUS_API_KEY": api_key})
     server.start()
     samples: dict[bool, list[dict[str, float]]] = {False: [], True: []}

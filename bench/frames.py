@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from nexus_reactive import WebSocketConfig, WebSocketService
 from nexus_reactive.signing import generate_keypair, write_keypair
 
-from . import scale, servers, traffic
+from . import servers, traffic
 from .baselines import AskFn
+from .rounds import Run, rounds
 from .stats import ratio
 
 if TYPE_CHECKING:
@@ -53,8 +54,7 @@ async def frames(suite: Suite) -> dict[str, Any]:
         server_key, client_key = Path(folder, "server"), Path(folder, "client")
         pin = write_keypair(server_key, generate_keypair())
         write_keypair(client_key, generate_keypair())
-        argv = servers._python_module(
-            "bench.servers",
+        argv = servers.child_argv(
             "nexus",
             "--host",
             "127.0.0.1",
@@ -74,7 +74,7 @@ async def frames(suite: Suite) -> dict[str, Any]:
         try:
             url, key = server.url, suite.api_key
             options = {"plain": (None, False), "signed": (pin, False), "sealed": (pin, True)}
-            runs: list[tuple[str, scale.Run]] = []
+            runs: list[tuple[str, Run]] = []
             for name in VARIANTS:
                 server_pin, encrypt = options[name]
 
@@ -85,7 +85,7 @@ async def frames(suite: Suite) -> dict[str, Any]:
                 runs.append(
                     (f"{name} {p.concurrency} in flight", suite._inflight_run(client, server))
                 )
-            variants = await scale._rounds("j", p.rounds, runs)
+            variants = await rounds("j", p.rounds, runs)
         finally:
             server.stop()
 

@@ -27,6 +27,7 @@ from nexus_reactive.messages import Message
 from . import servers, traffic
 from .baselines import AskFn
 from .library import TIMEOUT
+from .rounds import log, rounds
 from .stats import percentile, ratio
 
 if TYPE_CHECKING:
@@ -121,8 +122,6 @@ async def _asker(url: str, api_key: str, settings: dict[str, Any]) -> AsyncItera
 
 
 async def observability(suite: Suite) -> dict[str, Any]:
-    from .scale import _log, _rounds
-
     p = suite.params
     lean = servers.start_lean(suite.api_key)
     try:
@@ -153,8 +152,8 @@ async def observability(suite: Suite) -> dict[str, Any]:
         warm = min(n, 2_000)
         for settings in VARIANTS.values():  # warm-up, unrecorded
             await _flood(f"{base}?n={warm}", warm, key, settings())
-        _log("j: flood and sequential asks with metrics off, on, and OpenTelemetry on")
-        variants = await _rounds("j", p.rounds, runs)
+        log("j: flood and sequential asks with metrics off, on, and OpenTelemetry on")
+        variants = await rounds("j", p.rounds, runs)
     finally:
         lean.stop()
 

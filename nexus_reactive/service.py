@@ -30,10 +30,10 @@ from .guards import check_loop_thread
 from .inbound import Receiver
 from .lazy import LazyLink
 from .logs import enable_debug_from_env
-from .messages import AskMessage, AskResponse, Message, ResponseMessage, ask_request, new_id
+from .messages import AskMessage, AskResponse, Message, ask_request, new_id
 from .metrics import new_meter
 from .recorder import Recorder
-from .streams import Publisher
+from .streams import Publisher, Stream, count_subscribers
 from .transport import TransportFactory
 from .views import ServiceViews
 
@@ -211,6 +211,25 @@ class WebSocketService(ServiceViews):
             raise UsageError("a WebSocketService is bound to the event loop it first ran on")
         return loop
 
+    def demand_from(self, stream: Stream[Any], loop: asyncio.AbstractEventLoop) -> bool:
+        """With ``lazy=True``, count the subscribers of ``stream`` (a view of
+        :attr:`messages`, such as a store's ``messages``) as needing the connection,
+        as those of :attr:`messages` are; and bind the service to ``loop`` now if it
+        has no loop yet, so that demand from any thread reaches it. Without ``lazy``
+        nothing is done. :func:`~nexus_reactive.use_websocket` calls it.
+
+        Returns:
+            Whether the service is lazy.
+        """
+        lazy = self._lazy
+        if lazy is None:
+            return False
+        if self._loop is None:
+            self._loop = loop
+            self._loop_says_thread = isinstance(loop, asyncio.BaseEventLoop)
+        count_subscribers(stream, lazy.hold)
+        return True
+
     def disconnect(self) -> None:
         """Stop reconnecting and begin closing (synchronous, as in the TypeScript client).
 
@@ -372,24 +391,3 @@ class WebSocketService(ServiceViews):
         ask_id = new_id()
         frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
         return ask_id, frame, loop
-
-    # -- handlers ------------------------------------------------------------------
-
-    def on_message(self, type: str, handler: Callable[[Any], None]) -> Callable[[], None]:
-        """Call ``handler`` with every inbound message of ``type``, on the loop's thread.
-
-        It may be called from any thread (handlers are swapped in atomically). With
-        ``lazy=True`` a handler needs the connection until unsubscribed.
-
-        Returns:
-            A function that unsubscribes the handler.
-        """
-        remove = self._receiver.add_handler(type, handler)
-        if self._lazy is None:
-            return remove
-        release = self._lazy.hold()
-        return lambda: (remove(), release())[-1]
-
-    def on_response(self, handler: Callable[[ResponseMessage], None]) -> Callable[[], None]:
-        """Call ``handler`` with every ``response`` message (each answer once)."""
-        return self.on_message("response", handler)

@@ -42,7 +42,7 @@ from .intake import Intake, history_options
 from .messages import new_id
 from .scheduled import ScheduledView, deliver_on
 from .service import WebSocketService
-from .streams import Publisher, ValueStream, count_subscribers
+from .streams import Publisher, ValueStream
 
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
@@ -118,13 +118,11 @@ class WebSocketStore:
         self._detach = (
             None if router is not None else self.service.messages.attach(self._intake.sink)
         )
-        # Connect now (a shared service: the pool does, once for all its stores).
+        # Connect now (a shared service: the pool does, once for all its stores); a lazy
+        # one connects when the store's messages are watched, or on an ask.
         self._connecting: asyncio.Task[None] | None = None
-        lazy = self.service._lazy
-        if lazy is not None:  # connects when its messages are watched, or on an ask
-            self.service._loop = self.service._loop or loop  # demand from any thread
-            count_subscribers(self._messages_view, lazy.hold)
-        elif not share:
+        lazy = self.service.demand_from(self._messages_view, loop)
+        if not lazy and not share:
             self._connecting = loop.create_task(
                 self._connect(), name="nexus-reactive-store-connect"
             )

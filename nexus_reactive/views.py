@@ -1,15 +1,16 @@
 """The service's streams and read-only views: what :class:`~nexus_reactive.WebSocketService`
 shows, as the base class it inherits them from (the facade keeps the commands).
 
-Typed views of ``messages`` (``stream``, ``responses``), asks as Observables
-(``ask_rx``, ``ask_stream``), and the introspection of the outbox and the asks.
+Typed views of ``messages`` (``stream``, ``responses``) and handlers of them
+(``on_message``, ``on_response``), asks as Observables (``ask_rx``, ``ask_stream``),
+and the introspection of the outbox and the asks.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from reactivex import Observable
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .asks import AskTracker, Waiter
     from .connection import Connection
     from .inbound import Receiver
+    from .lazy import LazyLink
     from .metrics import Meter
 
 __all__ = ["ServiceViews"]
@@ -45,6 +47,7 @@ class ServiceViews:
     _connection: Connection
     _receiver: Receiver
     _meter: Meter | None
+    _lazy: LazyLink | None
 
     if TYPE_CHECKING:
 
@@ -97,6 +100,25 @@ class ServiceViews:
     def responses(self) -> Observable[ResponseMessage]:
         """Every ``response`` message, each answer once."""
         return of_type(self._receiver.messages.stream, ResponseMessage)
+
+    def on_message(self, type: str, handler: Callable[[Any], None]) -> Callable[[], None]:
+        """Call ``handler`` with every inbound message of ``type``, on the loop's thread.
+
+        It may be called from any thread (handlers are swapped in atomically). With
+        ``lazy=True`` a handler needs the connection until unsubscribed.
+
+        Returns:
+            A function that unsubscribes the handler.
+        """
+        remove = self._receiver.add_handler(type, handler)
+        if self._lazy is None:
+            return remove
+        release = self._lazy.hold()
+        return lambda: (remove(), release())[-1]
+
+    def on_response(self, handler: Callable[[ResponseMessage], None]) -> Callable[[], None]:
+        """Call ``handler`` with every ``response`` message (each answer once)."""
+        return self.on_message("response", handler)
 
     def ask_rx(
         self, query: str, team_id: str | None = None, timeout: float | None = None

@@ -32,6 +32,7 @@ from nexus_reactive import (
     use_websocket,
 )
 from nexus_reactive.core.demand import REASON_DEMAND, REASON_UNUSED, idle_reason
+from nexus_reactive.streams import Publisher
 
 from .conftest import Nexus, ServerFactory, library_tasks
 from .waiting import wait_for, wait_for_state
@@ -386,6 +387,39 @@ async def test_a_lazy_store_connects_when_its_messages_are_watched(nexus: Nexus)
         await wait_for_state(store, "idle")
     assert nexus.stats.connections_total == 2
     assert library_tasks() == []
+
+
+async def test_a_lazy_store_watched_first_from_another_thread_opens_it(nexus: Nexus) -> None:
+    # Nothing ran the store's service on the loop yet: the store bound it to its loop,
+    # so a subscription on another thread reaches the loop (else it would only be
+    # counted, and applied at the first ask).
+    async with use_websocket(nexus.config(), lazy=True, lazy_grace=SHORT) as store:
+        assert store.state.value.idle
+        subscription = await asyncio.to_thread(store.messages.subscribe, ignore)
+        await wait_for_state(store, "connected")
+        await asyncio.to_thread(subscription.dispose)
+        await wait_for_state(store, "idle")
+        await wait_for(lambda: library_tasks() == [] and nexus.stats.connections_open == 0)
+        assert not timing(store.service)
+
+
+async def test_demand_from_counts_a_views_subscribers_only_when_lazy(nexus: Nexus) -> None:
+    view: Publisher[int] = Publisher("view")
+    other = asyncio.new_event_loop()
+    try:
+        eager = WebSocketService(nexus.config())
+        assert eager.demand_from(view.stream, other) is False
+        async with eager:  # not bound to the other loop: nothing was done
+            assert eager.state.value.connected
+    finally:
+        other.close()
+    async with lazy(nexus, LONG) as service:
+        assert service.demand_from(view.stream, asyncio.get_running_loop()) is True
+        subscription = view.stream.subscribe(ignore)
+        assert holders(service) == 1
+        await wait_for_state(service, "connected")
+        subscription.dispose()
+        assert holders(service) == 0 and timing(service)
 
 
 async def test_a_lazy_store_on_a_scheduler_counts_the_views_subscribers(nexus: Nexus) -> None:
