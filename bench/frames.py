@@ -85,7 +85,7 @@ async def frames(suite: Suite) -> dict[str, Any]:
                 runs.append(
                     (f"{name} {p.concurrency} in flight", suite._inflight_run(client, server))
                 )
-            variants = await rounds("j", p.rounds, runs)
+            variants = await rounds("k", p.rounds, runs)
         finally:
             server.stop()
 

@@ -152,8 +152,8 @@ async def observability(suite: Suite) -> dict[str, Any]:
         warm = min(n, 2_000)
         for settings in VARIANTS.values():  # warm-up, unrecorded
             await _flood(f"{base}?n={warm}", warm, key, settings())
-        log("j: flood and sequential asks with metrics off, on, and OpenTelemetry on")
-        variants = await rounds("j", p.rounds, runs)
+        log("l: flood and sequential asks with metrics off, on, and OpenTelemetry on")
+        variants = await rounds("l", p.rounds, runs)
     finally:
         lean.stop()
 
