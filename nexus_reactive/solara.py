@@ -53,6 +53,7 @@ from reactivex.scheduler import EventLoopScheduler
 
 from .config import WebSocketConfig
 from .core import ConnectionState
+from .errors import UsageError
 from .history import History, HistoryItem
 from .sync import SyncWebSocketStore, use_websocket_sync
 
@@ -81,6 +82,24 @@ class WebSocketHook(NamedTuple):
     send_message: Callable[..., str]
     #: ``clear_messages()``: empty the history.
     clear_messages: Callable[[], None]
+
+    def reconnect(self) -> None:
+        """Drop the connection and connect again now, with a fresh retry budget (a
+        "Reconnect" button; after a fatal error such as a refused key, the way to try
+        again): :meth:`SyncWebSocketStore.reconnect <nexus_reactive.SyncWebSocketStore.reconnect>`.
+        A method, not a field: the hook still unpacks into its four values.
+
+        Raises:
+            UsageError: the component has unmounted (its connection is closed), or this
+                hook was not made by :func:`use_websocket`.
+        """
+        reconnect = getattr(getattr(self.send_message, "__self__", None), "reconnect", None)
+        if reconnect is None:
+            raise UsageError(
+                "reconnect() needs a hook made by use_websocket(); this one was built by "
+                "hand, so there is no connection behind it"
+            )
+        reconnect()
 
 
 def _kernel_context() -> contextlib.AbstractContextManager[Any] | None:

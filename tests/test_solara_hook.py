@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from nexus_reactive import ResponseMessage
+from nexus_reactive import ResponseMessage, UsageError
 from nexus_reactive.server import EchoEngine
 
 from .conftest import KEY, Nexus, ServerFactory
@@ -98,6 +98,35 @@ async def test_connects_answers_and_closes_on_unmount(nexus: Nexus) -> None:
     rc.close()  # unmount: the effect's cleanup closes the connection
     await wait_for(lambda: nexus.stats.connections_open == 0, message="the socket to close")
     await wait_for(lambda: library_threads() == [], message="the hook's threads to end")
+
+
+async def test_reconnect_from_the_hook_opens_a_new_connection(nexus: Nexus) -> None:
+    probe = Probe()
+    label, rc = reacton.render_fixed(chat(probe, **settings(nexus.url)), handle_error=False)
+    try:
+        await wait_for(lambda: probe.hook.state.connected, message="connected")
+        assert nexus.stats.connections_total == 1
+        probe.hook.reconnect()  # a "Reconnect" button's handler: not the loop's thread
+        await wait_for(
+            lambda: nexus.stats.connections_total == 2 and probe.hook.state.connected,
+            message="a second connection",
+        )
+        assert nexus.stats.connections_open == 1  # the first one was dropped
+        probe.hook.send_message("after")
+        await wait_for(lambda: label.value == "Connected | You asked: after")
+        _state, _messages, _send, _clear = probe.hook  # still four values
+    finally:
+        rc.close()
+    await wait_for(lambda: nexus.stats.connections_open == 0, message="the socket to close")
+    await wait_for(lambda: library_threads() == [], message="the hook's threads to end")
+    with pytest.raises(UsageError, match="closed"):
+        probe.hook.reconnect()  # unmounted: its connection is gone
+
+
+def test_reconnect_on_a_hook_built_by_hand_says_so() -> None:
+    hook = WebSocketHook(None, None, lambda query: "", lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="made by use_websocket"):
+        hook.reconnect()
 
 
 async def test_each_instance_has_its_own_connection_and_answers(nexus: Nexus) -> None:
