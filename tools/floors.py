@@ -124,7 +124,7 @@ def table(found: Sequence[Row]) -> str:
     """The rows as aligned text: package, where declared, floor, installed, verdict."""
     lines = [("package", "declared in", "floor", "installed", "")]
     for row in found:
-        verdict = "at floor" if row.at_floor else "ABOVE FLOOR" if row.installed else "MISSING"
+        verdict = "at floor" if row.at_floor else "above floor" if row.installed else "MISSING"
         lines.append(
             (
                 row.declared.name,
