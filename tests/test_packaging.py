@@ -53,6 +53,17 @@ def test_every_direct_dependency_is_in_the_lock() -> None:
     assert not missing, f"uv.lock is stale (run `make lock`): {missing}"
 
 
+def test_test_lowest_and_test_latest_install_every_extra() -> None:
+    match = re.search(r"^EXTRAS\s*:=\s*(\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert match, "the Makefile no longer sets EXTRAS"
+    project = _pyproject()["project"]
+    assert isinstance(project, dict)
+    declared = sorted(project["optional-dependencies"])
+    assert sorted(match.group(1).split(",")) == declared, (
+        f"EXTRAS in the Makefile must name every extra in pyproject.toml: {declared}"
+    )
+
+
 def test_the_ci_script_parses_and_runs_make_test() -> None:
     script = ROOT / ".ci" / "run"
     checked = subprocess.run(["bash", "-n", script], capture_output=True, text=True, check=False)

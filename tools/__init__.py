@@ -1,0 +1,1 @@
+"""Scripts the Makefile runs: not part of the published package."""
