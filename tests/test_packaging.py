@@ -69,3 +69,11 @@ def test_the_ci_script_parses_and_runs_make_test() -> None:
     checked = subprocess.run(["bash", "-n", script], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, f".ci/run does not parse: {checked.stderr}"
     assert re.search(r"^make test$", script.read_text(), re.M), ".ci/run must end in make test"
+
+
+async def test_the_suite_runs_its_event_loops_in_asyncio_debug_mode() -> None:
+    # pyproject's asyncio_debug: pytest-asyncio >= 1.2 ignores PYTHONASYNCIODEBUG without it,
+    # and debug mode is what reports unawaited coroutines and calls from the wrong thread.
+    import asyncio
+
+    assert asyncio.get_running_loop().get_debug()
