@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 from .core.events import ClientEvents
 from .errors import PersistenceError, ProtocolError
+from .journal_batch import Batch, write
 from .journal_db import (
     PLAIN_SCHEMA,
     SEALED_SCHEMA,
@@ -52,7 +53,6 @@ from .journal_db import (
     describe,
     explain,
     make_cipher,
-    next_seqs,
     open_cipher,
     probe,
     quarantine,
@@ -284,82 +284,71 @@ class Journal(ClientEvents):
         return restored
 
     def _run(self) -> None:
-        pending: list[_Op] = []
-        waiters: list[threading.Event] = []
+        # The keys the file's outbox holds (as of the last commit): deleting another
+        # key needs no statement.
+        stored = {key for key, _, _ in self.restored.outbox}
+        batch = Batch(self.history_limit)
+        failed = False
         stopping = False
         while not stopping:
             # A failed batch is retried after _RETRY_DELAY even if nothing new comes.
-            batch: list[_Op | threading.Event | object | None] = []
+            items: list[_Op | threading.Event | None] = []
             with contextlib.suppress(queue.Empty):
-                batch.append(self._queue.get(timeout=_RETRY_DELAY if pending else None))
+                items.append(self._queue.get(timeout=_RETRY_DELAY if failed else None))
             # Take everything else already queued: one transaction for all of it.
             while True:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            for item in batch:
+            outbox, history = batch.outbox, batch.history
+            for item in items:
                 if item is None:
                     stopping = True
-                elif isinstance(item, threading.Event):
-                    waiters.append(item)
-                elif isinstance(item, tuple):
-                    pending.append(item)
-            if pending and self._commit(pending):
-                pending = []
-            if not pending or stopping:
-                for waiter in waiters:
-                    waiter.set()
-                waiters = []
+                    continue
+                if isinstance(item, threading.Event):
+                    batch.waiters.append(item)
+                    continue
+                op, key, frame = item
+                batch.events += 1
+                if op == "received" or op == "done":
+                    if key:
+                        outbox.pop(key, None)
+                        if key in stored:
+                            outbox[key] = None
+                    if op == "received":
+                        history.append(frame or b"")
+                elif op == "clear":
+                    history.clear()
+                    batch.cleared = True
+                else:
+                    outbox.pop(key, None)
+                    outbox[key] = (op == "queued", frame or b"")
+            if batch:
+                failed = not self._commit(batch)
+                if not failed:
+                    for key, entry in batch.outbox.items():
+                        if entry is None:
+                            stored.discard(key)
+                        else:
+                            stored.add(key)
+            if not failed or stopping:
+                batch.release()
+                batch = Batch(self.history_limit)
 
-    def _commit(self, ops: list[_Op]) -> bool:
+    def _commit(self, batch: Batch) -> bool:
         import sqlite3  # already loaded by __init__: a dictionary look-up
 
-        db, cipher = self._db, self._cipher
+        db = self._db
         try:
             db.execute("BEGIN")
-            # Sealed rows are bound to their sequence number: give it ourselves.
-            last = next_seqs(db) if cipher is not None else {}
-            for op, key, frame in ops:
-                if op == "queued" or op == "queued-other":
-                    ask = op == "queued"
-                    if cipher is None:
-                        db.execute(
-                            "INSERT OR REPLACE INTO outbox (key, ask, frame) VALUES (?, ?, ?)",
-                            (key, ask, frame),
-                        )
-                    else:
-                        seq = last["outbox"] = last.get("outbox", 0) + 1
-                        db.execute(
-                            "INSERT OR REPLACE INTO outbox (seq, key, ask, sealed) "
-                            "VALUES (?, ?, ?, ?)",
-                            (seq, key, ask, cipher.seal("outbox", seq, frame or b"", key, ask)),
-                        )
-                elif op == "done":
-                    db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-                elif op == "received":
-                    if key:
-                        db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-                    if cipher is None:
-                        db.execute("INSERT INTO history (frame) VALUES (?)", (frame,))
-                    else:
-                        seq = last["history"] = last.get("history", 0) + 1
-                        db.execute(
-                            "INSERT INTO history (seq, sealed) VALUES (?, ?)",
-                            (seq, cipher.seal("history", seq, frame or b"")),
-                        )
-                elif op == "clear":
-                    db.execute("DELETE FROM history")
-            db.execute(
-                "DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - ?",
-                (self.history_limit,),
-            )
+            write(db, self._cipher, batch, self.history_limit)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             error = PersistenceError(
-                f"{explain(self.path, exc)}; {len(ops)} change(s) kept in memory and "
+                f"{explain(self.path, exc)}; {batch.events} change(s) kept in memory and "
                 f"retried every {_RETRY_DELAY:g}s"
             )
             log.error("%s", error)
