@@ -18,9 +18,10 @@ the live outbox, deletions of keys the file may hold, and ``limit`` frames.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .journal_db import next_seqs
 
@@ -48,7 +49,8 @@ class Batch:
         self.outbox: dict[str, Entry] = {}
         self.history: deque[bytes] = deque(maxlen=limit)
         self.cleared = False
-        #: How many events it sums up (an error names them).
+        #: How many events it sums up (the writer is told of the first; an error
+        #: names them).
         self.events = 0
         #: ``flush()`` calls waiting for it to be committed.
         self.waiters: list[threading.Event] = []
@@ -84,35 +86,62 @@ def write(
     if batch.cleared:
         db.execute("DELETE FROM history")
     outbox, history = batch.outbox, batch.history
-    done = [(key,) for key, entry in outbox.items() if entry is None]
+    done = [key for key, entry in outbox.items() if entry is None]
     if done:
-        db.executemany("DELETE FROM outbox WHERE key = ?", done)
+        _many(db, "DELETE FROM outbox WHERE key IN ({})", "?", done, 1)
     rows = [(key, *entry) for key, entry in outbox.items() if entry is not None]
     if cipher is None:
         if rows:
-            db.executemany("INSERT OR REPLACE INTO outbox (key, ask, frame) VALUES (?, ?, ?)", rows)
+            flat: list[Any] = [value for row in rows for value in row]
+            _many(db, _INSERT_OUTBOX, "(?, ?, ?)", flat, 3)
         if history:
-            db.executemany("INSERT INTO history (frame) VALUES (?)", [(f,) for f in history])
+            _many(db, "INSERT INTO history (frame) VALUES {}", "(?)", list(history), 1)
     elif rows or history:
         # Sealed rows are bound to their sequence number: give it ourselves.
         last = next_seqs(db)
         seal = cipher.seal
         if rows:
-            seq = last.get("outbox", 0)
-            db.executemany(
-                "INSERT OR REPLACE INTO outbox (seq, key, ask, sealed) VALUES (?, ?, ?, ?)",
-                [
-                    (s, key, ask, seal("outbox", s, frame, key, ask))
-                    for s, (key, ask, frame) in enumerate(rows, seq + 1)
-                ],
-            )
+            first = last.get("outbox", 0) + 1
+            sealed: list[Any] = []
+            for seq, (key, ask, frame) in enumerate(rows, first):
+                sealed += (seq, key, ask, seal("outbox", seq, frame, key, ask))
+            _many(db, _INSERT_SEALED_OUTBOX, "(?, ?, ?, ?)", sealed, 4)
         if history:
-            seq = last.get("history", 0)
-            db.executemany(
-                "INSERT INTO history (seq, sealed) VALUES (?, ?)",
-                [(s, seal("history", s, frame)) for s, frame in enumerate(history, seq + 1)],
-            )
+            first = last.get("history", 0) + 1
+            sealed = []
+            for seq, frame in enumerate(history, first):
+                sealed += (seq, seal("history", seq, frame))
+            _many(db, "INSERT INTO history (seq, sealed) VALUES {}", "(?, ?)", sealed, 2)
     db.execute(
         "DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - ?",
         (history_limit,),
     )
+
+
+_INSERT_OUTBOX = "INSERT OR REPLACE INTO outbox (key, ask, frame) VALUES {}"
+_INSERT_SEALED_OUTBOX = "INSERT OR REPLACE INTO outbox (seq, key, ask, sealed) VALUES {}"
+#: Rows per statement at most: within SQLite's oldest limits (999 parameters, 500
+#: terms in a compound statement).
+_MOST = 256
+
+
+def _many(db: sqlite3.Connection, sql: str, term: str, flat: list[Any], width: int) -> None:
+    """Run ``sql`` over the rows in ``flat`` (``width`` values each), many rows per
+    statement: one step of SQLite (one release of the GIL) for up to a few hundred
+    rows, instead of one each. The sizes are powers of two, so that a few statements
+    serve every batch from the connection's cache of prepared statements."""
+    rows = len(flat) // width
+    size = _MOST
+    while size * width > 999:
+        size //= 2
+    start = 0
+    while start < rows:
+        while size > rows - start:
+            size //= 2
+        db.execute(_statement(sql, term, size), flat[start * width : (start + size) * width])
+        start += size
+
+
+@functools.cache
+def _statement(sql: str, term: str, rows: int) -> str:
+    return sql.format(", ".join([term] * rows))
