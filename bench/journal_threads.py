@@ -8,12 +8,19 @@ round, each run in a child process. Per ask (after a warm-up):
 - ``loop CPU µs``: CPU time of the event loop's thread (the service and the journal's
   recording calls); ``loop off-CPU µs`` = wall - loop CPU: waiting for the server, for
   the GIL, or for a core;
+- ``loop runq µs``: of that, time the loop's thread was runnable but waited for a core
+  (``/proc/.../schedstat``): the machine, not the GIL;
 - ``writer CPU µs``: CPU time of the journal's writer thread, until ``flush()`` has
   committed everything the run recorded;
-- ``loop/writer vcsw`` and ``ivcsw``: voluntary and involuntary context switches of
-  each thread (``/proc``; a thread that sleeps on the GIL or the queue switches
-  voluntarily);
-- ``events/commit``: journal events (``queued``, ``answered``, ...) per transaction.
+- ``loop vcsw``, ``writer vcsw``: voluntary context switches of each thread
+  (``/proc``): a thread that sleeps on the GIL or on the queue switches voluntarily;
+- ``lag p50 ms``, ``lag max ms``: how long after being recorded a marker frame (one
+  every millisecond, through ``received``) was committed: how much a crash would lose;
+- ``process CPU µs``: every thread of the client (the machine's cores are shared with
+  the server: on a busy machine, asks/s follows the CPU an ask costs);
+- ``events/commit``: journal events (``queued``, ``answered``, ...) per transaction,
+  and ``ms/commit``: the run's wall time per transaction, how long a recorded event
+  waits to be durable, on average, at most about twice that.
 
 ``--code DIR`` (repeatable) compares versions of the library A/B: each round runs every
 variant once with each ``DIR/nexus_reactive``, interleaved. Linux only (thread clocks
@@ -45,12 +52,15 @@ METRICS = (
     "wall µs",
     "loop CPU µs",
     "loop off-CPU µs",
+    "loop runq µs",
     "writer CPU µs",
+    "process CPU µs",
     "loop vcsw",
-    "loop ivcsw",
     "writer vcsw",
-    "writer ivcsw",
     "events/commit",
+    "ms/commit",
+    "lag p50 ms",
+    "lag max ms",
 )
 
 
@@ -58,6 +68,15 @@ def _switches(native_id: int) -> tuple[int, int]:
     with open(f"/proc/self/task/{native_id}/status") as status:
         fields = dict(line.split(":", 1) for line in status if "ctxt_switches" in line)
     return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
+
+
+def _runqueue(native_id: int) -> float:
+    """Seconds the thread has waited for a core (runnable, not running): schedstat(5)."""
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 class _Writer:
@@ -78,20 +97,44 @@ class _Writer:
         return _switches(self.thread.native_id)
 
 
-def _count_commits() -> list[int]:
-    """Count the journal's transactions (a wrapper around its commit: once per batch)."""
-    from nexus_reactive import persist
+class _Commits:
+    """The journal's transactions, counted by a wrapper around its commit (once per
+    batch), and how long after being recorded a marker frame became durable."""
 
-    counts = [0]
-    journal: Any = persist.Journal
-    commit = journal._commit
+    def __init__(self) -> None:
+        from nexus_reactive import persist
 
-    def committing(self: Any, *args: Any, **kwargs: Any) -> Any:
-        counts[0] += 1
-        return commit(self, *args, **kwargs)
+        self.count = 0
+        self.recorded: dict[bytes, float] = {}
+        self.lags: list[float] = []
+        journal: Any = persist.Journal
+        commit = journal._commit
 
-    journal._commit = committing
-    return counts
+        def committing(journal: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+            result = commit(journal, batch, *args, **kwargs)
+            now = time.perf_counter()
+            self.count += 1
+            # The frames it holds: a list of operations, or a batch with a history.
+            frames = batch if isinstance(batch, list) else getattr(batch, "history", ())
+            for frame in frames:
+                frame = frame[2] if isinstance(frame, tuple) else frame
+                if frame is not None and frame.startswith(b'{"marker"'):
+                    recorded = self.recorded.pop(frame, None)
+                    if recorded is not None:
+                        self.lags.append(now - recorded)
+            return result
+
+        journal._commit = committing
+
+    async def mark(self, journal: Any) -> None:
+        """Record a marker frame every millisecond until cancelled."""
+        i = 0
+        while True:
+            frame = b'{"marker":%d}' % i
+            self.recorded[frame] = time.perf_counter()
+            journal.received(frame)
+            i += 1
+            await asyncio.sleep(0.001)
 
 
 async def _measure(
@@ -99,7 +142,7 @@ async def _measure(
 ) -> dict[str, float]:
     from nexus_reactive import WebSocketConfig, WebSocketService
 
-    commits = _count_commits() if variant != "none" else [0]
+    commits = _Commits() if variant != "none" else None
     with tempfile.TemporaryDirectory() as folder:
         options: dict[str, Any] = {}
         if variant != "none":
@@ -122,32 +165,45 @@ async def _measure(
                     left -= 1
                     await service.ask("What is the Nexus protocol, in one sentence?")
 
-            commits0 = commits[0]
+            commits0 = commits.count if commits else 0
+            marks = asyncio.create_task(commits.mark(service._journal)) if commits else None
             lv0, li0 = _switches(loop_id)
             wv0, wi0 = writer.switches()
             w0 = writer.cpu()
+            q0 = _runqueue(loop_id)
             c0 = time.thread_time()
+            p0 = time.process_time()
             t0 = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             wall = time.perf_counter() - t0
+            if marks is not None:
+                marks.cancel()
             loop_cpu = time.thread_time() - c0
+            runq = _runqueue(loop_id) - q0
+            process_cpu = time.process_time() - p0
             lv1, li1 = _switches(loop_id)
             await service.flush()
             w1 = writer.cpu()
             wv1, wi1 = writer.switches()
-            batches = commits[0] - commits0
+            batches = commits.count - commits0 if commits else 0
+            lags = sorted(commits.lags) if commits else [0.0]
     return {
         "asks/s": asks / wall,
         "wall µs": wall / asks * 1e6,
         "loop CPU µs": loop_cpu / asks * 1e6,
         "loop off-CPU µs": (wall - loop_cpu) / asks * 1e6,
+        "loop runq µs": runq / asks * 1e6,
         "writer CPU µs": (w1 - w0) / asks * 1e6,
+        "process CPU µs": process_cpu / asks * 1e6,
         "loop vcsw": (lv1 - lv0) / asks,
         "loop ivcsw": (li1 - li0) / asks,
         "writer vcsw": (wv1 - wv0) / asks,
         "writer ivcsw": (wi1 - wi0) / asks,
         # Two events per ask: queued, then answered.
         "events/commit": 2 * asks / batches if batches else 0.0,
+        "ms/commit": wall / batches * 1e3 if batches else 0.0,
+        "lag p50 ms": lags[len(lags) // 2] * 1e3,
+        "lag max ms": lags[-1] * 1e3,
     }
 
 
@@ -231,11 +287,11 @@ def main(argv: list[str] | None = None) -> None:
         f"medians of {args.rounds} round(s), {args.asks} asks, "
         f"{args.concurrency} in flight, per ask:"
     )
-    print(f"{'':28}" + "".join(f"{m:>16}" for m in METRICS))
+    print(f"{'':28}" + "".join(f"{m:>14}" for m in METRICS))
     for code, variant in runs:
         name = f"{variant} {Path(code).name if code else ''}"
         values = [statistics.median(s[m] for s in samples[code, variant]) for m in METRICS]
-        print(f"{name:28}" + "".join(f"{v:16,.2f}" for v in values))
+        print(f"{name:28}" + "".join(f"{v:14,.2f}" for v in values))
 
 
 if __name__ == "__main__":

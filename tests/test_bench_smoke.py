@@ -70,6 +70,7 @@ RATIOS = {
         "journal alone, open ms: encrypted / plain",
         "sequential p50: encrypted journal / plain journal",
         "sequential p50: encrypted journal / no journal",
+        "100 in flight asks/s: plain journal / no journal",
         "100 in flight asks/s: encrypted journal / plain journal",
         "100 in flight asks/s: encrypted journal / no journal",
     },
