@@ -18,13 +18,17 @@ round, each run in a child process. Per ask (after a warm-up):
   every millisecond, through ``received``) was committed: how much a crash would lose;
 - ``process CPU µs``: every thread of the client (the machine's cores are shared with
   the server: on a busy machine, asks/s follows the CPU an ask costs);
-- ``events/commit``: journal events (``queued``, ``answered``, ...) per transaction,
-  and ``ms/commit``: the run's wall time per transaction, how long a recorded event
-  waits to be durable, on average, at most about twice that.
+- ``events/commit``: journal events (``queued`` and ``answered``, two per ask) per
+  transaction, and ``ms/commit``: the run's wall time per transaction.
+
+The writer's transactions are counted, and the markers matched, by a wrapper around
+the journal's ``_commit`` (once per batch; the recording calls are not wrapped).
 
 ``--code DIR`` (repeatable) compares versions of the library A/B: each round runs every
-variant once with each ``DIR/nexus_reactive``, interleaved. Linux only (thread clocks
-and ``/proc``). No profiler: the threads run at full speed.
+variant once with each ``DIR/nexus_reactive``, interleaved (``git archive REV
+nexus_reactive | tar -x -C DIR`` makes one). Linux only (thread clocks and ``/proc``).
+No profiler: the threads run at full speed. ``--concurrency 1`` measures sequential
+asks.
 """
 
 from __future__ import annotations
@@ -225,7 +229,7 @@ def _spawn(
         # -P: the working directory does not come first; DIR's nexus_reactive does.
         env["PYTHONPATH"] = os.pathsep.join([code, str(ROOT)])
     argv = [sys.executable, *(["-P"] if code is not None else []), "-m", "bench.journal_threads"]
-    argv += ["--child", "--url", url, "--api-key", api_key, "--variant", variant]
+    argv += ["--child", "--url", url, f"--api-key={api_key}", "--variant", variant]
     argv += ["--asks", str(args.asks), "--concurrency", str(args.concurrency)]
     out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
