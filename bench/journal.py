@@ -14,6 +14,9 @@ Every variant interleaved round by round, each run in a fresh directory:
 - ``service.ask``, sequential (p50, p99) and 100 in flight (asks/s), against the lean
   ask server of section b, with no journal, a plain one and an encrypted one: what an
   application sees (the journal writes on its own thread, the service on the loop).
+  The ratio ``100 in flight asks/s: plain journal / no journal`` is what keeping a
+  journal costs a busy client. ``python -m bench.journal_threads`` splits that cost
+  between the event loop's thread and the journal's writer thread.
 """
 
 from __future__ import annotations
@@ -202,6 +205,10 @@ async def journal(suite: Suite) -> dict[str, Any]:
             "sequential p50: encrypted journal / no journal": ratio(
                 median(f"{sequential}encrypted journal", "p50 us"),
                 median(f"{sequential}no journal", "p50 us"),
+            ),
+            f"{c} in flight asks/s: plain journal / no journal": ratio(
+                median(f"{inflight}plain journal", "asks/s"),
+                median(f"{inflight}no journal", "asks/s"),
             ),
             f"{c} in flight asks/s: encrypted journal / plain journal": ratio(
                 median(f"{inflight}encrypted journal", "asks/s"),

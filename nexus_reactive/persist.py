@@ -10,10 +10,16 @@ records, in order:
   ask is sent again (same id: the server replays the same answer), never lost
   and never recorded twice.
 
-Writes never block the event loop: they go to a queue that one thread commits in
-batched transactions (WAL mode). :meth:`Journal.flush` waits until everything
-queued so far is durable. A write that fails (disk full, database locked) is
-reported and retried; the running process keeps its state in memory meanwhile.
+Writes never block the event loop: recording an event is a few dictionary
+operations (:mod:`nexus_reactive.journal_writer`), and one thread commits what was
+recorded in batched transactions (WAL mode, ``synchronous=NORMAL``: a commit survives
+the process being killed, SIGKILL included; an operating system crash or a power cut
+may lose the last ones, never the file's consistency). An event recorded while the
+writer is idle is committed at once; during a burst, transactions are at least
+2 ms apart, each taking everything recorded meanwhile. :meth:`Journal.flush` waits
+until everything recorded so far is durable, without that pause. A write that fails
+(disk full, database locked) is reported and retried; the running process keeps its
+state in memory meanwhile, bounded (:mod:`nexus_reactive.journal_batch`).
 
 One process per file. Opening never waits for another holder: a lock file next
 to the database (``<path>.lock``, an ``flock`` held for the journal's life and
@@ -33,16 +39,12 @@ ERROR, naming the row; the rest opens.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .core.events import ClientEvents
 from .errors import PersistenceError, ProtocolError
 from .journal_db import (
     PLAIN_SCHEMA,
@@ -52,7 +54,6 @@ from .journal_db import (
     describe,
     explain,
     make_cipher,
-    next_seqs,
     open_cipher,
     probe,
     quarantine,
@@ -61,6 +62,7 @@ from .journal_db import (
     take_lock,
 )
 from .journal_keys import PersistKey, resolve_key
+from .journal_writer import JournalWriter
 from .messages import Message
 
 if TYPE_CHECKING:
@@ -70,8 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["Journal", "PersistenceError", "Restored"]
 
 log = logging.getLogger("nexus_reactive.persist")
-
-_RETRY_DELAY = 1.0  # seconds between attempts at a batch that failed
 
 
 @dataclass
@@ -92,11 +92,7 @@ class Restored:
     quarantined: list[str] = field(default_factory=list)
 
 
-# Operations, as tuples the writer thread applies in order.
-_Op = tuple[str, str, bytes | None]
-
-
-class Journal(ClientEvents):
+class Journal(JournalWriter):
     """The durable record of one service. Not shared between processes.
 
     It observes the service's message events (:class:`ClientEvents`): the service
@@ -130,7 +126,6 @@ class Journal(ClientEvents):
         self.path = os.fspath(path)
         self.history_limit = history_limit
         self._on_error = on_error
-        self._queue: queue.SimpleQueue[_Op | threading.Event | None] = queue.SimpleQueue()
         # The key first: a provider that fails has touched nothing.
         secret = None if key is None else resolve_key(key, self.path)
         self._cipher: JournalCipher | None = None
@@ -166,11 +161,8 @@ class Journal(ClientEvents):
             if isinstance(exc, sqlite3.Error):
                 raise PersistenceError(explain(self.path, exc)) from None
             raise
-        self._thread = threading.Thread(
-            target=self._run, name="nexus-reactive-journal", daemon=True
-        )
-        self._thread.start()
         self._closed = False
+        self._start_writer(key for key, _, _ in self.restored.outbox)
 
     def __repr__(self) -> str:
         return f"<Journal {self.path}{' (encrypted)' if self._cipher else ''}>"
@@ -189,53 +181,12 @@ class Journal(ClientEvents):
             log.info("restored %d unsent message(s) from %s", len(self.restored.outbox), self.path)
         return messages
 
-    # -- recording (any thread; cheap, never blocks) ---------------------------------
-
-    def queued(self, key: str, is_ask: bool, frame: bytes) -> None:
-        """A message was queued to send."""
-        self._queue.put(("queued" if is_ask else "queued-other", key, frame))
-
-    def written(self, key: str) -> None:
-        """A message other than an ask was written to the wire: it is done."""
-        self._queue.put(("done", key, None))
-
-    sent = written
-
-    def abandoned(self, ask_id: str) -> None:
-        """An ask failed for its caller (timeout, disconnect): do not send it again."""
-        self._queue.put(("done", ask_id, None))
-
-    def received(self, frame: bytes, answers: str | None = None) -> None:
-        """A message for the history; ``answers`` is the ask it settles, if any."""
-        self._queue.put(("received", answers or "", frame))
-
-    def answered(self, ask_id: str, frame: bytes) -> None:
-        """The first answer to ``ask_id``: recorded and the ask done, in one operation."""
-        self._queue.put(("received", ask_id, frame))
-
-    def clear_history(self) -> None:
-        """Forget the received messages."""
-        self._queue.put(("clear", "", None))
-
-    cleared = clear_history
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Block until everything recorded so far is committed.
-
-        Returns:
-            Whether it was, within ``timeout``.
-        """
-        done = threading.Event()
-        self._queue.put(done)
-        return done.wait(timeout)
-
     def close(self) -> None:
         """Commit what is queued, stop the writer thread, close the database."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        self._thread.join()
+        self._stop_writer()
         self._db.close()
         release_lock(self._lock_fd)
         self._lock_fd = None
@@ -282,88 +233,3 @@ class Journal(ClientEvents):
                     self.path,
                 )
         return restored
-
-    def _run(self) -> None:
-        pending: list[_Op] = []
-        waiters: list[threading.Event] = []
-        stopping = False
-        while not stopping:
-            # A failed batch is retried after _RETRY_DELAY even if nothing new comes.
-            batch: list[_Op | threading.Event | object | None] = []
-            with contextlib.suppress(queue.Empty):
-                batch.append(self._queue.get(timeout=_RETRY_DELAY if pending else None))
-            # Take everything else already queued: one transaction for all of it.
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            for item in batch:
-                if item is None:
-                    stopping = True
-                elif isinstance(item, threading.Event):
-                    waiters.append(item)
-                elif isinstance(item, tuple):
-                    pending.append(item)
-            if pending and self._commit(pending):
-                pending = []
-            if not pending or stopping:
-                for waiter in waiters:
-                    waiter.set()
-                waiters = []
-
-    def _commit(self, ops: list[_Op]) -> bool:
-        import sqlite3  # already loaded by __init__: a dictionary look-up
-
-        db, cipher = self._db, self._cipher
-        try:
-            db.execute("BEGIN")
-            # Sealed rows are bound to their sequence number: give it ourselves.
-            last = next_seqs(db) if cipher is not None else {}
-            for op, key, frame in ops:
-                if op == "queued" or op == "queued-other":
-                    ask = op == "queued"
-                    if cipher is None:
-                        db.execute(
-                            "INSERT OR REPLACE INTO outbox (key, ask, frame) VALUES (?, ?, ?)",
-                            (key, ask, frame),
-                        )
-                    else:
-                        seq = last["outbox"] = last.get("outbox", 0) + 1
-                        db.execute(
-                            "INSERT OR REPLACE INTO outbox (seq, key, ask, sealed) "
-                            "VALUES (?, ?, ?, ?)",
-                            (seq, key, ask, cipher.seal("outbox", seq, frame or b"", key, ask)),
-                        )
-                elif op == "done":
-                    db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-                elif op == "received":
-                    if key:
-                        db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-                    if cipher is None:
-                        db.execute("INSERT INTO history (frame) VALUES (?)", (frame,))
-                    else:
-                        seq = last["history"] = last.get("history", 0) + 1
-                        db.execute(
-                            "INSERT INTO history (seq, sealed) VALUES (?, ?)",
-                            (seq, cipher.seal("history", seq, frame or b"")),
-                        )
-                elif op == "clear":
-                    db.execute("DELETE FROM history")
-            db.execute(
-                "DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - ?",
-                (self.history_limit,),
-            )
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            error = PersistenceError(
-                f"{explain(self.path, exc)}; {len(ops)} change(s) kept in memory and "
-                f"retried every {_RETRY_DELAY:g}s"
-            )
-            log.error("%s", error)
-            if self._on_error is not None:
-                self._on_error(error)
-            return False
-        return True

@@ -73,6 +73,7 @@ RATIOS = {
         "journal alone, open ms: encrypted / plain",
         "sequential p50: encrypted journal / plain journal",
         "sequential p50: encrypted journal / no journal",
+        "100 in flight asks/s: plain journal / no journal",
         "100 in flight asks/s: encrypted journal / plain journal",
         "100 in flight asks/s: encrypted journal / no journal",
     },
@@ -161,3 +162,27 @@ def test_ask_cost_runs_asks_through_an_in_process_transport() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "10 in flight (200 asks a run)" in proc.stdout
     assert "1 in flight (20 asks a run)" in proc.stdout
+
+
+def test_journal_threads_splits_the_cost_per_thread() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.journal_threads",
+            "--rounds",
+            "1",
+            "--asks",
+            "300",
+            "--variants",
+            "none,plain",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "writer CPU µs" in proc.stdout and "lag max ms" in proc.stdout
+    assert [line.split()[0] for line in proc.stdout.splitlines()[-2:]] == ["none", "plain"]
