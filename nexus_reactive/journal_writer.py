@@ -158,8 +158,15 @@ class JournalWriter(ClientEvents):
         """
         done = threading.Event()
         with self._lock:
-            self._batch.waiters.append(done)
-            self._bell.put(None)
+            # Closing or closed: the writer commits what is recorded (or reports that it
+            # cannot) and ends, and takes no waiter after its last batch.
+            closing = self._stopping
+            if not closing:
+                self._batch.waiters.append(done)
+                self._bell.put(None)
+        if closing:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
         return done.wait(timeout)
 
     def _stop_writer(self) -> None:

@@ -216,6 +216,26 @@ def test_close_while_the_writer_is_mid_batch_commits_everything(tmp_path: Path) 
     assert again.restored.history == [b"answer"]
 
 
+def test_flush_during_and_after_close_returns_instead_of_waiting_forever(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "flushed.db")
+    with held_mid_transaction(journal) as held:
+        journal.queued("held", True, b"1")
+        assert held.wait(EVENTUALLY)
+        closing = threading.Thread(target=journal.close)
+        closing.start()
+        poll(lambda: journal._stopping)
+        flushed: list[bool] = []
+        flushing = threading.Thread(target=lambda: flushed.append(journal.flush(EVENTUALLY)))
+        flushing.start()  # during close: waits for the writer's last commit
+    closing.join(EVENTUALLY)
+    flushing.join(EVENTUALLY)
+    assert flushed == [True]
+    assert journal.flush() is True  # after close, no timeout: returns at once
+    assert _writer_threads() == []
+
+
 def test_close_with_a_batch_that_cannot_be_committed_reports_it_and_stops(
     tmp_path: Path,
 ) -> None:

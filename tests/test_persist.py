@@ -68,6 +68,14 @@ async def test_queued_asks_survive_a_restart_and_history_is_restored(
     assert nexus.stats.asks_received == 5
 
 
+async def test_flush_after_close_returns(nexus: Nexus, tmp_path: Path) -> None:
+    service = WebSocketService(nexus.config(persist=tmp_path / "client.db"))
+    service.send_query("kept")
+    await service.close()
+    # Everything was committed at close: nothing to wait for (it used to wait forever).
+    await asyncio.wait_for(service.flush(), EVENTUALLY)
+
+
 async def test_clear_messages_clears_the_durable_history(nexus: Nexus, tmp_path: Path) -> None:
     db = tmp_path / "client.db"
     async with use_websocket(nexus.config(persist=db)) as store:
