@@ -235,7 +235,7 @@ async def _picows_flood(url: str, n: int, api_key: str, decode: bool) -> float:
     text = picows.WSMsgType.TEXT
     decoder = codec.decode
 
-    class Listener(picows.WSListener):  # type: ignore[misc]
+    class Listener(picows.WSListener):
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             nonlocal count
             if frame.msg_type is not text:
@@ -295,7 +295,7 @@ async def picows_asker(url: str, api_key: str) -> AsyncIterator[AskFn]:
     loop = asyncio.get_running_loop()
     text = picows.WSMsgType.TEXT
 
-    class Listener(picows.WSListener):  # type: ignore[misc]
+    class Listener(picows.WSListener):
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             if frame.msg_type is not text:
                 return

@@ -20,12 +20,11 @@ __all__ = ["uvloop_section"]
 
 
 def _run_in_loop(kind: str, make: Callable[[], Awaitable[Any]]) -> Any:
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     if kind == "uvloop":
         import uvloop
 
         factory = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(make())  # type: ignore[arg-type]
 

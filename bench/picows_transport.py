@@ -44,7 +44,7 @@ _CLOSE = WSMsgType.CLOSE
 OnFrame = Callable[[bytes], NexusConnectionError | None]
 
 
-class _Listener(picows.WSListener):  # type: ignore[misc]
+class _Listener(picows.WSListener):
     """Receives frames; before the receive loop runs they queue (handshakes)."""
 
     def __init__(self) -> None:

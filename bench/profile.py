@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         url = f"{flood.url}?n={args.messages}"
         asyncio.run(run(f"{flood.url}?n=2000", 2000, key))
         if args.pyinstrument:
-            from pyinstrument import Profiler
+            from pyinstrument import Profiler  # type: ignore[import-not-found]
 
             profiler = Profiler(interval=0.0005)
             profiler.start()

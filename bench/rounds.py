@@ -40,7 +40,7 @@ def summaries(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     }
 
 
-async def rounds(section: str, rounds: int, runs: list[tuple[str, Run]]) -> dict[str, Any]:
+async def rounds(section: str, rounds: int, runs: Sequence[tuple[str, Run]]) -> dict[str, Any]:
     """Run every variant once per round, interleaved; log each run under ``section``'s
     letter; return the summaries of each variant's metrics."""
     samples: dict[str, dict[str, list[float]]] = {name: {} for name, _ in runs}

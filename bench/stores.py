@@ -9,10 +9,10 @@ import asyncio
 import gc
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from nexus_reactive import ResponseMessage, WebSocketConfig, use_websocket
+from nexus_reactive import History, HistoryItem, ResponseMessage, WebSocketConfig, use_websocket
 from nexus_reactive.messages import Message
 
 from . import library, servers, traffic
@@ -52,10 +52,10 @@ async def _stores_run(suite: Suite, url: str) -> dict[str, float]:
         waiting = len(stores)
         want = p.stores_asks
 
-        def counter() -> Callable[[Sequence[Message]], None]:
+        def counter() -> Callable[[History[HistoryItem]], None]:
             finished = False
 
-            def on_history(history: Sequence[Message]) -> None:
+            def on_history(history: History[HistoryItem]) -> None:
                 nonlocal waiting, finished
                 if finished:
                     return
