@@ -138,6 +138,8 @@ def run_ask(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         streamed.end_line()
         return EXIT_INTERRUPTED
+    if streamed.broken:
+        raise BrokenPipeError  # main() ends quietly
     if not streamed.printed:
         print(answer.answer, end="")
     print()
@@ -158,11 +160,18 @@ class _Printer:
 
     def __init__(self) -> None:
         self.printed = False
+        #: Standard output's reader went away (``| head -1``): nothing more is written.
+        self.broken = False
 
     def __call__(self, piece: str) -> None:
         self.printed = True
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+        if self.broken:
+            return
+        try:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        except BrokenPipeError:  # raised here, it would be logged as a subscriber's error
+            self.broken = True
 
     def end_line(self) -> None:
         if self.printed:
