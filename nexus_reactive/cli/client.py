@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import WebSocketConfig
-from ..errors import NexusError
+from ..core import ConnectionState
+from ..errors import NexusError, RequestTimeout
 from ..messages import AskResponse, ResponseMessage
 from ..server import API_KEY_ENV
 from ..service import WebSocketService
@@ -60,7 +61,7 @@ def add_ask_parser(
         type=positive_float,
         default=30.0,
         metavar="SECONDS",
-        help="seconds to wait for the answer (default: 30)",
+        help="seconds to wait for the answer, connecting included (default: 30)",
     )
     ask.add_argument(
         "--retries",
@@ -185,9 +186,60 @@ async def _ask_streaming(
     timeout: float,
     on_piece: Callable[[str], None],
 ) -> AskResponse:
-    """Ask once; hand each piece of the answer to ``on_piece`` as it comes."""
+    """Ask once; hand each piece of the answer to ``on_piece`` as it comes.
+
+    ``timeout`` (``--timeout``) bounds the whole wait, connecting included: a server
+    that accepts the TCP connection and never answers the upgrade would otherwise hold
+    the command for every attempt's ``connect_timeout`` first.
+
+    Raises:
+        RequestTimeout: no answer within ``timeout``, in the command's words.
+    """
+    service = WebSocketService(config)
+    seen = _Seen()
+    service.state.subscribe(seen)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _ask(service, question, team_id, timeout, on_piece)
+    except TimeoutError as exc:
+        if isinstance(exc, RequestTimeout):
+            raise
+        raise RequestTimeout(seen.explain(timeout)) from None
+
+
+class _Seen:
+    """What the connection got to before ``--timeout`` ran out."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.error: str | None = None
+
+    def __call__(self, state: ConnectionState) -> None:
+        self.connected = self.connected or state.connected
+        self.error = state.error or self.error
+
+    def explain(self, timeout: float) -> str:
+        if self.connected:
+            return (
+                f"no answer within --timeout ({timeout:g}s); the server may be slow: "
+                "raise --timeout"
+            )
+        last = f"; last error: {self.error}" if self.error else ""
+        return (
+            f"no connection within --timeout ({timeout:g}s){last}. Check that the "
+            "server is running and answers WebSocket upgrades at --url, or raise --timeout"
+        )
+
+
+async def _ask(
+    service: WebSocketService,
+    question: str,
+    team_id: str | None,
+    timeout: float,
+    on_piece: Callable[[str], None],
+) -> AskResponse:
     loop = asyncio.get_running_loop()
-    async with WebSocketService(config) as service:
+    async with service:
         final: asyncio.Future[AskResponse] = loop.create_future()
 
         def on_response(message: ResponseMessage) -> None:
