@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+import nexus_reactive
+from nexus_reactive import ConfigError, WebSocketConfig
+from nexus_reactive.cli import cli_words, main
+
 from .test_cli import KEY, PROCESS_TIMEOUT, _env, assert_speaks_cli, run_cli, served
 
 
@@ -110,3 +114,58 @@ async def test_ask_timeout_once_connected_says_the_server_is_slow() -> None:
     assert_speaks_cli(err)
     assert "within --timeout" in err and "raise --timeout" in err.lower()
     assert "state.error" not in err
+
+
+# --- the library's words, as the command says them -------------------------------------
+
+
+def test_a_bad_url_names_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NEXUS_API_KEY", KEY)
+    assert main(["ask", "--url", "localhost:8000", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert_speaks_cli(err)
+    assert "--url must be a ws:// or wss:// URL" in err
+
+
+def test_timeouts_read_as_flags_not_python() -> None:
+    # The messages the library raises for an ask without an answer and an attempt
+    # that took too long (an attempt has no flag: it keeps its default).
+    assert cli_words(
+        "no answer to ask 3f2a within 2s (request_timeout); the server may be slow or "
+        "unreachable. Raise the timeout or check state.error."
+    ) == (
+        "no answer to ask 3f2a within 2s (--timeout); the server may be slow or "
+        "unreachable. Raise --timeout."
+    )
+    assert cli_words(
+        "gave up after 3 connection attempts; last error: no connection within "
+        "connect_timeout (10s). Check that the server is running"
+    ) == (
+        "gave up after 3 connection attempts; last error: no connection within 10s "
+        "(each attempt's limit). Check that the server is running"
+    )
+    # A URL's own text is left alone, and the rewrite is idempotent.
+    url_error = "url must be a ws:// or wss:// URL with a host, got 'wss://h/url must be'"
+    once = cli_words(url_error)
+    assert once == "--url must be a ws:// or wss:// URL with a host, got 'wss://h/url must be'"
+    assert cli_words(once) == once
+
+
+def test_the_library_messages_the_cli_rewrites_are_still_the_library_s() -> None:
+    # The rewrites above match the library's text exactly: a reworded message there
+    # would slip through in Python's words.
+    with pytest.raises(ConfigError) as info:
+        WebSocketConfig(url="localhost:8000", api_key=KEY)
+    assert cli_words(str(info.value)).startswith("--url must be")
+    sources = {
+        "asks.py": "Raise the timeout or check state.error.",
+        "failures.py": 'f"no connection within connect_timeout ({connect_timeout:g}s)"',
+    }
+    for name, text in sources.items():
+        assert text in library_source(name), name
+
+
+def library_source(name: str) -> str:
+    return (Path(nexus_reactive.__file__).parent / name).read_text()
