@@ -169,3 +169,16 @@ def test_the_library_messages_the_cli_rewrites_are_still_the_library_s() -> None
 
 def library_source(name: str) -> str:
     return (Path(nexus_reactive.__file__).parent / name).read_text()
+
+
+@pytest.mark.parametrize("question", ["", "   "])
+def test_an_empty_question_is_a_usage_error(
+    question: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NEXUS_API_KEY", KEY)
+    with pytest.raises(SystemExit) as info:
+        main(["ask", "--url", "ws://127.0.0.1:9", question])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument question: it is empty" in err
+    assert "query string" not in err

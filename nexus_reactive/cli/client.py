@@ -43,7 +43,7 @@ def add_ask_parser(
         help="ask a server one question and print the answer",
         description="Connect, ask one question, print the answer, and exit.",
     )
-    ask.add_argument("question", help="the question to ask")
+    ask.add_argument("question", type=_question, help="the question to ask")
     ask.add_argument(
         "--url", default="ws://localhost:8000", help="server URL (default: ws://localhost:8000)"
     )
@@ -73,6 +73,14 @@ def add_ask_parser(
     # Failures are printed once, by the command: the library's own warnings about
     # them would say the same again (--log-level warning shows them).
     ask.set_defaults(command=run_ask, default_log_level="error")
+
+
+def _question(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            'it is empty: ask something, such as nexus-reactive ask "What is Nexus?"'
+        )
+    return text
 
 
 def add_chat_parser(
