@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -182,3 +183,33 @@ def test_an_empty_question_is_a_usage_error(
     err = capsys.readouterr().err
     assert "argument question: it is empty" in err
     assert "query string" not in err
+
+
+# --- keygen --out ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["keygen"], ["journal", "keygen"]])
+@pytest.mark.parametrize("force", [False, True])
+def test_keygen_out_given_a_folder_says_to_name_the_file(
+    command: list[str], force: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for out in (str(tmp_path), str(tmp_path / "new") + "/"):
+        code = main([*command, "--out", out, *(["--force"] if force else [])])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"--out {out} is a folder" in err
+        assert "--force" not in err  # forcing would not help
+        assert os.path.join(out, "") in err  # the file to name instead, in that folder
+    assert names_in(tmp_path) == []  # nothing written, and "new/" not made a file
+
+
+def test_journal_keygen_makes_its_folder_owner_only_as_keygen_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["journal", "keygen", "--out", "~/.nexus/journal.key"]) == 0
+    key = tmp_path / ".nexus" / "journal.key"
+    assert stat.S_IMODE(os.stat(tmp_path / ".nexus").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert len(bytes.fromhex(key.read_text().strip())) == 32
+    assert str(key) in capsys.readouterr().err
