@@ -213,3 +213,20 @@ def test_journal_keygen_makes_its_folder_owner_only_as_keygen_does(
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     assert len(bytes.fromhex(key.read_text().strip())) == 32
     assert str(key) in capsys.readouterr().err
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_serve_docs_that_cannot_be_served_say_what_to_pass_once(
+    folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NEXUS_API_KEY", KEY)
+    (tmp_path / "empty").mkdir()
+    assert main(["serve", "--port", "0", "--docs", str(tmp_path / folder)]) == 2
+    err = capsys.readouterr().err
+    assert_speaks_cli(err)
+    assert err.count("--docs DIR") == 1, err
+    assert err.count("--engine echo") == 1, err
+    assert "DocsEngine" not in err

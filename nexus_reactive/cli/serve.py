@@ -182,9 +182,10 @@ def _engine(args: argparse.Namespace) -> Engine:
         # Never fall back to echo silently: a server that answers "You asked: ..." when
         # it was meant to answer from the docs looks broken in a way nobody can see.
         where = f"--docs {args.docs}" if args.docs is not None else "the installed docs"
+        # The engine's message ends with what to pass it (--docs DIR, in cli_words).
         raise ConfigError(
-            f"the docs engine cannot start from {where}: {exc}. Pass --docs DIR (a folder "
-            "of .md/.txt/.rst files), or --engine echo to answer by echoing the question"
+            f"the docs engine cannot start from {where}: {exc}; or pass --engine echo to "
+            "answer by echoing the question"
         ) from None
     logging.getLogger("nexus_reactive.server").info(
         "answering from %d passages of documentation", engine.passages
