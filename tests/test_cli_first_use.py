@@ -6,6 +6,7 @@ and configuration errors run in-process through :func:`main`."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -18,7 +19,7 @@ import pytest
 
 import nexus_reactive
 from nexus_reactive import ConfigError, WebSocketConfig
-from nexus_reactive.cli import cli_words, main
+from nexus_reactive.cli import build_parser, cli_words, main
 
 from .test_cli import KEY, PROCESS_TIMEOUT, _env, assert_speaks_cli, run_cli, served
 
@@ -230,3 +231,41 @@ def test_serve_docs_that_cannot_be_served_say_what_to_pass_once(
     assert err.count("--docs DIR") == 1, err
     assert err.count("--engine echo") == 1, err
     assert "DocsEngine" not in err
+
+
+async def test_serve_stream_says_it_answers_with_the_echo_engine() -> None:
+    # --stream streams the echo engine: without --engine echo a user expected the docs
+    # engine's answers, so the server says which one answers, and --help says so too.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nexus_reactive",
+        "serve",
+        "--port",
+        "0",
+        "--stream",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(KEY),
+    )
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), PROCESS_TIMEOUT)
+        assert line.startswith(b"nexus-reactive server listening on ws://"), line
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert "answering by echoing the question (--stream" in err.decode()
+    assert "passages of documentation" not in err.decode()
+    stream = next(a for a in serve_parser()._actions if "--stream" in a.option_strings)
+    assert stream.help is not None and "implies --engine echo" in stream.help
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser: argparse.ArgumentParser = commands.choices["serve"]
+    return parser

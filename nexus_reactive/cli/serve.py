@@ -120,7 +120,8 @@ def add_parser(
     demo.add_argument(
         "--stream",
         action="store_true",
-        help="stream answers word by word (response_chunk messages); echo engine only",
+        help="stream answers word by word (response_chunk messages); the echo engine "
+        "streams, so this implies --engine echo",
     )
     demo.add_argument(
         "--stream-delay",
@@ -173,6 +174,10 @@ def _engine(args: argparse.Namespace) -> Engine:
     if args.engine == "echo" or args.stream:
         if args.engine == "docs" and args.docs is not None:
             raise ConfigError("--stream streams the echo engine; drop --docs or --stream")
+        logging.getLogger("nexus_reactive.server").info(
+            "answering by echoing the question%s",
+            " (--stream: word by word, with --engine echo)" if args.stream else "",
+        )
         return EchoEngine(stream=args.stream, delay=args.stream_delay)
     from ..server.docsearch import DocsEngine
 
