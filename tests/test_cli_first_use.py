@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import stat
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -266,6 +267,20 @@ async def test_serve_stream_says_it_answers_with_the_echo_engine() -> None:
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    parser: argparse.ArgumentParser = commands.choices["serve"]
-    return parser
+    return subcommands(build_parser())["serve"]
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_log_level_help_gives_each_command_s_real_default() -> None:
+    for name, parser in subcommands(build_parser()).items():
+        level = parser.get_default("default_log_level") or "info"
+        if name == "journal":  # its commands set theirs, all the same
+            (level,) = {p.get_default("default_log_level") for p in subcommands(parser).values()}
+        action = next(a for a in parser._actions if "--log-level" in a.option_strings)
+        assert action.help is not None
+        said = re.search(rf"(\w+) for [^;)]*\b{name}\b", action.help)
+        assert said is not None and said.group(1) == level, (name, level, action.help)

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         choices=LOG_LEVELS,
         default=None,
-        help="how much to log to stderr (default: info for serve, warning for ask)",
+        help="how much to log to stderr (default: info for serve; error for ask and chat, "
+        "which print their failure once themselves; warning for keygen and journal)",
     )
     parser = _Parser(
         prog=PROG,
