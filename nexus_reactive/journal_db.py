@@ -112,6 +112,7 @@ def take_lock(path: str, *, migrating: bool = False) -> int | None:
         PersistenceError: another process (or another journal of this one) holds
             it; the message names that process.
     """
+    _check_place(path, migrating)
     if fcntl is None:
         return None
     lock_path = f"{path}.lock"
@@ -132,6 +133,26 @@ def take_lock(path: str, *, migrating: bool = False) -> int | None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _check_place(path: str, migrating: bool) -> None:
+    """Refuse a path that cannot hold a journal file, saying why, before the lock file
+    is made next to it (``client.db/`` would get a stray ``client.db.lock``)."""
+    other = "" if migrating else ", or pass another persist= path"
+    if os.path.isdir(path):
+        raise PersistenceError(
+            f"the journal {path} is a folder: a journal is one file; pass its file's "
+            f"path, such as {os.path.join(path, 'client.db')}"
+        )
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        tilde = ""
+        if "~" in folder and not migrating:
+            tilde = " (persist= does not expand ~: pass os.path.expanduser(path))"
+        raise PersistenceError(
+            f"the journal {path} cannot be made: its folder {folder} does not exist"
+            f"{tilde}. Create the folder first{other}"
+        )
 
 
 def _locked(path: str, lock_path: str, holder: int | None, migrating: bool) -> str:

@@ -19,6 +19,7 @@ from nexus_reactive import (
     AskRequest,
     AskResponse,
     NexusError,
+    WebSocketConfig,
     WebSocketService,
     use_websocket,
 )
@@ -93,6 +94,28 @@ def test_a_corrupt_journal_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PersistenceError, match="corrupt") as info:
         Journal(db)
     assert str(db) in str(info.value)
+
+
+def test_a_persist_path_in_a_missing_folder_or_naming_a_folder_says_so(tmp_path: Path) -> None:
+    # The lock file's "No such file or directory. Check the directory's permissions"
+    # sent users looking at permissions; a folder got a stray <folder>.lock beside it.
+    missing = tmp_path / "not-made-yet" / "client.db"
+    with pytest.raises(PersistenceError) as info:
+        WebSocketService(WebSocketConfig(url="ws://127.0.0.1:9", api_key=KEY, persist=missing))
+    assert str(info.value) == (
+        f"the journal {missing} cannot be made: its folder {missing.parent} does not "
+        "exist. Create the folder first, or pass another persist= path"
+    )
+    with pytest.raises(PersistenceError, match=r"persist= does not expand ~"):
+        Journal("~/no-such-folder-here/client.db")
+    with pytest.raises(PersistenceError) as info:
+        Journal(tmp_path)
+    assert str(info.value) == (
+        f"the journal {tmp_path} is a folder: a journal is one file; pass its file's "
+        f"path, such as {tmp_path / 'client.db'}"
+    )
+    assert list(tmp_path.parent.glob(f"{tmp_path.name}.lock")) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_journal_in_use_by_another_process_is_a_clear_error(tmp_path: Path) -> None:

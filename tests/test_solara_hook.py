@@ -8,7 +8,9 @@ threads, so the test polls what the widgets say with ``wait_for``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -340,4 +342,54 @@ async def test_inline_callables_and_ssl_contexts_do_not_reconnect_on_each_render
     finally:
         rc.close()
     await wait_for(lambda: nexus.stats.connections_open == 0, message="the socket to close")
+    await wait_for(lambda: library_threads() == [], message="the hook's threads to end")
+
+
+def documented_page(url: str, folder: Path) -> Any:
+    """The component docs/solara.md shows first (a fragment there), pointed at ``url``:
+    written to a file in ``folder`` and imported, so that Solara can read its source."""
+    text = (EXAMPLES.parent / "docs" / "solara.md").read_text()
+    block = re.search(r"<!-- fragment: a Solara component.*?-->\n```python\n(.*?)```", text, re.S)
+    assert block is not None, "docs/solara.md's first component is gone"
+    path = folder / "documented_page.py"
+    path.write_text(block.group(1).replace("ws://localhost:8000", url))
+    spec = importlib.util.spec_from_file_location("documented_page", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Page
+
+
+async def test_the_documented_component_asks_clears_and_reconnects(
+    nexus: Nexus, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ipyvue = pytest.importorskip("ipyvue")
+    v = pytest.importorskip("ipyvuetify")
+    monkeypatch.setenv("NEXUS_API_KEY", KEY)  # the docs' component takes its key from there
+    _box, rc = reacton.render(documented_page(nexus.url, tmp_path)(), handle_error=False)
+
+    def shown() -> str:
+        """The text and the rendered Markdown (a template) the page shows."""
+        texts = [str(w.children[0]) for w in rc.find(ipyvue.Html).widgets if w.children]
+        markdown = [str(w.template) for w in rc.find(ipyvue.VueTemplate).widgets]
+        return "\n".join(texts + markdown)
+
+    def button(label: str) -> Any:
+        return rc.find(v.Btn, children=[label]).widget
+
+    try:
+        await wait_for(lambda: "Connected" in shown(), message="connected")
+        button("Ask").click()
+        await wait_for(lambda: "You asked: What is Nexus?" in shown(), message="the answer")
+        button("Reconnect").click()  # the hook's reconnect(), wired as the docs show
+        await wait_for(
+            lambda: nexus.stats.connections_total == 2 and "Connected" in shown(),
+            message="a second connection",
+        )
+        assert nexus.stats.connections_open == 1
+        button("Clear").click()
+        await wait_for(lambda: "You asked" not in shown(), message="the history cleared")
+    finally:
+        rc.close()
+    await wait_for(lambda: nexus.stats.connections_open == 0, message="closed on unmount")
     await wait_for(lambda: library_threads() == [], message="the hook's threads to end")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -40,7 +41,15 @@ from typing import NoReturn, cast
 
 from ..logs import debug_requested, enable_debug_logging
 from . import client, journal, keygen, serve
-from .common import EXIT_CODES, EXIT_USAGE, PROG, Command, Subcommands, cli_words
+from .common import (
+    EXIT_CODES,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    PROG,
+    Command,
+    Subcommands,
+    cli_words,
+)
 
 __all__ = ["EXIT_CODES", "build_parser", "cli_words", "main"]
 
@@ -58,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         choices=LOG_LEVELS,
         default=None,
-        help="how much to log to stderr (default: info for serve, warning for ask)",
+        help="how much to log to stderr (default: info for serve; error for ask and chat, "
+        "which print their failure once themselves; warning for keygen and journal)",
     )
     parser = _Parser(
         prog=PROG,
@@ -157,7 +167,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _configure_logging(args.log_level or getattr(args, "default_log_level", "info"))
-    return command(args)
+    try:
+        code = command(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as Python's noise at exit
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _reader_gone() -> int:
+    """Whatever read standard output has gone (``nexus-reactive ask ... | head -1``):
+    nothing more can be shown, so end quietly, without a traceback. Python flushes
+    stdout once more at exit, which would fail again: it goes to /dev/null instead."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is no file (a test's capture)
+        pass
+    return EXIT_FAILURE
 
 
 def _configure_logging(level: str) -> None:

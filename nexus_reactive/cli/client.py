@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import WebSocketConfig
-from ..errors import NexusError
+from ..core import ConnectionState
+from ..errors import NexusError, RequestTimeout
 from ..messages import AskResponse, ResponseMessage
 from ..server import API_KEY_ENV
 from ..service import WebSocketService
@@ -42,7 +43,7 @@ def add_ask_parser(
         help="ask a server one question and print the answer",
         description="Connect, ask one question, print the answer, and exit.",
     )
-    ask.add_argument("question", help="the question to ask")
+    ask.add_argument("question", type=_question, help="the question to ask")
     ask.add_argument(
         "--url", default="ws://localhost:8000", help="server URL (default: ws://localhost:8000)"
     )
@@ -60,7 +61,7 @@ def add_ask_parser(
         type=positive_float,
         default=30.0,
         metavar="SECONDS",
-        help="seconds to wait for the answer (default: 30)",
+        help="seconds to wait for the answer, connecting included (default: 30)",
     )
     ask.add_argument(
         "--retries",
@@ -72,6 +73,14 @@ def add_ask_parser(
     # Failures are printed once, by the command: the library's own warnings about
     # them would say the same again (--log-level warning shows them).
     ask.set_defaults(command=run_ask, default_log_level="error")
+
+
+def _question(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            'it is empty: ask something, such as nexus-reactive ask "What is Nexus?"'
+        )
+    return text
 
 
 def add_chat_parser(
@@ -138,6 +147,8 @@ def run_ask(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         streamed.end_line()
         return EXIT_INTERRUPTED
+    if streamed.broken:
+        raise BrokenPipeError  # main() ends quietly
     if not streamed.printed:
         print(answer.answer, end="")
     print()
@@ -158,11 +169,18 @@ class _Printer:
 
     def __init__(self) -> None:
         self.printed = False
+        #: Standard output's reader went away (``| head -1``): nothing more is written.
+        self.broken = False
 
     def __call__(self, piece: str) -> None:
         self.printed = True
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+        if self.broken:
+            return
+        try:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        except BrokenPipeError:  # raised here, it would be logged as a subscriber's error
+            self.broken = True
 
     def end_line(self) -> None:
         if self.printed:
@@ -176,9 +194,60 @@ async def _ask_streaming(
     timeout: float,
     on_piece: Callable[[str], None],
 ) -> AskResponse:
-    """Ask once; hand each piece of the answer to ``on_piece`` as it comes."""
+    """Ask once; hand each piece of the answer to ``on_piece`` as it comes.
+
+    ``timeout`` (``--timeout``) bounds the whole wait, connecting included: a server
+    that accepts the TCP connection and never answers the upgrade would otherwise hold
+    the command for every attempt's ``connect_timeout`` first.
+
+    Raises:
+        RequestTimeout: no answer within ``timeout``, in the command's words.
+    """
+    service = WebSocketService(config)
+    seen = _Seen()
+    service.state.subscribe(seen)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _ask(service, question, team_id, timeout, on_piece)
+    except TimeoutError as exc:
+        if isinstance(exc, RequestTimeout):
+            raise
+        raise RequestTimeout(seen.explain(timeout)) from None
+
+
+class _Seen:
+    """What the connection got to before ``--timeout`` ran out."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.error: str | None = None
+
+    def __call__(self, state: ConnectionState) -> None:
+        self.connected = self.connected or state.connected
+        self.error = state.error or self.error
+
+    def explain(self, timeout: float) -> str:
+        if self.connected:
+            return (
+                f"no answer within --timeout ({timeout:g}s); the server may be slow: "
+                "raise --timeout"
+            )
+        last = f"; last error: {self.error}" if self.error else ""
+        return (
+            f"no connection within --timeout ({timeout:g}s){last}. Check that the "
+            "server is running and answers WebSocket upgrades at --url, or raise --timeout"
+        )
+
+
+async def _ask(
+    service: WebSocketService,
+    question: str,
+    team_id: str | None,
+    timeout: float,
+    on_piece: Callable[[str], None],
+) -> AskResponse:
     loop = asyncio.get_running_loop()
-    async with WebSocketService(config) as service:
+    async with service:
         final: asyncio.Future[AskResponse] = loop.create_future()
 
         def on_response(message: ResponseMessage) -> None:

@@ -74,7 +74,13 @@ _PHRASES = {
     " to WebSocketConfig (or use_websocket)": "",
     " (None retries forever)": "",
     "ssl_context or certfile/keyfile": "--certfile/--keyfile",
+    # An ask's timeout: the flag is the knob; the state stream is no CLI user's.
+    "Raise the timeout or check state.error.": "Raise --timeout.",
 }
+# The url keyword's own checks: "url" alone is in too many URLs' text to be replaced.
+_URL = re.compile(r"(?<![\w/-])url (must be|is not a valid URL)")
+# connect_timeout has no flag: the client commands keep its default, each attempt's limit.
+_CONNECT_TIMEOUT = re.compile(r"within connect_timeout \(([\d.]+s)\)")
 # A keyword, and what follows it: a number given to it (kept: "--timeout 30.0"), or
 # "=...", "=True"... (dropped: the flag alone says it).
 _KEYWORD = re.compile(
@@ -102,6 +108,8 @@ def cli_words(message: str, *, flags: Mapping[str, str] | None = None) -> str:
     words = _FLAGS if flags is None else {**_FLAGS, **flags}
     for phrase, replacement in _PHRASES.items():
         message = message.replace(phrase, replacement)
+    message = _CONNECT_TIMEOUT.sub(r"within \1 (each attempt's limit)", message)
+    message = _URL.sub(r"--url \1", message)
     message = _KEYWORD.sub(
         lambda match: words[match[1]] + (f" {match['number']}" if match["number"] else ""),
         message,

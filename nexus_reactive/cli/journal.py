@@ -23,10 +23,12 @@ import os
 import secrets
 import stat
 import sys
+from pathlib import Path
 
 from ..errors import ConfigError, PersistenceError
 from ..journal_keys import JOURNAL_KEY_ENV, KEY_SIZE, key_bytes, key_like
 from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG, Subcommands, cli_words, error
+from .keygen import make_private_folders, names_a_folder
 
 __all__ = ["NEW_KEY_ENV", "add_parser"]
 
@@ -105,20 +107,28 @@ def _keygen(args: argparse.Namespace) -> int:
     if args.out == "-":
         print(key)
         return EXIT_OK
+    if names_a_folder(args.out):
+        error(
+            f"journal keygen: --out {args.out} is a folder; --out names the key's file: "
+            f"--out {os.path.join(args.out, 'journal.key')}"
+        )
+        return EXIT_USAGE
+    out = os.path.expanduser(args.out)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL)
     try:
-        fd = os.open(args.out, flags, 0o600)
+        make_private_folders(Path(out).parent)  # as keygen's: ~/.nexus/journal.key works
+        fd = os.open(out, flags, 0o600)
     except FileExistsError:
         error(f"journal keygen: {args.out} already exists; pass --force to replace it")
         return EXIT_FAILURE
     except OSError as exc:
         error(f"journal keygen: cannot write {args.out}: {exc.strerror or exc}")
         return EXIT_FAILURE
-    with os.fdopen(fd, "w") as out:
-        os.chmod(args.out, 0o600)  # an existing file (--force) keeps no wider mode
-        out.write(key + "\n")
+    with os.fdopen(fd, "w") as file:
+        os.chmod(out, 0o600)  # an existing file (--force) keeps no wider mode
+        file.write(key + "\n")
     print(
-        f"wrote a new journal key to {args.out} (mode 0600): keep it secret and keep a "
+        f"wrote a new journal key to {out} (mode 0600): keep it secret and keep a "
         "copy; without it an encrypted journal cannot be read",
         file=sys.stderr,
     )

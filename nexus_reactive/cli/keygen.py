@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from ..signing import generate_keypair, write_keypair
-from .common import EXIT_FAILURE, EXIT_OK, Subcommands, error
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Subcommands, error
 
-__all__ = ["DEFAULT_KEY_PATH", "add_parser", "run"]
+__all__ = ["DEFAULT_KEY_PATH", "add_parser", "make_private_folders", "names_a_folder", "run"]
 
 #: Where ``keygen`` writes the private key by default (the public key goes to ``.pub``).
 DEFAULT_KEY_PATH = "nexus_ed25519"
@@ -41,8 +41,15 @@ def add_parser(
 def run(args: argparse.Namespace) -> int:
     """Write a new key pair; print the public key."""
     out = Path(os.path.expanduser(args.out))
+    if names_a_folder(args.out):
+        error(
+            f"keygen: --out {args.out} is a folder; --out names the private key's file "
+            f"(its public key goes next to it, with .pub): "
+            f"--out {os.path.join(args.out, DEFAULT_KEY_PATH)}"
+        )
+        return EXIT_USAGE
     try:
-        _make_private_folders(out.parent)
+        make_private_folders(out.parent)
         pubkey = write_keypair(out, generate_keypair(), overwrite=args.force)
     except FileExistsError:
         error(f"keygen: {args.out} or {args.out}.pub already exists; pass --force to replace it")
@@ -59,7 +66,14 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _make_private_folders(folder: Path) -> None:
+def names_a_folder(out: str) -> bool:
+    """Whether ``--out`` names a folder (an existing one, or with a trailing slash)
+    rather than the file to write: "already exists; pass --force" would be wrong advice
+    there, and ``keys/`` would silently become a file named ``keys``."""
+    return out.endswith(("/", os.sep)) or os.path.isdir(os.path.expanduser(out))
+
+
+def make_private_folders(folder: Path) -> None:
     """Create ``folder`` and any missing parents, each readable by its owner only (0700)."""
     missing: list[Path] = []
     while not folder.exists():

@@ -120,7 +120,8 @@ def add_parser(
     demo.add_argument(
         "--stream",
         action="store_true",
-        help="stream answers word by word (response_chunk messages); echo engine only",
+        help="stream answers word by word (response_chunk messages); the echo engine "
+        "streams, so this implies --engine echo",
     )
     demo.add_argument(
         "--stream-delay",
@@ -173,6 +174,10 @@ def _engine(args: argparse.Namespace) -> Engine:
     if args.engine == "echo" or args.stream:
         if args.engine == "docs" and args.docs is not None:
             raise ConfigError("--stream streams the echo engine; drop --docs or --stream")
+        logging.getLogger("nexus_reactive.server").info(
+            "answering by echoing the question%s",
+            " (--stream: word by word, with --engine echo)" if args.stream else "",
+        )
         return EchoEngine(stream=args.stream, delay=args.stream_delay)
     from ..server.docsearch import DocsEngine
 
@@ -182,9 +187,10 @@ def _engine(args: argparse.Namespace) -> Engine:
         # Never fall back to echo silently: a server that answers "You asked: ..." when
         # it was meant to answer from the docs looks broken in a way nobody can see.
         where = f"--docs {args.docs}" if args.docs is not None else "the installed docs"
+        # The engine's message ends with what to pass it (--docs DIR, in cli_words).
         raise ConfigError(
-            f"the docs engine cannot start from {where}: {exc}. Pass --docs DIR (a folder "
-            "of .md/.txt/.rst files), or --engine echo to answer by echoing the question"
+            f"the docs engine cannot start from {where}: {exc}; or pass --engine echo to "
+            "answer by echoing the question"
         ) from None
     logging.getLogger("nexus_reactive.server").info(
         "answering from %d passages of documentation", engine.passages
