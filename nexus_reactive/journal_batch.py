@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections import deque
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
 from .journal_db import next_seqs
@@ -59,12 +60,18 @@ class Batch:
         """Whether it changes anything in the file."""
         return bool(self.outbox or self.history or self.cleared)
 
-    def absorb(self, later: Batch) -> None:
-        """Add the changes of ``later``, recorded after this one's."""
+    def absorb(self, later: Batch, stored: Container[str]) -> None:
+        """Add the changes of ``later``, recorded after this one's.
+
+        ``stored``: the keys the file's outbox holds. A key this batch was to store
+        and ``later`` deletes leaves nothing, unless the file holds it: an ask asked
+        and answered while this batch waits (a long outage) adds no trace to it.
+        """
         outbox = self.outbox
         for key, entry in later.outbox.items():
             outbox.pop(key, None)
-            outbox[key] = entry
+            if entry is not None or key in stored:
+                outbox[key] = entry
         if later.cleared:
             self.history.clear()
             self.cleared = True

@@ -76,6 +76,8 @@ class JournalWriter(ClientEvents):
         # The keys the file's outbox holds, or the writer holds to store: deleting
         # another key needs no statement, and no room in the batch.
         self._handed = set(stored)
+        # The keys the file's outbox holds, as of the last commit (the writer's own).
+        self._stored = set(self._handed)
         self._thread = threading.Thread(
             target=self._run, name="nexus-reactive-journal", daemon=True
         )
@@ -209,7 +211,7 @@ class JournalWriter(ClientEvents):
             stopping = self._stopping
             batch = self._take()
             if held is not None:
-                held.absorb(batch)
+                held.absorb(batch, self._stored)
                 batch = held
                 if not stopping and time.monotonic() < retry_at:
                     continue
@@ -217,7 +219,14 @@ class JournalWriter(ClientEvents):
                 committed = self._commit(batch, stopping)
                 ended = time.monotonic()
                 next_at = ended + PACE
-                if not committed and not stopping:
+                if committed:
+                    stored = self._stored
+                    for key, entry in batch.outbox.items():
+                        if entry is None:
+                            stored.discard(key)
+                        else:
+                            stored.add(key)
+                elif not stopping:
                     held, retry_at = batch, ended + RETRY_DELAY
                     continue
             held = None
