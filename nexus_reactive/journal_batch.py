@@ -19,7 +19,6 @@ the live outbox, deletions of keys the file may hold, and ``limit`` frames.
 from __future__ import annotations
 
 import functools
-import threading
 from collections import deque
 from collections.abc import Container
 from typing import TYPE_CHECKING, Any
@@ -44,7 +43,7 @@ class Batch:
         limit: how many received frames the journal keeps (``history_limit``).
     """
 
-    __slots__ = ("cleared", "events", "history", "outbox", "waiters")
+    __slots__ = ("cleared", "events", "history", "outbox")
 
     def __init__(self, limit: int) -> None:
         self.outbox: dict[str, Entry] = {}
@@ -53,8 +52,6 @@ class Batch:
         #: How many events it sums up (the writer is told of the first; an error
         #: names them).
         self.events = 0
-        #: ``flush()`` calls waiting for it to be committed.
-        self.waiters: list[threading.Event] = []
 
     def __bool__(self) -> bool:
         """Whether it changes anything in the file."""
@@ -77,13 +74,6 @@ class Batch:
             self.cleared = True
         self.history.extend(later.history)
         self.events += later.events
-        self.waiters += later.waiters
-
-    def release(self) -> None:
-        """Wake the ``flush()`` calls waiting for it."""
-        for waiter in self.waiters:
-            waiter.set()
-        self.waiters = []
 
 
 def write(
