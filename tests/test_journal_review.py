@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from nexus_reactive import NexusError, WebSocketService, journal_writer
+from nexus_reactive.journal_migrate import migrate
 from nexus_reactive.persist import Journal, PersistenceError, Restored
 
 from .conftest import Nexus
@@ -339,3 +340,43 @@ def test_sigkill_at_each_statement_of_a_batch_leaves_it_all_or_nothing(
     assert restored.quarantined == []
     if not stop:
         assert restored.outbox[1] == ("old1", True, b"old 1 again")
+
+
+# -- journals written before the writer batched -----------------------------------------
+
+#: Written by the journal as it was before it batched (one statement per event, commit
+#: c649ae7), with history_limit=5: eight messages queued (even ones asks), k0, k3, k6
+#: answered, k1 queued again, seven received, k5 written. The key of the encrypted one.
+_OLD_KEY = "ef" * 32
+_OLD = (["k2", "k4", "k7", "k1"], [b"r2", b"r3", b"r4", b"r5", b"r6"])
+
+
+@pytest.mark.parametrize("key", [None, _OLD_KEY], ids=["plain", "encrypted"])
+def test_a_journal_written_before_batching_restores_takes_writes_and_migrates(
+    tmp_path: Path, key: str | None
+) -> None:
+    kind = "plain" if key is None else "encrypted"
+    db = tmp_path / "old.db"
+    db.write_bytes((ROOT / "tests" / "data" / f"journal-before-batching-{kind}.db").read_bytes())
+    journal = Journal(db, history_limit=5, key=key)
+    try:
+        restored = journal.restored
+        assert ([k for k, _, _ in restored.outbox], restored.history) == _OLD
+        assert restored.outbox[-1] == ("k1", False, b"frame 1 again")
+        assert restored.quarantined == []
+        journal.answered("k2", b"answer 2")  # a row the old writer stored
+        journal.queued("k4", True, b"frame 4 again")
+        journal.queued("new", True, b"new")
+        journal.received(b"r7")
+    finally:
+        journal.close()
+    after = (["k7", "k1", "k4", "new"], [b"r4", b"r5", b"r6", b"answer 2", b"r7"])
+    old_key = None if key is None else bytes.fromhex(key)
+    new_key = bytes.fromhex("12" * 32)
+    for was, now in ((old_key, new_key), (new_key, None), (None, new_key)):
+        if was != now:
+            migrate(db, old_key=was, new_key=now)
+        again = Journal(db, history_limit=5, key=now)
+        again.close()
+        assert ([k for k, _, _ in again.restored.outbox], again.restored.history) == after
+        assert again.restored.quarantined == []
