@@ -380,3 +380,30 @@ def test_a_journal_written_before_batching_restores_takes_writes_and_migrates(
         again.close()
         assert ([k for k, _, _ in again.restored.outbox], again.restored.history) == after
         assert again.restored.quarantined == []
+
+
+def test_close_during_a_retry_wait_commits_at_once_what_the_disk_now_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed batch waits an hour for its retry; the disk recovers; close() does not
+    wait for that hour: it commits the held batch and what came after, and stops."""
+    monkeypatch.setattr(journal_writer, "RETRY_DELAY", 3600.0)
+    errors: list[PersistenceError] = []
+    journal = Journal(tmp_path / "waiting.db", history_limit=3, on_error=errors.append)
+    _fill_the_disk(journal)
+    journal.queued("big", True, bytes(200_000))
+    poll(lambda: errors)
+    journal.received(b"after the failure")
+    journal.clear_history()
+    journal.received(b"after the clear")
+    journal._db.execute("PRAGMA max_page_count = 1000000")
+    closing = threading.Thread(target=journal.close)
+    closing.start()
+    closing.join(EVENTUALLY)
+    assert not closing.is_alive()
+    assert len(errors) == 1
+    assert journal.flush() is True
+    again = Journal(tmp_path / "waiting.db", history_limit=3)
+    again.close()
+    assert [key for key, _, _ in again.restored.outbox] == ["big"]
+    assert again.restored.history == [b"after the clear"]
