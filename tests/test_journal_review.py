@@ -407,3 +407,28 @@ def test_close_during_a_retry_wait_commits_at_once_what_the_disk_now_takes(
     again.close()
     assert [key for key, _, _ in again.restored.outbox] == ["big"]
     assert again.restored.history == [b"after the clear"]
+
+
+def test_an_error_callback_that_raises_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """on_error runs on the writer's thread (the service's hops to a loop, which may
+    have closed meanwhile: RuntimeError). If it raises, the writer goes on: the failed
+    batch is retried, and committed once the disk takes it."""
+    calls: list[PersistenceError] = []
+
+    def failing(error: PersistenceError) -> None:
+        calls.append(error)
+        raise RuntimeError("Event loop is closed")
+
+    journal = Journal(tmp_path / "raising.db", on_error=failing)
+    try:
+        _fill_the_disk(journal)
+        journal.queued("big", True, bytes(200_000))
+        poll(lambda: calls)
+        journal._db.execute("PRAGMA max_page_count = 1000000")
+        journal.queued("after", True, b"after")
+        assert journal.flush(EVENTUALLY)
+    finally:
+        journal.close()
+    again = Journal(tmp_path / "raising.db")
+    again.close()
+    assert [key for key, _, _ in again.restored.outbox] == ["big", "after"]
