@@ -321,7 +321,10 @@ class JournalWriter(ClientEvents):
             error = PersistenceError(f"{explain(self.path, exc)}; {batch.events} change(s) {fate}")
             log.error("%s", error)
             if self._on_error is not None:
-                self._on_error(error)
+                try:
+                    self._on_error(error)
+                except Exception:  # a reporter's failure must not stop the writer
+                    log.exception("the journal's on_error callback failed")
             return False
         return True
 
