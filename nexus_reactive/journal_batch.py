@@ -19,8 +19,8 @@ the live outbox, deletions of keys the file may hold, and ``limit`` frames.
 from __future__ import annotations
 
 import functools
-import threading
 from collections import deque
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
 from .journal_db import next_seqs
@@ -43,7 +43,7 @@ class Batch:
         limit: how many received frames the journal keeps (``history_limit``).
     """
 
-    __slots__ = ("cleared", "events", "history", "outbox", "waiters")
+    __slots__ = ("cleared", "events", "history", "outbox")
 
     def __init__(self, limit: int) -> None:
         self.outbox: dict[str, Entry] = {}
@@ -52,31 +52,28 @@ class Batch:
         #: How many events it sums up (the writer is told of the first; an error
         #: names them).
         self.events = 0
-        #: ``flush()`` calls waiting for it to be committed.
-        self.waiters: list[threading.Event] = []
 
     def __bool__(self) -> bool:
         """Whether it changes anything in the file."""
         return bool(self.outbox or self.history or self.cleared)
 
-    def absorb(self, later: Batch) -> None:
-        """Add the changes of ``later``, recorded after this one's."""
+    def absorb(self, later: Batch, stored: Container[str]) -> None:
+        """Add the changes of ``later``, recorded after this one's.
+
+        ``stored``: the keys the file's outbox holds. A key this batch was to store
+        and ``later`` deletes leaves nothing, unless the file holds it: an ask asked
+        and answered while this batch waits (a long outage) adds no trace to it.
+        """
         outbox = self.outbox
         for key, entry in later.outbox.items():
             outbox.pop(key, None)
-            outbox[key] = entry
+            if entry is not None or key in stored:
+                outbox[key] = entry
         if later.cleared:
             self.history.clear()
             self.cleared = True
         self.history.extend(later.history)
         self.events += later.events
-        self.waiters += later.waiters
-
-    def release(self) -> None:
-        """Wake the ``flush()`` calls waiting for it."""
-        for waiter in self.waiters:
-            waiter.set()
-        self.waiters = []
 
 
 def write(

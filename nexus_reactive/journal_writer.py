@@ -20,6 +20,8 @@ kept, later ones are summed into it, and it is retried every :data:`RETRY_DELAY`
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import queue
 import threading
@@ -73,9 +75,21 @@ class JournalWriter(ClientEvents):
         self._batch = Batch(self.history_limit)
         self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._stopping = False
+        # Batches are numbered as the writer takes them. Under _lock: how many it took,
+        # up to which one everything is committed, the one a flush waits for (no pause
+        # before it), whether the writer has ended; and who waits (flush(): on _done,
+        # when_durable(): a callback each, by token). A flush that gives up leaves
+        # nothing behind.
+        self._taken = self._durable = self._wanted = 0
+        self._ended = False
+        self._done = threading.Condition(self._lock)
+        self._watchers: dict[int, tuple[int, Callable[[bool], None]]] = {}
+        self._tokens = itertools.count()
         # The keys the file's outbox holds, or the writer holds to store: deleting
         # another key needs no statement, and no room in the batch.
         self._handed = set(stored)
+        # The keys the file's outbox holds, as of the last commit (the writer's own).
+        self._stored = set(self._handed)
         self._thread = threading.Thread(
             target=self._run, name="nexus-reactive-journal", daemon=True
         )
@@ -154,20 +168,44 @@ class JournalWriter(ClientEvents):
         """Block until everything recorded so far is committed.
 
         Returns:
-            Whether it was, within ``timeout``.
+            Whether it was, within ``timeout``: ``False`` at once if the journal has
+            closed without committing it (its failures were reported).
         """
-        done = threading.Event()
+        with self._done:
+            target = self._target()
+            self._done.wait_for(lambda: self._durable >= target or self._ended, timeout)
+            return self._durable >= target
+
+    def when_durable(self, callback: Callable[[bool], None]) -> Callable[[], None]:
+        """Call ``callback(True)`` once everything recorded so far is committed, or
+        ``callback(False)`` if the journal closes without committing it: from the
+        writer's thread, or from this one at once if that is known already.
+
+        Returns:
+            A function that forgets ``callback`` (for a caller that stops waiting).
+        """
         with self._lock:
-            # Closing or closed: the writer commits what is recorded (or reports that it
-            # cannot) and ends, and takes no waiter after its last batch.
-            closing = self._stopping
-            if not closing:
-                self._batch.waiters.append(done)
-                self._bell.put(None)
-        if closing:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return done.wait(timeout)
+            target = self._target()
+            if self._durable < target and not self._ended:
+                token = next(self._tokens)
+                self._watchers[token] = (target, callback)
+                return functools.partial(self._forget, token)
+            durable = self._durable >= target
+        callback(durable)
+        return _nothing
+
+    def _forget(self, token: int) -> None:
+        with self._lock:
+            self._watchers.pop(token, None)
+
+    def _target(self) -> int:
+        """The number of the batch that holds the last event recorded, and that the
+        writer is to commit without a pause (under _lock)."""
+        target = self._taken + 1 if self._batch.events else self._taken
+        if target > self._durable and target > self._wanted:
+            self._wanted = target
+            self._bell.put(None)
+        return target
 
     def _stop_writer(self) -> None:
         """Commit what is recorded (or report that it cannot be) and join the thread."""
@@ -177,20 +215,51 @@ class JournalWriter(ClientEvents):
 
     # -- the writer thread ------------------------------------------------------------
 
-    def _take(self) -> Batch:
-        """The batch recorded so far, for the writer; recording goes on in a new one."""
+    def _take(self) -> tuple[Batch, int]:
+        """The batch recorded so far, and its number, for the writer; recording goes on
+        in a new one."""
         with self._lock:
             batch = self._batch
             self._batch = Batch(self.history_limit)
+            self._taken += 1
+            number = self._taken
             handed = self._handed
             for key, entry in batch.outbox.items():
                 if entry is None:
                     handed.discard(key)
                 else:
                     handed.add(key)
-        return batch
+        return batch, number
+
+    def _reached(self, number: int | None) -> None:
+        """Every batch up to ``number`` is committed; ``None``: the writer ends."""
+        calls = []
+        with self._done:
+            if number is None:
+                self._ended = True
+            else:
+                self._durable = number
+            durable, ended = self._durable, self._ended
+            watchers = self._watchers
+            for token, (target, callback) in list(watchers.items()):
+                if target <= durable or ended:
+                    del watchers[token]
+                    calls.append((callback, target <= durable))
+            self._done.notify_all()
+        for callback, ok in calls:
+            try:
+                callback(ok)
+            except Exception:  # a waiter's bug must not stop the writer
+                log.exception("a journal flush callback failed")
 
     def _run(self) -> None:
+        try:
+            self._write()
+        finally:
+            # Whatever stopped it, nobody waits for it any longer.
+            self._reached(None)
+
+    def _write(self) -> None:
         held: Batch | None = None  # a batch that failed, retried at retry_at
         retry_at = 0.0
         next_at = 0.0  # the earliest next commit, unless flush() or close() wait
@@ -199,7 +268,7 @@ class JournalWriter(ClientEvents):
             wait = None if held is None else max(0.0, retry_at - time.monotonic())
             with contextlib.suppress(queue.Empty):
                 bell.get(timeout=wait)
-            while not (self._stopping or self._batch.waiters):
+            while not (self._stopping or self._durable < self._wanted):
                 left = next_at - time.monotonic()
                 if left <= 0:
                     break
@@ -207,21 +276,30 @@ class JournalWriter(ClientEvents):
                     bell.get(timeout=left)
             # Read before taking: what was recorded before close() is in this batch.
             stopping = self._stopping
-            batch = self._take()
+            batch, number = self._take()
             if held is not None:
-                held.absorb(batch)
+                held.absorb(batch, self._stored)
                 batch = held
                 if not stopping and time.monotonic() < retry_at:
                     continue
+            committed = True
             if batch:
                 committed = self._commit(batch, stopping)
                 ended = time.monotonic()
                 next_at = ended + PACE
-                if not committed and not stopping:
+                if committed:
+                    stored = self._stored
+                    for key, entry in batch.outbox.items():
+                        if entry is None:
+                            stored.discard(key)
+                        else:
+                            stored.add(key)
+                elif not stopping:
                     held, retry_at = batch, ended + RETRY_DELAY
                     continue
             held = None
-            batch.release()
+            if committed:
+                self._reached(number)
             if stopping:
                 return
 
@@ -243,6 +321,13 @@ class JournalWriter(ClientEvents):
             error = PersistenceError(f"{explain(self.path, exc)}; {batch.events} change(s) {fate}")
             log.error("%s", error)
             if self._on_error is not None:
-                self._on_error(error)
+                try:
+                    self._on_error(error)
+                except Exception:  # a reporter's failure must not stop the writer
+                    log.exception("the journal's on_error callback failed")
             return False
         return True
+
+
+def _nothing() -> None:
+    pass

@@ -10,13 +10,14 @@ thread to the service's loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .core import ClientCore
 from .core.events import ClientEvents
-from .errors import NexusError
+from .errors import NexusError, PersistenceError
 from .messages import Message
 from .persist import Journal
 
@@ -78,9 +79,39 @@ class Recorder:
             loop.call_soon_threadsafe(self._report, error)
 
     async def flush(self) -> None:
-        """Wait until everything recorded in the journal is durable."""
-        if self.journal is not None:
-            await asyncio.to_thread(self.journal.flush)
+        """Wait until everything recorded in the journal is durable.
+
+        No thread waits meanwhile (a flush given up, by ``wait_for`` say, holds none
+        of the loop's executor: close() needs it).
+
+        Raises:
+            PersistenceError: the journal closed without committing it.
+        """
+        journal = self.journal
+        if journal is None:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+
+        def settle(durable: bool) -> None:
+            if not done.done():
+                done.set_result(durable)
+
+        def wake(durable: bool) -> None:  # on the journal's thread, or here
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, durable)
+
+        forget = journal.when_durable(wake)
+        try:
+            durable = await done
+        finally:
+            forget()
+        if not durable:
+            raise PersistenceError(
+                f"the journal {journal.path} closed before it could commit everything "
+                "recorded: those messages are not durable (its write failures were "
+                "reported on errors)"
+            )
 
     async def close(self, unsent: int) -> None:
         """Close the journal (which keeps the ``unsent`` messages), or warn of their loss."""

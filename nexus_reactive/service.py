@@ -133,7 +133,12 @@ class WebSocketService(ServiceViews):
         self._events.cleared()
 
     async def flush(self) -> None:
-        """Wait until everything recorded in the journal (``persist=``) is durable."""
+        """Wait until everything recorded in the journal (``persist=``) is durable.
+
+        Raises:
+            PersistenceError: the journal closed (with the service) before it could
+                commit it: those messages are not durable.
+        """
         await self._recorder.flush()
 
     # -- lifecycle -----------------------------------------------------------------
