@@ -39,6 +39,7 @@ ERROR, naming the row; the rest opens.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -131,6 +132,10 @@ class Journal(JournalWriter):
         self._cipher: JournalCipher | None = None
         self._lock_fd = take_lock(self.path)
         try:
+            # A new journal is owner-only, as its keys are: it holds the messages.
+            # SQLite gives its -wal and -shm files the database file's mode.
+            with contextlib.suppress(OSError):  # exists (keeps its mode), or sqlite says
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             # timeout=0: a database locked by anyone else fails now, instead of
             # blocking the caller (an event loop) for sqlite3's default 5 s.
             self._db = sqlite3.connect(

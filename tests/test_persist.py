@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 import contextlib
 import json
 import secrets
@@ -86,6 +87,27 @@ async def test_clear_messages_clears_the_durable_history(nexus: Nexus, tmp_path:
         await store.service.flush()
     history, outbox = durable(db)
     assert history == [] and outbox == 0
+
+
+def test_a_new_journal_and_its_wal_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    db = tmp_path / "private.db"
+    journal = Journal(db)
+    journal.queued("secret-ask", True, b'{"type":"ask"}')
+    assert journal.flush(EVENTUALLY)
+    try:
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600
+        wal = Path(f"{db}-wal")
+        assert wal.exists() and stat.S_IMODE(wal.stat().st_mode) == 0o600
+    finally:
+        journal.close()
+
+
+def test_an_existing_journal_keeps_its_mode(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    Journal(db).close()
+    db.chmod(0o640)  # the user's choice, say for a group that backs it up
+    Journal(db).close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o640
 
 
 def test_a_corrupt_journal_is_a_clear_error(tmp_path: Path) -> None:
