@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import stat
 import contextlib
 import json
 import secrets
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
