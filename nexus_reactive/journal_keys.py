@@ -40,6 +40,7 @@ JOURNAL_KEY_ENV = "NEXUS_JOURNAL_KEY"
 PersistKey = bytes | bytearray | memoryview | str | Callable[[], bytes | str]
 
 _HEX_KEY = re.compile(rb"\s*([0-9a-fA-F]{64})\s*")
+_KEYISH = re.compile(r"[0-9a-fA-F]{32,}")
 GENERATE = (
     "make one with `nexus-reactive journal keygen --out journal.key` "
     "(then persist_key=Path('journal.key').read_bytes), or secrets.token_bytes(32)"
@@ -95,8 +96,10 @@ def key_bytes(value: object, *, name: str = "persist_key", advice: str = GENERAT
 
 
 def key_like(text: str) -> bool:
-    """Whether ``text`` looks like a key (64 hex characters), e.g. given where a path goes."""
-    return _HEX_KEY.fullmatch(text.encode("utf-8", "replace")) is not None
+    """Whether ``text`` looks like a key or much of one (a run of 32 or more hex
+    characters, ``0x`` and quotes around it or not), e.g. given where a path goes: such
+    a text is never repeated in a message."""
+    return _KEYISH.search(text) is not None
 
 
 def check_persist_key(persist: object, key: object) -> None:

@@ -352,7 +352,12 @@ def test_the_command_speaks_flags_and_never_takes_a_key_as_an_argument(
     # A key where the path goes is refused without being shown; `--key` is no flag.
     assert main(["journal", "decrypt", str(db), "--key-file", KEY.hex()]) == 2
     err = capsys.readouterr().err
-    assert "looks like a key itself" in err and KEY.hex() not in err
+    assert "no file and looks like a key" in err and KEY.hex() not in err
+    # Nor is a near miss (0x before it, a character short, half of it), in any part.
+    for near in (f"0x{KEY.hex()}", KEY.hex()[:-1], f"'{KEY.hex()[:32]}'"):
+        assert main(["journal", "decrypt", str(db), "--key-file", near]) == 2
+        err = capsys.readouterr().err
+        assert "looks like a key" in err and KEY.hex()[:32] not in err
     with pytest.raises(SystemExit):
         main(["journal", "encrypt", str(db), "--key", KEY.hex()])
     assert KEY.hex() not in capsys.readouterr().err

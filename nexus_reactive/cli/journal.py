@@ -145,7 +145,7 @@ def _key(path: str | None, env: str, flag: str) -> bytes | None:
     if path is not None:
         if not os.path.exists(path) and key_like(path):
             raise ConfigError(
-                f"{flag} takes the path of a key file, and this looks like a key itself: "
+                f"{flag} takes the path of a key file; this is no file and looks like a key: "
                 "never put a key on the command line (other users can see it). Write it to "
                 f"a file readable by you only and pass that, or set {env}"
             )
