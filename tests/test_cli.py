@@ -46,12 +46,27 @@ def _env(api_key: str | None = KEY) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def served(*options: str, server_key: list[str] | None = None) -> AsyncIterator[str]:
-    """Run ``nexus-reactive serve --port 0 <options>``; yield its announced URL. With
-    ``--signing-key``, the public key it prints next goes into ``server_key``.
+async def served(
+    *options: str,
+    server_key: list[str] | None = None,
+    log_level: str | None = "warning",
+    engine: str | None = "echo",
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+    logged: list[str] | None = None,
+) -> AsyncIterator[str]:
+    """Run ``nexus-reactive serve --port 0 [--log-level L] [--engine E] <options>``;
+    yield its announced URL. With ``--signing-key``, the public key it prints next goes
+    into ``server_key``; what it wrote on stderr goes into ``logged`` once it stopped.
+    ``log_level``/``engine`` ``None``: serve's own defaults (tests pin the echo engine
+    unless they choose: its answers are predictable).
 
-    On exit the server gets SIGTERM and must stop cleanly (exit 0, nothing more on stdout).
+    On exit the server gets SIGTERM and must stop cleanly (exit 0, nothing more on
+    stdout, the API key nowhere on stderr).
     """
+    chosen = [*(("--log-level", log_level) if log_level else ())]
+    if engine is not None and "--engine" not in options:
+        chosen += ["--engine", engine]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -59,22 +74,22 @@ async def served(*options: str, server_key: list[str] | None = None) -> AsyncIte
         "serve",
         "--port",
         "0",
-        "--log-level",
-        "warning",
-        # Tests pin the echo engine unless they choose: its answers are predictable.
-        *(() if "--engine" in options else ("--engine", "echo")),
+        *chosen,
         *options,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_env(),
+        env={**_env(), **(env or {})},
+        pass_fds=pass_fds,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
+    # Read as it comes: a full pipe would stall the server (--log-level info).
+    stderr = asyncio.ensure_future(proc.stderr.read())
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), PROCESS_TIMEOUT)
         match = ANNOUNCE.fullmatch(line)
         if match is None:
-            _, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
-            pytest.fail(f"no startup line: {line!r}; stderr: {err.decode()}")
+            await asyncio.wait_for(proc.wait(), PROCESS_TIMEOUT)
+            pytest.fail(f"no startup line: {line!r}; stderr: {(await stderr).decode()}")
         if "--signing-key" in options:
             line = await asyncio.wait_for(proc.stdout.readline(), PROCESS_TIMEOUT)
             printed = re.fullmatch(rb"server public key: ([0-9a-f]{64})\n", line)
@@ -83,14 +98,21 @@ async def served(*options: str, server_key: list[str] | None = None) -> AsyncIte
                 server_key.append(printed.group(1).decode())
         yield match.group(1).decode()
         proc.terminate()
-        out, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
-        assert proc.returncode == 0, err.decode()
+        out = await asyncio.wait_for(proc.stdout.read(), PROCESS_TIMEOUT)
+        await asyncio.wait_for(proc.wait(), PROCESS_TIMEOUT)
+        err = (await asyncio.wait_for(stderr, PROCESS_TIMEOUT)).decode()
+        if logged is not None:
+            logged.append(err)
+        assert proc.returncode == 0, err
         assert out == b""
-        assert KEY.encode() not in err
+        assert KEY not in err
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        stderr.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stderr
 
 
 async def run_cli(args: Sequence[str], api_key: str | None, **env: str) -> tuple[int, str, str]:

@@ -237,31 +237,12 @@ def test_serve_docs_that_cannot_be_served_say_what_to_pass_once(
 async def test_serve_stream_says_it_answers_with_the_echo_engine() -> None:
     # --stream streams the echo engine: without --engine echo a user expected the docs
     # engine's answers, so the server says which one answers, and --help says so too.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "nexus_reactive",
-        "serve",
-        "--port",
-        "0",
-        "--stream",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(KEY),
-    )
-    assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), PROCESS_TIMEOUT)
-        assert line.startswith(b"nexus-reactive server listening on ws://"), line
-        proc.terminate()
-        _, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
-    assert "answering by echoing the question (--stream" in err.decode()
-    assert "passages of documentation" not in err.decode()
+    logged: list[str] = []
+    # serve's own log level and engine: --stream alone must choose the echo engine.
+    async with served("--stream", log_level=None, engine=None, logged=logged):
+        pass
+    assert "answering by echoing the question (--stream" in logged[0]
+    assert "passages of documentation" not in logged[0]
     stream = next(a for a in serve_parser()._actions if "--stream" in a.option_strings)
     assert stream.help is not None and "implies --engine echo" in stream.help
 

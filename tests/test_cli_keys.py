@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nexus_reactive.cli import build_parser, main
 from nexus_reactive.signing import generate_keypair, public_key_hex, write_keypair
 
-from .test_cli import ANNOUNCE, KEY, PROCESS_TIMEOUT, _env, run_cli, served
+from .test_cli import KEY, PROCESS_TIMEOUT, _env, run_cli, served
 
 # The library's keywords: the CLI says its flags instead.
 PYTHON_WORDS = re.compile(r"\b(server_key|signing_key|allowed_pubkeys|persist_key)\b")
@@ -373,48 +373,13 @@ def test_journal_key_file_given_a_public_key_file_refuses_it(
 async def serve_logging(
     *options: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
 ) -> AsyncIterator[tuple[str, Callable[[], str]]]:
-    """Run ``nexus-reactive serve --port 0 --log-level info <options>``; yield its URL
-    and a function that returns what it wrote on stderr, once it has stopped (SIGTERM
-    on exit; it must stop cleanly)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "nexus_reactive",
-        "serve",
-        "--port",
-        "0",
-        "--log-level",
-        "info",
-        "--engine",
-        "echo",
-        *options,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**_env(), **(env or {})},
-        pass_fds=pass_fds,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    # Read as it comes: a full pipe would stall the server.
-    stderr = asyncio.ensure_future(proc.stderr.read())
+    """:func:`served` at ``--log-level info``; yield its URL and a function that
+    returns what it wrote on stderr, once it has stopped."""
     written: list[str] = []
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), PROCESS_TIMEOUT)
-        match = ANNOUNCE.fullmatch(line)
-        if match is None:
-            await asyncio.wait_for(proc.wait(), PROCESS_TIMEOUT)
-            pytest.fail(f"no startup line: {line!r}; stderr: {(await stderr).decode()}")
-        yield match.group(1).decode(), lambda: written[0]
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), PROCESS_TIMEOUT)
-        written.append((await asyncio.wait_for(stderr, PROCESS_TIMEOUT)).decode())
-        assert proc.returncode == 0, written[0]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        stderr.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stderr
+    async with served(
+        *options, log_level="info", env=env, pass_fds=pass_fds, logged=written
+    ) as url:
+        yield url, lambda: written[0]
 
 
 async def test_serve_logs_4406_after_refusing_a_client_that_does_not_sign_frames(
