@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -89,24 +90,32 @@ async def _flood_handler(request: web.Request, floods: dict[str, _Flood]) -> web
     return ws
 
 
+def _app(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/", handler)
+    return app
+
+
+async def _serve_forever(runner: web.AppRunner, name: str, host: str, port: int) -> None:
+    """Serve ``runner``'s app on ``host:port``, say where, and run until cancelled."""
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    bound = runner.addresses[0]
+    print(f"bench {name} server listening on ws://{bound[0]}:{bound[1]}/", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
 async def _serve_flood(host: str, port: int) -> None:
     floods = {"response": _Flood()}
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return await _flood_handler(request, floods)
 
-    app = web.Application()
-    app.router.add_get("/", handler)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0]
-    print(f"bench flood server listening on ws://{bound[0]}:{bound[1]}/", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    runner = web.AppRunner(_app(handler), handle_signals=False, shutdown_timeout=1.0)
+    await _serve_forever(runner, "flood", host, port)
 
 
 async def _serve_echo(host: str, port: int) -> None:
@@ -159,18 +168,7 @@ async def _serve_lean(host: str, port: int) -> None:
             await send(head + read_id(msg.data).id + tail)
         return ws
 
-    app = web.Application()
-    app.router.add_get("/", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0]
-    print(f"bench lean server listening on ws://{bound[0]}:{bound[1]}/", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await _serve_forever(web.AppRunner(_app(handler), access_log=None), "lean", host, port)
 
 
 async def _serve_nexus_heartbeat(host: str, port: int, heartbeat: float) -> None:
