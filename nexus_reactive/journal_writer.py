@@ -223,12 +223,7 @@ class JournalWriter(ClientEvents):
             self._batch = Batch(self.history_limit)
             self._taken += 1
             number = self._taken
-            handed = self._handed
-            for key, entry in batch.outbox.items():
-                if entry is None:
-                    handed.discard(key)
-                else:
-                    handed.add(key)
+            _follow(self._handed, batch)
         return batch, number
 
     def _reached(self, number: int | None) -> None:
@@ -288,12 +283,7 @@ class JournalWriter(ClientEvents):
                 ended = time.monotonic()
                 next_at = ended + PACE
                 if committed:
-                    stored = self._stored
-                    for key, entry in batch.outbox.items():
-                        if entry is None:
-                            stored.discard(key)
-                        else:
-                            stored.add(key)
+                    _follow(self._stored, batch)
                 elif not stopping:
                     held, retry_at = batch, ended + RETRY_DELAY
                     continue
@@ -331,3 +321,12 @@ class JournalWriter(ClientEvents):
 
 def _nothing() -> None:
     pass
+
+
+def _follow(keys: set[str], batch: Batch) -> None:
+    """Update ``keys`` (outbox keys a file will hold) by what ``batch`` writes or deletes."""
+    for key, entry in batch.outbox.items():
+        if entry is None:
+            keys.discard(key)
+        else:
+            keys.add(key)
