@@ -24,10 +24,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import secrets
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
@@ -39,12 +38,11 @@ from nexus_reactive.persist import Journal
 
 from . import servers, traffic
 from .baselines import AskFn
-from .stats import ratio, summarize
+from .rounds import Run, rounds
+from .stats import ratio
 
 if TYPE_CHECKING:
     from .sections import Params, Suite
-
-Run = Callable[[], Awaitable[dict[str, float]]]
 
 __all__ = ["journal"]
 
@@ -63,10 +61,6 @@ def _frames(i: int) -> tuple[str, bytes, bytes]:
         ANSWER.encode(),
     )
     return ask_id, ask, answer
-
-
-def _log(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
 def _write(key: bytes | None, asks: int) -> float:
@@ -174,7 +168,7 @@ async def journal(suite: Suite) -> dict[str, Any]:
             )
         await _alone(None, _warm(p))()  # warm-up (the service variants warm up in each run)
         await _alone(key, _warm(p))()
-        variants = await _rounds(p.rounds, runs)
+        variants = await rounds("j", p.rounds, runs)
     finally:
         lean.stop()
 
@@ -224,20 +218,3 @@ async def journal(suite: Suite) -> dict[str, Any]:
 
 def _warm(p: Params) -> Params:
     return replace(p, journal_asks=min(p.journal_asks, 500), journal_rows=min(p.journal_rows, 100))
-
-
-async def _rounds(rounds: int, runs: list[tuple[str, Run]]) -> dict[str, Any]:
-    samples: dict[str, dict[str, list[float]]] = {name: {} for name, _ in runs}
-    for r in range(rounds):
-        k = r % len(runs)
-        for name, run in [*runs[k:], *runs[:k]]:
-            gc.collect()
-            result = await run()
-            for metric, value in result.items():
-                samples[name].setdefault(metric, []).append(value)
-            shown = ", ".join(f"{m} {v:,.1f}" for m, v in result.items())
-            _log(f"j round {r + 1}/{rounds}: {name}: {shown}")
-    return {
-        name: {metric: summarize(values) for metric, values in metrics.items()}
-        for name, metrics in samples.items()
-    }
