@@ -20,7 +20,7 @@ from .stats import percentile
 if TYPE_CHECKING:
     from .sections import Params
 
-__all__ = ["Asker", "CpuShare", "inflight_run", "sequential_run"]
+__all__ = ["Asker", "CpuShare", "inflight_run", "latency", "sequential_run"]
 
 #: Opens a client for one run; the client is an ask to await, again and again.
 Asker = Callable[[], AbstractAsyncContextManager[baselines.AskFn]]
@@ -33,21 +33,22 @@ def sequential_run(p: Params, client: Asker, server: servers.ServerProcess) -> R
         async with client() as ask:
             for _ in range(p.warmup_asks):
                 await ask()
-            latencies: list[float] = []
-            clock = time.perf_counter
             with CpuShare(server) as cpu:
-                for _ in range(p.sequential_asks):
-                    start = clock()
-                    await ask()
-                    latencies.append(clock() - start)
-        return {
-            "p50 us": percentile(latencies, 50) * 1e6,
-            "p99 us": percentile(latencies, 99) * 1e6,
-            "asks/s": p.sequential_asks / cpu.wall,
-            **cpu.shares(),
-        }
+                timed = await latency(ask, p.sequential_asks)
+        return {**timed, "asks/s": p.sequential_asks / cpu.wall, **cpu.shares()}
 
     return run
+
+
+async def latency(ask: baselines.AskFn, asks: int) -> dict[str, float]:
+    """``asks`` asks one after another: their p50 and p99 in microseconds."""
+    latencies: list[float] = []
+    clock = time.perf_counter
+    for _ in range(asks):
+        start = clock()
+        await ask()
+        latencies.append(clock() - start)
+    return {"p50 us": percentile(latencies, 50) * 1e6, "p99 us": percentile(latencies, 99) * 1e6}
 
 
 def inflight_run(p: Params, client: Asker, server: servers.ServerProcess) -> Run:

@@ -25,10 +25,11 @@ from nexus_reactive import Telemetry, WebSocketConfig, WebSocketService
 from nexus_reactive.messages import Message
 
 from . import servers, traffic
+from .askruns import latency
 from .baselines import AskFn
 from .library import TIMEOUT
 from .rounds import log, rounds
-from .stats import percentile, ratio
+from .stats import ratio
 
 if TYPE_CHECKING:
     from .sections import Suite
@@ -136,16 +137,7 @@ async def observability(suite: Suite) -> dict[str, Any]:
                 async with _asker(lean.url, key, settings()) as ask:
                     for _ in range(p.warmup_asks):
                         await ask()
-                    latencies: list[float] = []
-                    clock = time.perf_counter
-                    for _ in range(p.sequential_asks):
-                        start = clock()
-                        await ask()
-                        latencies.append(clock() - start)
-                return {
-                    "p50 us": percentile(latencies, 50) * 1e6,
-                    "p99 us": percentile(latencies, 99) * 1e6,
-                }
+                    return await latency(ask, p.sequential_asks)
 
             runs.append((f"flood, {name}", flood))
             runs.append((f"sequential ask, {name}", asks))
