@@ -115,7 +115,9 @@ async def served(
             await stderr
 
 
-async def run_cli(args: Sequence[str], api_key: str | None, **env: str) -> tuple[int, str, str]:
+async def run_cli(
+    args: Sequence[str], api_key: str | None, *, pass_fds: tuple[int, ...] = (), **env: str
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -124,6 +126,7 @@ async def run_cli(args: Sequence[str], api_key: str | None, **env: str) -> tuple
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**_env(api_key), **env},
+        pass_fds=pass_fds,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)

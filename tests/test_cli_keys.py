@@ -13,11 +13,9 @@ involved; configuration errors run in-process through :func:`main`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import re
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nexus_reactive.cli import build_parser, main
 from nexus_reactive.signing import generate_keypair, public_key_hex, write_keypair
 
-from .test_cli import KEY, PROCESS_TIMEOUT, _env, run_cli, served
+from .test_cli import KEY, run_cli, served
 
 # The library's keywords: the CLI says its flags instead.
 PYTHON_WORDS = re.compile(r"\b(server_key|signing_key|allowed_pubkeys|persist_key)\b")
@@ -318,23 +316,14 @@ async def test_keys_through_pipes_are_read_once_and_work(tmp_path: Path) -> None
             url,
             _,
         ):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "nexus_reactive",
-                *["ask", "--url", url, "--signing-key", f"/dev/fd/{signing}", "piped?"],
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=_env(),
-                pass_fds=(signing,),
-            )
-            out, err = await asyncio.wait_for(proc.communicate(), PROCESS_TIMEOUT)
+            ask = ["ask", "--url", url, "--signing-key", f"/dev/fd/{signing}", "piped?"]
+            code, out, err = await run_cli(ask, api_key=KEY, pass_fds=(signing,))
     finally:
         os.close(allowed)
         os.close(signing)
-    assert proc.returncode == 0, err.decode()
-    assert out.decode().startswith("You asked: piped?")
-    assert b"warning" not in err
+    assert code == 0, err
+    assert out.startswith("You asked: piped?")
+    assert "warning" not in err
 
 
 # --- journal --key-file: a file's path, never a signing key -----------------------------
