@@ -84,11 +84,11 @@ class WebSocketService(ServiceViews):
         enable_debug_from_env()
         # The observer of message events: the journal (persist=), else nobody.
         keep = history_limit or config.max_messages or DEFAULT_MAX_MESSAGES
-        self._recorder = Recorder(config, self._core, keep, self._report, self._loop_of)
+        self._recorder = Recorder(config, self._core, keep, self._report)
         self._journal = self._recorder.journal
         self.restored_history = self._recorder.restored_history
         self._events = events = self._recorder.events
-        self._meter = meter = new_meter(config, self._core, self._loop_of)  # metrics=
+        self._meter = meter = new_meter(config, self._core, lambda: self._loop)  # metrics=
         self._asks = AskTracker(self._core, events, self._report, config.request_timeout, meter)
         self._connection = Connection(
             config, self._core, events, self._report, self._asks.fail_all, transport_factory, meter
@@ -110,9 +110,6 @@ class WebSocketService(ServiceViews):
                 self._bind,
                 lambda: self._loop,
             )
-
-    def _loop_of(self) -> asyncio.AbstractEventLoop | None:
-        return self._loop
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.shown_url} {self._core.state}>"
@@ -210,11 +207,15 @@ class WebSocketService(ServiceViews):
         if loop is None:
             raise UsageError(f"{name}() needs a running asyncio event loop; call it from one")
         if self._loop is None:
-            self._loop = loop
-            self._loop_says_thread = isinstance(loop, asyncio.BaseEventLoop)
+            self._adopt(loop)
         elif self._loop is not loop:
             raise UsageError("a WebSocketService is bound to the event loop it first ran on")
         return loop
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._loop_says_thread = isinstance(loop, asyncio.BaseEventLoop)
+        self._recorder.bind(loop)  # journal failures held until now go there
 
     def demand_from(self, stream: Stream[Any], loop: asyncio.AbstractEventLoop) -> bool:
         """With ``lazy=True``, count the subscribers of ``stream`` (a view of
@@ -230,8 +231,7 @@ class WebSocketService(ServiceViews):
         if lazy is None:
             return False
         if self._loop is None:
-            self._loop = loop
-            self._loop_says_thread = isinstance(loop, asyncio.BaseEventLoop)
+            self._adopt(loop)
         count_subscribers(stream, lazy.hold)
         return True
 
