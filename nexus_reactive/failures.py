@@ -84,6 +84,15 @@ def failure(
             "that the URL's host name matches the certificate. Not retrying.",
             retryable=False,
         )
+    if (reason := _not_tls(exc)) is not None:
+        plain = "ws://" + url.partition("://")[2]
+        return NexusConnectionError(
+            redact_url(
+                f"cannot connect to {url}: the TLS handshake failed ({reason}): the server "
+                f"may not use TLS: try ws:// ({plain}). Not retrying."
+            ),
+            retryable=False,
+        )
     if isinstance(exc, TimeoutError):
         return NexusConnectionError(
             f"no connection within connect_timeout ({connect_timeout:g}s)", cause="connect_timeout"
@@ -165,6 +174,23 @@ def _origin(url: str) -> str:
 def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
     error = exc.certificate_error
     return getattr(error, "verify_message", None) or str(error) or "verification failed"
+
+
+# OpenSSL's reasons when what came back to the client's hello is not TLS at all (a plain
+# HTTP server's answer): "wrong version number", and its newer spellings.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+
+
+def _not_tls(exc: BaseException) -> str | None:
+    """OpenSSL's words if ``exc`` says the server answered the TLS hello with no TLS."""
+    import ssl
+
+    # aiohttp's ClientConnectorSSLError is an SSLError itself, with OpenSSL's in os_error.
+    for cause in (exc, getattr(exc, "os_error", None), exc.__cause__):
+        reason = getattr(cause, "reason", None)
+        if isinstance(cause, ssl.SSLError) and reason in _NOT_TLS:
+            return str(reason).replace("_", " ").lower()
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,9 +10,10 @@ Subcommands::
                          [--engine docs|echo] [--docs DIR]
     nexus-reactive chat [--url ws://localhost:8000] [--api-key KEY] [--signing-key PATH]
                         [--server-key HEX|PATH [--encrypt]] [--team-id ID] [--allow-insecure]
+                        [--cafile PEM]
     nexus-reactive ask [--url ws://localhost:8000] [--api-key KEY] [--signing-key PATH]
                        [--server-key HEX|PATH [--encrypt]] [--team-id ID] [--allow-insecure]
-                       [--timeout S] [--retries N] "question"
+                       [--cafile PEM] [--timeout S] [--retries N] "question"
     nexus-reactive keygen [--out ./nexus_ed25519] [--force]
     nexus-reactive journal keygen [--out journal.key] [--force]
     nexus-reactive journal encrypt|decrypt|check PATH [--key-file KEYFILE]

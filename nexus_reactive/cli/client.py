@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 import warnings
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 
 from ..config import WebSocketConfig
 from ..core import ConnectionState
-from ..errors import NexusError, RequestTimeout
+from ..errors import ConfigError, NexusError, RequestTimeout
 from ..messages import AskResponse, ResponseMessage
 from ..server import API_KEY_ENV
 from ..service import WebSocketService
@@ -126,6 +127,14 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         "--allow-insecure",
         action="store_true",
         help="send the API key over plain ws:// to a host that is not loopback",
+    )
+    parser.add_argument(
+        "--cafile",
+        metavar="PATH",
+        default=None,
+        help="for a wss:// server whose certificate a private CA signed: trust the CA "
+        "certificates in this PEM file (instead of the system's; setting SSL_CERT_FILE "
+        "to it works too)",
     )
 
 
@@ -296,6 +305,10 @@ def _client_config(args: argparse.Namespace, command: str, **options: Any) -> We
             signing_key = os.path.expanduser(signing_key)
             keys.warn_if_others_can_read(signing_key, SIGNING_KEY_ENV, command)
     server_key = keys.server_key(args.server_key) if args.server_key else None
+    if args.cafile is not None:
+        options["ssl"] = _trusting(args.cafile)
+        if not args.url.lower().startswith("wss://"):
+            error(f"{command}: warning: --cafile is for wss:// URLs; --url does not use TLS")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         config = WebSocketConfig(
@@ -315,3 +328,25 @@ def _client_config(args: argparse.Namespace, command: str, **options: Any) -> We
                 warning.message, warning.category, warning.filename, warning.lineno
             )
     return config
+
+
+def _trusting(cafile: str) -> ssl.SSLContext:
+    """A client context that trusts the CA certificates of ``--cafile`` (and checks host
+    names), or a :class:`ConfigError` in the command's words."""
+    path = os.path.expanduser(cafile)
+    if not os.path.isfile(path):
+        what = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise ConfigError(
+            f"--cafile {cafile} {what}: give the file of the CA certificate (PEM) that "
+            "signed the server's certificate"
+        )
+    try:
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"--cafile {cafile} holds no CA certificate in PEM form ({exc.reason or exc}): "
+            "give the CA's certificate, a text file that starts with "
+            "-----BEGIN CERTIFICATE-----"
+        ) from None
+    except (OSError, ValueError) as exc:  # unreadable (permissions), not text
+        raise ConfigError(f"--cafile {cafile} cannot be read: {exc}") from None

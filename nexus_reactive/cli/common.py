@@ -74,6 +74,9 @@ _PHRASES = {
     " to WebSocketConfig (or use_websocket)": "",
     " (None retries forever)": "",
     "ssl_context or certfile/keyfile": "--certfile/--keyfile",
+    # A client's private CA: a flag (or OpenSSL's variable), not a Python object.
+    "pass ssl=<an ssl.SSLContext that trusts it>": "pass --cafile PATH, the CA's "
+    "certificate (PEM), or set SSL_CERT_FILE=PATH",
     # An ask's timeout: the flag is the knob; the state stream is no CLI user's.
     "Raise the timeout or check state.error.": "Raise --timeout.",
 }

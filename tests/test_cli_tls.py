@@ -1,0 +1,135 @@
+"""TLS as each interface's user meets it: ``--cafile`` (and ``SSL_CERT_FILE``) for the
+command's ``wss://`` servers of a private CA, the advice a rejected certificate gets
+(``--cafile`` in the command, ``ssl=`` in Python), and a ``wss://`` URL of a server that
+does not speak TLS. Real servers on loopback; ``ask`` runs as a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nexus_reactive import NexusConnectionError, WebSocketService
+from nexus_reactive.cli import main
+
+from .conftest import KEY, Nexus, ServerFactory
+from .test_cli import _env, assert_speaks_cli, run_cli
+
+EXIT_USAGE, EXIT_UNREACHABLE = 2, 4
+
+
+async def tls_nexus(start_nexus: ServerFactory, tmp_path: Path) -> tuple[Nexus, Path]:
+    """A ``wss://`` reference server of a throwaway CA, and that CA's certificate file."""
+    nexus = await start_nexus(tls=True)
+    assert nexus.ca_pem is not None
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(nexus.ca_pem)
+    return nexus, ca
+
+
+def ask(url: str, *options: str) -> list[str]:
+    return ["ask", "--url", url, "--retries", "0", *options, "over tls?"]
+
+
+async def test_cafile_trusts_a_private_ca(start_nexus: ServerFactory, tmp_path: Path) -> None:
+    nexus, ca = await tls_nexus(start_nexus, tmp_path)
+    code, out, err = await run_cli(ask(nexus.url, "--cafile", str(ca)), KEY)
+    assert code == 0, err
+    assert "over tls?" in out  # the echo engine's answer
+
+
+async def test_ssl_cert_file_trusts_a_private_ca_too(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    nexus, ca = await tls_nexus(start_nexus, tmp_path)
+    code, out, err = await run_cli(ask(nexus.url), KEY, SSL_CERT_FILE=str(ca))
+    assert code == 0, err
+    assert "over tls?" in out
+
+
+async def test_a_rejected_certificate_names_cafile_in_the_command(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    code, _, err = await run_cli(ask(nexus.url), KEY)
+    assert code == EXIT_UNREACHABLE
+    assert_speaks_cli(err)
+    assert "certificate was rejected" in err
+    assert "--cafile PATH" in err and "SSL_CERT_FILE" in err
+    assert "ssl=" not in err and "SSLContext" not in err
+
+
+async def test_a_rejected_certificate_names_ssl_in_python(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    service = WebSocketService(nexus.config(ssl=True, max_reconnect_attempts=0))
+    with pytest.raises(NexusConnectionError) as info:
+        await service.connect()
+    await service.close()
+    assert "ssl=<an ssl.SSLContext that trusts it>" in str(info.value)
+    assert "--cafile" not in str(info.value)
+
+
+async def test_wss_to_a_plain_server_says_try_ws_in_the_command(nexus: Nexus) -> None:
+    wss = nexus.url.replace("ws://", "wss://")
+    code, _, err = await run_cli(ask(wss, "--retries", "3"), KEY)
+    assert code == EXIT_UNREACHABLE
+    assert_speaks_cli(err)
+    assert f"the server may not use TLS: try ws:// ({nexus.url})" in err
+    assert "gave up" not in err  # not retried: it would answer the same again
+
+
+async def test_wss_to_a_plain_server_says_try_ws_in_python(nexus: Nexus) -> None:
+    wss = nexus.url.replace("ws://", "wss://")
+    service = WebSocketService(nexus.config(url=wss, ssl=True, max_reconnect_attempts=5))
+    with pytest.raises(NexusConnectionError) as info:
+        await service.connect()
+    await service.close()
+    assert not info.value.retryable
+    assert "the TLS handshake failed (wrong version number)" in str(info.value)
+    assert f"the server may not use TLS: try ws:// ({nexus.url})" in str(info.value)
+    assert nexus.stats.connections_total == 0  # no WebSocket was ever opened
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda d: d / "missing.pem", "does not exist"),
+        (lambda d: d, "is a folder"),
+        (lambda d: _write(d / "key.txt", "not a certificate\n"), "holds no CA certificate in PEM"),
+    ],
+)
+def test_a_cafile_that_is_no_ca_bundle_is_a_usage_error_in_flags(
+    make: object,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in _env().items():
+        monkeypatch.setenv(name, value)
+    path = make(tmp_path)  # type: ignore[operator]
+    assert main(ask("wss://127.0.0.1:9/", "--cafile", str(path))) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert_speaks_cli(err)
+    assert f"--cafile {path} {said}" in err
+
+
+def test_cafile_with_a_plain_url_warns_that_it_does_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from nexus_reactive.cli import build_parser, client
+    from nexus_reactive.testing.tls import throwaway_tls
+
+    ca = _write(tmp_path / "ca.pem", throwaway_tls().ca_pem.decode())
+    args = build_parser().parse_args(ask("ws://127.0.0.1:9/", "--cafile", str(ca)))
+    monkeypatch.setenv("NEXUS_API_KEY", KEY)
+    config = client._client_config(args, "ask")
+    assert config.ssl is not True  # built, and harmless on ws://
+    assert "--cafile is for wss:// URLs" in capsys.readouterr().err
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
