@@ -155,8 +155,9 @@ class WebSocketConfig:
         rate: at most this many messages per second go out (``None``: no limit);
             excess messages wait, they are never dropped.
         burst: how many messages may go out at once before ``rate`` applies.
-        persist: a SQLite file that keeps the outbox, pending asks and history
-            across restarts and crashes (see :mod:`nexus_reactive.persist`).
+        persist: a SQLite file (``~`` is expanded) that keeps the outbox, pending
+            asks and history across restarts and crashes (see
+            :mod:`nexus_reactive.persist`).
         persist_key: encrypt the journal at rest (AES-256-GCM): 32 random bytes, 64
             hex characters, or a callable (sync) returning either, called when the
             journal opens. Never shown (``<set>``, ``<callable>``).

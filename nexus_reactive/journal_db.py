@@ -43,6 +43,7 @@ __all__ = [
     "Row",
     "describe",
     "explain",
+    "journal_path",
     "make_cipher",
     "next_seqs",
     "open_cipher",
@@ -101,6 +102,12 @@ _COLUMN = {"plain": "frame", "sealed": "sealed"}
 # -- the lock ---------------------------------------------------------------------------
 
 
+def journal_path(path: str | os.PathLike[str]) -> str:
+    """A journal's path as given (``persist=``, a command's PATH), ``~`` expanded as
+    ``signing_key=`` expands it."""
+    return os.path.expanduser(os.fspath(path))
+
+
 def take_lock(path: str, *, migrating: bool = False) -> int | None:
     """Take ``<path>.lock`` for this process without waiting, and write our pid in it.
 
@@ -146,12 +153,9 @@ def _check_place(path: str, migrating: bool) -> None:
         )
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
-        tilde = ""
-        if "~" in folder and not migrating:
-            tilde = " (persist= does not expand ~: pass os.path.expanduser(path))"
         raise PersistenceError(
-            f"the journal {path} cannot be made: its folder {folder} does not exist"
-            f"{tilde}. Create the folder first{other}"
+            f"the journal {path} cannot be made: its folder {folder} does not exist. "
+            f"Create the folder first{other}"
         )
 
 

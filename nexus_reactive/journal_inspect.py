@@ -16,6 +16,7 @@ from .errors import PersistenceError
 from .journal_db import (
     describe,
     explain,
+    journal_path,
     open_cipher,
     probe,
     quarantined,
@@ -51,7 +52,7 @@ def inspect_journal(path: str | os.PathLike[str], key: bytes | None) -> Inspecti
     """
     import sqlite3
 
-    path = os.fspath(path)
+    path = journal_path(path)
     if not os.path.isfile(path):
         raise PersistenceError(f"there is no journal at {path}: check the path")
     found = Inspection()

@@ -35,6 +35,7 @@ from .journal_db import (
     Kind,
     Row,
     explain,
+    journal_path,
     make_cipher,
     next_seqs,
     open_cipher,
@@ -98,7 +99,7 @@ def migrate(
     """
     import sqlite3
 
-    path = os.fspath(path)
+    path = journal_path(path)
     if not os.path.isfile(path):
         raise PersistenceError(f"there is no journal at {path}: check the path")
     lock = take_lock(path, migrating=True)

@@ -54,6 +54,7 @@ from .journal_db import (
     Row,
     describe,
     explain,
+    journal_path,
     make_cipher,
     open_cipher,
     probe,
@@ -100,7 +101,7 @@ class Journal(JournalWriter):
     reports them to it, and to nothing else, in one place each.
 
     Args:
-        path: the SQLite file (created if missing).
+        path: the SQLite file (created if missing; ``~`` is expanded).
         history_limit: how many received messages to keep.
         on_error: called (from the writer thread) with each write failure.
         key: encrypt what is stored (``persist_key=``): 32 bytes, 64 hex characters,
@@ -124,7 +125,7 @@ class Journal(JournalWriter):
     ) -> None:
         import sqlite3
 
-        self.path = os.fspath(path)
+        self.path = journal_path(path)
         self.history_limit = history_limit
         self._on_error = on_error
         # The key first: a provider that fails has touched nothing.

@@ -143,6 +143,7 @@ def _key(path: str | None, env: str, flag: str) -> bytes | None:
     """
     advice = f"{_MAKE}, or write 32 random bytes' 64 hex characters"
     if path is not None:
+        path = os.path.expanduser(path)  # as the shell would have, had it not been quoted
         if not os.path.exists(path) and key_like(path):
             raise ConfigError(
                 f"{flag} takes the path of a key file; this is no file and looks like a key: "
