@@ -6,6 +6,8 @@ The tree::
     ├── ConfigError            the configuration cannot work (no API key, bad URL, ...)
     │   └── UnknownOption          a keyword no option has (also a ``TypeError``)
     ├── UsageError             the API was called where it cannot run (no event loop, ...)
+    │   └── InvalidArgument        an argument that cannot be right (``ask("")``); also
+    │                              a ``ProtocolError``, what it was raised as before
     ├── NexusConnectionError   a connection could not be opened, or was lost
     │   ├── AuthenticationError    the server refused our credentials (fatal)
     │   ├── RedirectRefused        the server redirected the upgrade elsewhere (fatal)
@@ -28,6 +30,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ConnectionClosed",
+    "InvalidArgument",
     "NexusConnectionError",
     "NexusError",
     "OutboxFull",
@@ -181,6 +184,16 @@ class ProtocolError(NexusError):
         self.frame = _excerpt(frame)
         self.message_id = message_id
         super().__init__(f"{message}; frame: {self.frame!r}" if frame else message)
+
+
+class InvalidArgument(UsageError, ProtocolError):
+    """A call with an argument that cannot be right, e.g. ``ask("")``: the caller's
+    mistake, refused before anything is queued or sent. The message names the keyword
+    and what to pass.
+
+    It is a :class:`UsageError`; it is also a :class:`ProtocolError`, which is what
+    such a call raised before, so ``except ProtocolError`` still catches it.
+    """
 
 
 class ServerError(NexusError):

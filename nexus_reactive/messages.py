@@ -305,18 +305,27 @@ KNOWN_CLASSES: tuple[type[_Envelope], ...] = (
 KNOWN_TYPES: frozenset[str] = frozenset(cls.type for cls in KNOWN_CLASSES)
 
 
-def ask_request(query: str, team_id: str | None = None) -> AskRequest:
-    """An ask's payload, checked before anything is queued.
+def ask_request(query: str, team_id: str | None = None, caller: str = "ask") -> AskRequest:
+    """An ask's payload, checked before anything is queued; ``caller``: the method that
+    the error names.
 
     Raises:
-        ProtocolError: the query is empty or not a string, or ``team_id`` is not a string.
+        InvalidArgument: the query is empty or not a string, or ``team_id`` is not a
+            string (a ``UsageError``, and a ``ProtocolError`` as it used to be).
     """
     if type(query) is str and query and (team_id is None or type(team_id) is str):
         return AskRequest(query, team_id)  # the common case: no import on every ask
-    from .errors import ProtocolError
+    from .errors import InvalidArgument
 
     if not isinstance(query, str) or not query:
-        raise ProtocolError("an ask needs a non-empty query string; nothing was sent")
+        got = repr(query) if query is None or isinstance(query, str) else type(query).__name__
+        raise InvalidArgument(
+            f"{caller}(): query= must be a non-empty string, the question to ask "
+            f"(got {got}); nothing was sent"
+        )
     if team_id is not None and not isinstance(team_id, str):
-        raise ProtocolError("team_id must be a string or None; nothing was sent")
+        raise InvalidArgument(
+            f"{caller}(): team_id= must be a string or None (got {type(team_id).__name__}); "
+            "nothing was sent"
+        )
     return AskRequest(query, team_id)

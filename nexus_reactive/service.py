@@ -334,14 +334,15 @@ class WebSocketService(ServiceViews):
 
         Raises:
             OutboxFull: the outbox is full; nothing was queued.
-            UsageError: called off the event loop's thread, or the service is
-                closed; nothing was queued.
+            UsageError: called off the event loop's thread, the service is closed, or
+                an empty ``query`` (:class:`InvalidArgument`); nothing was queued.
         """
         self._check_thread("send_query")
         if self._closed:
             raise UsageError(_CLOSED.format("send_query"))
         ask_id = message_id or new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
+        payload = ask_request(query, team_id, "send_query")
+        frame = codec.encode(AskMessage(id=ask_id, payload=payload))
         self._asks.track(ask_id, frame, None)
         self._connection.sender.kick()
         return ask_id
@@ -362,8 +363,8 @@ class WebSocketService(ServiceViews):
             ConnectionClosed: ``disconnect()`` was called meanwhile.
             NexusConnectionError: the service gave up reconnecting.
             OutboxFull: the outbox is full; nothing was queued.
-            UsageError: awaited on another event loop than the service's, or the
-                service is closed.
+            UsageError: awaited on another event loop than the service's, the service
+                is closed, or an empty ``query`` (:class:`InvalidArgument`).
         """
         ask_id, frame, loop = self._ask_frame(query, team_id)  # one coroutine less than _ask
         return await self._asks.ask(ask_id, frame, self._connection.sender, timeout, loop=loop)

@@ -24,6 +24,7 @@ EXPORTED = [
     "ErrorPayload",
     "History",
     "HistoryItem",
+    "InvalidArgument",
     "Latency",
     "Message",
     "Metrics",

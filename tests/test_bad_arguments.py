@@ -1,0 +1,56 @@
+"""A call with an argument that cannot be right (``ask("")``) is the caller's mistake:
+an :class:`InvalidArgument`, a ``UsageError`` and, for code written when it was one, a
+``ProtocolError`` too. Nothing is sent or queued; the message names the keyword."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nexus_reactive import InvalidArgument, ProtocolError, UsageError, WebSocketService
+
+from .conftest import Nexus
+
+
+@pytest.mark.parametrize(
+    ("query", "team_id", "said"),
+    [
+        ("", None, "query= must be a non-empty string, the question to ask (got '')"),
+        (None, None, "query= must be a non-empty string, the question to ask (got None)"),
+        (b"bytes", None, "query= must be a non-empty string, the question to ask (got bytes)"),
+        ("fine", 7, "team_id= must be a string or None (got int)"),
+    ],
+)
+async def test_ask_and_send_query_refuse_a_bad_query_as_both_errors(
+    nexus: Nexus, query: Any, team_id: Any, said: str
+) -> None:
+    async with WebSocketService(nexus.config()) as service:
+        for name, call in (
+            ("ask", lambda: service.ask(query, team_id)),
+            ("send_query", lambda: service.send_query(query, team_id)),
+        ):
+            with pytest.raises(UsageError) as as_usage:
+                await _call(call)
+            with pytest.raises(ProtocolError) as as_protocol:  # still caught as before
+                await _call(call)
+            for info in (as_usage, as_protocol):
+                assert isinstance(info.value, InvalidArgument)
+                assert str(info.value) == f"{name}(): {said}; nothing was sent"
+        assert service.outbox_size == 0
+        assert (await service.ask("and a good one")).answer  # the service is fine
+    assert nexus.stats.asks_received == 1
+
+
+def test_the_error_is_both_kinds_and_keeps_protocol_errors_attributes() -> None:
+    error = InvalidArgument("ask(): query= must be a non-empty string")
+    assert isinstance(error, UsageError) and isinstance(error, ProtocolError)
+    assert isinstance(error, RuntimeError)  # as every UsageError
+    assert error.frame == "" and error.message_id is None
+
+
+async def _call(call: Any) -> Any:
+    result = call()
+    if hasattr(result, "__await__"):
+        return await result
+    return result
