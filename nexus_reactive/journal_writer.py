@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .core.events import ClientEvents
-from .errors import PersistenceError
+from .errors import PersistenceError, UsageError
 from .journal_batch import Batch, write
 from .journal_db import explain
 
@@ -170,7 +170,12 @@ class JournalWriter(ClientEvents):
         Returns:
             Whether it was, within ``timeout``: ``False`` at once if the journal has
             closed without committing it (its failures were reported).
+
+        Raises:
+            UsageError: called on the writer's thread (from ``on_error`` or a
+                ``when_durable`` callback), which would wait for itself forever.
         """
+        self._refuse_on_writer("flush")
         with self._done:
             target = self._target()
             self._done.wait_for(lambda: self._durable >= target or self._ended, timeout)
@@ -206,6 +211,16 @@ class JournalWriter(ClientEvents):
             self._wanted = target
             self._bell.put(None)
         return target
+
+    def _refuse_on_writer(self, name: str) -> None:
+        """Refuse ``name()`` on the writer's thread: it would wait for that thread."""
+        if threading.get_ident() == self._thread.ident:
+            raise UsageError(
+                f"{name}() was called on the journal's writer thread (from on_error or a "
+                "when_durable callback), where it would wait for itself forever; nothing "
+                f"was done. Call {name}() from another thread: hand it to one (a loop's "
+                "call_soon_threadsafe, a queue) from the callback"
+            )
 
     def _stop_writer(self) -> None:
         """Commit what is recorded (or report that it cannot be) and join the thread."""

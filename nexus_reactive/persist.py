@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -167,6 +168,8 @@ class Journal(JournalWriter):
             if isinstance(exc, sqlite3.Error):
                 raise PersistenceError(explain(self.path, exc)) from None
             raise
+        # close() once, whoever calls it first; the others wait until it is closed.
+        self._closing = threading.Lock()
         self._closed = False
         self._start_writer(key for key, _, _ in self.restored.outbox)
 
@@ -188,14 +191,24 @@ class Journal(JournalWriter):
         return messages
 
     def close(self) -> None:
-        """Commit what is queued, stop the writer thread, close the database."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop_writer()
-        self._db.close()
-        release_lock(self._lock_fd)
-        self._lock_fd = None
+        """Commit what is queued, stop the writer thread, close the database.
+
+        Idempotent, from any thread: a call made while another thread closes the
+        journal returns once it is closed.
+
+        Raises:
+            UsageError: called on the writer's thread (from ``on_error`` or a
+                ``when_durable`` callback), which would wait for itself forever.
+        """
+        self._refuse_on_writer("close")
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop_writer()
+            self._db.close()
+            release_lock(self._lock_fd)
+            self._lock_fd = None
 
     # -- internals -------------------------------------------------------------------
 
