@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .core import ClientCore, Deadlines
 from .core.events import ClientEvents
 from .core.meaning import server_error
-from .errors import NexusError, RequestTimeout
+from .errors import NexusError, RequestTimeout, UsageError
 from .messages import AskResponse, ErrorMessage, ResponseChunkMessage, ResponseMessage
 
 if TYPE_CHECKING:
@@ -131,7 +131,13 @@ class AskTracker:
         Raises:
             OutboxFull: nothing was queued or tracked.
             ProtocolError: an ask with this id is pending already.
+            UsageError: it has a deadline and no event loop runs here to time it;
+                nothing was queued.
         """
+        limit = timeout if timeout is not None else self._timeout
+        loop = self._loop
+        if limit is not None and loop is None:
+            loop = self._loop = _loop_here()
         waiter = Waiter(future, on_piece)
         meter = self._meter
         if meter is None:
@@ -145,11 +151,7 @@ class AskTracker:
                 raise
         if self._queued is not None:
             self._queued(ask_id, True, frame)
-        limit = timeout if timeout is not None else self._timeout
-        if limit is not None:
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
+        if limit is not None and loop is not None:  # (a limit has a loop, found above)
             if now is None:
                 now = loop.time()
             waiter.limit = limit
@@ -321,3 +323,16 @@ class AskTracker:
         if self._meter is not None:
             self._meter.ended(ask_id, entry, "timed_out", error)
         self._fail(ask_id, entry.waiter, error)
+
+
+def _loop_here() -> asyncio.AbstractEventLoop:
+    """The running loop, which times an ask's deadline; a clear error without one."""
+    loop = asyncio.events._get_running_loop()
+    if loop is None:
+        raise UsageError(
+            "an ask with a deadline (request_timeout) needs a running asyncio event loop "
+            "to time it, and none runs in this thread; nothing was queued. Call "
+            "send_query() (or send()) from the loop, or set request_timeout=None to queue "
+            "asks offline without a deadline"
+        )
+    return loop

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nexus_reactive import NexusError, PersistenceError, WebSocketService
+from nexus_reactive import NexusError, PersistenceError, UsageError, WebSocketService
 from nexus_reactive.persist import Journal
 from nexus_reactive.recorder import HELD_LIMIT
 
@@ -129,3 +129,31 @@ async def test_failures_from_many_threads_while_offline_are_held_bounded_then_al
         report(PersistenceError("after"))
         await wait_for(lambda: str(seen[-1]) == "after")
     assert len(seen) == HELD_LIMIT + 2
+
+
+async def test_send_query_with_a_deadline_from_a_thread_without_a_loop_queues_nothing(
+    nexus: Nexus, tmp_path: Path
+) -> None:
+    db = tmp_path / "client.db"
+    service = WebSocketService(nexus.config(persist=db, request_timeout=30))
+    raised: list[BaseException] = []
+
+    def offline() -> None:
+        try:
+            service.send_query("timed, with nothing to time it")
+        except BaseException as exc:  # it was a bare RuntimeError, after queueing
+            raised.append(exc)
+
+    caller = threading.Thread(target=offline)
+    caller.start()
+    caller.join()
+    assert len(raised) == 1 and isinstance(raised[0], UsageError), raised
+    assert "request_timeout=None" in str(raised[0])
+    assert service.outbox_size == 0
+    service.send_query("from the loop: timed by it")  # the same call on a loop works
+    await service.close()
+    again = Journal(db)
+    try:
+        assert len(again.restored.outbox) == 1
+    finally:
+        again.close()
