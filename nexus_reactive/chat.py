@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from reactivex.abc import DisposableBase
@@ -89,6 +89,9 @@ class ChatApp(App[int]):
         url: the server's ``ws://`` or ``wss://`` URL, if no ``config``.
         api_key: the API key, if no ``config`` (default: ``NEXUS_API_KEY``).
         team_id: sent with every question, if given.
+        wording: rewrites the connection's last error for the status line (the
+            ``nexus-reactive chat`` command passes one that names its flags, not the
+            Python keywords); default: shown as the library says it.
 
     Raises:
         ConfigError: ``url`` or ``api_key`` is invalid.
@@ -114,8 +117,10 @@ class ChatApp(App[int]):
         url: str | None = None,
         api_key: str | None = None,
         team_id: str | None = None,
+        wording: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__()
+        self._wording = wording
         options = {k: v for k, v in (("url", url), ("api_key", api_key)) if v is not None}
         self._config = WebSocketConfig.from_options(config, **options)
         self._team_id = team_id
@@ -241,7 +246,11 @@ class ChatApp(App[int]):
 
     def _show_status(self) -> None:
         status = self.query_one("#status", Static)
-        text = f"● {describe_state(self._state)} · {self._config.shown_url}"
+        said = describe_state(self._state)
+        error = self._state.error
+        if error and self._wording is not None:
+            said = said.replace(error, self._wording(error))
+        text = f"● {said} · {self._config.shown_url}"
         if self._notice:
             text += f"\n{self._notice}"
         status.update(Content(text))
@@ -302,17 +311,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--team-id", default=None, help="team scope sent with every question")
 
 
-def run_chat(config: WebSocketConfig, team_id: str | None = None) -> int:
+def run_chat(
+    config: WebSocketConfig,
+    team_id: str | None = None,
+    wording: Callable[[str], str] | None = None,
+) -> int:
     """Run the chat in this terminal until the user quits.
 
     Args:
         config: where and how to connect.
         team_id: sent with every question, if given.
+        wording: rewrites the last error on the status line (see :class:`ChatApp`).
 
     Returns:
         The exit code: 0 after a normal quit.
     """
-    code = ChatApp(config, team_id=team_id).run()
+    code = ChatApp(config, team_id=team_id, wording=wording).run()
     return 0 if code is None else code
 
 
@@ -326,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 after a normal quit, 2 for a bad option or a missing key
         (argparse itself exits with 2 on an unknown option).
     """
+    from .cli.common import cli_words  # errors in this command's flags, not keywords
+
     parser = argparse.ArgumentParser(prog="nexus-reactive chat", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -339,9 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = WebSocketConfig(url=args.url, api_key=api_key)
     except ConfigError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {cli_words(str(exc))}", file=sys.stderr)
         return 2
-    return run_chat(config, args.team_id)
+    return run_chat(config, args.team_id, wording=cli_words)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from textual.widgets import Input, Static
 
 from nexus_reactive import AskRequest, AskResponse
 from nexus_reactive.chat import ChatApp, main
+from nexus_reactive.cli.common import cli_words
 
-from .conftest import KEY, Nexus, library_tasks
+from .conftest import KEY, Nexus, ServerFactory, library_tasks
 from .faults import FaultProxy, wait_for
 
 
@@ -208,3 +209,17 @@ def test_main_refuses_a_missing_key_and_a_bad_url(
     assert main(["--url", "http://example.com", "--api-key", KEY]) == 2
     error = capsys.readouterr().err
     assert "ws://" in error and KEY not in error
+
+
+async def test_the_command_s_status_line_names_its_flags_not_python_keywords(
+    start_nexus: ServerFactory,
+) -> None:
+    """A rejected certificate's advice on the status line: ``--cafile`` in the command
+    (the wording ``nexus-reactive chat`` passes), ``ssl=`` for a Python user's app."""
+    nexus = await start_nexus(tls=True)
+    config = nexus.config(ssl=True, max_reconnect_attempts=0)
+    for wording, said, unsaid in ((cli_words, "--cafile", "ssl="), (None, "ssl=", "--cafile")):
+        app = ChatApp(config, wording=wording)
+        async with app.run_test():
+            await shows(app, "certificate was rejected", "status")
+            assert said in status(app) and unsaid not in status(app)

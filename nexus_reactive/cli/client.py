@@ -291,7 +291,7 @@ def run_chat(args: argparse.Namespace) -> int:
     except NexusError as exc:
         error(f"chat: {cli_words(str(exc))}")
         return exit_code(exc)
-    return chat.run_chat(config, args.team_id)
+    return chat.run_chat(config, args.team_id, wording=cli_words)
 
 
 def _client_config(args: argparse.Namespace, command: str, **options: Any) -> WebSocketConfig:
