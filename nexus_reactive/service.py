@@ -33,7 +33,7 @@ from .logs import enable_debug_from_env
 from .messages import AskMessage, AskResponse, Message, ask_request, new_id
 from .metrics import new_meter
 from .recorder import Recorder
-from .streams import Publisher, Stream, count_subscribers
+from .streams import Publisher
 from .transport import TransportFactory
 from .views import ServiceViews
 
@@ -216,25 +216,6 @@ class WebSocketService(ServiceViews):
             raise UsageError("a WebSocketService is bound to the event loop it first ran on")
         return loop
 
-    def demand_from(self, stream: Stream[Any], loop: asyncio.AbstractEventLoop) -> bool:
-        """With ``lazy=True``, count the subscribers of ``stream`` (a view of
-        :attr:`messages`, such as a store's ``messages``) as needing the connection,
-        as those of :attr:`messages` are; and bind the service to ``loop`` now if it
-        has no loop yet, so that demand from any thread reaches it. Without ``lazy``
-        nothing is done. :func:`~nexus_reactive.use_websocket` calls it.
-
-        Returns:
-            Whether the service is lazy.
-        """
-        lazy = self._lazy
-        if lazy is None:
-            return False
-        if self._loop is None:
-            self._loop = loop
-            self._loop_says_thread = isinstance(loop, asyncio.BaseEventLoop)
-        count_subscribers(stream, lazy.hold)
-        return True
-
     def disconnect(self) -> None:
         """Stop reconnecting and begin closing (synchronous, as in the TypeScript client).
 
@@ -365,8 +346,17 @@ class WebSocketService(ServiceViews):
             UsageError: awaited on another event loop than the service's, or the
                 service is closed.
         """
-        ask_id, frame, loop = self._ask_frame(query, team_id)  # one coroutine less than _ask
-        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout, loop=loop)
+        # AskTracker.ask, inline: one coroutine less per ask.
+        ask_id, frame, loop = self._ask_frame(query, team_id)
+        asks, sender = self._asks, self._connection.sender
+        future, direct = asks.begin(ask_id, frame, sender, timeout, None, loop)
+        try:
+            if direct:
+                await sender.send_now()
+            return await future
+        finally:
+            if not future.done() or future.cancelled():
+                asks.abandon(ask_id)
 
     async def _ask(
         self,
