@@ -30,7 +30,7 @@ from .guards import check_loop_thread
 from .inbound import Receiver
 from .lazy import LazyLink
 from .logs import enable_debug_from_env
-from .messages import AskMessage, AskResponse, Message, ask_request, new_id
+from .messages import AskMessage, AskRequest, AskResponse, Message, ask_request, new_id
 from .metrics import new_meter
 from .recorder import Recorder
 from .streams import Publisher
@@ -42,6 +42,7 @@ __all__ = ["WebSocketService"]
 log = logging.getLogger("nexus_reactive.service")
 _running_loop = asyncio.events._get_running_loop
 _get_ident = threading.get_ident
+_encode = codec.encode_fast
 _Loop = asyncio.AbstractEventLoop | None
 _CLOSED = "{}(): this service is closed: nothing more is sent; create a new WebSocketService"
 
@@ -384,5 +385,8 @@ class WebSocketService(ServiceViews):
             # Nothing connects until connect() or reconnect(): say why now, not at timeout.
             raise failure
         ask_id = new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
-        return ask_id, frame, loop
+        if type(query) is str and query and team_id is None:  # ask_request's check, inline
+            payload = AskRequest(query)
+        else:
+            payload = ask_request(query, team_id)
+        return ask_id, _encode(AskMessage(id=ask_id, payload=payload)), loop
