@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import WSMsgType
 from yarl import URL
 
+from .client_frames import Mask, frame_batch, mask_python
 from .config_checks import ProxyUrl
 from .core.opening import AUTH_HEADER
 from .errors import NexusConnectionError, ProtocolError
@@ -39,23 +40,11 @@ _BINARY = WSMsgType.BINARY
 #: Seconds a connection refused after the upgrade (its subprotocol) waits for the close.
 _REFUSAL_CLOSE_WAIT = 1.0
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-
-
-class _Collector:
-    """Stands in for the asyncio transport while aiohttp frames a batch: it keeps
-    the bytes, so the batch goes to the socket in one write."""
-
-    __slots__ = ("chunks", "real")
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.chunks: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def is_closing(self) -> bool:
-        return bool(self.real.is_closing())
+_mask: Mask
+try:  # aiohttp's masking, in C (a batch is framed here: client_frames)
+    from aiohttp._websocket.helpers import websocket_mask as _mask
+except ImportError:  # moved by a release: the same masking, in Python
+    _mask = mask_python
 
 
 # aiohttp's private names this module relies on, and what happens without them. Each is
@@ -122,7 +111,8 @@ def _batch_writer(ws: object) -> Any:
     """aiohttp's WebSocketWriter when every private name batching needs is there and
     the connection does not compress; else ``None`` (frames then go one by one)."""
     writer = getattr(ws, _WRITER_ATTR, None)
-    if writer is None or getattr(writer, "compress", True):
+    # A client's writer masks (the batch is framed masked, as a client's must be).
+    if writer is None or getattr(writer, "compress", True) or not getattr(writer, "use_mask", 0):
         return None
     if not all(hasattr(writer, name) for name in _WRITER_ATTRS):
         return None
@@ -213,14 +203,11 @@ class AiohttpTransport:
                 await self._ws.send_frame(frame, _TEXT)
             return
         real = writer.transport
-        collector = _Collector(real)
-        writer.transport = collector
-        try:
-            for frame in frames:
-                writer._write_websocket_frame(frame, _TEXT, 0)
-        finally:
-            writer.transport = real
-        real.write(b"".join(collector.chunks))
+        if real.is_closing():  # as aiohttp's writer says it
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+        data = frame_batch(frames, _mask)
+        real.write(data)
+        writer._output_size += len(data)
         if writer._output_size > writer._limit:
             await _drain(writer)
 

@@ -161,6 +161,30 @@ class AskTracker:
         if self.changed is not None:
             self.changed()
 
+    def begin(
+        self,
+        ask_id: str,
+        frame: bytes,
+        sender: Sender,
+        timeout: float | None,
+        on_piece: Callable[[str], None] | None,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> tuple[asyncio.Future[AskResponse], bool]:
+        """Track an ask and have it written; return its future and whether the caller
+        writes it now (``await sender.send_now()``): see :meth:`ask`."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        future: asyncio.Future[AskResponse] = loop.create_future()
+        # Connected, nothing queued, writer idle, no pacing: write from this task and
+        # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
+        # nothing else was waiting to go first. (Asks made together go as a batch.)
+        now = loop.time()
+        direct = sender.direct(now)
+        self.track(ask_id, frame, future, timeout, on_piece, now)
+        if not direct:
+            sender.kick()
+        return future, direct
+
     async def ask(
         self,
         ask_id: str,
@@ -174,21 +198,12 @@ class AskTracker:
 
         Abandoned if the caller stops waiting (cancelled): a late answer is then
         delivered once, to the streams. ``loop``: the running loop, if the caller has it.
+        (``WebSocketService.ask`` does the same with :meth:`begin`, one coroutine less.)
         """
-        if loop is None:
-            loop = asyncio.get_running_loop()
-        future: asyncio.Future[AskResponse] = loop.create_future()
-        # Connected, nothing queued, writer idle, no pacing: write from this task and
-        # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
-        # nothing else was waiting to go first. (Asks made together go as a batch.)
-        now = loop.time()
-        direct = sender.direct(now)
-        self.track(ask_id, frame, future, timeout, on_piece, now)
+        future, direct = self.begin(ask_id, frame, sender, timeout, on_piece, loop)
         try:
             if direct:
                 await sender.send_now()
-            else:
-                sender.kick()
             return await future
         finally:
             if not future.done() or future.cancelled():

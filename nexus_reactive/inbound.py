@@ -138,14 +138,17 @@ class Receiver:
                 return None
         if type(message) is ResponseMessage:
             message_id = message.id
-            if (
-                self._events is None
-                and message_id not in self._asks
-                and message_id not in self._answered
-                and message_id not in self._abandoned
-            ):
-                # The common case of a flood: a response no ask of ours waits for,
-                # recorded nowhere. What _on_reply does for it, without the calls.
+            if self._events is None:  # recorded nowhere: the two common cases, inline
+                if message_id in self._asks:
+                    if self._meter is not None:
+                        return self._on_reply(message, frame)
+                    # The answer to a pending ask: what _on_reply does, without the call.
+                    entry = self._reply(message_id)[1]  # its first answer: FIRST
+                    if entry is not None and entry.waiter is not None:
+                        self._settle(entry.waiter, message)
+                elif message_id in self._answered or message_id in self._abandoned:
+                    return self._on_reply(message, frame)  # a repeat, or a late answer
+                # else the common case of a flood: a response no ask of ours waits for.
                 self._emit(message)
                 if self.handlers:
                     self._handle(message)

@@ -57,18 +57,24 @@ class Sender:
         self._bucket = TokenBucket(rate, burst)
         self._transport: Transport | None = None
         self._wake: asyncio.Event | None = None
+        # Whether _wake is set (the writer has not taken the wake-up yet): asks made
+        # together kick once, not once each.
+        self._woken = False
         self._writing = False  # a frame is being written (writer task or an ask)
         self._queued = core.outbox.items  # read-only here
         self._asks = core.pending.lookups()[0]
         self.outbox_depth = DerivedPublisher(lambda: len(core.outbox), "outbox_depth")
+        self._depth = self.outbox_depth.stream  # its subscribers, read per kick
         #: Told when something is queued and when the outbox is written out (a lazy
         #: connection's demand).
         self.changed: Callable[[], None] | None = None
 
     def kick(self) -> None:
         """Something was queued: wake the writer (when connected)."""
-        self.outbox_depth.refresh()
-        if self._wake is not None and self._core.state.phase is _CONNECTED:
+        if self._depth._sinks:  # someone watches outbox_depth (a call less per ask if not)
+            self.outbox_depth.refresh()
+        if self._wake is not None and not self._woken and self._core.state.phase is _CONNECTED:
+            self._woken = True
             self._wake.set()
         if self.changed is not None:
             self.changed()
@@ -118,6 +124,7 @@ class Sender:
         """A connection opened: start writing to it; returns the writer task."""
         self._transport = transport
         self._wake = asyncio.Event()
+        self._woken = False
         return asyncio.create_task(self._write(transport, self._wake), name="nexus-reactive-writer")
 
     def detach(self, transport: Transport) -> None:
@@ -141,6 +148,7 @@ class Sender:
                 depth.refresh()
                 if self.changed is not None:
                     self.changed()
+                self._woken = False
                 wake.clear()
                 await wake.wait()
                 continue

@@ -30,10 +30,10 @@ from .guards import check_loop_thread
 from .inbound import Receiver
 from .lazy import LazyLink
 from .logs import enable_debug_from_env
-from .messages import AskMessage, AskResponse, Message, ask_request, new_id
+from .messages import AskMessage, AskRequest, AskResponse, Message, ask_request, new_id
 from .metrics import new_meter
 from .recorder import Recorder
-from .streams import Publisher, Stream, count_subscribers
+from .streams import Publisher
 from .transport import TransportFactory
 from .views import ServiceViews
 
@@ -42,6 +42,7 @@ __all__ = ["WebSocketService"]
 log = logging.getLogger("nexus_reactive.service")
 _running_loop = asyncio.events._get_running_loop
 _get_ident = threading.get_ident
+_encode = codec.encode_fast
 _Loop = asyncio.AbstractEventLoop | None
 _CLOSED = "{}(): this service is closed: nothing more is sent; create a new WebSocketService"
 
@@ -217,24 +218,6 @@ class WebSocketService(ServiceViews):
         self._loop_says_thread = isinstance(loop, asyncio.BaseEventLoop)
         self._recorder.bind(loop)  # journal failures held until now go there
 
-    def demand_from(self, stream: Stream[Any], loop: asyncio.AbstractEventLoop) -> bool:
-        """With ``lazy=True``, count the subscribers of ``stream`` (a view of
-        :attr:`messages`, such as a store's ``messages``) as needing the connection,
-        as those of :attr:`messages` are; and bind the service to ``loop`` now if it
-        has no loop yet, so that demand from any thread reaches it. Without ``lazy``
-        nothing is done. :func:`~nexus_reactive.use_websocket` calls it.
-
-        Returns:
-            Whether the service is lazy.
-        """
-        lazy = self._lazy
-        if lazy is None:
-            return False
-        if self._loop is None:
-            self._adopt(loop)
-        count_subscribers(stream, lazy.hold)
-        return True
-
     def disconnect(self) -> None:
         """Stop reconnecting and begin closing (synchronous, as in the TypeScript client).
 
@@ -366,8 +349,17 @@ class WebSocketService(ServiceViews):
             UsageError: awaited on another event loop than the service's, the service
                 is closed, or an empty ``query`` (:class:`InvalidArgument`).
         """
-        ask_id, frame, loop = self._ask_frame(query, team_id)  # one coroutine less than _ask
-        return await self._asks.ask(ask_id, frame, self._connection.sender, timeout, loop=loop)
+        # AskTracker.ask, inline: one coroutine less per ask.
+        ask_id, frame, loop = self._ask_frame(query, team_id)
+        asks, sender = self._asks, self._connection.sender
+        future, direct = asks.begin(ask_id, frame, sender, timeout, None, loop)
+        try:
+            if direct:
+                await sender.send_now()
+            return await future
+        finally:
+            if not future.done() or future.cancelled():
+                asks.abandon(ask_id)
 
     async def _ask(
         self,
@@ -395,5 +387,8 @@ class WebSocketService(ServiceViews):
             # Nothing connects until connect() or reconnect(): say why now, not at timeout.
             raise failure
         ask_id = new_id()
-        frame = codec.encode(AskMessage(id=ask_id, payload=ask_request(query, team_id)))
-        return ask_id, frame, loop
+        if type(query) is str and query and team_id is None:  # ask_request's check, inline
+            payload = AskRequest(query)
+        else:
+            payload = ask_request(query, team_id)
+        return ask_id, _encode(AskMessage(id=ask_id, payload=payload)), loop

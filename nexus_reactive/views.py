@@ -20,7 +20,7 @@ from .errors import NexusError
 from .messages import AskResponse, Message, ResponseMessage
 from .metrics import Metrics, metrics_stream
 from .observe import observe_answer, observe_pieces, of_type
-from .streams import Publisher, Stream, ValueStream
+from .streams import Publisher, Stream, ValueStream, count_subscribers
 
 if TYPE_CHECKING:
     from .asks import AskTracker, Waiter
@@ -58,6 +58,8 @@ class ServiceViews:
             timeout: float | None,
             on_piece: Callable[[str], None] | None = None,
         ) -> AskResponse: ...
+
+        def _adopt(self, loop: asyncio.AbstractEventLoop) -> None: ...
 
     # -- streams and introspection -------------------------------------------------
 
@@ -174,3 +176,21 @@ class ServiceViews:
             lambda on_piece: self._ask(query, team_id, timeout, on_piece),
             query,
         )
+
+    def demand_from(self, stream: Stream[Any], loop: asyncio.AbstractEventLoop) -> bool:
+        """With ``lazy=True``, count the subscribers of ``stream`` (a view of
+        :attr:`messages`, such as a store's ``messages``) as needing the connection,
+        as those of :attr:`messages` are; and bind the service to ``loop`` now if it
+        has no loop yet, so that demand from any thread reaches it. Without ``lazy``
+        nothing is done. :func:`~nexus_reactive.use_websocket` calls it.
+
+        Returns:
+            Whether the service is lazy.
+        """
+        lazy = self._lazy
+        if lazy is None:
+            return False
+        if self._loop is None:
+            self._adopt(loop)
+        count_subscribers(stream, lazy.hold)
+        return True

@@ -116,11 +116,13 @@ class ClientCore(Generic[W]):
 
     def next_outgoing(self) -> Outgoing | None:
         """The next frame to write, skipping asks settled or abandoned while queued."""
-        pending = self.pending
-        while (item := self.outbox.pop()) is not None:
+        # Outbox.pop and PendingTable.get, inline (two calls less per ask).
+        queued, asks = self.outbox.items, self._asks
+        while queued:
+            item = queued.popleft()
             if item.ask_id is None:
                 return item
-            entry = pending.get(item.ask_id)
+            entry = asks.get(item.ask_id)
             if entry is not None:
                 entry.on_wire = True
                 entry.sends += 1

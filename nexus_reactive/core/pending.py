@@ -111,7 +111,13 @@ class PendingTable(Generic[W]):
         """Classify a reply for ``ask_id``; a first reply removes the ask."""
         entry = self._asks.pop(ask_id, None)
         if entry is not None:
-            self._answered.add(ask_id)
+            answered = self._answered_ids
+            if ask_id in answered:  # an id used again: RecentIds.add refreshes it
+                self._answered.add(ask_id)
+            else:  # RecentIds.add, inline (a call less per answer)
+                answered[ask_id] = None
+                if len(answered) > self._answered.limit:
+                    answered.popitem(last=False)
             return _FIRST, entry
         if ask_id in self._answered_ids:  # the dict itself: no __contains__ call
             return _DUPLICATE_REPLY

@@ -41,9 +41,10 @@ class RecentIds:
         return item in self._ids
 
     @property
-    def ids(self) -> dict[str, None]:
-        """The ids, as a dict (read-only for callers): the same object for the memory's
-        life, so a hot path can bind it once and test ``id in ids`` without a call."""
+    def ids(self) -> OrderedDict[str, None]:
+        """The ids, oldest first (read-only for callers, but see :meth:`PendingTable.settle`):
+        the same object for the memory's life, so a hot path can bind it once and test
+        ``id in ids`` without a call."""
         return self._ids
 
     def add(self, item: str) -> None:
