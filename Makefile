@@ -11,6 +11,10 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock 2>/dev/null | ck
 # uv uses the interpreter the venv was made with and never downloads one of its own.
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Install compiled: where Python writes no bytecode (PYTHONDONTWRITEBYTECODE, as in many CI
+# images) every test's subprocess (the CLI, the bench, the journal's crash children) would
+# compile aiohttp and the rest from source again; compiling once at install costs less.
+export UV_COMPILE_BYTECODE := 1
 # Material for MkDocs prints a banner about its successor on every build; `make docs` stays quiet.
 export NO_MKDOCS_2_WARNING := 1
 

@@ -4,13 +4,15 @@ ports whose (mis)behaviour each test writes, one script call per connection.
 Unlike ``conftest.scripted``, a :class:`ScriptServer` can refuse an upgrade with
 any HTTP status, abort the TCP connection (the client sees 1006), close with any
 code and reason, and it timestamps every upgrade request and every close it
-sends, so a test can bound the client's waits from below.
+sends, so a test can bound the client's waits from below. Below them, the helpers of
+the resilience tests (tests/test_resilience*.py); their fixtures: tests/resilience_kit.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,18 +20,26 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-from nexus_reactive import ConnectionState, Phase, WebSocketConfig, WebSocketService
+from nexus_reactive import ConnectionState, NexusError, Phase, WebSocketConfig, WebSocketService
 
-from .conftest import KEY, client_config
+from .conftest import KEY, client_config, library_tasks
+from .faults import wait_for
 
 __all__ = [
+    "ECHO",
     "Conn",
     "HttpGate",
     "Script",
     "ScriptServer",
+    "answer_all",
+    "errors_of",
     "phases",
     "record_states",
+    "responses_by_id",
     "start_script_server",
+    "supervisor_gone",
+    "swallow_first_connection",
+    "waiting",
 ]
 
 
@@ -187,3 +197,45 @@ def record_states(service: WebSocketService) -> list[ConnectionState]:
 
 def phases(states: Sequence[ConnectionState]) -> list[Phase]:
     return [s.phase for s in states]
+
+
+# -- helpers of the resilience tests -----------------------------------------------------
+
+ECHO = "You asked: "  # the reference server's default engine
+
+
+def responses_by_id(service: WebSocketService) -> Counter[str]:
+    """Count every ``response`` the application sees, by id (a live counter)."""
+    seen: Counter[str] = Counter()
+    service.on_response(lambda m: seen.update([m.id]))
+    return seen
+
+
+def errors_of(service: WebSocketService) -> list[NexusError]:
+    errors: list[NexusError] = []
+    service.errors.subscribe(errors.append)
+    return errors
+
+
+def waiting(states: list[ConnectionState]) -> list[ConnectionState]:
+    return [s for s in states if s.phase is Phase.WAITING]
+
+
+async def answer_all(conn: Conn) -> None:
+    """A well-behaved server: answer every ask until the client closes."""
+    while (frame := await conn.next_frame()) is not None:
+        if frame["type"] == "ask":
+            await conn.answer(frame)
+
+
+async def swallow_first_connection(conn: Conn) -> None:
+    """Connection 0 swallows its asks; later connections answer everything."""
+    if conn.index == 0:
+        await conn.drain()
+        return
+    await answer_all(conn)
+
+
+async def supervisor_gone() -> None:
+    """Wait until the service's supervisor has finished: no attempt can follow."""
+    await wait_for(lambda: library_tasks() == [], message="the supervisor to finish")

@@ -1,0 +1,349 @@
+"""The sans-I/O core's asks: ClientCore asking and answering, recent ids, resending after a
+reconnect and a resend the server asked for.
+
+No sockets, no sleeps: time and randomness are injected.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from nexus_reactive.core import DEFAULT_REMEMBER, ClientCore, Outgoing, RecentIds, Reply
+from nexus_reactive.errors import OutboxFull, ProtocolError
+
+from .test_core import drain, reconnector, retryable
+
+# == ClientCore: asks =======================================================================
+
+
+def connected_core(**kwargs: object) -> ClientCore[object]:
+    core: ClientCore[object] = ClientCore(
+        reconnector=reconnector(max_attempts=None),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    core.attempt()
+    core.opened()
+    return core
+
+
+def test_submit_ask_then_next_outgoing_marks_it_on_the_wire() -> None:
+    core = connected_core()
+    waiter = object()
+
+    entry = core.submit_ask("a1", b"ask-frame", waiter)
+
+    assert entry.on_wire is False
+    assert entry.waiter is waiter
+    assert core.next_outgoing() == Outgoing(b"ask-frame", "a1")
+    assert entry.on_wire is True
+    assert core.next_outgoing() is None
+
+
+def test_submit_untracked_frame_goes_out_without_an_ask_id() -> None:
+    core = connected_core()
+
+    core.submit(b"auth-frame")
+
+    assert core.next_outgoing() == Outgoing(b"auth-frame", None)
+    assert len(core.pending) == 0
+
+
+def test_reply_is_first_then_duplicate_for_the_same_id() -> None:
+    core = connected_core()
+    entry = core.submit_ask("a1", b"f", "waiter")
+    core.next_outgoing()
+
+    assert core.reply("a1") == (Reply.FIRST, entry)
+    assert core.reply("a1") == (Reply.DUPLICATE, None)
+
+
+def test_reply_for_an_unknown_id_is_unsolicited() -> None:
+    core = connected_core()
+
+    assert core.reply("never-asked") == (Reply.UNSOLICITED, None)
+
+
+def test_reply_after_abandon_is_late_once_then_duplicate() -> None:
+    core = connected_core()
+    entry = core.submit_ask("a1", b"f")
+    core.next_outgoing()
+
+    assert core.abandon("a1") is entry
+    assert core.reply("a1") == (Reply.LATE, None)
+    assert core.reply("a1") == (Reply.DUPLICATE, None)
+    assert core.reply("a1") == (Reply.DUPLICATE, None)
+    assert core.abandon("a1") is None
+
+
+def test_an_id_no_ask_had_is_a_push_delivered_as_it_comes_and_not_remembered() -> None:
+    core = connected_core()
+
+    assert core.reply("pushed") == (Reply.UNSOLICITED, None)
+    assert core.reply("pushed") == (Reply.UNSOLICITED, None)
+    assert core.reply("") == (Reply.UNSOLICITED, None)  # a connection-wide error
+    assert len(core.pending._answered) == 0 and len(core.pending._abandoned) == 0
+
+
+def test_drained_asks_are_remembered_as_abandoned() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"f", "waiter")
+    core.submit_ask("a2", b"g")
+    core.pending.drain_where(lambda e: e.waiter is not None)
+    core.pending.drain()
+
+    assert core.reply("a1") == (Reply.LATE, None)
+    assert core.reply("a2") == (Reply.LATE, None)
+    assert core.reply("a1")[0] is Reply.DUPLICATE
+
+
+def test_abandoned_ids_are_bounded_by_remember() -> None:
+    core: ClientCore[object] = ClientCore(remember=3)
+    for n in range(10):
+        core.submit_ask(f"a{n}", b"f")
+        core.abandon(f"a{n}")
+
+    assert len(core.pending._abandoned) == 3
+    assert core.reply("a0")[0] is Reply.UNSOLICITED  # forgotten: treated as new
+    assert core.reply("a9")[0] is Reply.LATE
+
+
+# == RecentIds ============================================================================
+
+
+def test_recent_ids_keep_the_last_limit_in_insertion_order() -> None:
+    ids = RecentIds(limit=3)
+    for item in "abcd":
+        ids.add(item)
+
+    assert len(ids) == 3
+    assert "a" not in ids and all(x in ids for x in "bcd")
+
+
+def test_recent_ids_re_adding_refreshes_and_pop_forgets() -> None:
+    ids = RecentIds(limit=2)
+    ids.add("a")
+    ids.add("b")
+    ids.add("a")  # newest again: "b" is now the oldest
+    ids.add("c")
+
+    assert "a" in ids and "b" not in ids
+    assert ids.pop("a") is True
+    assert ids.pop("a") is False
+    assert "a" not in ids
+
+
+def test_recent_ids_memory_stays_bounded_under_a_flood() -> None:
+    ids = RecentIds()
+    for n in range(5 * DEFAULT_REMEMBER):
+        ids.add(f"id-{n}")
+
+    assert len(ids) == DEFAULT_REMEMBER
+
+
+def test_recent_ids_need_a_positive_limit() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        RecentIds(0)
+
+
+def test_asks_settled_or_abandoned_while_queued_are_skipped() -> None:
+    core = connected_core()
+    core.submit_ask("answered", b"1")
+    core.submit_ask("abandoned", b"2")
+    core.submit(b"plain")
+    core.submit_ask("kept", b"3")
+
+    core.reply("answered")
+    core.abandon("abandoned")
+
+    assert drain(core) == [Outgoing(b"plain"), Outgoing(b"3", "kept")]
+
+
+def test_submit_ask_with_a_pending_id_raises_protocol_error() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"first")
+
+    with pytest.raises(ProtocolError, match="a1"):
+        core.submit_ask("a1", b"second")
+
+    assert drain(core) == [Outgoing(b"first", "a1")]
+
+
+def test_an_answered_id_may_be_asked_again() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"f")
+    core.reply("a1")
+
+    core.submit_ask("a1", b"again")
+
+    assert core.reply("a1")[0] is Reply.FIRST
+
+
+def test_outbox_full_tracks_nothing() -> None:
+    core = connected_core(outbox_limit=1)
+    core.submit_ask("a1", b"1")
+
+    with pytest.raises(OutboxFull):
+        core.submit_ask("a2", b"2")
+
+    assert "a2" not in core.pending
+    assert len(core.pending) == 1
+    assert core.reply("a2") == (Reply.UNSOLICITED, None)
+
+
+def test_unsent_puts_the_frame_back_at_the_head() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"1")
+    core.submit(b"2")
+    item = core.next_outgoing()
+    assert item is not None
+
+    core.unsent(item)
+
+    assert core.pending.get("a1").on_wire is False  # type: ignore[union-attr]
+    assert drain(core) == [Outgoing(b"1", "a1"), Outgoing(b"2")]
+
+
+def test_unsent_untracked_frame_is_requeued_at_the_head() -> None:
+    core = connected_core()
+    core.submit(b"1")
+    core.submit(b"2")
+    item = core.next_outgoing()
+    assert item is not None
+
+    core.unsent(item)
+
+    assert drain(core) == [Outgoing(b"1"), Outgoing(b"2")]
+
+
+def test_unsent_ask_that_was_settled_meanwhile_is_dropped() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"1")
+    item = core.next_outgoing()
+    assert item is not None
+    core.reply("a1")
+
+    core.unsent(item)
+
+    assert drain(core) == []
+
+
+# == ClientCore: resending after a reconnect ====================================================
+
+
+def test_reconnect_resends_unanswered_on_wire_asks_first_in_order() -> None:
+    core = connected_core()
+    for n in (1, 2, 3, 4):
+        core.submit_ask(f"a{n}", b"ask-%d" % n)
+    assert len(drain(core)) == 4
+    core.reply("a2")  # answered: not sent again
+    core.abandon("a4")  # given up: not sent again
+
+    core.lost(retryable())
+    core.submit(b"queued-while-down")
+    core.submit_ask("a5", b"ask-5")
+    core.attempt()
+    core.opened()
+
+    assert drain(core) == [
+        Outgoing(b"ask-1", "a1"),
+        Outgoing(b"ask-3", "a3"),
+        Outgoing(b"queued-while-down"),
+        Outgoing(b"ask-5", "a5"),
+    ]
+
+
+def test_resend_keeps_the_order_the_asks_were_made_in_with_the_same_frames() -> None:
+    core = connected_core()
+    frames = {f"ask-{n:02d}": b"frame-%02d" % n for n in range(10)}
+    for ask_id, data in frames.items():
+        core.submit_ask(ask_id, data)
+    drain(core)
+
+    core.lost(retryable())
+    core.attempt()
+    core.opened()
+
+    assert drain(core) == [Outgoing(data, ask_id) for ask_id, data in frames.items()]
+    assert all(core.pending.get(ask_id).on_wire for ask_id in frames)  # type: ignore[union-attr]
+
+
+def test_resend_ignores_the_outbox_limit() -> None:
+    core = connected_core(outbox_limit=2)
+    core.submit_ask("a1", b"1")
+    core.submit_ask("a2", b"2")
+    drain(core)
+    core.lost(retryable())
+    core.submit(b"3")
+    core.submit(b"4")
+
+    core.attempt()
+    core.opened()
+
+    assert [item.frame for item in drain(core)] == [b"1", b"2", b"3", b"4"]
+
+
+def test_asks_requeued_but_not_yet_written_are_not_doubled_by_a_second_reconnect() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"1")
+    drain(core)
+    core.lost(retryable())
+    core.attempt()
+    core.opened()  # a1 back in the outbox, not yet written
+
+    core.lost(retryable())
+    core.attempt()
+    core.opened()
+
+    assert drain(core) == [Outgoing(b"1", "a1")]
+
+
+def test_asks_still_queued_when_the_connection_dropped_go_out_once() -> None:
+    core = connected_core()
+    core.submit_ask("sent", b"1")
+    core.next_outgoing()
+    core.submit_ask("queued", b"2")
+
+    core.lost(retryable())
+    core.attempt()
+    core.opened()
+
+    assert drain(core) == [Outgoing(b"1", "sent"), Outgoing(b"2", "queued")]
+
+
+# == ClientCore.resend: the server asked to retry one ask later ==============================
+
+
+def test_resend_puts_a_pending_ask_back_at_the_head() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"1")
+    core.next_outgoing()
+    core.submit(b"2")
+
+    assert core.resend("a1") is True
+
+    assert core.pending.get("a1").on_wire is False  # type: ignore[union-attr]
+    assert drain(core) == [Outgoing(b"1", "a1"), Outgoing(b"2")]
+
+
+def test_resend_of_an_unknown_or_settled_ask_does_nothing() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"1")
+    core.next_outgoing()
+    core.reply("a1")
+
+    assert core.resend("a1") is False
+    assert core.resend("never") is False
+    assert drain(core) == []
+
+
+def test_resend_then_reconnect_sends_the_ask_once() -> None:
+    core = connected_core()
+    core.submit_ask("a1", b"1")
+    core.next_outgoing()
+    core.resend("a1")
+
+    core.lost(retryable())
+    core.attempt()
+    core.opened()
+
+    assert drain(core) == [Outgoing(b"1", "a1")]
