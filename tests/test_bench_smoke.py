@@ -186,3 +186,42 @@ def test_journal_threads_splits_the_cost_per_thread() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "writer CPU µs" in proc.stdout and "lag max ms" in proc.stdout
     assert [line.split()[0] for line in proc.stdout.splitlines()[-2:]] == ["none", "plain"]
+
+
+def test_instruction_counts_run_each_variant_and_check_their_counts() -> None:
+    """Without valgrind (CI may lack it): each counted child runs natively here, and the
+    counts are checked before valgrind is looked for."""
+    script = (
+        "import secrets\n"
+        "from bench import instructions, servers\n"
+        "key = secrets.token_urlsafe(8)\n"
+        "lean, flood = servers.start_lean(key), servers.start_flood()\n"
+        "try:\n"
+        "    for name in instructions._ASKERS:\n"
+        "        instructions._child('asks', name, lean.url, key, 120)\n"
+        "    for name in instructions._FLOODS:\n"
+        "        instructions._child('flood', name, flood.url, key, 300)\n"
+        "finally:\n"
+        "    servers.stop_all()\n"
+        "print('ran', len(instructions._ASKERS) + len(instructions._FLOODS))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.stdout.split() == ["ran", "5"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--asks", "500", "100"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "--asks takes two counts, the smaller first (got 500 100)" in refused.stderr
