@@ -156,6 +156,7 @@ async def _serve_lean(host: str, port: int) -> None:
         id: str
 
     read_id = msgspec.json.Decoder(_Id).decode
+    text = WSMsgType.TEXT
     key = os.environ.get("NEXUS_API_KEY", "")
     head = b'{"type":"response","id":"'
     tail = (
@@ -177,7 +178,7 @@ async def _serve_lean(host: str, port: int) -> None:
         transport = request.transport
         assert transport is not None
         # aiohttp's queue of frames parsed already (bench code may read aiohttp's
-        # privates): answered together once it is empty.
+        # privates): answered together once no text frame is next in it.
         queued = ws._reader._buffer  # type: ignore[union-attr]
         answers: list[bytes] = []
         receive = ws.receive
@@ -186,7 +187,10 @@ async def _serve_lean(host: str, port: int) -> None:
             if msg.type is not WSMsgType.TEXT:
                 break
             answers.append(text_frame(head + read_id(msg.data).id.encode() + tail))
-            if not queued:  # the last one parsed: write them all
+            # The last text frame parsed: write them all. Not only when the queue is
+            # empty: receive() handles a ping (or a close) queued next itself and then
+            # waits for the next frame, which a client waiting for these never sends.
+            if not queued or queued[0][0][0] is not text:  # (message, size); its type
                 if not transport.is_closing():
                     transport.write(answers[0] if len(answers) == 1 else b"".join(answers))
                 answers.clear()

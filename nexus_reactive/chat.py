@@ -29,7 +29,7 @@ from textual.widgets import Footer, Input, Static
 
 from .config import API_KEY_ENV, WebSocketConfig
 from .core import ConnectionState, Phase
-from .errors import ConfigError, NexusError
+from .errors import NexusError
 from .messages import (
     AskResponse,
     ErrorMessage,
@@ -331,7 +331,9 @@ def run_chat(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``--url``, ``--api-key`` and ``--team-id``, then run the chat.
+    """Parse ``--url``, ``--api-key``, ``--team-id`` and the client options of the
+    ``nexus-reactive chat`` command (``--allow-insecure``, ``--cafile``,
+    ``--signing-key``...), then run the chat.
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
@@ -340,21 +342,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 after a normal quit, 2 for a bad option or a missing key
         (argparse itself exits with 2 on an unknown option).
     """
-    from .cli.common import cli_words  # errors in this command's flags, not keywords
+    # Errors and the status line in the command's flags, not keywords: so it takes them
+    # all, as the command does (advice naming a flag it refused could not be followed).
+    from .cli.client import _client_config, _client_options
+    from .cli.common import cli_words
 
     parser = argparse.ArgumentParser(prog="nexus-reactive chat", description=__doc__)
     add_arguments(parser)
+    _client_options(parser)
     args = parser.parse_args(argv)
-    api_key = args.api_key or os.environ.get(API_KEY_ENV)
-    if not api_key:
+    args.api_key = args.api_key or os.environ.get(API_KEY_ENV)
+    if not args.api_key:
         print(
             f"{parser.prog}: error: no API key: pass --api-key or set {API_KEY_ENV}",
             file=sys.stderr,
         )
         return 2
     try:
-        config = WebSocketConfig(url=args.url, api_key=api_key)
-    except ConfigError as exc:
+        config = _client_config(args, "chat")
+    except NexusError as exc:  # ConfigError: a bad URL, --cafile, a key file...
         print(f"{parser.prog}: error: {cli_words(str(exc))}", file=sys.stderr)
         return 2
     return run_chat(config, args.team_id, wording=cli_words)

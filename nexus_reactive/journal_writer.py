@@ -213,8 +213,11 @@ class JournalWriter(ClientEvents):
         return target
 
     def _refuse_on_writer(self, name: str) -> None:
-        """Refuse ``name()`` on the writer's thread: it would wait for that thread."""
-        if threading.get_ident() == self._thread.ident:
+        """Refuse ``name()`` on the writer's thread: it would wait for that thread.
+
+        The thread object, not its identifier: the OS gives an ended thread's
+        identifier to the next thread started, which is not the writer."""
+        if threading.current_thread() is self._thread:
             raise UsageError(
                 f"{name}() was called on the journal's writer thread (from on_error or a "
                 "when_durable callback), where it would wait for itself forever; nothing "

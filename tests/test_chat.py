@@ -223,3 +223,31 @@ async def test_the_command_s_status_line_names_its_flags_not_python_keywords(
         async with app.run_test():
             await shows(app, "certificate was rejected", "status")
             assert said in status(app) and unsaid not in status(app)
+
+
+def test_main_takes_every_flag_its_advice_names(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """``python -m nexus_reactive.chat`` words its errors and its status line as the
+    ``nexus-reactive chat`` command (``--allow-insecure``, ``--cafile``): it takes those
+    flags too, so the advice can be followed."""
+    from nexus_reactive import chat
+    from nexus_reactive.testing.tls import throwaway_tls
+
+    ran: list[Any] = []
+
+    def run_chat(config: Any, *_args: Any, **_options: Any) -> int:  # not the TUI itself
+        ran.append(config)
+        return 0
+
+    monkeypatch.setattr(chat, "run_chat", run_chat)
+    assert main(["--url", "ws://example.com", "--api-key", KEY]) == 2
+    assert "--allow-insecure" in capsys.readouterr().err
+    assert main(["--url", "ws://example.com", "--api-key", KEY, "--allow-insecure"]) == 0
+    assert ran[-1].allow_insecure
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(throwaway_tls().ca_pem)
+    assert main(["--url", "wss://127.0.0.1:1", "--api-key", KEY, "--cafile", str(ca)]) == 0
+    assert ran[-1].ssl is not True and ran[-1].ssl is not None
+    assert main(["--url", "wss://127.0.0.1:1", "--api-key", KEY, "--cafile", str(tmp_path)]) == 2
+    assert "--cafile" in capsys.readouterr().err

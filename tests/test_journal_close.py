@@ -120,3 +120,27 @@ def test_close_from_many_threads_at_once_closes_once_and_returns_closed(
         again = Journal(tmp_path / f"j{round_}.db")
         again.close()
         assert [key for key, _, _ in again.restored.outbox] == ["kept"]
+
+
+def test_close_and_flush_after_close_from_a_later_thread_are_not_refused(tmp_path: Path) -> None:
+    """Once the writer thread has ended, a new thread may get its identifier (the OS
+    reuses them): that thread is not the writer, and close() again (idempotent) or
+    flush() (``False`` at once, nothing pending) must not be refused as if it were."""
+    journal = Journal(tmp_path / "j.db")
+    journal.close()
+    failed: list[BaseException] = []
+    flushed: list[bool] = []
+
+    def again() -> None:
+        try:
+            journal.close()
+            flushed.append(journal.flush(EVENTUALLY))
+        except BaseException as exc:
+            failed.append(exc)
+
+    for _ in range(5):  # the first new thread typically gets the ended writer's id
+        worker = threading.Thread(target=again)
+        worker.start()
+        worker.join()
+    assert failed == []
+    assert flushed == [True] * 5
