@@ -367,21 +367,24 @@ class WebSocketService(ServiceViews):
         team_id: str | None,
         timeout: float | None,
         on_piece: Callable[[str], None] | None = None,
+        caller: str = "ask",
     ) -> AskResponse:
-        ask_id, frame, loop = self._ask_frame(query, team_id)
+        ask_id, frame, loop = self._ask_frame(query, team_id, caller)
         sender = self._connection.sender
         return await self._asks.ask(ask_id, frame, sender, timeout, on_piece, loop)
 
-    def _ask_frame(self, query: str, team_id: str | None) -> tuple[str, bytes, _Loop]:
+    def _ask_frame(
+        self, query: str, team_id: str | None, caller: str = "ask"
+    ) -> tuple[str, bytes, _Loop]:
         loop = self._loop
         # On the thread running an asyncio loop, that loop is the running one: ~30 ns to
         # tell, where looking it up is a getpid() system call on CPython 3.11 (~0.15 us).
         if not (self._loop_says_thread and loop._thread_id == _get_ident()):  # type: ignore[union-attr]
             loop = _running_loop()
             if loop is not self._loop:
-                check_loop_thread(self._loop, "ask")
+                check_loop_thread(self._loop, caller)
         if self._closed:
-            raise UsageError(_CLOSED.format("ask"))
+            raise UsageError(_CLOSED.format(caller))
         failure = self._connection.failure
         if failure is not None:
             # Nothing connects until connect() or reconnect(): say why now, not at timeout.
@@ -390,5 +393,5 @@ class WebSocketService(ServiceViews):
         if type(query) is str and query and team_id is None:  # ask_request's check, inline
             payload = AskRequest(query)
         else:
-            payload = ask_request(query, team_id)
+            payload = ask_request(query, team_id, caller)
         return ask_id, _encode(AskMessage(id=ask_id, payload=payload)), loop

@@ -57,6 +57,7 @@ class ServiceViews:
             team_id: str | None,
             timeout: float | None,
             on_piece: Callable[[str], None] | None = None,
+            caller: str = "ask",
         ) -> AskResponse: ...
 
         def _adopt(self, loop: asyncio.AbstractEventLoop) -> None: ...
@@ -133,7 +134,9 @@ class ServiceViews:
         thread: the ask starts on the service's loop; emissions come on that thread.
         """
 
-        return observe_answer(lambda: self._loop, lambda: self._ask(query, team_id, timeout))
+        return observe_answer(
+            lambda: self._loop, lambda: self._ask(query, team_id, timeout, None, "ask_rx")
+        )
 
     @property
     def metrics(self) -> ValueStream[Metrics]:
@@ -173,7 +176,7 @@ class ServiceViews:
 
         return observe_pieces(
             lambda: self._loop,
-            lambda on_piece: self._ask(query, team_id, timeout, on_piece),
+            lambda on_piece: self._ask(query, team_id, timeout, on_piece, "ask_stream"),
             query,
         )
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from nexus_reactive import InvalidArgument, ProtocolError, UsageError, WebSocketService
+from nexus_reactive.testing import wait_until
 
 from .conftest import Nexus
 
@@ -54,3 +55,20 @@ async def _call(call: Any) -> Any:
     if hasattr(result, "__await__"):
         return await result
     return result
+
+
+async def test_the_observable_asks_name_themselves_in_the_error(nexus: Nexus) -> None:
+    """``ask_rx`` and ``ask_stream`` report a bad query on ``on_error`` at subscription,
+    as they always did; the message names the method the caller used."""
+    async with WebSocketService(nexus.config()) as service:
+        for name, observable in (
+            ("ask_rx", service.ask_rx("")),
+            ("ask_stream", service.ask_stream("")),
+        ):
+            errors: list[Exception] = []
+            observable.subscribe(on_error=errors.append)
+            await wait_until(lambda errors=errors: bool(errors))
+            assert isinstance(errors[0], InvalidArgument)
+            assert str(errors[0]).startswith(f"{name}(): query= must be a non-empty string")
+        assert service.outbox_size == 0
+    assert nexus.stats.asks_received == 0
