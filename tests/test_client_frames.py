@@ -1,15 +1,21 @@
 """A batch of client frames (nexus_reactive/client_frames.py), read back as a server reads
 them: every length class of RFC 6455 (7-bit, 16-bit, 64-bit), every frame masked with
 its own key, the pure-Python masking identical to aiohttp's. The batches going over real
-sockets are covered by the transport and hostile-server tests."""
+sockets: the last test here, and the transport and hostile-server tests."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 from aiohttp._websocket.helpers import websocket_mask
 
+from nexus_reactive import AskMessage, AskRequest, WebSocketService
 from nexus_reactive.client_frames import frame_batch, mask_python
+from nexus_reactive.codec import encode
+from nexus_reactive.messages import new_id
+
+from .conftest import ServerFactory
 
 FRAMES = [b"", b"a", b"x" * 125, b"y" * 126, b"z" * 65535, b"w" * 65536, "é".encode() * 70]
 
@@ -53,3 +59,23 @@ def test_every_frame_has_its_own_key() -> None:
 
 def test_an_empty_batch_is_no_bytes() -> None:
     assert frame_batch([], websocket_mask) == b""
+
+
+async def test_asks_batched_at_every_length_boundary_arrive_whole_over_a_socket(
+    start_nexus: ServerFactory,
+) -> None:
+    """Asks made together go as one batch; frames of 125, 126, 127, 65535, 65536 and
+    70,000 bytes (some of them UTF-8 text of two-byte characters) each reach a real
+    server whole, in order, and are answered."""
+    nexus = await start_nexus(max_query_length=100_000)
+    envelope = len(encode(AskMessage(id=new_id(), payload=AskRequest(""))))
+
+    def query(size: int, text: str) -> str:
+        body = text * ((size - envelope) // len(text.encode()))
+        return body + "x" * (size - envelope - len(body.encode()))
+
+    queries = [query(size, text) for size in (125, 126, 127, 65535, 65536, 70_000) for text in "aé"]
+    async with WebSocketService(nexus.config()) as service:
+        answers = await asyncio.gather(service.ask("first"), *map(service.ask, queries))
+    assert [a.answer for a in answers] == [f"You asked: {q}" for q in ["first", *queries]]
+    assert nexus.stats.asks_received == len(queries) + 1
