@@ -94,8 +94,16 @@ def add_chat_parser(
         help="chat with a server in the terminal (needs nexus-reactive[tui])",
         description="A terminal chat UI built on the store (Textual).",
     )
-    chat.add_argument("--url", default="ws://localhost:8000", help="server URL")
-    chat.add_argument("--api-key", dest="api_key", metavar="KEY", help=f"default: ${API_KEY_ENV}")
+    chat.add_argument(
+        "--url", default="ws://localhost:8000", help="server URL (default: ws://localhost:8000)"
+    )
+    chat.add_argument(
+        "--api-key",
+        dest="api_key",
+        metavar="KEY",
+        help=f"the API key (default: ${API_KEY_ENV}; prefer it: arguments are visible "
+        "to other local users)",
+    )
     _client_options(chat)
     chat.add_argument("--team-id", default=None, metavar="ID", help="scope the chat to a team")
     chat.set_defaults(command=run_chat, default_log_level="error")
