@@ -294,6 +294,9 @@ def run_chat(args: argparse.Namespace) -> int:
     except ImportError:
         error("chat: the chat app needs Textual: pip install 'nexus-reactive[tui]'")
         return EXIT_USAGE
+    if not (args.api_key or os.environ.get(API_KEY_ENV)):  # as ask: before any screen
+        error(f"chat: no API key: pass --api-key, or set the {API_KEY_ENV} environment variable")
+        return EXIT_USAGE
     try:
         config = _client_config(args, "chat")
     except NexusError as exc:
