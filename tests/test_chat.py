@@ -251,3 +251,19 @@ def test_main_takes_every_flag_its_advice_names(
     assert ran[-1].ssl is not True and ran[-1].ssl is not None
     assert main(["--url", "wss://127.0.0.1:1", "--api-key", KEY, "--cafile", str(tmp_path)]) == 2
     assert "--cafile" in capsys.readouterr().err
+
+
+def test_the_command_refuses_a_missing_key_before_the_screen(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``nexus-reactive chat`` with no key opened the full-screen chat, which only said
+    "Not connected"; ``ask`` and ``python -m nexus_reactive.chat`` refuse at once (exit 2)."""
+    from nexus_reactive import chat
+    from nexus_reactive.cli import main as cli_main
+
+    ran: list[Any] = []
+    monkeypatch.setattr(chat, "run_chat", lambda *args, **options: ran.append(args) or 0)
+    monkeypatch.delenv("NEXUS_API_KEY", raising=False)
+    assert cli_main(["chat", "--url", "ws://127.0.0.1:1"]) == 2
+    assert "no API key" in capsys.readouterr().err and not ran
+    assert cli_main(["chat", "--url", "ws://127.0.0.1:1", "--api-key", KEY]) == 0 and ran

@@ -265,3 +265,16 @@ def test_log_level_help_gives_each_command_s_real_default() -> None:
         assert action.help is not None
         said = re.search(rf"(\w+) for [^;)]*\b{name}\b", action.help)
         assert said is not None and said.group(1) == level, (name, level, action.help)
+
+
+def test_ask_and_chat_explain_their_shared_flags_alike() -> None:
+    """``chat --help`` said "server URL" with no default and did not warn that an
+    ``--api-key`` on the command line is visible to other users, as ``ask --help`` does."""
+    commands = subcommands(build_parser())
+
+    def helps(name: str) -> dict[str, str | None]:
+        return {a.option_strings[0]: a.help for a in commands[name]._actions if a.option_strings}
+
+    ask, chat = helps("ask"), helps("chat")
+    for flag in ("--url", "--api-key", "--signing-key", "--server-key", "--cafile"):
+        assert chat[flag] == ask[flag], flag

@@ -94,8 +94,16 @@ def add_chat_parser(
         help="chat with a server in the terminal (needs nexus-reactive[tui])",
         description="A terminal chat UI built on the store (Textual).",
     )
-    chat.add_argument("--url", default="ws://localhost:8000", help="server URL")
-    chat.add_argument("--api-key", dest="api_key", metavar="KEY", help=f"default: ${API_KEY_ENV}")
+    chat.add_argument(
+        "--url", default="ws://localhost:8000", help="server URL (default: ws://localhost:8000)"
+    )
+    chat.add_argument(
+        "--api-key",
+        dest="api_key",
+        metavar="KEY",
+        help=f"the API key (default: ${API_KEY_ENV}; prefer it: arguments are visible "
+        "to other local users)",
+    )
     _client_options(chat)
     chat.add_argument("--team-id", default=None, metavar="ID", help="scope the chat to a team")
     chat.set_defaults(command=run_chat, default_log_level="error")
@@ -285,6 +293,9 @@ def run_chat(args: argparse.Namespace) -> int:
         from .. import chat
     except ImportError:
         error("chat: the chat app needs Textual: pip install 'nexus-reactive[tui]'")
+        return EXIT_USAGE
+    if not (args.api_key or os.environ.get(API_KEY_ENV)):  # as ask: before any screen
+        error(f"chat: no API key: pass --api-key, or set the {API_KEY_ENV} environment variable")
         return EXIT_USAGE
     try:
         config = _client_config(args, "chat")
