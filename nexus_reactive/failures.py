@@ -78,10 +78,24 @@ def failure(
         retry_after = header_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
         return http_error(exc.status, retry_after)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        why = _cert_reason(exc)
+        if _names_another_host(exc):
+            # Trusted, but issued for other names: no CA would help; the URL's host would.
+            return NexusConnectionError(
+                redact_url(
+                    f"cannot connect to {url}: the server's TLS certificate does not name "
+                    f"this URL's host ({why}). Use a host name the certificate names in "
+                    "the URL, or give the server a certificate for this one. Not retrying."
+                ),
+                retryable=False,
+            )
         return NexusConnectionError(
-            f"the server's TLS certificate was rejected ({_cert_reason(exc)}). If the "
-            "server uses a private CA, pass ssl=<an ssl.SSLContext that trusts it>; check "
-            "that the URL's host name matches the certificate. Not retrying.",
+            redact_url(
+                f"cannot connect to {url}: the server's TLS certificate was rejected "
+                f"({why}). If the server uses a private CA, pass ssl=<an ssl.SSLContext "
+                "that trusts it>; check that the URL's host name matches the certificate. "
+                "Not retrying."
+            ),
             retryable=False,
         )
     if (reason := _not_tls(exc)) is not None:
@@ -173,7 +187,17 @@ def _origin(url: str) -> str:
 
 def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
     error = exc.certificate_error
-    return getattr(error, "verify_message", None) or str(error) or "verification failed"
+    reason = getattr(error, "verify_message", None) or str(error) or "verification failed"
+    return str(reason).rstrip(".")  # OpenSSL's ends with one; ours follows in brackets
+
+
+# OpenSSL's verify codes for a certificate valid but issued for other names
+# (X509_V_ERR_HOSTNAME_MISMATCH, _EMAIL_MISMATCH, _IP_ADDRESS_MISMATCH).
+_OTHER_NAMES = frozenset({62, 63, 64})
+
+
+def _names_another_host(exc: aiohttp.ClientConnectorCertificateError) -> bool:
+    return getattr(exc.certificate_error, "verify_code", None) in _OTHER_NAMES
 
 
 # OpenSSL's reasons when what came back to the client's hello is not TLS at all (a plain

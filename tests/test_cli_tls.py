@@ -5,15 +5,17 @@ does not speak TLS. Real servers on loopback; ``ask`` runs as a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from nexus_reactive import NexusConnectionError, WebSocketService
+from nexus_reactive import NexusConnectionError, WebSocketConfig, WebSocketService
 from nexus_reactive.cli import main
 
 from .conftest import KEY, Nexus, ServerFactory
 from .test_cli import _env, assert_speaks_cli, run_cli
+from .tlsutil import make_tls
 
 EXIT_USAGE, EXIT_UNREACHABLE = 2, 4
 
@@ -133,3 +135,38 @@ def test_cafile_with_a_plain_url_warns_that_it_does_nothing(
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+async def test_a_certificate_for_other_names_says_so_not_to_trust_a_ca(tmp_path: Path) -> None:
+    """The CA is trusted (``--cafile``, ``ssl=``) but the certificate names ``localhost``
+    and ``127.0.0.1``, not ``::1``: no CA would help, so the advice is the URL's host."""
+    tls = make_tls(tmp_path)
+    try:
+        server = await asyncio.start_server(_hang_up, "::1", 0, ssl=tls.server_context())
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    url = f"wss://[::1]:{server.sockets[0].getsockname()[1]}/"
+    try:
+        code, _, err = await run_cli(ask(url, "--cafile", str(tls.ca_cert)), KEY)
+        config = WebSocketConfig(
+            url=url, api_key=KEY, ssl=tls.client_context(), max_reconnect_attempts=0
+        )
+        service = WebSocketService(config)
+        with pytest.raises(NexusConnectionError) as info:
+            await service.connect()
+        await service.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert code == EXIT_UNREACHABLE
+    assert_speaks_cli(err)
+    for said in (err, str(info.value)):
+        assert f"cannot connect to {url}: the server's TLS certificate does not name" in said
+        assert "certificate is not valid for '::1')" in said  # OpenSSL's reason, one stop
+        assert "Use a host name the certificate names in the URL" in said
+        assert "--cafile" not in said and "ssl=" not in said and "private CA" not in said
+    assert not info.value.retryable
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
