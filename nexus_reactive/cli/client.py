@@ -45,16 +45,6 @@ def add_ask_parser(
         description="Connect, ask one question, print the answer, and exit.",
     )
     ask.add_argument("question", type=_question, help="the question to ask")
-    ask.add_argument(
-        "--url", default="ws://localhost:8000", help="server URL (default: ws://localhost:8000)"
-    )
-    ask.add_argument(
-        "--api-key",
-        dest="api_key",
-        metavar="KEY",
-        help=f"the API key (default: ${API_KEY_ENV}; prefer it: arguments are visible "
-        "to other local users)",
-    )
     _client_options(ask)
     ask.add_argument("--team-id", default=None, metavar="ID", help="scope the question to a team")
     ask.add_argument(
@@ -94,22 +84,23 @@ def add_chat_parser(
         help="chat with a server in the terminal (needs nexus-reactive[tui])",
         description="A terminal chat UI built on the store (Textual).",
     )
-    chat.add_argument(
-        "--url", default="ws://localhost:8000", help="server URL (default: ws://localhost:8000)"
-    )
-    chat.add_argument(
-        "--api-key",
-        dest="api_key",
-        metavar="KEY",
-        help=f"the API key (default: ${API_KEY_ENV}; prefer it: arguments are visible "
-        "to other local users)",
-    )
     _client_options(chat)
     chat.add_argument("--team-id", default=None, metavar="ID", help="scope the chat to a team")
     chat.set_defaults(command=run_chat, default_log_level="error")
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
+    """The flags ``ask`` and ``chat`` share (one definition: the same help in both)."""
+    parser.add_argument(
+        "--url", default="ws://localhost:8000", help="server URL (default: ws://localhost:8000)"
+    )
+    parser.add_argument(
+        "--api-key",
+        dest="api_key",
+        metavar="KEY",
+        help=f"the API key (default: ${API_KEY_ENV}; prefer it: arguments are visible "
+        "to other local users)",
+    )
     parser.add_argument(
         "--signing-key",
         metavar="PATH",
