@@ -15,7 +15,6 @@ Textual is an optional dependency: ``pip install 'nexus-reactive[tui]'``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -342,28 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 after a normal quit, 2 for a bad option or a missing key
         (argparse itself exits with 2 on an unknown option).
     """
-    # Errors and the status line in the command's flags, not keywords: so it takes them
-    # all, as the command does (advice naming a flag it refused could not be followed).
-    from .cli.client import _client_config, _client_options
-    from .cli.common import cli_words
+    # The ``nexus-reactive chat`` command itself: the same flags, help, errors in its
+    # flags' words, and checks (a missing key is refused before the screen opens).
+    from .cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="nexus-reactive chat", description=__doc__)
-    add_arguments(parser)
-    _client_options(parser)
-    args = parser.parse_args(argv)
-    args.api_key = args.api_key or os.environ.get(API_KEY_ENV)
-    if not args.api_key:
-        print(
-            f"{parser.prog}: error: no API key: pass --api-key or set {API_KEY_ENV}",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        config = _client_config(args, "chat")
-    except NexusError as exc:  # ConfigError: a bad URL, --cafile, a key file...
-        print(f"{parser.prog}: error: {cli_words(str(exc))}", file=sys.stderr)
-        return 2
-    return run_chat(config, args.team_id, wording=cli_words)
+    return cli_main(["chat", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
