@@ -302,9 +302,23 @@ def _details(answer: AskResponse) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the chat's options (``--url``, ``--api-key``, ``--team-id``) to ``parser``.
 
+    Deprecated: :func:`main` is the ``nexus-reactive chat`` command now, with all its
+    options (``--cafile``, ``--signing-key``, ``--log-level``...); run it with
+    ``nexus_reactive.cli.main(["chat", *argv])``. This helper will be removed in a
+    later release.
+
     Args:
         parser: a parser or sub-parser to extend.
     """
+    import warnings
+
+    warnings.warn(
+        "nexus_reactive.chat.add_arguments() is deprecated: it adds only --url, --api-key "
+        'and --team-id; run the chat command with nexus_reactive.cli.main(["chat", ...]), '
+        "which takes all of its options",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help=f"server URL (default: {DEFAULT_URL})")
     parser.add_argument("--api-key", default=None, help=f"the API key (default: ${API_KEY_ENV})")
     parser.add_argument("--team-id", default=None, help="team scope sent with every question")

@@ -267,3 +267,17 @@ def test_the_command_refuses_a_missing_key_before_the_screen(
     assert cli_main(["chat", "--url", "ws://127.0.0.1:1"]) == 2
     assert "no API key" in capsys.readouterr().err and not ran
     assert cli_main(["chat", "--url", "ws://127.0.0.1:1", "--api-key", KEY]) == 0 and ran
+
+
+def test_add_arguments_still_works_and_says_it_is_deprecated() -> None:
+    """``main`` no longer uses it (it runs the command itself), so it warns a release
+    before it goes; the options it adds parse as before."""
+    import argparse
+
+    from nexus_reactive.chat import add_arguments
+
+    parser = argparse.ArgumentParser()
+    with pytest.warns(DeprecationWarning, match=r'cli\.main\(\["chat", \.\.\.\]\)'):
+        add_arguments(parser)
+    args = parser.parse_args(["--url", "ws://example.com", "--api-key", "k", "--team-id", "t"])
+    assert (args.url, args.api_key, args.team_id) == ("ws://example.com", "k", "t")
