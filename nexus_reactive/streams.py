@@ -165,6 +165,41 @@ class Stream(Observable[T], Generic[T]):
         finally:
             self._emitting = False
 
+    def _deliver_all(self, values: list[T], stop_if: object = None) -> int:
+        """:meth:`_deliver` each of ``values`` in turn, as one round: what one socket
+        read brought arrives in one call. Return how many were delivered: all of them,
+        or fewer when ``stop_if`` became truthy while the subscribers were told of the
+        last one delivered (the receiver's handlers, added by a subscriber: the caller
+        delivers the rest its own way).
+
+        Each subscriber sees the values in order, and anything emitted while one is
+        delivered (by a subscriber) is delivered before the next one, as one by one.
+        """
+        if self._emitting:  # re-entered from a subscriber: after this round
+            for value in values:
+                self._later(value)
+            return len(values)
+        self._emitting = True
+        delivered = 0
+        try:
+            for value in values:
+                delivered += 1
+                sinks = self._sinks  # read for each value: subscribers come and go
+                if sinks:
+                    observers = self._observers  # the snapshot of sinks (nothing ran between)
+                    for sink in sinks:
+                        try:
+                            sink(value)
+                        except Exception:
+                            self._drop(observers, sinks, sink)
+                    if self._backlog:
+                        self._drain()
+                if stop_if:
+                    break
+        finally:
+            self._emitting = False
+        return delivered
+
     def _later(self, value: Any) -> None:
         if self._backlog is None:
             self._backlog = deque()
@@ -275,12 +310,14 @@ class Publisher(Generic[T]):
     The owner keeps the publisher and hands out :attr:`stream`.
     """
 
-    __slots__ = ("emit", "stream")
+    __slots__ = ("emit", "emit_all", "stream")
 
     def __init__(self, name: str = "stream") -> None:
         self.stream: Stream[T] = Stream(name)
         #: Deliver a value to every subscriber (after the current round, if any).
         self.emit: Callable[[T], None] = self.stream._deliver
+        #: Deliver each of a list of values in turn (see :meth:`Stream._deliver_all`).
+        self.emit_all: Callable[[list[T], object], int] = self.stream._deliver_all
 
     def complete(self) -> None:
         """End the stream; later emissions go nowhere."""
