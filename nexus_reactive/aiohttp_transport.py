@@ -16,15 +16,23 @@ import asyncio
 import contextlib
 import logging
 import ssl as _ssl
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WSMsgType
 from yarl import URL
 
-from .client_frames import Mask, frame_batch, mask_python
+from .aiohttp_seams import (
+    RETRY_ATTR,
+    batch_writer,
+    drain,
+    mask,
+    parsed_queue,
+    private_seams,
+    response_header,
+)
+from .client_frames import frame_batch
 from .config_checks import ProxyUrl
 from .core.opening import AUTH_HEADER
 from .errors import NexusConnectionError, ProtocolError
@@ -40,108 +48,21 @@ _BINARY = WSMsgType.BINARY
 #: Seconds a connection refused after the upgrade (its subprotocol) waits for the close.
 _REFUSAL_CLOSE_WAIT = 1.0
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-_mask: Mask
-try:  # aiohttp's masking, in C (a batch is framed here: client_frames)
-    from aiohttp._websocket.helpers import websocket_mask as _mask
-except ImportError:  # moved by a release: the same masking, in Python
-    _mask = mask_python
 
 
-# aiohttp's private names this module relies on, and what happens without them. Each is
-# feature-checked where it is used, with a public fallback; tests/test_transport_seams.py
-# fails with a clear message when an aiohttp release renames one.
-#: ClientSession: re-sends the upgrade once on a reset (fallback: it may, an extra try).
-_RETRY_ATTR = "_retry_connection"
-#: ClientWebSocketResponse -> WebSocketWriter: framing a batch in one write, and a lone
-#: frame without send_frame's two coroutines (fallback: ``send_frame`` per frame).
-_WRITER_ATTR = "_writer"
-_WRITER_ATTRS: tuple[str, ...] = ("_write_websocket_frame", "transport", "protocol")
-_WRITER_ATTRS += ("_closing", "_output_size", "_limit")
-_PROTOCOL_ATTRS = ("_paused", "_drain_helper")
-#: ClientWebSocketResponse -> its WebSocketDataQueue: text frames parsed already are taken
-#: by ``read()`` while the connection is open (fallback: ``receive()`` per frame).
-_READER_ATTR = "_reader"
-_QUEUE_ATTRS = ("_buffer", "read")
-_STATE_ATTRS = ("_closing", "_closed")
-#: ClientWebSocketResponse -> the upgrade's ClientResponse: its headers (``x-nexus-auth``)
-#: (fallback: the header is unknown, and a client without a key waits CHALLENGE_GRACE).
-_RESPONSE_ATTR = "_response"
+def _each(
+    on_frame: Callable[[bytes], NexusConnectionError | None],
+) -> Callable[[list[bytes]], NexusConnectionError | None]:
+    """A batch handler that calls ``on_frame`` for each frame, until one returns an error."""
 
-
-def private_seams(ws: object | None = None, session: object | None = None) -> dict[str, bool]:
-    """Which of aiohttp's private names this module uses are present (for tests/diagnosis).
-
-    Args:
-        ws: an open ``ClientWebSocketResponse``, to check the batch-writing seam.
-        session: a ``ClientSession``, to check the upgrade-retry switch.
-    """
-    seams: dict[str, bool] = {}
-    if session is not None:
-        seams[f"ClientSession.{_RETRY_ATTR}"] = hasattr(session, _RETRY_ATTR)
-    if ws is not None:
-        seams[f"ClientWebSocketResponse.{_RESPONSE_ATTR}"] = hasattr(
-            getattr(ws, _RESPONSE_ATTR, None), "headers"
-        )
-        writer = getattr(ws, _WRITER_ATTR, None)
-        seams[f"ClientWebSocketResponse.{_WRITER_ATTR}"] = writer is not None
-        for name in _WRITER_ATTRS:
-            seams[f"WebSocketWriter.{name}"] = writer is not None and hasattr(writer, name)
-        protocol = getattr(writer, "protocol", None)
-        for name in _PROTOCOL_ATTRS:
-            seams[f"WebSocketWriter.protocol.{name}"] = hasattr(protocol, name)
-        reader = getattr(ws, _READER_ATTR, None)
-        seams[f"ClientWebSocketResponse.{_READER_ATTR}"] = reader is not None
-        for name in _QUEUE_ATTRS:
-            seams[f"WebSocketDataQueue.{name}"] = hasattr(reader, name)
-        for name in _STATE_ATTRS:
-            seams[f"ClientWebSocketResponse.{name}"] = hasattr(ws, name)
-    return seams
-
-
-def _response_header(ws: object, name: str) -> str | None:
-    """A header of the upgrade response (``x-nexus-auth``), when aiohttp lets us read it."""
-    headers = getattr(getattr(ws, _RESPONSE_ATTR, None), "headers", None)
-    if headers is None:
+    def on_frames(frames: list[bytes]) -> NexusConnectionError | None:
+        for frame in frames:
+            stop = on_frame(frame)
+            if stop is not None:
+                return stop
         return None
-    value = headers.get(name)
-    return value if isinstance(value, str) else None
 
-
-def _batch_writer(ws: object) -> Any:
-    """aiohttp's WebSocketWriter when every private name batching needs is there and
-    the connection does not compress; else ``None`` (frames then go one by one)."""
-    writer = getattr(ws, _WRITER_ATTR, None)
-    # A client's writer masks (the batch is framed masked, as a client's must be).
-    if writer is None or getattr(writer, "compress", True) or not getattr(writer, "use_mask", 0):
-        return None
-    if not all(hasattr(writer, name) for name in _WRITER_ATTRS):
-        return None
-    protocol = writer.protocol
-    if not all(hasattr(protocol, name) for name in _PROTOCOL_ATTRS):
-        return None
-    return writer
-
-
-async def _drain(writer: Any) -> None:
-    """Flow control as aiohttp's send_frame does it, once the writer's output passed its limit."""
-    writer._output_size = 0
-    if writer.protocol._paused:
-        await writer.protocol._drain_helper()
-
-
-def _parsed_queue(ws: object) -> tuple[deque[Any], Callable[[], Awaitable[Any]]] | None:
-    """aiohttp's queue of parsed frames (its deque and its ``read``) when every private
-    name the receive loop's drain needs is there; else ``None`` (``receive()`` per frame)."""
-    reader = getattr(ws, _READER_ATTR, None)
-    buffer = getattr(reader, "_buffer", None)
-    read = getattr(reader, "read", None)
-    if not isinstance(buffer, deque) or read is None:
-        return None
-    if not all(isinstance(getattr(ws, name, None), bool) for name in _STATE_ATTRS):
-        return None
-    if aiohttp.WSMessage._fields[:2] != ("type", "data"):  # the loop indexes messages
-        return None
-    return buffer, read
+    return on_frames
 
 
 class AiohttpTransport:
@@ -157,8 +78,8 @@ class AiohttpTransport:
     ) -> None:
         self._ws = ws
         # Compressed connections write frame by frame (aiohttp compresses in send_frame).
-        self._batcher: Any = _batch_writer(ws)
-        self._queue = _parsed_queue(ws)
+        self._batcher: Any = batch_writer(ws)
+        self._queue = parsed_queue(ws)
         self.auth = auth
         #: The subprotocol the server chose (``None``: none offered).
         self.subprotocol = subprotocol
@@ -182,7 +103,7 @@ class AiohttpTransport:
         # What send_frame does for an uncompressed frame, without its coroutines.
         writer._write_websocket_frame(frame, _TEXT, 0)
         if writer._output_size > writer._limit:
-            await _drain(writer)
+            await drain(writer)
 
     async def ping(self, payload: bytes) -> None:
         """Send a WebSocket ping; its pong goes to :attr:`on_pong` (``autoping=False``)."""
@@ -205,11 +126,11 @@ class AiohttpTransport:
         real = writer.transport
         if real.is_closing():  # as aiohttp's writer says it
             raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
-        data = frame_batch(frames, _mask)
+        data = frame_batch(frames, mask)
         real.write(data)
         writer._output_size += len(data)
         if writer._output_size > writer._limit:
-            await _drain(writer)
+            await drain(writer)
 
     async def pump(
         self,
@@ -225,27 +146,50 @@ class AiohttpTransport:
             on_invalid: called for a frame the protocol does not allow (binary).
             on_first: called instead of ``on_frame`` for the first text frame.
         """
+        return await self._pump(_each(on_frame), on_invalid, on_first)
+
+    async def pump_batches(
+        self,
+        on_frames: Callable[[list[bytes]], NexusConnectionError | None],
+        on_invalid: Callable[[ProtocolError], None],
+        on_first: Callable[[bytes], NexusConnectionError | None] | None = None,
+    ) -> NexusConnectionError:
+        """:meth:`pump`, handing ``on_frames`` the text frames one socket read brought,
+        in order, in one list (of one frame, or of hundreds in a flood)."""
+        return await self._pump(on_frames, on_invalid, on_first)
+
+    async def _pump(
+        self,
+        on_frames: Callable[[list[bytes]], NexusConnectionError | None],
+        on_invalid: Callable[[ProtocolError], None],
+        first: Callable[[bytes], NexusConnectionError | None] | None,
+    ) -> NexusConnectionError:
         ws: Any = self._ws
         receive = ws.receive
-        on_text = on_frame if on_first is None else on_first
         queue = self._queue
         while True:
             msg = await receive()
             kind = msg.type
             if kind is _TEXT:
-                stop = on_text(msg.data)
-                if stop is not None:
-                    return stop
-                on_text = on_frame
-                if queue is None or ws._closing or ws._closed:
-                    continue
+                if first is None:
+                    frames = [msg.data]
+                else:
+                    stop = first(msg.data)
+                    first = None
+                    if stop is not None:
+                        return stop
+                    frames = []
                 # One socket read parses into many frames: read() takes those queued at
-                # once, without receive()'s coroutine each. Anything else goes by receive().
-                # The state is read once per batch: nothing here awaits anything that can
-                # suspend (the queue is not empty), so nothing can close it meanwhile.
-                buffer, read = queue
-                while buffer and buffer[0][0][0] is _TEXT:  # (message, size); message[0]: type
-                    stop = on_frame((await read())[1])  # [1]: its data
+                # once, without receive()'s coroutine each (at most aiohttp's queue limit
+                # and one read's worth). Anything else goes by receive(). The state is read
+                # once per batch: nothing here awaits anything that can suspend (the queue
+                # is not empty), so nothing can close it meanwhile.
+                if queue is not None and not ws._closing and not ws._closed:
+                    buffer, read = queue
+                    while buffer and buffer[0][0][0] is _TEXT:  # message[0]: its type
+                        frames.append((await read())[1])  # [1]: its data
+                if frames:
+                    stop = on_frames(frames)
                     if stop is not None:
                         return stop
             elif kind is _BINARY:
@@ -305,8 +249,8 @@ def open_session(proxy: ProxyUrl | None = None) -> aiohttp.ClientSession:
     trace.on_request_redirect.append(refuse_redirect)
     connector = socks_connector(proxy) if proxy is not None and is_socks(proxy) else None
     session = aiohttp.ClientSession(trace_configs=[trace], connector=connector)
-    if hasattr(session, _RETRY_ATTR):
-        setattr(session, _RETRY_ATTR, False)
+    if hasattr(session, RETRY_ATTR):
+        setattr(session, RETRY_ATTR, False)
     return session
 
 
@@ -372,7 +316,7 @@ async def open_transport(
             )
     except Exception as exc:
         raise failure(exc, url, proxy, connect_timeout) from None
-    chosen = _response_header(ws, "Sec-WebSocket-Protocol")
+    chosen = response_header(ws, "Sec-WebSocket-Protocol")
     if chosen is None and ws.protocol is not None:
         chosen = ws.protocol  # aiohttp's view, when the private header is out of reach
     refused = subprotocol_refused(chosen, subprotocols)
@@ -382,4 +326,4 @@ async def open_transport(
             async with asyncio.timeout(_REFUSAL_CLOSE_WAIT):
                 await ws.close(code=1002)
         raise refused
-    return AiohttpTransport(ws, _response_header(ws, AUTH_HEADER), chosen)
+    return AiohttpTransport(ws, response_header(ws, AUTH_HEADER), chosen)

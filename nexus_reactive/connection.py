@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import codec
-from .attempts import dialer, provided
+from .attempts import dialer, provided, upgrade_headers
 from .config import WebSocketConfig
 from .core import ClientCore, ConnectionState
 from .core.events import ClientEvents
@@ -70,7 +70,8 @@ class Connection:
             aiohttp's. For tests: a scripted or fault-injecting transport.
         meter: counts frames, connections and reconnects (``metrics=True``), or ``None``.
 
-    Set :attr:`on_frame` and :attr:`deliver` (the receive side) before :meth:`start`.
+    Set :attr:`on_frame`, :attr:`on_frames` and :attr:`deliver` (the receive side)
+    before :meth:`start`.
     """
 
     def __init__(
@@ -90,6 +91,8 @@ class Connection:
         self._fail_asks = fail_asks
         self._factory = transport_factory
         self.on_frame: FrameHandler = _unbound
+        #: ``on_frame`` for each of a list, in order (what one socket read brought).
+        self.on_frames: Callable[[list[bytes]], NexusConnectionError | None] = _unbound
         self.deliver: Callable[[Message], None] = _unbound
         # Publishers: the connection alone emits; the service hands out the streams.
         self.state = ValuePublisher(core.state, "state")
@@ -275,14 +278,7 @@ class Connection:
                 raise NexusConnectionError(f"{exc}. Not retrying.", retryable=False) from exc
         api_key = await provided("API key", config.resolve_api_key, deadline, config)
         url = await provided("URL", config.resolve_url, deadline, config)
-        # x-max-message-size: a server that would send a bigger reply refuses that ask
-        # (error too_large) instead of having it closed with 1009 on every reconnect.
-        headers = {
-            **config.headers,
-            "x-api-key": api_key,
-            "x-max-message-size": str(config.max_message_size),
-        }
-        return await dial(url, headers, deadline)
+        return await dial(url, upgrade_headers(config, api_key), deadline)
 
     async def _serve(self, transport: Transport) -> NexusConnectionError:
         """Run one open connection until it ends; return why it ended."""
@@ -319,11 +315,11 @@ class Connection:
             self._core.opened(getattr(transport, "subprotocol", None))
             writer = self.sender.attach(transport)
             self._retry_after = None
-            on_frame = self.on_frame
+            on_frame, on_frames = self.on_frame, self.on_frames
             if self.meter is not None:
                 self.meter.opened()
                 probe = self.meter.probe(transport)
-                on_frame = self.meter.counted(on_frame)
+                on_frame, on_frames = self.meter.counted(on_frame), self.meter.batched(on_frames)
             first: FrameHandler | None = None
             if plan is Opening.GRACE:
                 # The server did not say whether it requires key-pair authentication;
@@ -335,11 +331,14 @@ class Connection:
                 grace = asyncio.get_running_loop().call_later(CHALLENGE_GRACE, self._confirm_open)
             else:
                 self._confirm_open()
-            if frames_log.isEnabledFor(logging.DEBUG):
-                # Checked once per connection: the hot path pays nothing for tracing.
-                on_frame = traced_frames(on_frame)
+            batches = getattr(transport, "pump_batches", None)
+            if frames_log.isEnabledFor(logging.DEBUG):  # once per connection, not per frame
+                on_frame, batches = traced_frames(on_frame), None
                 first = None if first is None else traced_frames(first)
-            error = await transport.pump(on_frame, self._report, first)
+            if batches is None:  # a frame at a time: traced, or a transport without batches
+                error = await transport.pump(on_frame, self._report, first)
+            else:
+                error = await batches(on_frames, self._report, first)
             if self._retry_after is not None and error.retry_after is None and error.retryable:
                 error.retry_after = self._retry_after
             return error

@@ -75,6 +75,7 @@ class Receiver:
         "_connection",
         "_default_wait",
         "_emit",
+        "_emit_all",
         "_events",
         "_meter",
         "_piece",
@@ -104,6 +105,7 @@ class Receiver:
         self._default_wait = rate_limit_default
         # Bound once: one attribute load per call on the hot path.
         self._emit = self.messages.emit
+        self._emit_all = self.messages.emit_all
         self._reply = tracker.reply
         self._settle = tracker.settle
         self._chunk = tracker.chunk
@@ -121,8 +123,11 @@ class Receiver:
         registry[type] = (*registry.get(type, ()), handler)
 
         def unsubscribe() -> None:
-            handlers = registry.get(type, ())
-            registry[type] = tuple(h for h in handlers if h is not handler)
+            left = tuple(h for h in registry.get(type, ()) if h is not handler)
+            if left:
+                registry[type] = left
+            else:  # no key left behind: an empty registry is the receiver's fast path
+                registry.pop(type, None)
 
         return unsubscribe
 
@@ -131,11 +136,86 @@ class Receiver:
         try:
             message: Message = _decode_known(frame)
         except _DECODE_ERRORS:
-            try:  # the second look: an unknown type, or malformed
-                message = _decode(frame)
-            except ProtocolError as exc:
-                self._report(exc)
+            found = self._second_look(frame)
+            if found is None:
                 return None
+            message = found
+        return self._dispatch(message, frame)
+
+    def on_frames(self, frames: list[bytes]) -> NexusConnectionError | None:
+        """:meth:`on_frame` for each of ``frames`` in order (what one socket read brought).
+
+        The same meaning and the same order, with the work done per message moved to
+        the batch: a run of pushes no ask waits for (a flood's frames) goes to the
+        subscribers in one call, not a call per message. An error return ends the
+        connection; the frames after it are not looked at.
+        """
+        if self._events is not None:  # recorded: each frame its own way
+            for frame in frames:
+                stop = self.on_frame(frame)
+                if stop is not None:
+                    return stop
+            return None
+        asks, answered, abandoned = self._asks, self._answered, self._abandoned
+        # No ask of ours pending or remembered: every response is a push (a frame that
+        # came in before an ask was made cannot answer it). Looked at again after each
+        # frame dispatched one by one, which may settle or abandon one.
+        plain = not (asks or answered or abandoned)
+        run: list[Message] = []  # pushes not yet delivered, in order
+        for frame in frames:
+            try:
+                message: Message = _decode_known(frame)
+            except _DECODE_ERRORS:
+                if run:  # reported after what came before it, as one by one
+                    self._deliver_run(run)
+                    run = []
+                found = self._second_look(frame)
+                if found is None:
+                    continue
+                message = found
+            if type(message) is ResponseMessage:
+                if plain:
+                    run.append(message)  # a push: what on_frame does is deliver it
+                    continue
+                mid = message.id
+                if mid not in asks and mid not in answered and mid not in abandoned:
+                    run.append(message)
+                    continue
+            if run:  # everything before this one is delivered before it settles anything
+                self._deliver_run(run)
+                run = []
+            stop = self._dispatch(message, frame)
+            if stop is not None:
+                return stop
+            plain = not (asks or answered or abandoned)
+        if run:
+            self._deliver_run(run)
+        return None
+
+    def _deliver_run(self, run: list[Message]) -> None:
+        """:meth:`deliver` each of ``run``, in one call while no handler listens."""
+        if not self.handlers:
+            done = self._emit_all(run, self.handlers)
+            if done == len(run):
+                return
+            # A subscriber added a handler while run[done - 1] was delivered: it hears
+            # of that message too, as when delivered alone; the rest go one by one.
+            self._handle(run[done - 1])
+            run = run[done:]
+        for message in run:
+            self.deliver(message)
+
+    def _second_look(self, frame: bytes) -> Message | None:
+        """A frame the known types did not decode: an unknown type, or malformed
+        (reported; ``None``)."""
+        try:
+            return _decode(frame)
+        except ProtocolError as exc:
+            self._report(exc)
+            return None
+
+    def _dispatch(self, message: Message, frame: bytes) -> NexusConnectionError | None:
+        """Settle and deliver a decoded ``message`` (``frame``: its bytes, for the journal)."""
         if type(message) is ResponseMessage:
             message_id = message.id
             if self._events is None:  # recorded nowhere: the two common cases, inline

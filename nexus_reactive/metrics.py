@@ -42,6 +42,7 @@ __all__ = ["Meter", "Metrics", "MetricsStream", "metrics_stream", "new_meter"]
 log = logging.getLogger("nexus_reactive.service")
 
 FrameHandler = Callable[[bytes], NexusConnectionError | None]
+FramesHandler = Callable[[list[bytes]], NexusConnectionError | None]
 
 #: What our ping probes carry, ahead of an 8-byte counter: a pong with another
 #: payload (aiohttp's own heartbeat sends an empty one) is not ours to time.
@@ -175,6 +176,17 @@ class Meter:
             return on_frame(frame)
 
         return counted
+
+    def batched(self, on_frames: FramesHandler) -> FramesHandler:
+        """``on_frames`` that first counts the frames (installed once per connection)."""
+        counts = self.counts
+
+        def batched(frames: list[bytes]) -> NexusConnectionError | None:
+            counts.frames_in += len(frames)
+            counts.bytes_in += sum(map(len, frames))
+            return on_frames(frames)
+
+        return batched
 
     def wrote(self, frames: list[bytes]) -> None:
         """These frames went to the socket."""

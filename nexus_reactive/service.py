@@ -98,6 +98,7 @@ class WebSocketService(ServiceViews):
             self._asks, self._connection, self._journal, self._report, config.reconnect_interval
         )
         self._connection.on_frame = self._receiver.on_frame
+        self._connection.on_frames = self._receiver.on_frames
         self._connection.deliver = self._receiver.deliver
         # lazy=True: demand (subscribers, asks, the outbox) opens and closes the link.
         self._lazy: LazyLink | None = None

@@ -44,6 +44,10 @@ class Transport(Protocol):
     auth: str | None
     # Optional: ``subprotocol`` (str | None), the subprotocol the server chose; read with
     # getattr, so a test's transport without it counts as "none offered".
+    # Optional: ``pump_batches(on_frames, on_invalid, on_first=None)``, :meth:`pump` that
+    # hands over the frames of one socket read in a list (``on_frames(list[bytes])``);
+    # the receive side then does per batch what it would do per frame. Without it,
+    # frames go one by one through :meth:`pump`.
 
     async def send(self, frame: bytes) -> None:
         """Write one text frame."""

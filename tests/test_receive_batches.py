@@ -1,0 +1,184 @@
+"""What one socket read brings is handled as a batch (``Receiver.on_frames``): hostile
+bursts, sent in one write by a real server, must mean exactly what the same frames mean
+one by one. Answers, repeats, malformed frames and handlers added by a subscriber land
+in their place."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from nexus_reactive import ProtocolError, ResponseMessage, WebSocketService
+
+from .conftest import client_config
+from .faults import wait_for
+
+
+def response(message_id: str, answer: str = "pushed") -> bytes:
+    payload = {"answer": answer}
+    return json.dumps({"type": "response", "id": message_id, "payload": payload}).encode()
+
+
+def write_at_once(ws: web.WebSocketResponse, frames: list[bytes]) -> None:
+    """Frame every one of ``frames`` and write them to the socket in one write, so that
+    the client reads them together (one batch)."""
+    writer: Any = ws._writer
+    transport = writer.transport
+    chunks: list[bytes] = []
+    writer.transport = type("C", (), {"write": chunks.append, "is_closing": lambda s: False})()
+    try:
+        for frame in frames:
+            writer._write_websocket_frame(frame, 0x1, 0)
+    finally:
+        writer.transport = transport
+    transport.write(b"".join(chunks))
+
+
+async def burst_after_ask(aiohttp_server: Any, burst: Callable[[str], list[bytes]]) -> str:
+    """A server that waits for the client's first ask, then writes ``burst(its id)`` in
+    one write, and holds the connection open."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            ask = json.loads(msg.data)
+            if ask.get("type") == "ask":
+                write_at_once(ws, burst(ask["id"]))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return f"ws://127.0.0.1:{server.port}/"
+
+
+def pushes(start: int, count: int) -> list[bytes]:
+    return [response(f"push-{n}") for n in range(start, start + count)]
+
+
+async def test_an_answer_amid_a_flood_settles_its_ask_in_its_place(aiohttp_server: Any) -> None:
+    url = await burst_after_ask(
+        aiohttp_server,
+        lambda ask_id: [
+            *pushes(0, 300),
+            response(ask_id, "the answer"),
+            *pushes(300, 300),
+            b'{"type": "response", "id": "broken"',  # malformed: reported in its place
+            *pushes(600, 300),
+            response(ask_id, "a repeat"),  # the same answer again: dropped
+            response("end"),
+        ],
+    )
+    seen: list[str] = []
+    async with WebSocketService(client_config(url)) as service:
+        service.messages.subscribe(lambda m: seen.append(m.id))
+        service.errors.subscribe(
+            lambda e: seen.append("ERROR") if isinstance(e, ProtocolError) else None
+        )
+        answer = await service.ask("anyone?")
+        await wait_for(lambda: "end" in seen)
+    assert answer.answer == "the answer"
+    ask_at = 300
+    assert seen[:ask_at] == [f"push-{n}" for n in range(300)]
+    answer_id = seen[ask_at]  # the answer, in its place, and once: the repeat is dropped
+    assert answer_id != "ERROR" and not answer_id.startswith("push-")
+    assert seen.count(answer_id) == 1
+    assert seen[ask_at + 1 : ask_at + 301] == [f"push-{n}" for n in range(300, 600)]
+    assert seen[ask_at + 301] == "ERROR"
+    assert seen[ask_at + 302 :] == [*(f"push-{n}" for n in range(600, 900)), "end"]
+
+
+async def test_a_handler_added_by_a_subscriber_hears_the_rest_of_the_batch(
+    aiohttp_server: Any,
+) -> None:
+    url = await burst_after_ask(
+        aiohttp_server, lambda ask_id: [response(ask_id), *pushes(0, 500), response("end")]
+    )
+    handled: list[str] = []
+    unsubscribe: list[Callable[[], None]] = []
+    async with WebSocketService(client_config(url)) as service:
+
+        def on_next(message: Any) -> None:
+            if message.id == "push-200" and not unsubscribe:
+                unsubscribe.append(service.on_message("response", lambda m: handled.append(m.id)))
+            if message.id == "push-400":
+                unsubscribe[0]()  # and one that leaves hears no more
+
+        service.messages.subscribe(on_next)
+        await service.ask("go")
+        await wait_for(lambda: handled[-1:] == ["push-399"])
+    # As one by one: the message it was added during, then every one until it left.
+    assert handled == [f"push-{n}" for n in range(200, 400)]
+
+
+@pytest.mark.parametrize("metrics", [False, True], ids=["plain", "metrics"])
+async def test_a_burst_is_delivered_whole_and_in_order(aiohttp_server: Any, metrics: bool) -> None:
+    count = 5_000
+    url = await burst_after_ask(aiohttp_server, lambda ask_id: [*pushes(0, count), response("end")])
+    seen: list[str] = []
+    batches: list[int] = []
+    service = WebSocketService(client_config(url, metrics=metrics))
+    on_frames = service._connection.on_frames
+
+    def counted(frames: list[bytes]) -> Any:
+        batches.append(len(frames))
+        return on_frames(frames)
+
+    service._connection.on_frames = counted  # watched, not replaced: the real handler
+    async with service:
+        service.messages.subscribe(lambda m: seen.append(m.id))
+        service.send_query("go")
+        await wait_for(lambda: seen[-1:] == ["end"])
+        if metrics:
+            assert service.metrics.value.frames_in == count + 1
+    assert seen == [*(f"push-{n}" for n in range(count)), "end"]
+    assert max(batches) > 100  # it came in batches: what this file is about
+
+
+async def test_a_subscriber_that_raises_mid_batch_is_dropped_and_the_rest_flow(
+    aiohttp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = await burst_after_ask(aiohttp_server, lambda ask_id: [*pushes(0, 100), response("end")])
+    bad: list[str] = []
+    good: list[str] = []
+    async with WebSocketService(client_config(url)) as service:
+
+        def fails(message: ResponseMessage) -> None:
+            bad.append(message.id)
+            if message.id == "push-10":
+                raise ValueError("subscriber bug")
+
+        service.messages.subscribe(fails)
+        service.messages.subscribe(lambda m: good.append(m.id))
+        service.send_query("go")
+        await wait_for(lambda: good[-1:] == ["end"])
+    assert bad == [f"push-{n}" for n in range(11)]
+    assert good == [*(f"push-{n}" for n in range(100)), "end"]
+    assert "subscriber bug" in caplog.text
+
+
+async def test_a_subscriber_that_closes_the_service_mid_batch_ends_cleanly(
+    aiohttp_server: Any,
+) -> None:
+    url = await burst_after_ask(aiohttp_server, lambda ask_id: [*pushes(0, 1000), response("end")])
+    seen: list[str] = []
+    closing: list[asyncio.Task[None]] = []
+    service = WebSocketService(client_config(url))
+
+    def on_next(message: Any) -> None:
+        seen.append(message.id)
+        if message.id == "push-10":
+            closing.append(asyncio.ensure_future(service.close()))
+
+    service.messages.subscribe(on_next, on_completed=lambda: seen.append("completed"))
+    await service.connect()
+    service.send_query("go")
+    await wait_for(lambda: closing and closing[0].done())
+    assert seen[-1] == "completed"
+    assert seen[:11] == [f"push-{n}" for n in range(11)]
