@@ -371,7 +371,7 @@ async def open_transport(
                 **via,
             )
     except Exception as exc:
-        raise failure(exc, url, proxy, connect_timeout) from None
+        raise failure(exc, url, proxy, connect_timeout, ssl=ssl) from None
     chosen = _response_header(ws, "Sec-WebSocket-Protocol")
     if chosen is None and ws.protocol is not None:
         chosen = ws.protocol  # aiohttp's view, when the private header is out of reach

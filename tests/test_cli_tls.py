@@ -53,7 +53,8 @@ async def test_a_rejected_certificate_names_cafile_in_the_command(
     start_nexus: ServerFactory, tmp_path: Path
 ) -> None:
     nexus, _ = await tls_nexus(start_nexus, tmp_path)
-    code, _, err = await run_cli(ask(nexus.url), KEY)
+    # No CA given at all (some systems set SSL_CERT_FILE to their own bundle).
+    code, _, err = await run_cli(ask(nexus.url), KEY, unset=("SSL_CERT_FILE",))
     assert code == EXIT_UNREACHABLE
     assert_speaks_cli(err)
     assert "certificate was rejected" in err
@@ -170,3 +171,69 @@ async def test_a_certificate_for_other_names_says_so_not_to_trust_a_ca(tmp_path:
 
 async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.close()
+
+
+# --- a CA was given, and it is not the server's ------------------------------------------
+
+
+def _other_ca(tmp_path: Path) -> Path:
+    """The certificate of a CA that signed nothing the server has."""
+    from nexus_reactive.testing.tls import throwaway_tls
+
+    return _write(tmp_path / "other-ca.pem", throwaway_tls().ca_pem.decode())
+
+
+def _says_the_given_ca_does_not_vouch(said: str) -> None:
+    assert "certificate was rejected (" in said
+    assert "do not vouch for it" in said
+    assert "check that the server sends its whole chain" in said
+    assert "If the server uses a private CA" not in said  # as if none had been given
+    assert "BEGIN" not in said and "PRIVATE KEY" not in said  # a path, never what is in it
+
+
+async def test_a_cafile_that_does_not_vouch_for_the_server_is_named(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    other = _other_ca(tmp_path)
+    code, _, err = await run_cli(ask(nexus.url, "--cafile", str(other)), KEY)
+    assert code == EXIT_UNREACHABLE
+    assert_speaks_cli(err)
+    _says_the_given_ca_does_not_vouch(err)
+    assert f"the CA certificates in --cafile {other} do not vouch for it" in err
+    assert "Pass --cafile the certificate (PEM) of the CA that signed it" in err
+    assert "--cafile PATH" not in err and "ssl=" not in err and "SSLContext" not in err
+
+
+async def test_an_ssl_cert_file_that_does_not_vouch_for_the_server_is_named(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    other = _other_ca(tmp_path)
+    code, _, err = await run_cli(ask(nexus.url), KEY, SSL_CERT_FILE=str(other))
+    assert code == EXIT_UNREACHABLE
+    assert_speaks_cli(err)
+    _says_the_given_ca_does_not_vouch(err)
+    assert f"the CA certificates in SSL_CERT_FILE ({other}) do not vouch for it" in err
+    assert "Pass --cafile the certificate (PEM) of the CA that signed it" in err
+    assert "ssl=" not in err and "SSLContext" not in err
+
+
+async def test_an_ssl_context_that_does_not_vouch_for_the_server_says_so_in_python(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    import ssl
+
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    context = ssl.create_default_context(cafile=str(_other_ca(tmp_path)))
+    service = WebSocketService(nexus.config(ssl=context, max_reconnect_attempts=3))
+    with pytest.raises(NexusConnectionError) as info:
+        await service.connect()
+    await service.close()
+    said = str(info.value)
+    _says_the_given_ca_does_not_vouch(said)
+    assert "the CA certificates of the ssl= context given do not vouch for it" in said
+    assert "Pass ssl=<an ssl.SSLContext that trusts the CA that signed it>" in said
+    assert "--cafile" not in said
+    assert not info.value.retryable  # the same CA would be refused the same way again
+    assert nexus.stats.connections_total == 0
