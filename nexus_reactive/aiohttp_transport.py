@@ -30,7 +30,7 @@ from .core.opening import AUTH_HEADER
 from .errors import NexusConnectionError, ProtocolError
 from .failures import ended, failure, refuse_redirect, subprotocol_refused
 from .proxies import is_socks, proxy_headers, socks_connector
-from .tls_hints import requires_tls
+from .tls_hints import scheme_hint
 
 __all__ = ["AiohttpTransport", "open_session", "open_transport", "private_seams"]
 
@@ -373,9 +373,9 @@ async def open_transport(
                 **via,
             )
     except Exception as exc:
-        # A ws:// URL of a TLS server; not through a proxy, which the probe would skip.
-        secure = await requires_tls(exc, url, deadline) if proxy is None else None
-        raise secure or failure(exc, url, proxy, connect_timeout, ssl=ssl) from None
+        # A URL of the wrong scheme; not through a proxy, which a probe would skip.
+        scheme = await scheme_hint(exc, url, deadline) if proxy is None else None
+        raise scheme or failure(exc, url, proxy, connect_timeout, ssl=ssl) from None
     chosen = _response_header(ws, "Sec-WebSocket-Protocol")
     if chosen is None and ws.protocol is not None:
         chosen = ws.protocol  # aiohttp's view, when the private header is out of reach

@@ -24,7 +24,18 @@ if TYPE_CHECKING:
     # functions import it themselves so this module stays light on its own.
     import aiohttp
 
-__all__ = ["Redirected", "ended", "failure", "refuse_redirect", "subprotocol_refused", "unexpected"]
+__all__ = [
+    "RECORD_LAYER_FAILURE",
+    "Redirected",
+    "ended",
+    "failure",
+    "not_tls",
+    "plain_answer",
+    "plain_url",
+    "refuse_redirect",
+    "subprotocol_refused",
+    "unexpected",
+]
 
 
 def unexpected(
@@ -88,15 +99,19 @@ def failure(
         return http_error(exc.status, retry_after)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return _rejected(exc, url, ssl)
-    if (reason := _not_tls(exc)) is not None:
-        plain = "ws://" + url.partition("://")[2]
-        return NexusConnectionError(
-            redact_url(
-                f"cannot connect to {url}: the TLS handshake failed ({reason}): the server "
-                f"may not use TLS: try ws:// ({plain}). Not retrying."
-            ),
-            retryable=False,
-        )
+    if (reason := not_tls(exc)) is not None:
+        if reason == RECORD_LAYER_FAILURE:
+            # Not definitive (see _NOT_TLS): said, and retried. Unless a probe of the
+            # port (tls_hints) told which it was, through a proxy say.
+            return NexusConnectionError(
+                redact_url(
+                    f"cannot connect to {url}: the TLS handshake failed ({reason}): if "
+                    "every attempt says so, the server may not use TLS: try ws:// "
+                    f"({plain_url(url)})"
+                ),
+                cause="connect_failed",
+            )
+        return plain_answer(url, reason)
     if isinstance(exc, TimeoutError):
         return NexusConnectionError(
             f"no connection within connect_timeout ({connect_timeout:g}s)", cause="connect_timeout"
@@ -254,12 +269,21 @@ _UNTRUSTED = frozenset({2, 18, 19, 20, 21})
 
 
 # OpenSSL's reasons when what came back to the client's hello is not TLS at all (a plain
-# HTTP server's answer): "wrong version number", and its newer spellings.
+# HTTP server's answer): "wrong version number", and "packet length too long". Since
+# OpenSSL 3.2 Python sees "record layer failure" instead: the generic reason the record
+# layer adds on top of whatever it refused, that included (the specific one is deeper in
+# OpenSSL's queue, out of Python's reach). It also covers a TLS record damaged on the way
+# (a bad MAC, an overflow), which the next attempt may not meet: not definitive. (A reset
+# or a hang-up mid-handshake is not among them: OpenSSL reports those as the socket's
+# error, or an unexpected EOF.)
 _NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+#: ``"record layer failure"``: what :func:`not_tls` returns for the generic reason.
+RECORD_LAYER_FAILURE = "record layer failure"
 
 
-def _not_tls(exc: BaseException) -> str | None:
-    """OpenSSL's words if ``exc`` says the server answered the TLS hello with no TLS."""
+def not_tls(exc: BaseException) -> str | None:
+    """OpenSSL's words if ``exc`` says the server answered the TLS hello with no TLS
+    (for :data:`RECORD_LAYER_FAILURE`, perhaps)."""
     import ssl
 
     # aiohttp's ClientConnectorSSLError is an SSLError itself, with OpenSSL's in os_error.
@@ -268,6 +292,23 @@ def _not_tls(exc: BaseException) -> str | None:
         if isinstance(cause, ssl.SSLError) and reason in _NOT_TLS:
             return str(reason).replace("_", " ").lower()
     return None
+
+
+def plain_url(url: str) -> str:
+    """``url`` with ``ws://`` for its ``wss://``."""
+    return "ws://" + url.partition("://")[2]
+
+
+def plain_answer(url: str, reason: str) -> NexusConnectionError:
+    """A ``wss://`` server that answered the TLS hello without TLS: fatal, as it would
+    answer the same on every attempt."""
+    return NexusConnectionError(
+        redact_url(
+            f"cannot connect to {url}: the TLS handshake failed ({reason}): the server "
+            f"may not use TLS: try ws:// ({plain_url(url)}). Not retrying."
+        ),
+        retryable=False,
+    )
 
 
 def _describe(exc: BaseException) -> str:
