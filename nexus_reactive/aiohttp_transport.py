@@ -38,6 +38,7 @@ from .core.opening import AUTH_HEADER
 from .errors import NexusConnectionError, ProtocolError
 from .failures import ended, failure, refuse_redirect, subprotocol_refused
 from .proxies import is_socks, proxy_headers, socks_connector
+from .tls_hints import scheme_hint
 
 __all__ = ["AiohttpTransport", "open_session", "open_transport", "private_seams"]
 
@@ -286,8 +287,9 @@ async def open_transport(
         RedirectRefused: the server redirected the upgrade (with a session from
             :func:`open_session`); nothing was sent to the ``Location``.
         NexusConnectionError: any other failure, marked retryable or not per the
-            policy table; a proxy's refusal of its credentials (407) and a server
-            that chose no subprotocol of ours are fatal.
+            policy table; a proxy's refusal of its credentials (407), a server
+            that chose no subprotocol of ours, and a ``ws://`` URL of a server that
+            speaks TLS (:mod:`.tls_hints`) are fatal.
     """
     if deadline is None:
         deadline = asyncio.get_running_loop().time() + connect_timeout
@@ -315,7 +317,9 @@ async def open_transport(
                 **via,
             )
     except Exception as exc:
-        raise failure(exc, url, proxy, connect_timeout) from None
+        # A URL of the wrong scheme; not through a proxy, which a probe would skip.
+        scheme = await scheme_hint(exc, url, deadline) if proxy is None else None
+        raise scheme or failure(exc, url, proxy, connect_timeout, ssl=ssl) from None
     chosen = response_header(ws, "Sec-WebSocket-Protocol")
     if chosen is None and ws.protocol is not None:
         chosen = ws.protocol  # aiohttp's view, when the private header is out of reach

@@ -310,15 +310,24 @@ def ask_request(query: str, team_id: str | None = None, caller: str = "ask") -> 
     the error names.
 
     Raises:
-        InvalidArgument: the query is empty or not a string, or ``team_id`` is not a
-            string (a ``UsageError``, and a ``ProtocolError`` as it used to be).
+        InvalidArgument: the query is empty, only whitespace or not a string, or
+            ``team_id`` is not a string (a ``UsageError``, and a ``ProtocolError`` as
+            it used to be).
     """
-    if type(query) is str and query and (team_id is None or type(team_id) is str):
+    if (
+        type(query) is str
+        and query
+        and not query.isspace()
+        and (team_id is None or type(team_id) is str)
+    ):
         return AskRequest(query, team_id)  # the common case: no import on every ask
     from .errors import InvalidArgument
 
-    if not isinstance(query, str) or not query:
+    if not isinstance(query, str) or not query or query.isspace():
         got = repr(query) if query is None or isinstance(query, str) else type(query).__name__
+        if isinstance(query, str) and query:  # blank: as empty, a question is not asked
+            shown = repr(query) if len(query) <= 20 else f"{len(query)} characters"
+            got = f"{shown}, only whitespace"
         raise InvalidArgument(
             f"{caller}(): query= must be a non-empty string, the question to ask "
             f"(got {got}); nothing was sent"

@@ -319,7 +319,7 @@ class WebSocketService(ServiceViews):
         Raises:
             OutboxFull: the outbox is full; nothing was queued.
             UsageError: called off the event loop's thread, the service is closed, or
-                an empty ``query`` (:class:`InvalidArgument`); nothing was queued.
+                an empty or blank ``query`` (:class:`InvalidArgument`); nothing was queued.
         """
         self._check_thread("send_query")
         if self._closed:
@@ -348,7 +348,7 @@ class WebSocketService(ServiceViews):
             NexusConnectionError: the service gave up reconnecting.
             OutboxFull: the outbox is full; nothing was queued.
             UsageError: awaited on another event loop than the service's, the service
-                is closed, or an empty ``query`` (:class:`InvalidArgument`).
+                is closed, or an empty or blank ``query`` (:class:`InvalidArgument`).
         """
         # AskTracker.ask, inline: one coroutine less per ask.
         ask_id, frame, loop = self._ask_frame(query, team_id)
@@ -391,7 +391,8 @@ class WebSocketService(ServiceViews):
             # Nothing connects until connect() or reconnect(): say why now, not at timeout.
             raise failure
         ask_id = new_id()
-        if type(query) is str and query and team_id is None:  # ask_request's check, inline
+        # ask_request's check, inline for the common case
+        if type(query) is str and query and team_id is None and not query.isspace():
             payload = AskRequest(query)
         else:
             payload = ask_request(query, team_id, caller)

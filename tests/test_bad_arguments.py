@@ -18,6 +18,24 @@ from .conftest import Nexus
     ("query", "team_id", "said"),
     [
         ("", None, "query= must be a non-empty string, the question to ask (got '')"),
+        (
+            "  \t\n",
+            None,
+            "query= must be a non-empty string, the question to ask "
+            "(got '  \\t\\n', only whitespace)",
+        ),
+        (
+            " " * 5000,
+            None,
+            "query= must be a non-empty string, the question to ask "
+            "(got 5000 characters, only whitespace)",
+        ),
+        (
+            "\u3000",
+            None,
+            "query= must be a non-empty string, the question to ask "
+            f"(got {chr(0x3000)!r}, only whitespace)",  # an ideographic space
+        ),
         (None, None, "query= must be a non-empty string, the question to ask (got None)"),
         (b"bytes", None, "query= must be a non-empty string, the question to ask (got bytes)"),
         ("fine", 7, "team_id= must be a string or None (got int)"),
@@ -64,6 +82,8 @@ async def test_the_observable_asks_name_themselves_in_the_error(nexus: Nexus) ->
         for name, observable in (
             ("ask_rx", service.ask_rx("")),
             ("ask_stream", service.ask_stream("")),
+            ("ask_rx", service.ask_rx("   ")),
+            ("ask_stream", service.ask_stream("\n\t ")),
         ):
             errors: list[Exception] = []
             observable.subscribe(on_error=errors.append)

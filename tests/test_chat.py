@@ -225,6 +225,28 @@ async def test_the_command_s_status_line_names_its_flags_not_python_keywords(
             assert said in status(app) and unsaid not in status(app)
 
 
+async def test_the_status_line_names_the_cafile_that_does_not_vouch(
+    start_nexus: ServerFactory, tmp_path: Any
+) -> None:
+    """``nexus-reactive chat --cafile PATH`` of a CA that did not sign the server's
+    certificate: the status line names that file, not "pass --cafile PATH" as if none."""
+    import ssl
+    from functools import partial
+
+    from nexus_reactive.testing.tls import throwaway_tls
+
+    nexus = await start_nexus(tls=True)
+    other = tmp_path / "other-ca.pem"
+    other.write_bytes(throwaway_tls().ca_pem)
+    context = ssl.create_default_context(cafile=str(other))
+    config = nexus.config(ssl=context, max_reconnect_attempts=0)
+    app = ChatApp(config, wording=partial(cli_words, cafile=str(other)))
+    async with app.run_test():
+        await shows(app, "do not vouch", "status")
+        assert f"--cafile {other}" in status(app)
+        assert "ssl=" not in status(app) and "--cafile PATH" not in status(app)
+
+
 def test_main_takes_every_flag_its_advice_names(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
 ) -> None:

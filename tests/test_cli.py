@@ -117,7 +117,12 @@ async def served(
 
 
 async def run_cli(
-    args: Sequence[str], api_key: str | None, *, pass_fds: tuple[int, ...] = (), **env: str
+    args: Sequence[str],
+    api_key: str | None,
+    *,
+    pass_fds: tuple[int, ...] = (),
+    unset: tuple[str, ...] = (),
+    **env: str,
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -126,7 +131,7 @@ async def run_cli(
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**_env(api_key), **env},
+        env={k: v for k, v in {**_env(api_key), **env}.items() if k not in unset},
         pass_fds=pass_fds,
     )
     try:

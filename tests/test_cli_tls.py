@@ -53,7 +53,8 @@ async def test_a_rejected_certificate_names_cafile_in_the_command(
     start_nexus: ServerFactory, tmp_path: Path
 ) -> None:
     nexus, _ = await tls_nexus(start_nexus, tmp_path)
-    code, _, err = await run_cli(ask(nexus.url), KEY)
+    # No CA given at all (some systems set SSL_CERT_FILE to their own bundle).
+    code, _, err = await run_cli(ask(nexus.url), KEY, unset=("SSL_CERT_FILE",))
     assert code == EXIT_UNREACHABLE
     assert_speaks_cli(err)
     assert "certificate was rejected" in err
@@ -170,3 +171,170 @@ async def test_a_certificate_for_other_names_says_so_not_to_trust_a_ca(tmp_path:
 
 async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.close()
+
+
+# --- a CA was given, and it is not the server's ------------------------------------------
+
+
+def _other_ca(tmp_path: Path) -> Path:
+    """The certificate of a CA that signed nothing the server has."""
+    from nexus_reactive.testing.tls import throwaway_tls
+
+    return _write(tmp_path / "other-ca.pem", throwaway_tls().ca_pem.decode())
+
+
+def _says_the_given_ca_does_not_vouch(said: str) -> None:
+    assert "certificate was rejected (" in said
+    assert "do not vouch for it" in said
+    assert "check that the server sends its whole chain" in said
+    assert "If the server uses a private CA" not in said  # as if none had been given
+    assert "BEGIN" not in said and "PRIVATE KEY" not in said  # a path, never what is in it
+
+
+async def test_a_cafile_that_does_not_vouch_for_the_server_is_named(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    other = _other_ca(tmp_path)
+    code, _, err = await run_cli(ask(nexus.url, "--cafile", str(other)), KEY)
+    assert code == EXIT_UNREACHABLE
+    assert_speaks_cli(err)
+    _says_the_given_ca_does_not_vouch(err)
+    assert f"the CA certificates in --cafile {other} do not vouch for it" in err
+    assert "Pass --cafile the certificate (PEM) of the CA that signed it" in err
+    assert "--cafile PATH" not in err and "ssl=" not in err and "SSLContext" not in err
+
+
+async def test_an_ssl_cert_file_that_does_not_vouch_for_the_server_is_named(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    other = _other_ca(tmp_path)
+    code, _, err = await run_cli(ask(nexus.url), KEY, SSL_CERT_FILE=str(other))
+    assert code == EXIT_UNREACHABLE
+    assert_speaks_cli(err)
+    _says_the_given_ca_does_not_vouch(err)
+    assert f"the CA certificates in SSL_CERT_FILE ({other}) do not vouch for it" in err
+    assert "Pass --cafile the certificate (PEM) of the CA that signed it" in err
+    assert "ssl=" not in err and "SSLContext" not in err
+
+
+async def test_an_ssl_context_that_does_not_vouch_for_the_server_says_so_in_python(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    import ssl
+
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    context = ssl.create_default_context(cafile=str(_other_ca(tmp_path)))
+    service = WebSocketService(nexus.config(ssl=context, max_reconnect_attempts=3))
+    with pytest.raises(NexusConnectionError) as info:
+        await service.connect()
+    await service.close()
+    said = str(info.value)
+    _says_the_given_ca_does_not_vouch(said)
+    assert "the CA certificates of the ssl= context given do not vouch for it" in said
+    assert "Pass ssl=<an ssl.SSLContext that trusts the CA that signed it>" in said
+    assert "--cafile" not in said
+    assert not info.value.retryable  # the same CA would be refused the same way again
+    assert nexus.stats.connections_total == 0
+
+
+# --- ws:// to a server that requires TLS -------------------------------------------------
+
+
+async def test_ws_to_a_tls_server_says_try_wss_in_python(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    plain = nexus.url.replace("wss://", "ws://")
+    service = WebSocketService(nexus.config(url=plain, max_reconnect_attempts=5))
+    with pytest.raises(NexusConnectionError) as info:
+        await service.connect()
+    await service.close()
+    said = str(info.value)
+    assert "hung up on the plain upgrade request" in said
+    assert f"the server may require TLS: try wss:// ({nexus.url})" in said
+    assert not info.value.retryable  # the same port answers the same way every time
+    assert "gave up" not in said
+    assert nexus.stats.connections_total == 0
+
+
+async def test_ws_to_a_tls_server_says_try_wss_in_the_command(
+    start_nexus: ServerFactory, tmp_path: Path
+) -> None:
+    nexus, _ = await tls_nexus(start_nexus, tmp_path)
+    plain = nexus.url.replace("wss://", "ws://")
+    code, _, err = await run_cli(ask(plain, "--retries", "3"), KEY)
+    assert code == EXIT_UNREACHABLE
+    assert_speaks_cli(err)
+    assert f"the server may require TLS: try wss:// ({nexus.url})" in err
+    assert "gave up" not in err  # not retried: it would answer the same again
+
+
+@pytest.mark.parametrize("reads_first", [False, True], ids=["reset", "disconnected"])
+async def test_a_plain_server_that_hangs_up_gets_no_tls_hint_and_is_retried(
+    reads_first: bool,
+) -> None:
+    """A hang-up alone is no sign of TLS (a server restarting hangs up too): only a port
+    that completes a TLS handshake gets the hint; this one is retried as before."""
+    hung_up: list[int] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung_up.append(1)
+        if reads_first:  # the request read: a clean close, not a reset
+            await reader.read(1 << 16)
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        config = WebSocketConfig(
+            url=url, api_key=KEY, max_reconnect_attempts=2, reconnect_interval=0.01
+        )
+        service = WebSocketService(config)
+        with pytest.raises(NexusConnectionError) as info:
+            await service.connect()
+        await service.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert "TLS" not in str(info.value) and "wss://" not in str(info.value)
+    assert "gave up after 3 connection attempts" in str(info.value)
+    # Three upgrades (the first and two retries); a clean hang-up after the request is
+    # followed by one TLS probe each, a reset by none (one socket per attempt).
+    assert len(hung_up) == (6 if reads_first else 3)
+
+
+def _c_parser() -> bool:
+    from aiohttp import http_parser
+
+    return http_parser.HttpResponseParser is not http_parser.HttpResponseParserPy
+
+
+@pytest.mark.skipif(not _c_parser(), reason="only aiohttp's C parser quotes the bytes")
+async def test_a_tls_alert_to_the_plain_upgrade_says_try_wss() -> None:
+    """A server that answers the plain request with a TLS alert (as some TLS stacks do),
+    and the probe's hello with one too: the bytes alone say it, without a probe."""
+    seen: list[bytes] = []
+
+    async def alert(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.read(5))
+        writer.write(b"\x15\x03\x01\x00\x02\x02\x46")  # fatal protocol_version
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(alert, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        config = WebSocketConfig(url=url, api_key=KEY, max_reconnect_attempts=3)
+        service = WebSocketService(config)
+        with pytest.raises(NexusConnectionError) as info:
+            await service.connect()
+        await service.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert "the server answered the plain upgrade request in TLS" in str(info.value)
+    assert f"try wss:// ({url.replace('ws://', 'wss://')})" in str(info.value)
+    assert not info.value.retryable
+    assert seen == [b"GET /"]  # one attempt, no probe

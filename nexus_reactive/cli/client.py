@@ -9,6 +9,7 @@ import ssl
 import sys
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..config import WebSocketConfig
@@ -150,7 +151,7 @@ def run_ask(args: argparse.Namespace) -> int:
         )
     except NexusError as exc:
         streamed.end_line()
-        error(f"ask: {cli_words(str(exc))}")
+        error(f"ask: {cli_words(str(exc), cafile=args.cafile)}")
         return exit_code(exc)
     except KeyboardInterrupt:
         streamed.end_line()
@@ -291,9 +292,9 @@ def run_chat(args: argparse.Namespace) -> int:
     try:
         config = _client_config(args, "chat")
     except NexusError as exc:
-        error(f"chat: {cli_words(str(exc))}")
+        error(f"chat: {cli_words(str(exc), cafile=args.cafile)}")
         return exit_code(exc)
-    return chat.run_chat(config, args.team_id, wording=cli_words)
+    return chat.run_chat(config, args.team_id, wording=partial(cli_words, cafile=args.cafile))
 
 
 def _client_config(args: argparse.Namespace, command: str, **options: Any) -> WebSocketConfig:

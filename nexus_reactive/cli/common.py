@@ -15,6 +15,7 @@ from ..errors import (
     RequestTimeout,
     UsageError,
 )
+from ..failures import CUSTOM_CONTEXT
 
 __all__ = ["EXIT_CODES", "SERVE_FLAGS", "Command", "Subcommands", "cli_words", "error", "exit_code"]
 
@@ -67,6 +68,12 @@ SERVE_FLAGS = {"signing_key": "--signing-key"}
 _TWICE_LISTED = re.compile(r"\((--[a-z][a-z-]*), \1\)")
 _TWICE_GLOSSED = re.compile(r"(--[a-z][a-z-]*) \(\1\)")
 _PHRASES = {
+    # A rejected certificate when a CA was given: --cafile is the command's way.
+    "Pass ssl=<an ssl.SSLContext that trusts the CA that signed it>": "Pass --cafile the "
+    "certificate (PEM) of the CA that signed it",
+    "Point SSL_CERT_FILE at the certificate of the CA that signed it "
+    "(or pass ssl=<an ssl.SSLContext that trusts it>)": "Pass --cafile the "
+    "certificate (PEM) of the CA that signed it (or point SSL_CERT_FILE at it)",
     "encrypt=True": "--encrypt",
     "DocsEngine(folder=...)": "--docs DIR",
     # A flag's unit is in its help; the library's messages compare with the TypeScript API.
@@ -92,7 +99,9 @@ _KEYWORD = re.compile(
 )
 
 
-def cli_words(message: str, *, flags: Mapping[str, str] | None = None) -> str:
+def cli_words(
+    message: str, *, flags: Mapping[str, str] | None = None, cafile: str | None = None
+) -> str:
     """Rewrite a library error message in the command's terms: flags, not keywords.
 
     ``api_key=...`` becomes ``--api-key``, ``signing_key`` ``--signing-key (or
@@ -104,11 +113,15 @@ def cli_words(message: str, *, flags: Mapping[str, str] | None = None) -> str:
         message: the library's message.
         flags: a command's own spelling of some keywords, over the shared one (``serve``
             reads no ``NEXUS_SIGNING_KEY``: :data:`SERVE_FLAGS`).
+        cafile: the ``--cafile`` given, if any: the ``ssl=`` context a rejected
+            certificate's message speaks of is that file's.
 
     Returns:
         The message with every keyword it knows replaced by its flag.
     """
     words = _FLAGS if flags is None else {**_FLAGS, **flags}
+    given = f"in --cafile {cafile}" if cafile else "of --cafile"
+    message = message.replace(CUSTOM_CONTEXT, f"the CA certificates {given}")
     for phrase, replacement in _PHRASES.items():
         message = message.replace(phrase, replacement)
     message = _CONNECT_TIMEOUT.sub(r"within \1 (each attempt's limit)", message)
