@@ -44,6 +44,10 @@ class Transport(Protocol):
     auth: str | None
     # Optional: ``subprotocol`` (str | None), the subprotocol the server chose; read with
     # getattr, so a test's transport without it counts as "none offered".
+    # Optional: ``handed`` (int), the frames handed to the socket so far, read with
+    # getattr: a send cancelled after it handed its frame over (while waiting to drain)
+    # then counts as written. Without it, a cancelled send's frame goes back to the
+    # outbox (an abandoned ask's is dropped there; a pending one may go twice).
 
     async def send(self, frame: bytes) -> None:
         """Write one text frame."""
