@@ -79,8 +79,7 @@ class WebSocketService(ServiceViews):
         self._core: ClientCore[Waiter] = new_core(config)
         self._errors: Publisher[NexusError] = Publisher("errors")
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Whether _loop is one of asyncio's own, which says which thread runs it.
-        self._loop_says_thread = False
+        self._loop_says_thread = False  # (see LoopBinding)
         self._closed = self._closing = False
         enable_debug_from_env()
         # The observer of message events: the journal (persist=), else nobody.
@@ -114,12 +113,6 @@ class WebSocketService(ServiceViews):
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.shown_url} {self._core.state}>"
-
-    def _check_thread(self, name: str) -> None:
-        if self._loop_says_thread and self._loop._thread_id == _get_ident():  # type: ignore[union-attr]
-            return  # on the loop's own thread (see _ask_frame): nothing to check
-        if _running_loop() is not self._loop:
-            check_loop_thread(self._loop, name)
 
     def _report(self, error: NexusError) -> None:
         if isinstance(error, ProtocolError):
@@ -201,22 +194,6 @@ class WebSocketService(ServiceViews):
         self._connection.restart(loop, REASON_RECONNECT)
         if self._lazy is not None:
             self._lazy.restarted()  # if nothing needs it, the grace counts from now
-
-    def _bind(self, name: str = "subscribe") -> asyncio.AbstractEventLoop:
-        """The running loop, which the service is bound to from its first use."""
-        loop = _running_loop()
-        if loop is None:
-            raise UsageError(f"{name}() needs a running asyncio event loop; call it from one")
-        if self._loop is None:
-            self._adopt(loop)
-        elif self._loop is not loop:
-            raise UsageError("a WebSocketService is bound to the event loop it first ran on")
-        return loop
-
-    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._loop_says_thread = isinstance(loop, asyncio.BaseEventLoop)
-        self._recorder.bind(loop)  # journal failures held until now go there
 
     def disconnect(self) -> None:
         """Stop reconnecting and begin closing (synchronous, as in the TypeScript client).

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from reactivex import Observable
 
+from .binding import LoopBinding
 from .config import WebSocketConfig
 from .core import ClientCore, ConnectionState
 from .errors import NexusError
@@ -34,13 +35,12 @@ __all__ = ["ServiceViews"]
 M = TypeVar("M", bound=Message)
 
 
-class ServiceViews:
+class ServiceViews(LoopBinding):
     """The streams and views of a :class:`~nexus_reactive.WebSocketService`."""
 
     # Set by WebSocketService.__init__.
     _config: WebSocketConfig
     _closed: bool
-    _loop: asyncio.AbstractEventLoop | None
     _core: ClientCore[Waiter]
     _errors: Publisher[NexusError]
     _asks: AskTracker
@@ -59,8 +59,6 @@ class ServiceViews:
             on_piece: Callable[[str], None] | None = None,
             caller: str = "ask",
         ) -> AskResponse: ...
-
-        def _adopt(self, loop: asyncio.AbstractEventLoop) -> None: ...
 
     # -- streams and introspection -------------------------------------------------
 
