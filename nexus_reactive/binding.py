@@ -3,7 +3,8 @@
 :class:`LoopBinding` is a base of :class:`~nexus_reactive.WebSocketService` (through
 :class:`~nexus_reactive.views.ServiceViews`): the service is bound to the loop it
 first runs on, and each command checks that it is called on that loop's thread.
-Binding tells the parts that wait for a loop: the journal's held failures.
+Binding tells the parts that wait for a loop: the journal's held failures, and the
+asks queued before with a deadline (it is timed from then on).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .errors import UsageError
 from .guards import check_loop_thread
 
 if TYPE_CHECKING:
+    from .asks import AskTracker
     from .recorder import Recorder
 
 __all__ = ["LoopBinding"]
@@ -32,6 +34,7 @@ class LoopBinding:
     # Whether _loop is one of asyncio's own, which says which thread runs it.
     _loop_says_thread: bool
     _recorder: Recorder
+    _asks: AskTracker
 
     def _check_thread(self, name: str) -> None:
         if self._loop_says_thread and self._loop._thread_id == _get_ident():  # type: ignore[union-attr]
@@ -54,3 +57,4 @@ class LoopBinding:
         self._loop = loop
         self._loop_says_thread = isinstance(loop, asyncio.BaseEventLoop)
         self._recorder.bind(loop)  # journal failures held until now go there
+        self._asks.bind(loop)  # asks queued without a loop: their deadlines run on it

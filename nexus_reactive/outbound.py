@@ -19,8 +19,8 @@ from .derived import DerivedPublisher
 from .transport import Transport
 
 if TYPE_CHECKING:
-    from .asks import Waiter
     from .metrics import Meter
+    from .waiter import Waiter
 
 __all__ = ["Sender"]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 from . import codec
-from .asks import AskTracker, Waiter
+from .asks import AskTracker
 from .client_core import new_core
 from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
 from .connection import Connection
@@ -36,6 +36,7 @@ from .recorder import Recorder
 from .streams import Publisher
 from .transport import TransportFactory
 from .views import ServiceViews
+from .waiter import Waiter
 
 __all__ = ["WebSocketService"]
 
@@ -283,6 +284,11 @@ class WebSocketService(ServiceViews):
         self, query: str, team_id: str | None = None, *, message_id: str | None = None
     ) -> str:
         """Send an ``ask`` without waiting for it; its answer comes to the streams.
+
+        No answer within ``request_timeout`` (counted from this call) reports a
+        ``RequestTimeout`` on ``errors``. Before the service has an event loop this
+        may be called from any thread, loop or none: the ask is queued at once, and
+        its deadline is timed once the service runs on its loop, still from this call.
 
         Args:
             query: the question.

@@ -24,11 +24,12 @@ from .observe import observe_answer, observe_pieces, of_type
 from .streams import Publisher, Stream, ValueStream, count_subscribers
 
 if TYPE_CHECKING:
-    from .asks import AskTracker, Waiter
+    from .asks import AskTracker
     from .connection import Connection
     from .inbound import Receiver
     from .lazy import LazyLink
     from .metrics import Meter
+    from .waiter import Waiter
 
 __all__ = ["ServiceViews"]
 

@@ -181,3 +181,18 @@ async def test_an_ask_queued_offline_while_the_loop_binds_is_timed_too(nexus: Ne
     assert sorted(timed) == sorted(pending)  # every ask still waiting has its deadline
     await service.close()
     assert nothing_left(service)
+
+
+async def test_a_lazy_service_opens_for_an_ask_queued_offline_once_it_has_its_loop(
+    nexus: Nexus,
+) -> None:
+    """The ask is demand: there is no loop to open the connection on when it is queued
+    (no error then, it is queued), and the connection opens once the service has one."""
+    service = WebSocketService(nexus.config(lazy=True, request_timeout=30))
+    (ask_id,) = from_threads(lambda: service.send_query("lazy, offline"))
+    assert service.outbox_size == 1
+    async with service:  # lazy: bound, nothing opened by entering
+        await wait_for(lambda: nexus.stats.asks_received == 1)  # the ask opened it
+        await wait_for(lambda: service.pending_count == 0)
+        assert ask_id not in service._core.pending.lookups()[0]
+    assert nothing_left(service)
