@@ -6,10 +6,14 @@ server reads again, and is never written a second time."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Self
+
+import pytest
 
 from nexus_reactive import AskRequest, AskResponse, ResponseMessage, WebSocketService
 
@@ -104,24 +108,32 @@ def recording(queries: list[str]) -> Callable[[AskRequest], Awaitable[AskRespons
     return engine
 
 
+@pytest.mark.parametrize("compression", [False, True])
 async def test_an_ask_cancelled_while_its_write_waits_to_drain_is_counted_once_and_sent_once(
-    start_nexus: ServerFactory,
+    start_nexus: ServerFactory, compression: bool
 ) -> None:
+    # Compressed, aiohttp writes the frame itself (in a task of its own, for a big one),
+    # and the transport cannot tell when: the frame goes back to the outbox, and the
+    # ask's abandon takes it out again. Either way: counted right, sent once.
     queries: list[str] = []
     nexus = await start_nexus(
-        engine=recording(queries), max_message_size=2 * BIG, max_query_length=2 * BIG
+        engine=recording(queries), max_message_size=3 * BIG, max_query_length=3 * BIG
     )
     async with HeldProxy(nexus.port) as proxy:
-        config = nexus.config(url=proxy.url(), request_timeout=None, lazy=True)
+        config = nexus.config(
+            url=proxy.url(), request_timeout=None, lazy=True, compression=compression
+        )
         async with WebSocketService(config) as service:
             await service.connect()
             depths: list[int] = []
             service.outbox_depth.subscribe(depths.append)
             lazy, sender = service._lazy, service._connection.sender
             assert lazy is not None
+            assert getattr(sender._transport, "compressed", None) is compression
 
             proxy.hold()  # the server reads nothing more: the write waits to drain
-            asking = asyncio.create_task(service.ask("big-one " + "x" * BIG))
+            noise = base64.b64encode(os.urandom(BIG)).decode()  # deflate cannot shrink it
+            asking = asyncio.create_task(service.ask("big-one " + noise))
             await wait_for(lambda: sender._writing, message="the ask's write waits to drain")
             assert service.outbox_depth.value == 0 and not lazy.timing  # on its way, needed
             asking.cancel()
