@@ -358,7 +358,11 @@ class AskTracker:
             waiter.slot = None
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Keep one timer, for the earliest deadline bucket."""
+        """Keep one timer, for the earliest deadline bucket, armed on the loop's thread
+        (a send that passed the thread check as the service was bound may be on another)."""
+        if _running_loop() is not loop:
+            loop.call_soon_threadsafe(self._arm, loop)
+            return
         when = self._deadlines.next_due()
         if when == self._timer_at:
             return

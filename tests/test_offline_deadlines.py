@@ -11,7 +11,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nexus_reactive import NexusError, RequestTimeout, ResponseMessage, WebSocketService
+from nexus_reactive import (
+    NexusError,
+    RequestTimeout,
+    ResponseMessage,
+    UsageError,
+    WebSocketService,
+)
 from nexus_reactive.persist import Journal
 
 from .conftest import Nexus, ServerFactory, gated_engine, library_tasks
@@ -156,13 +162,17 @@ async def test_an_ask_queued_offline_while_the_loop_binds_is_timed_too(nexus: Ne
     timed on the loop either way (never a timer armed from the wrong thread)."""
     service = WebSocketService(nexus.config(request_timeout=30))
     ids: list[str] = []
+    failures: list[BaseException] = []
     stop = threading.Event()
 
     def keep_asking() -> None:
         while not stop.is_set() and len(ids) < 500:
             try:
                 ids.append(service.send_query("racing the bind"))
-            except Exception:  # refused once the loop runs the service: the usual rule
+            except UsageError:  # refused once the loop runs the service: the usual rule
+                return
+            except BaseException as exc:
+                failures.append(exc)
                 return
 
     racer = threading.Thread(target=keep_asking)
@@ -171,6 +181,7 @@ async def test_an_ask_queued_offline_while_the_loop_binds_is_timed_too(nexus: Ne
     await service.connect()
     stop.set()
     await asyncio.to_thread(racer.join)
+    assert failures == []
     await wait_for(lambda: not service._asks._held)
     pending = service._core.pending.lookups()[0]
     timed = [
