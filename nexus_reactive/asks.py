@@ -51,7 +51,6 @@ class AskTracker:
     """
 
     __slots__ = (
-        "_closed",
         "_core",
         "_deadlines",
         "_events",
@@ -61,6 +60,7 @@ class AskTracker:
         "_meter",
         "_queued",
         "_report",
+        "_shut",
         "_timeout",
         "_timer",
         "_timer_at",
@@ -94,7 +94,7 @@ class AskTracker:
         # by time.monotonic()). Any thread adds (under _lock); bind() times them.
         self._held: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
-        self._closed = False
+        self._shut = False
         #: Classify a reply by id (the core's table, bound once: the hot path).
         self.reply = core.reply
         #: Order a streamed piece of an answer (see ``ClientCore.chunk``).
@@ -198,7 +198,7 @@ class AskTracker:
         """On the loop: deadlines for asks queued without one, from when each was
         queued (elapsed by ``time.monotonic()``, the clock asyncio's loops use)."""
         loop = self._loop
-        if self._closed or loop is None:
+        if self._shut or loop is None:
             return
         now, clock = loop.time(), time.monotonic()
         pending, deadlines = self._core.pending, self._deadlines
@@ -328,7 +328,7 @@ class AskTracker:
         held for a loop: none will time them. Asks still pending (fire-and-forget
         ones, kept by a journal) end for the meter as ``closed``."""
         with self._lock:
-            self._closed = True
+            self._shut = True
             self._held.clear()
         if self._timer is not None:
             self._timer.cancel()
