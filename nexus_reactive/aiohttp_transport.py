@@ -69,7 +69,7 @@ def _each(
 class AiohttpTransport:
     """One open WebSocket connection, over aiohttp."""
 
-    __slots__ = ("_batcher", "_queue", "_ws", "auth", "on_pong", "subprotocol")
+    __slots__ = ("_batcher", "_queue", "_ws", "auth", "handed", "on_pong", "subprotocol")
 
     def __init__(
         self,
@@ -85,6 +85,10 @@ class AiohttpTransport:
         #: The subprotocol the server chose (``None``: none offered).
         self.subprotocol = subprotocol
         self.on_pong: Callable[[bytes], None] | None = None  #: pongs, with autoping=False
+        #: Frames handed to the socket so far. A send cancelled while it waits to drain
+        #: has handed its frame over already: the sender reads this to tell, so that
+        #: the frame is neither counted as waiting nor written again.
+        self.handed = 0
 
     @property
     def compressed(self) -> bool:
@@ -100,9 +104,11 @@ class AiohttpTransport:
         writer = self._batcher  # None when compressing: aiohttp compresses in send_frame
         if writer is None or writer._closing:
             await self._ws.send_frame(frame, _TEXT)  # the public way (and its errors)
+            self.handed += 1  # (cancelled inside send_frame: not known, so not counted)
             return
         # What send_frame does for an uncompressed frame, without its coroutines.
         writer._write_websocket_frame(frame, _TEXT, 0)
+        self.handed += 1
         if writer._output_size > writer._limit:
             await drain(writer)
 
@@ -123,12 +129,14 @@ class AiohttpTransport:
         if writer is None or writer._closing:
             for frame in frames:
                 await self._ws.send_frame(frame, _TEXT)
+                self.handed += 1
             return
         real = writer.transport
         if real.is_closing():  # as aiohttp's writer says it
             raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
         data = frame_batch(frames, mask)
         real.write(data)
+        self.handed += len(frames)
         writer._output_size += len(data)
         if writer._output_size > writer._limit:
             await drain(writer)

@@ -6,20 +6,28 @@ to it: each ask's future and its streamed-piece listener, its deadline (in
 buckets, one timer for all), and what settles or fails it. Nothing else changes
 that state: the receive side asks the tracker to settle, the service to track
 or abandon, the connection to fail them all when it gives up.
+
+An ask with a deadline queued from a thread that runs no event loop, before the
+service has one (``send_query`` offline), is queued at once and *held*: its
+deadline is timed once the service is bound to its loop (:meth:`AskTracker.bind`),
+counted from the moment it was queued, as any other ask's is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .core import ClientCore, Deadlines
 from .core.events import ClientEvents
 from .core.meaning import server_error
-from .errors import NexusError, RequestTimeout, UsageError
+from .errors import NexusError, RequestTimeout
 from .messages import AskResponse, ErrorMessage, ResponseChunkMessage, ResponseMessage
+from .waiter import Waiter
 
 if TYPE_CHECKING:
     from .metrics import Meter
@@ -28,27 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["AskTracker", "Waiter"]
 
 log = logging.getLogger("nexus_reactive.service")
-
-
-class Waiter:
-    """What the core holds for an ask: its future (if awaited), its deadline bucket,
-    and who wants its streamed pieces. With metrics on, also when it was made
-    (``started``) and, with telemetry, its span: set only then."""
-
-    __slots__ = ("future", "limit", "on_piece", "slot", "span", "started")
-
-    def __init__(
-        self,
-        future: asyncio.Future[AskResponse] | None,
-        on_piece: Callable[[str], None] | None = None,
-    ) -> None:
-        self.future = future
-        self.on_piece = on_piece
-        self.slot: int | None = None  # its bucket in the tracker's Deadlines
-        self.limit = 0.0
-        # Not set here (nothing to pay with metrics off): the meter sets them.
-        self.started: float
-        self.span: Any
+_running_loop = asyncio.events._get_running_loop
 
 
 class AskTracker:
@@ -66,10 +54,13 @@ class AskTracker:
         "_core",
         "_deadlines",
         "_events",
+        "_held",
+        "_lock",
         "_loop",
         "_meter",
         "_queued",
         "_report",
+        "_shut",
         "_timeout",
         "_timer",
         "_timer_at",
@@ -99,6 +90,11 @@ class AskTracker:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Asks queued with a deadline and no loop to time it: id -> (limit, when queued
+        # by time.monotonic()). Any thread adds (under _lock); bind() times them.
+        self._held: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+        self._shut = False
         #: Classify a reply by id (the core's table, bound once: the hot path).
         self.reply = core.reply
         #: Order a streamed piece of an answer (see ``ClientCore.chunk``).
@@ -126,19 +122,46 @@ class AskTracker:
     ) -> None:
         """Queue an ask and follow it until it is answered, abandoned or times out.
 
-        ``now``: the loop's time, if the caller has just read it.
+        ``now``: the loop's time, if the caller has just read it. With a deadline and
+        no event loop, from a thread that runs none: queued now, and timed from now
+        once the service has its loop (see :meth:`bind`).
 
         Raises:
             OutboxFull: nothing was queued or tracked.
             ProtocolError: an ask with this id is pending already.
-            UsageError: it has a deadline and no event loop runs here to time it;
-                nothing was queued.
         """
         limit = timeout if timeout is not None else self._timeout
         loop = self._loop
-        if limit is not None and loop is None:
-            loop = self._loop = _loop_here()
         waiter = Waiter(future, on_piece)
+        if limit is not None and loop is None:
+            loop = _running_loop()
+            if loop is None:
+                self._track_offline(ask_id, frame, waiter, limit)
+                return
+            self.bind(loop)
+        self._submit(ask_id, frame, waiter)
+        if limit is not None and loop is not None:  # (a limit has a loop, found above)
+            if now is None:
+                now = loop.time()
+            waiter.limit = limit
+            waiter.slot = slot = self._deadlines.add(ask_id, now + limit)
+            if self._timer_at is None or slot * self._deadlines.resolution < self._timer_at:
+                self._arm(loop)
+        if self.changed is not None:
+            self.changed()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The service has its loop (any thread may say so): the asks held for want of
+        one get their deadlines on it, each counted from when it was queued; asks
+        queued meanwhile are demand on it (a lazy connection's)."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = loop
+            held, self._held = self._held, {}
+        if held or len(self._core.pending):
+            self._time_soon(held)
+
+    def _submit(self, ask_id: str, frame: bytes, waiter: Waiter) -> None:
         meter = self._meter
         if meter is None:
             self._core.submit_ask(ask_id, frame, waiter)
@@ -151,13 +174,41 @@ class AskTracker:
                 raise
         if self._queued is not None:
             self._queued(ask_id, True, frame)
-        if limit is not None and loop is not None:  # (a limit has a loop, found above)
-            if now is None:
-                now = loop.time()
-            waiter.limit = limit
-            waiter.slot = slot = self._deadlines.add(ask_id, now + limit)
-            if self._timer_at is None or slot * self._deadlines.resolution < self._timer_at:
-                self._arm(loop)
+
+    def _track_offline(self, ask_id: str, frame: bytes, waiter: Waiter, limit: float) -> None:
+        """Queue an ask with a deadline on a thread without a loop, before the service
+        has one; hold its deadline for :meth:`bind`. (Threads queue one at a time.)"""
+        with self._lock:
+            queued = time.monotonic()
+            self._submit(ask_id, frame, waiter)
+            if self._loop is None:
+                self._held[ask_id] = (limit, queued)
+                return
+        self._time_soon({ask_id: (limit, queued)})  # bound meanwhile, on another thread
+
+    def _time_soon(self, held: dict[str, tuple[float, float]]) -> None:
+        loop = self._loop
+        assert loop is not None
+        if _running_loop() is loop:
+            self._time_held(held)
+        else:  # the loop's timer is armed on its own thread only
+            loop.call_soon_threadsafe(self._time_held, held)
+
+    def _time_held(self, held: dict[str, tuple[float, float]]) -> None:
+        """On the loop: deadlines for asks queued without one, from when each was
+        queued (elapsed by ``time.monotonic()``, the clock asyncio's loops use)."""
+        loop = self._loop
+        if self._shut or loop is None:
+            return
+        now, clock = loop.time(), time.monotonic()
+        pending, deadlines = self._core.pending, self._deadlines
+        for ask_id, (limit, queued) in held.items():
+            entry = pending.get(ask_id)
+            if entry is None or entry.waiter is None or entry.waiter.slot is not None:
+                continue  # settled or abandoned meanwhile
+            entry.waiter.limit = limit
+            entry.waiter.slot = deadlines.add(ask_id, now + limit - (clock - queued))
+        self._arm(loop)
         if self.changed is not None:
             self.changed()
 
@@ -273,8 +324,12 @@ class AskTracker:
             self.changed()
 
     def close(self) -> None:
-        """Cancel the deadline timer (the service is closing). Asks still pending
-        (fire-and-forget ones, kept by a journal) end for the meter as ``closed``."""
+        """Cancel the deadline timer (the service is closing), and forget the asks
+        held for a loop: none will time them. Asks still pending (fire-and-forget
+        ones, kept by a journal) end for the meter as ``closed``."""
+        with self._lock:
+            self._shut = True
+            self._held.clear()
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
@@ -303,7 +358,11 @@ class AskTracker:
             waiter.slot = None
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Keep one timer, for the earliest deadline bucket."""
+        """Keep one timer, for the earliest deadline bucket, armed on the loop's thread
+        (a send that passed the thread check as the service was bound may be on another)."""
+        if _running_loop() is not loop:
+            loop.call_soon_threadsafe(self._arm, loop)
+            return
         when = self._deadlines.next_due()
         if when == self._timer_at:
             return
@@ -338,16 +397,3 @@ class AskTracker:
         if self._meter is not None:
             self._meter.ended(ask_id, entry, "timed_out", error)
         self._fail(ask_id, entry.waiter, error)
-
-
-def _loop_here() -> asyncio.AbstractEventLoop:
-    """The running loop, which times an ask's deadline; a clear error without one."""
-    loop = asyncio.events._get_running_loop()
-    if loop is None:
-        raise UsageError(
-            "an ask with a deadline (request_timeout) needs a running asyncio event loop "
-            "to time it, and none runs in this thread; nothing was queued. Call "
-            "send_query() (or send()) from the loop, or set request_timeout=None to queue "
-            "asks offline without a deadline"
-        )
-    return loop

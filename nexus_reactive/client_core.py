@@ -10,7 +10,7 @@ from .core import Backoff, ClientCore, Reconnector
 from .core.demand import REASON_UNUSED
 
 if TYPE_CHECKING:
-    from .asks import Waiter
+    from .waiter import Waiter
 
 __all__ = ["new_core"]
 

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-    from .asks import Waiter
     from .metrics import Meter
+    from .waiter import Waiter
 
 __all__ = ["CHALLENGE_GRACE", "Connection"]
 

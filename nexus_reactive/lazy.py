@@ -26,9 +26,10 @@ from .errors import ConnectionClosed
 from .streams import Stream, count_subscribers
 
 if TYPE_CHECKING:
-    from .asks import AskTracker, Waiter
+    from .asks import AskTracker
     from .connection import Connection
     from .core import ClientCore
+    from .waiter import Waiter
 
 __all__ = ["LazyLink"]
 
@@ -131,6 +132,8 @@ class LazyLink:
         core = self._core
         work = bool(len(core.pending) or len(core.outbox))
         if self._rule.step(work=work, running=self._connection.running) is Step.OPEN:
+            if self._bound() is None and _running_loop() is None:
+                return  # queued from a thread that runs no loop: opened once bound
             self._connection.start(self._bind(), REASON_DEMAND)
         self._keep_timer()
 

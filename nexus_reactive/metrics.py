@@ -31,11 +31,11 @@ from .derived import DerivedStream
 from .errors import NexusConnectionError, UsageError
 
 if TYPE_CHECKING:
-    from .asks import Waiter
     from .config import WebSocketConfig
     from .core import ClientCore, Pending
     from .messages import ErrorMessage, ResponseMessage
     from .transport import Transport
+    from .waiter import Waiter
 
 __all__ = ["Meter", "Metrics", "MetricsStream", "metrics_stream", "new_meter"]
 

@@ -38,9 +38,9 @@ from .metrics import Meter
 from .telemetry import Telemetry, check_telemetry
 
 if TYPE_CHECKING:
-    from .asks import Waiter
     from .config import WebSocketConfig
     from .core import ClientCore, Pending
+    from .waiter import Waiter
 
 __all__ = ["SCOPE", "SPAN_NAME", "TelemetryMeter", "server_span", "server_tracer"]
 

@@ -19,8 +19,8 @@ from .derived import DerivedPublisher
 from .transport import Transport
 
 if TYPE_CHECKING:
-    from .asks import Waiter
     from .metrics import Meter
+    from .waiter import Waiter
 
 __all__ = ["Sender"]
 
@@ -97,6 +97,7 @@ class Sender:
             self.kick()
             return
         self._writing = True
+        handed = getattr(transport, "handed", None)  # see Transport: None if not said
         try:
             if frames_log.isEnabledFor(logging.DEBUG):
                 frames_log.debug("-> %s", codec.redact(item.frame))
@@ -104,7 +105,14 @@ class Sender:
             if self._meter is not None:
                 self._meter.wrote_one(item.frame)
         except asyncio.CancelledError:
-            self._core.unsent(item)  # the caller abandons the ask
+            # The caller abandons the ask. Cancelled while waiting to drain, the frame
+            # is in the socket already: it goes out once, and waits in no outbox.
+            # Otherwise it goes back, and the ask's abandon takes it out again.
+            if handed is not None and getattr(transport, "handed", handed) > handed:
+                if self._meter is not None:
+                    self._meter.wrote_one(item.frame)
+            else:
+                self._core.unsent(item)
             raise
         except Exception as exc:
             # Not the caller's failure: the connection is going. The frame goes back

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 from . import codec
-from .asks import AskTracker, Waiter
+from .asks import AskTracker
 from .client_core import new_core
 from .config import DEFAULT_MAX_MESSAGES, WebSocketConfig
 from .connection import Connection
@@ -36,6 +36,7 @@ from .recorder import Recorder
 from .streams import Publisher
 from .transport import TransportFactory
 from .views import ServiceViews
+from .waiter import Waiter
 
 __all__ = ["WebSocketService"]
 
@@ -79,8 +80,7 @@ class WebSocketService(ServiceViews):
         self._core: ClientCore[Waiter] = new_core(config)
         self._errors: Publisher[NexusError] = Publisher("errors")
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Whether _loop is one of asyncio's own, which says which thread runs it.
-        self._loop_says_thread = False
+        self._loop_says_thread = False  # (see LoopBinding)
         self._closed = self._closing = False
         enable_debug_from_env()
         # The observer of message events: the journal (persist=), else nobody.
@@ -115,12 +115,6 @@ class WebSocketService(ServiceViews):
 
     def __repr__(self) -> str:
         return f"<WebSocketService {self._config.shown_url} {self._core.state}>"
-
-    def _check_thread(self, name: str) -> None:
-        if self._loop_says_thread and self._loop._thread_id == _get_ident():  # type: ignore[union-attr]
-            return  # on the loop's own thread (see _ask_frame): nothing to check
-        if _running_loop() is not self._loop:
-            check_loop_thread(self._loop, name)
 
     def _report(self, error: NexusError) -> None:
         if isinstance(error, ProtocolError):
@@ -202,22 +196,6 @@ class WebSocketService(ServiceViews):
         self._connection.restart(loop, REASON_RECONNECT)
         if self._lazy is not None:
             self._lazy.restarted()  # if nothing needs it, the grace counts from now
-
-    def _bind(self, name: str = "subscribe") -> asyncio.AbstractEventLoop:
-        """The running loop, which the service is bound to from its first use."""
-        loop = _running_loop()
-        if loop is None:
-            raise UsageError(f"{name}() needs a running asyncio event loop; call it from one")
-        if self._loop is None:
-            self._adopt(loop)
-        elif self._loop is not loop:
-            raise UsageError("a WebSocketService is bound to the event loop it first ran on")
-        return loop
-
-    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._loop_says_thread = isinstance(loop, asyncio.BaseEventLoop)
-        self._recorder.bind(loop)  # journal failures held until now go there
 
     def disconnect(self) -> None:
         """Stop reconnecting and begin closing (synchronous, as in the TypeScript client).
@@ -307,6 +285,11 @@ class WebSocketService(ServiceViews):
         self, query: str, team_id: str | None = None, *, message_id: str | None = None
     ) -> str:
         """Send an ``ask`` without waiting for it; its answer comes to the streams.
+
+        No answer within ``request_timeout`` (counted from this call) reports a
+        ``RequestTimeout`` on ``errors``. Before the service has an event loop this
+        may be called from any thread, loop or none: the ask is queued at once, and
+        its deadline is timed once the service runs on its loop, still from this call.
 
         Args:
             query: the question.

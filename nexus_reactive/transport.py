@@ -48,6 +48,10 @@ class Transport(Protocol):
     # hands over the frames of one socket read in a list (``on_frames(list[bytes])``);
     # the receive side then does per batch what it would do per frame. Without it,
     # frames go one by one through :meth:`pump`.
+    # Optional: ``handed`` (int), the frames handed to the socket so far, read with
+    # getattr: a send cancelled after it handed its frame over (while waiting to drain)
+    # then counts as written. Without it, a cancelled send's frame goes back to the
+    # outbox (an abandoned ask's is dropped there; a pending one may go twice).
 
     async def send(self, frame: bytes) -> None:
         """Write one text frame."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from reactivex import Observable
 
+from .binding import LoopBinding
 from .config import WebSocketConfig
 from .core import ClientCore, ConnectionState
 from .errors import NexusError
@@ -23,24 +24,24 @@ from .observe import observe_answer, observe_pieces, of_type
 from .streams import Publisher, Stream, ValueStream, count_subscribers
 
 if TYPE_CHECKING:
-    from .asks import AskTracker, Waiter
+    from .asks import AskTracker
     from .connection import Connection
     from .inbound import Receiver
     from .lazy import LazyLink
     from .metrics import Meter
+    from .waiter import Waiter
 
 __all__ = ["ServiceViews"]
 
 M = TypeVar("M", bound=Message)
 
 
-class ServiceViews:
+class ServiceViews(LoopBinding):
     """The streams and views of a :class:`~nexus_reactive.WebSocketService`."""
 
     # Set by WebSocketService.__init__.
     _config: WebSocketConfig
     _closed: bool
-    _loop: asyncio.AbstractEventLoop | None
     _core: ClientCore[Waiter]
     _errors: Publisher[NexusError]
     _asks: AskTracker
@@ -59,8 +60,6 @@ class ServiceViews:
             on_piece: Callable[[str], None] | None = None,
             caller: str = "ask",
         ) -> AskResponse: ...
-
-        def _adopt(self, loop: asyncio.AbstractEventLoop) -> None: ...
 
     # -- streams and introspection -------------------------------------------------
 

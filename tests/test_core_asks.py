@@ -158,6 +158,33 @@ def test_asks_settled_or_abandoned_while_queued_are_skipped() -> None:
     assert drain(core) == [Outgoing(b"plain"), Outgoing(b"3", "kept")]
 
 
+def test_an_ask_abandoned_after_its_write_went_back_leaves_the_outbox() -> None:
+    # A write cancelled before the transport took the frame puts it back at the head;
+    # the caller then abandons the ask: nothing of it may stay counted as waiting.
+    core = connected_core()
+    core.submit_ask("cancelled", b"1")
+    core.submit(b"plain")
+    core.submit_ask("kept", b"2")
+    item = core.next_outgoing()
+    assert item == Outgoing(b"1", "cancelled")
+    core.unsent(item)
+    assert len(core.outbox) == 3
+
+    core.abandon("cancelled")
+
+    assert len(core.outbox) == 2
+    assert drain(core) == [Outgoing(b"plain"), Outgoing(b"2", "kept")]
+
+
+def test_an_abandoned_ask_behind_others_is_skipped_at_its_turn() -> None:
+    core = connected_core()
+    core.submit_ask("first", b"1")
+    core.submit_ask("gone", b"2")
+    core.abandon("gone")
+    assert len(core.outbox) == 2  # not at the head: no scan of the outbox per abandon
+    assert drain(core) == [Outgoing(b"1", "first")]
+
+
 def test_submit_ask_with_a_pending_id_raises_protocol_error() -> None:
     core = connected_core()
     core.submit_ask("a1", b"first")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nexus_reactive import NexusError, PersistenceError, UsageError, WebSocketService
+from nexus_reactive import NexusError, PersistenceError, WebSocketService
 from nexus_reactive.persist import Journal
 from nexus_reactive.recorder import HELD_LIMIT
 
@@ -43,7 +43,7 @@ async def test_a_failure_before_any_loop_reaches_errors_on_the_loop_and_loses_no
     caplog.set_level(logging.ERROR, logger="nexus_reactive.persist")
     nexus = await start_nexus(max_query_length=len(BIG))
     db = tmp_path / "client.db"
-    # No request_timeout: an ask's deadline needs a loop, and the caller runs none.
+    # No request_timeout: no deadline may expire while the journal is made to fail.
     service = WebSocketService(nexus.config(persist=db, request_timeout=None))
     seen: list[tuple[NexusError, int]] = []
     service.errors.subscribe(lambda e: seen.append((e, threading.get_ident())))
@@ -131,29 +131,28 @@ async def test_failures_from_many_threads_while_offline_are_held_bounded_then_al
     assert len(seen) == HELD_LIMIT + 2
 
 
-async def test_send_query_with_a_deadline_from_a_thread_without_a_loop_queues_nothing(
+async def test_send_query_with_a_deadline_from_a_thread_without_a_loop_is_journaled(
     nexus: Nexus, tmp_path: Path
 ) -> None:
     db = tmp_path / "client.db"
     service = WebSocketService(nexus.config(persist=db, request_timeout=30))
+    ids: list[str] = []
     raised: list[BaseException] = []
 
     def offline() -> None:
         try:
-            service.send_query("timed, with nothing to time it")
-        except BaseException as exc:  # it was a bare RuntimeError, after queueing
+            ids.append(service.send_query("timed once the service has its loop"))
+        except BaseException as exc:  # it was a UsageError, and nothing queued
             raised.append(exc)
 
     caller = threading.Thread(target=offline)
     caller.start()
     caller.join()
-    assert len(raised) == 1 and isinstance(raised[0], UsageError), raised
-    assert "request_timeout=None" in str(raised[0])
-    assert service.outbox_size == 0
-    service.send_query("from the loop: timed by it")  # the same call on a loop works
+    assert raised == [] and service.outbox_size == 1
+    ids.append(service.send_query("from the loop: timed by it"))
     await service.close()
     again = Journal(db)
     try:
-        assert len(again.restored.outbox) == 1
+        assert [key for key, _, _ in again.restored.outbox] == ids
     finally:
         again.close()

@@ -195,8 +195,18 @@ class ClientCore(Generic[W]):
         return ready
 
     def abandon(self, ask_id: str) -> Pending[W] | None:
-        """Stop tracking an ask (it timed out, or its caller gave up)."""
-        return self.pending.discard(ask_id)
+        """Stop tracking an ask (it timed out, or its caller gave up).
+
+        Its frame, if a write put it back at the head of the outbox (cancelled before
+        the transport took it), leaves the outbox too: it would never be sent, and
+        would count as waiting (``outbox_depth``, a lazy connection's demand) until
+        the next write.
+        """
+        entry = self.pending.discard(ask_id)
+        queued = self.outbox.items
+        while queued and queued[0].ask_id is not None and queued[0].ask_id not in self._asks:
+            queued.popleft()
+        return entry
 
     # -- the connection's life -----------------------------------------------------
 
