@@ -33,7 +33,8 @@ from typing import Any, Generic, TypeVar, cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
-from reactivex.observer import AutoDetachObserver
+
+from .stream_sinks import Sink, direct, sinks
 
 __all__ = [
     "Hold",
@@ -118,19 +119,19 @@ class Stream(Observable[T], Generic[T]):
         wrapper and without a replay: the cheapest subscription, for the library's
         own layers on the hot path (the store). Returns a function that detaches it.
         """
-        observer = cast(abc.ObserverBase[T], _Sink(sink, on_completed))
+        observer = cast(abc.ObserverBase[T], Sink(sink, on_completed))
         self._add(observer)
         return lambda: self._remove(observer)
 
     def _add(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = (*self._observers, observer)
-        self._sinks = _sinks(self._observers)
-        self._direct = _direct(self._observers)
+        self._sinks = sinks(self._observers)
+        self._direct = direct(self._observers)
 
     def _remove(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = tuple(o for o in self._observers if o is not observer)
-        self._sinks = _sinks(self._observers)
-        self._direct = _direct(self._observers)
+        self._sinks = sinks(self._observers)
+        self._direct = direct(self._observers)
 
     # -- the producer's side (through a Publisher only) ------------------------------
 
@@ -144,7 +145,7 @@ class Stream(Observable[T], Generic[T]):
             except Exception:
                 log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
                 for observer in self._observers:
-                    if isinstance(observer, _Sink) and observer.on_next is direct:
+                    if isinstance(observer, Sink) and observer.on_next is direct:
                         self._remove(observer)
             return
         if self._emitting:  # re-entered from a subscriber: after this round
@@ -253,55 +254,11 @@ class Stream(Observable[T], Generic[T]):
                 log.exception("a subscriber of %s raised on completion", self._name)
 
 
-def _sinks(observers: tuple[abc.ObserverBase[T], ...]) -> tuple[Callable[[T], None], ...]:
-    """What a round of emission calls, one per observer.
-
-    A lone subscriber made by ``subscribe(fn)`` (reactivex's AutoDetachObserver) is
-    called as ``fn`` itself, without the wrapper's call: the wrapper only skips an
-    observer that was stopped, and a stopped one is no longer here (disposing
-    removes it; a failed subscribe removes it, see :meth:`ValueStream._subscribe_core`;
-    completion clears them all). With several observers, one may be disposed by
-    another during a round: then every one goes through its own ``on_next``.
-    """
-    if len(observers) == 1:
-        observer = observers[0]
-        direct = getattr(observer, "_on_next", None)
-        if type(observer) is AutoDetachObserver and callable(direct):
-            return (direct,)
-    return tuple(o.on_next for o in observers)
-
-
 def count_subscribers(stream: Stream[Any], hold: Hold | None) -> None:
     """Call ``hold()`` as each subscription to ``stream`` starts, and what it returned
     as that subscription ends (disposed; at most once). The library's own sinks
     (:meth:`Stream.attach`) are not counted. A lazy connection counts its users so."""
     stream._hold = hold
-
-
-def _direct(observers: tuple[abc.ObserverBase[T], ...]) -> Callable[[T], None] | None:
-    """The lone internal sink's call, if the only observer is one (see :meth:`Stream.attach`)."""
-    if len(observers) == 1 and isinstance(observers[0], _Sink):
-        return observers[0].on_next
-    return None
-
-
-class _Sink(Generic[T]):
-    """An internal subscriber: ``on_next`` is the plain function itself."""
-
-    __slots__ = ("_done", "on_next")
-
-    def __init__(
-        self, on_next: Callable[[T], None], on_completed: Callable[[], None] | None = None
-    ) -> None:
-        self.on_next = on_next
-        self._done = on_completed
-
-    def on_error(self, error: Exception) -> None:
-        log.error("internal subscriber got an error: %s", error)
-
-    def on_completed(self) -> None:
-        if self._done is not None:
-            self._done()
 
 
 class Publisher(Generic[T]):

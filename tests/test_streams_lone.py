@@ -1,4 +1,4 @@
-"""A lone ``subscribe(fn)`` subscriber is called as ``fn`` itself (streams._sinks):
+"""A lone ``subscribe(fn)`` subscriber is called as ``fn`` itself (stream_sinks.sinks):
 what reactivex's wrapper guaranteed must still hold without it."""
 
 from __future__ import annotations
