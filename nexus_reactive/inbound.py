@@ -50,6 +50,8 @@ _DUPLICATE = Reply.DUPLICATE
 _decode = codec.decode
 _decode_known = codec.decode_known
 _DECODE_ERRORS = codec.DECODE_ERRORS
+#: The types of a batch that are all responses.
+_PUSHES = {ResponseMessage}
 
 
 class Receiver:
@@ -161,10 +163,19 @@ class Receiver:
         # came in before an ask was made cannot answer it). Looked at again after each
         # frame dispatched one by one, which may settle or abandon one.
         plain = not (asks or answered or abandoned)
+        decoded: list[Message] | None = None  # None: each frame is decoded below
+        try:  # the whole read decoded in C, without Python code per frame
+            decoded = list(map(_decode_known, frames))
+        except _DECODE_ERRORS:
+            pass  # an unknown type, or malformed: each frame is looked at below
+        else:
+            if plain and {*map(type, decoded)} == _PUSHES:  # a flood of pushes, in one call
+                self._deliver_run(decoded)
+                return None
         run: list[Message] = []  # pushes not yet delivered, in order
-        for frame in frames:
+        for index, frame in enumerate(frames):
             try:
-                message: Message = _decode_known(frame)
+                message: Message = _decode_known(frame) if decoded is None else decoded[index]
             except _DECODE_ERRORS:
                 if run:  # reported after what came before it, as one by one
                     self._deliver_run(run)
