@@ -116,7 +116,9 @@ class WebSocketStore:
             self._intake.restore(self.service.restored_history)
         # A direct sink: the intake is the service's own layer above it, on the hot path.
         self._detach = (
-            None if router is not None else self.service.messages.attach(self._intake.sink)
+            None
+            if router is not None
+            else self.service.messages.attach(self._intake.sink, batch=self._intake.on_messages)
         )
         # Connect now (a shared service: the pool does, once for all its stores); a lazy
         # one connects when the store's messages are watched, or on an ask.

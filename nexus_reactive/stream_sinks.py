@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 from reactivex import abc
 from reactivex.observer import AutoDetachObserver
 
-__all__ = ["Sink", "direct", "sinks"]
+__all__ = ["Sink", "direct", "lone_batch", "sinks"]
 
 T = TypeVar("T")
 log = logging.getLogger("nexus_reactive.streams")
@@ -45,16 +45,28 @@ def direct(observers: tuple[abc.ObserverBase[T], ...]) -> Callable[[T], None] | 
     return None
 
 
-class Sink(Generic[T]):
-    """An internal subscriber: ``on_next`` is the plain function itself."""
+def lone_batch(observers: tuple[abc.ObserverBase[T], ...]) -> Callable[[list[T]], None] | None:
+    """The lone internal sink's batch call, if the only observer is one that has one."""
+    if len(observers) == 1 and isinstance(observers[0], Sink):
+        return observers[0].batch
+    return None
 
-    __slots__ = ("_done", "on_next")
+
+class Sink(Generic[T]):
+    """An internal subscriber: ``on_next`` is the plain function itself; ``batch``, if
+    given, takes a list of values in one call (what ``on_next`` would do for each)."""
+
+    __slots__ = ("_done", "batch", "on_next")
 
     def __init__(
-        self, on_next: Callable[[T], None], on_completed: Callable[[], None] | None = None
+        self,
+        on_next: Callable[[T], None],
+        on_completed: Callable[[], None] | None = None,
+        batch: Callable[[list[T]], None] | None = None,
     ) -> None:
         self.on_next = on_next
         self._done = on_completed
+        self.batch = batch
 
     def on_error(self, error: Exception) -> None:
         log.error("internal subscriber got an error: %s", error)

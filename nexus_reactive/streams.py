@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar, cast
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from .stream_sinks import Sink, direct, sinks
+from .stream_sinks import Sink, direct, lone_batch, sinks
 
 __all__ = [
     "Hold",
@@ -67,6 +67,7 @@ class Stream(Observable[T], Generic[T]):
         self._sinks: tuple[Callable[[T], None], ...] = ()
         # The lone internal sink (attach()), if alone: called without a round's bookkeeping.
         self._direct: Callable[[T], None] | None = None
+        self._batch: Callable[[list[T]], None] | None = None  # its batch call, if any
         self._completed = False
         # Serialized emission: True while a round of deliveries runs; what is
         # emitted meanwhile waits in the backlog, in order (made on first use: an idle
@@ -113,13 +114,19 @@ class Stream(Observable[T], Generic[T]):
         return Disposable(both)
 
     def attach(
-        self, sink: Callable[[T], None], on_completed: Callable[[], None] | None = None
+        self,
+        sink: Callable[[T], None],
+        on_completed: Callable[[], None] | None = None,
+        batch: Callable[[list[T]], None] | None = None,
     ) -> Callable[[], None]:
         """Call ``sink`` with every value, without reactivex's per-call observer
         wrapper and without a replay: the cheapest subscription, for the library's
         own layers on the hot path (the store). Returns a function that detaches it.
+
+        ``batch``: what ``sink`` does for each of a list of values, in one call; used
+        for a batch (:meth:`_deliver_all`) while this sink is the only subscriber.
         """
-        observer = cast(abc.ObserverBase[T], Sink(sink, on_completed))
+        observer = cast(abc.ObserverBase[T], Sink(sink, on_completed, batch))
         self._add(observer)
         return lambda: self._remove(observer)
 
@@ -127,11 +134,13 @@ class Stream(Observable[T], Generic[T]):
         self._observers = (*self._observers, observer)
         self._sinks = sinks(self._observers)
         self._direct = direct(self._observers)
+        self._batch = lone_batch(self._observers)
 
     def _remove(self, observer: abc.ObserverBase[T]) -> None:
         self._observers = tuple(o for o in self._observers if o is not observer)
         self._sinks = sinks(self._observers)
         self._direct = direct(self._observers)
+        self._batch = lone_batch(self._observers)
 
     # -- the producer's side (through a Publisher only) ------------------------------
 
@@ -176,6 +185,16 @@ class Stream(Observable[T], Generic[T]):
         Each subscriber sees the values in order, and anything emitted while one is
         delivered (by a subscriber) is delivered before the next one, as one by one.
         """
+        batch = self._batch
+        if batch is not None and not self._emitting:  # the library's own sink alone
+            try:
+                batch(values)
+            except Exception:
+                log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
+                for observer in self._observers:
+                    if isinstance(observer, Sink) and observer.batch is batch:
+                        self._remove(observer)
+            return len(values)
         if self._emitting:  # re-entered from a subscriber: after this round
             for value in values:
                 self._later(value)
@@ -244,7 +263,7 @@ class Stream(Observable[T], Generic[T]):
 
     def _complete_now(self) -> None:
         observers, self._observers, self._sinks = self._observers, (), ()
-        self._direct = None
+        self._direct = self._batch = None
         if self._backlog is not None:
             self._backlog.clear()  # emitted after the end: nobody is left to tell
         for observer in observers:

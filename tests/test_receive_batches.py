@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from nexus_reactive import ProtocolError, ResponseMessage, WebSocketService
+from nexus_reactive import ProtocolError, ResponseMessage, WebSocketService, use_websocket
 
 from .conftest import client_config
 from .faults import wait_for
@@ -182,3 +182,14 @@ async def test_a_subscriber_that_closes_the_service_mid_batch_ends_cleanly(
     await wait_for(lambda: closing and closing[0].done())
     assert seen[-1] == "completed"
     assert seen[:11] == [f"push-{n}" for n in range(11)]
+
+
+async def test_a_store_keeps_the_last_of_a_burst_in_order(aiohttp_server: Any) -> None:
+    url = await burst_after_ask(
+        aiohttp_server, lambda ask_id: [response(ask_id), *pushes(0, 3000), response("end")]
+    )
+    async with use_websocket(client_config(url), max_messages=100) as store:
+        store.send_message("go")
+        await wait_for(lambda: [m.id for m in store.messages.value[-1:]] == ["end"])
+        ids = [m.id for m in store.messages.value]
+    assert ids == [*(f"push-{n}" for n in range(2901, 3000)), "end"]
