@@ -148,9 +148,11 @@ class Receiver:
         """:meth:`on_frame` for each of ``frames`` in order (what one socket read brought).
 
         The same meaning and the same order, with the work done per message moved to
-        the batch: a run of pushes no ask waits for (a flood's frames) goes to the
-        subscribers in one call, not a call per message. An error return ends the
-        connection; the frames after it are not looked at.
+        the batch: the responses of a read (pushes, and answers to pending asks) go to
+        the subscribers in one call, not a call per message. An answer settles its ask
+        as it is decoded; whoever awaits the ask runs once the read is handled, as one
+        by one. An error return ends the connection; the frames after it are not
+        looked at.
         """
         if self._events is not None:  # recorded: each frame its own way
             for frame in frames:
@@ -163,6 +165,7 @@ class Receiver:
         # came in before an ask was made cannot answer it). Looked at again after each
         # frame dispatched one by one, which may settle or abandon one.
         plain = not (asks or answered or abandoned)
+        meter = self._meter
         decoded: list[Message] | None = None  # None: each frame is decoded below
         try:  # the whole read decoded in C, without Python code per frame
             decoded = list(map(_decode_known, frames))
@@ -189,7 +192,14 @@ class Receiver:
                     run.append(message)  # a push: what on_frame does is deliver it
                     continue
                 mid = message.id
-                if mid not in asks and mid not in answered and mid not in abandoned:
+                if mid in asks:
+                    if meter is None:  # the answer to a pending ask: settled, then delivered
+                        entry = self._reply(mid)[1]  # its first answer: FIRST
+                        if entry is not None and entry.waiter is not None:
+                            self._settle(entry.waiter, message)
+                        run.append(message)
+                        continue
+                elif mid not in answered and mid not in abandoned:
                     run.append(message)
                     continue
             if run:  # everything before this one is delivered before it settles anything

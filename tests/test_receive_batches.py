@@ -193,3 +193,71 @@ async def test_a_store_keeps_the_last_of_a_burst_in_order(aiohttp_server: Any) -
         await wait_for(lambda: [m.id for m in store.messages.value[-1:]] == ["end"])
         ids = [m.id for m in store.messages.value]
     assert ids == [*(f"push-{n}" for n in range(2901, 3000)), "end"]
+
+
+async def burst_after_asks(
+    aiohttp_server: Any, count: int, burst: Callable[[list[str]], list[bytes]]
+) -> str:
+    """A server that waits for ``count`` asks, then writes ``burst(their ids)`` at once."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        ids: list[str] = []
+        async for msg in ws:
+            ask = json.loads(msg.data)
+            if ask.get("type") == "ask":
+                ids.append(ask["id"])
+                if len(ids) == count:
+                    write_at_once(ws, burst(ids))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return f"ws://127.0.0.1:{server.port}/"
+
+
+async def test_answers_in_one_read_settle_each_ask_once_in_their_place(aiohttp_server: Any) -> None:
+    url = await burst_after_asks(
+        aiohttp_server,
+        3,
+        lambda ids: [
+            *pushes(0, 10),
+            response(ids[2], "third"),  # reordered
+            response(ids[0], "first"),
+            *pushes(10, 10),
+            response(ids[0], "first, again"),  # a repeat: dropped
+            response(ids[1], "second"),
+            response("end"),
+        ],
+    )
+    seen: list[str] = []
+    async with WebSocketService(client_config(url)) as service:
+        service.messages.subscribe(lambda m: seen.append(m.payload.answer))
+        answers = await asyncio.gather(*(service.ask(q) for q in ("a", "b", "c")))
+        await wait_for(lambda: len(seen) == 24)
+    assert [a.answer for a in answers] == ["first", "second", "third"]
+    assert seen == ["pushed"] * 10 + ["third", "first"] + ["pushed"] * 10 + ["second", "pushed"]
+
+
+async def test_an_ask_cancelled_by_a_subscriber_mid_read_is_cancelled(aiohttp_server: Any) -> None:
+    # Its answer is in the same read, after the push whose subscriber cancels it.
+    url = await burst_after_ask(
+        aiohttp_server,
+        lambda ask_id: [*pushes(0, 5), response(ask_id, "too late"), response("end")],
+    )
+    seen: list[str] = []
+    async with WebSocketService(client_config(url)) as service:
+        task = asyncio.ensure_future(service.ask("cancel me"))
+
+        def on_next(message: Any) -> None:
+            seen.append(message.payload.answer)
+            if message.id == "push-2":
+                task.cancel()
+
+        service.messages.subscribe(on_next)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: len(seen) == 7)
+    assert seen == ["pushed"] * 5 + ["too late", "pushed"]  # its answer delivered once
