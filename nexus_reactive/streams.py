@@ -152,10 +152,7 @@ class Stream(Observable[T], Generic[T]):
             try:
                 direct(value)
             except Exception:
-                log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
-                for observer in self._observers:
-                    if isinstance(observer, Sink) and observer.on_next is direct:
-                        self._remove(observer)
+                self._drop_sink(direct)
             return
         if self._emitting:  # re-entered from a subscriber: after this round
             self._later(value)
@@ -190,10 +187,7 @@ class Stream(Observable[T], Generic[T]):
             try:
                 batch(values)
             except Exception:
-                log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
-                for observer in self._observers:
-                    if isinstance(observer, Sink) and observer.batch is batch:
-                        self._remove(observer)
+                self._drop_sink(batch)
             return len(values)
         if self._emitting:  # re-entered from a subscriber: after this round
             for value in values:
@@ -219,6 +213,14 @@ class Stream(Observable[T], Generic[T]):
         finally:
             self._emitting = False
         return delivered
+
+    def _drop_sink(self, call: object) -> None:
+        """The library's lone sink raised in ``call`` (its ``on_next`` or its batch call):
+        logged (with the exception being handled) and detached."""
+        log.exception("a subscriber of %s raised; it was unsubscribed", self._name)
+        for observer in self._observers:
+            if isinstance(observer, Sink) and call in (observer.on_next, observer.batch):
+                self._remove(observer)
 
     def _later(self, value: Any) -> None:
         if self._backlog is None:

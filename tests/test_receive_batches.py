@@ -39,23 +39,33 @@ def write_at_once(ws: web.WebSocketResponse, frames: list[bytes]) -> None:
     transport.write(b"".join(chunks))
 
 
-async def burst_after_ask(aiohttp_server: Any, burst: Callable[[str], list[bytes]]) -> str:
-    """A server that waits for the client's first ask, then writes ``burst(its id)`` in
-    one write, and holds the connection open."""
+async def burst_after_asks(
+    aiohttp_server: Any, count: int, burst: Callable[[list[str]], list[bytes]]
+) -> str:
+    """A server that waits for ``count`` asks, then writes ``burst(their ids)`` at once."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        ids: list[str] = []
         async for msg in ws:
             ask = json.loads(msg.data)
             if ask.get("type") == "ask":
-                write_at_once(ws, burst(ask["id"]))
+                ids.append(ask["id"])
+                if len(ids) == count:
+                    write_at_once(ws, burst(ids))
         return ws
 
     app = web.Application()
     app.router.add_get("/", handler)
     server = await aiohttp_server(app, host="127.0.0.1")
     return f"ws://127.0.0.1:{server.port}/"
+
+
+async def burst_after_ask(aiohttp_server: Any, burst: Callable[[str], list[bytes]]) -> str:
+    """A server that waits for the client's first ask, then writes ``burst(its id)`` in
+    one write, and holds the connection open."""
+    return await burst_after_asks(aiohttp_server, 1, lambda ids: burst(ids[0]))
 
 
 def pushes(start: int, count: int) -> list[bytes]:
@@ -193,29 +203,6 @@ async def test_a_store_keeps_the_last_of_a_burst_in_order(aiohttp_server: Any) -
         await wait_for(lambda: [m.id for m in store.messages.value[-1:]] == ["end"])
         ids = [m.id for m in store.messages.value]
     assert ids == [*(f"push-{n}" for n in range(2901, 3000)), "end"]
-
-
-async def burst_after_asks(
-    aiohttp_server: Any, count: int, burst: Callable[[list[str]], list[bytes]]
-) -> str:
-    """A server that waits for ``count`` asks, then writes ``burst(their ids)`` at once."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        ids: list[str] = []
-        async for msg in ws:
-            ask = json.loads(msg.data)
-            if ask.get("type") == "ask":
-                ids.append(ask["id"])
-                if len(ids) == count:
-                    write_at_once(ws, burst(ids))
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/", handler)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    return f"ws://127.0.0.1:{server.port}/"
 
 
 async def test_answers_in_one_read_settle_each_ask_once_in_their_place(aiohttp_server: Any) -> None:
