@@ -217,10 +217,11 @@ class Receiver:
         """:meth:`deliver` each of ``run``, in one call while no handler listens."""
         if not self.handlers:
             done = self._emit_all(run, self.handlers)
-            if done == len(run):
+            if not self.handlers:
                 return
-            # A subscriber added a handler while run[done - 1] was delivered: it hears
-            # of that message too, as when delivered alone; the rest go one by one.
+            # A subscriber added a handler while run[done - 1] was delivered (the last
+            # one, too): it hears of that message, as when delivered alone; the rest
+            # go one by one.
             self._handle(run[done - 1])
             run = run[done:]
         for message in run:
