@@ -3,6 +3,7 @@ must mean what the same frames meant one by one."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -33,3 +34,35 @@ async def test_a_handler_added_while_the_last_message_of_a_read_is_delivered_hea
         service.send_query("go")
         await wait_for(lambda: bool(added))
         assert handled == ["end"]
+
+
+def _pump_locals(task: asyncio.Task[Any]) -> dict[str, Any] | None:
+    """The locals of the transport's receive loop, found down the task's await chain."""
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None)
+        if frame is not None and frame.f_code.co_name == "_pump":
+            return dict(frame.f_locals)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return None
+
+
+async def test_the_receive_loop_holds_no_read_while_it_waits_for_the_next(
+    aiohttp_server: Any,
+) -> None:
+    # A read can be hundreds of kilobytes (a flood, or big answers): once handled, the
+    # loop must not keep its frames alive while the connection idles.
+    big = "x" * 50_000
+    url = await burst_after_ask(
+        aiohttp_server, lambda ask_id: [response(f"big-{n}", big) for n in range(20)]
+    )
+    seen: list[str] = []
+    async with WebSocketService(client_config(url)) as service:
+        service.messages.subscribe(lambda m: seen.append(m.id))
+        service.send_query("go")
+        await wait_for(lambda: seen[-1:] == ["big-19"])
+        tasks = [t for t in asyncio.all_tasks() if _pump_locals(t) is not None]
+        assert tasks, "the receive loop's task was not found"
+        held = _pump_locals(tasks[0]) or {}
+        frames = held.get("frames") or []
+        assert sum(map(len, frames)) < 50_000, f"{len(frames)} frames held while idle"
