@@ -192,13 +192,15 @@ class Receiver:
                     run.append(message)  # a push: what on_frame does is deliver it
                     continue
                 mid = message.id
-                if mid in asks:
-                    if meter is None:  # the answer to a pending ask: settled, then delivered
-                        entry = self._reply(mid)[1]  # its first answer: FIRST
-                        if entry is not None and entry.waiter is not None:
+                if mid in asks:  # the answer to a pending ask: settled, then delivered
+                    entry = self._reply(mid)[1]  # its first answer: FIRST
+                    if entry is not None:  # what _on_reply does, metered or not, in its place
+                        if meter is not None:
+                            meter.answered(message, entry, False)
+                        if entry.waiter is not None:
                             self._settle(entry.waiter, message)
-                        run.append(message)
-                        continue
+                    run.append(message)
+                    continue
                 elif mid not in answered and mid not in abandoned:
                     run.append(message)
                     continue

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from nexus_reactive import WebSocketService
 
 from .conftest import client_config
@@ -66,3 +68,31 @@ async def test_the_receive_loop_holds_no_read_while_it_waits_for_the_next(
         held = _pump_locals(tasks[0]) or {}
         frames = held.get("frames") or []
         assert sum(map(len, frames)) < 50_000, f"{len(frames)} frames held while idle"
+
+
+@pytest.mark.parametrize("metrics", [False, True], ids=["plain", "metrics"])
+async def test_metrics_do_not_change_how_an_ask_answered_mid_read_ends(
+    aiohttp_server: Any, metrics: bool
+) -> None:
+    # The answer is in the same read as a push whose subscriber disconnects. An ask
+    # answered in a read is settled before the subscribers hear of the read's earlier
+    # messages: it ends answered, with metrics on as with them off.
+    url = await burst_after_ask(
+        aiohttp_server,
+        lambda ask_id: [*pushes(0, 5), response(ask_id, "the answer"), response("end")],
+    )
+    seen: list[str] = []
+    async with WebSocketService(client_config(url, metrics=metrics)) as service:
+        task = asyncio.ensure_future(service.ask("q"))
+
+        def on_next(message: Any) -> None:
+            seen.append(message.id)
+            if message.id == "push-2":
+                service.disconnect()
+
+        service.messages.subscribe(on_next)
+        outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+        await wait_for(lambda: seen[-1:] == ["end"])
+        if metrics:
+            assert service.metrics.value.asks_answered == 1
+    assert getattr(outcome, "answer", outcome) == "the answer"
