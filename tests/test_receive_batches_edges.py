@@ -4,12 +4,14 @@ must mean what the same frames meant one by one."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from nexus_reactive import WebSocketService
+from nexus_reactive import ProtocolError, WebSocketService
 
 from .conftest import client_config
 from .faults import wait_for
@@ -96,3 +98,66 @@ async def test_metrics_do_not_change_how_an_ask_answered_mid_read_ends(
         if metrics:
             assert service.metrics.value.asks_answered == 1
     assert getattr(outcome, "answer", outcome) == "the answer"
+
+
+def write_mixed_at_once(ws: web.WebSocketResponse, frames: list[tuple[int, bytes]]) -> None:
+    """Frame each (opcode, data) and write them all to the socket in one write."""
+    writer: Any = ws._writer
+    transport = writer.transport
+    chunks: list[bytes] = []
+    writer.transport = type("C", (), {"write": chunks.append, "is_closing": lambda s: False})()
+    try:
+        for opcode, data in frames:
+            writer._write_websocket_frame(data, opcode, 0)
+    finally:
+        writer.transport = transport
+    transport.write(b"".join(chunks))
+
+
+async def test_a_binary_frame_a_ping_and_a_close_in_one_read_keep_their_places(
+    aiohttp_server: Any,
+) -> None:
+    text, binary, ping, close = 0x1, 0x2, 0x9, 0x8
+    written: list[bool] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if json.loads(msg.data).get("type") == "ask" and not written:
+                written.append(True)
+                write_mixed_at_once(
+                    ws,
+                    [
+                        *((text, f) for f in pushes(0, 50)),
+                        (binary, b"\x00binary"),
+                        *((text, f) for f in pushes(50, 50)),
+                        (ping, b"p"),
+                        *((text, f) for f in pushes(100, 50)),
+                        (close, (1011).to_bytes(2, "big") + b"bye"),
+                        *((text, f) for f in pushes(150, 50)),  # after the close: never read
+                    ],
+                )
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    seen: list[str] = []
+    dropped: list[Any] = []  # the states after the close
+    config = client_config(f"ws://127.0.0.1:{server.port}/")
+    async with WebSocketService(config) as service:
+        service.messages.subscribe(lambda m: seen.append(m.id))
+        service.errors.subscribe(
+            lambda e: seen.append("BINARY") if isinstance(e, ProtocolError) else None
+        )
+        service.state.subscribe(
+            lambda s: dropped.append(s) if written and not s.connected else None
+        )
+        service.send_query("go")
+        await wait_for(lambda: bool(dropped))
+    assert seen == [
+        *(f"push-{n}" for n in range(50)),
+        "BINARY",
+        *(f"push-{n}" for n in range(50, 150)),
+    ]
