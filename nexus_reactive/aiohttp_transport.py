@@ -201,6 +201,7 @@ class AiohttpTransport:
                     stop = on_frames(frames)
                     if stop is not None:
                         return stop
+                del frames, msg  # a read's frames are not held while the next is awaited
             elif kind is _BINARY:
                 on_invalid(
                     ProtocolError(

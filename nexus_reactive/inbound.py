@@ -192,13 +192,15 @@ class Receiver:
                     run.append(message)  # a push: what on_frame does is deliver it
                     continue
                 mid = message.id
-                if mid in asks:
-                    if meter is None:  # the answer to a pending ask: settled, then delivered
-                        entry = self._reply(mid)[1]  # its first answer: FIRST
-                        if entry is not None and entry.waiter is not None:
+                if mid in asks:  # the answer to a pending ask: settled, then delivered
+                    entry = self._reply(mid)[1]  # its first answer: FIRST
+                    if entry is not None:  # what _on_reply does, metered or not, in its place
+                        if meter is not None:
+                            meter.answered(message, entry, False)
+                        if entry.waiter is not None:
                             self._settle(entry.waiter, message)
-                        run.append(message)
-                        continue
+                    run.append(message)
+                    continue
                 elif mid not in answered and mid not in abandoned:
                     run.append(message)
                     continue
@@ -217,10 +219,11 @@ class Receiver:
         """:meth:`deliver` each of ``run``, in one call while no handler listens."""
         if not self.handlers:
             done = self._emit_all(run, self.handlers)
-            if done == len(run):
+            if not self.handlers:
                 return
-            # A subscriber added a handler while run[done - 1] was delivered: it hears
-            # of that message too, as when delivered alone; the rest go one by one.
+            # A subscriber added a handler while run[done - 1] was delivered (the last
+            # one, too): it hears of that message, as when delivered alone; the rest
+            # go one by one.
             self._handle(run[done - 1])
             run = run[done:]
         for message in run:
