@@ -151,8 +151,12 @@ class Receiver:
         the batch: the responses of a read (pushes, and answers to pending asks) go to
         the subscribers in one call, not a call per message. An answer settles its ask
         as it is decoded; whoever awaits the ask runs once the read is handled, as one
-        by one. An error return ends the connection; the frames after it are not
-        looked at.
+        by one. Responses are matched against the asks as they are decoded, before the
+        subscribers hear of the read's earlier messages: an ask a subscriber makes
+        meanwhile (with its own ``message_id``) is not answered by a response of the
+        same read, which the server sent before the ask existed (a frame handled on
+        its own, an error or a piece, is matched against the asks as they are then).
+        An error return ends the connection; the frames after it are not looked at.
         """
         if self._events is not None:  # recorded: each frame its own way
             for frame in frames:
