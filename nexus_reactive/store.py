@@ -39,7 +39,7 @@ from .core import ConnectionState, Metrics
 from .errors import NexusError, UsageError
 from .history import History, HistoryItem
 from .intake import Intake, history_options
-from .messages import new_id
+from .messages import ask_request, new_id
 from .scheduled import ScheduledView, deliver_on
 from .service import WebSocketService
 from .streams import Publisher, ValueStream
@@ -164,12 +164,15 @@ class WebSocketStore:
 
         Raises:
             OutboxFull: too many messages wait for a connection; nothing was queued.
-            UsageError: the store is closed; nothing was sent.
-                (Called from another thread, these go to the store's ``errors``.)
+            UsageError: the store is closed; nothing was sent. (Called from another
+                thread, this and ``OutboxFull`` go to the store's ``errors``.)
+            InvalidArgument: ``query`` is empty or only whitespace, or not a string
+                (a ``UsageError``); nothing was sent, from any thread.
         """
         if self._closed:
             raise UsageError(_CLOSED.format("send_message"))
         team = team_id if team_id is not None else self._team_id
+        ask_request(query, team, "send_message")  # a bad query: refused here, in its words
         ask_id = new_id()
         if self._on_loop_thread():
             self._intake.remember(ask_id)

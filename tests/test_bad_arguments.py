@@ -4,11 +4,18 @@ an :class:`InvalidArgument`, a ``UsageError`` and, for code written when it was 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
-from nexus_reactive import InvalidArgument, ProtocolError, UsageError, WebSocketService
+from nexus_reactive import (
+    InvalidArgument,
+    ProtocolError,
+    UsageError,
+    WebSocketService,
+    use_websocket,
+)
 from nexus_reactive.testing import wait_until
 
 from .conftest import Nexus
@@ -92,3 +99,28 @@ async def test_the_observable_asks_name_themselves_in_the_error(nexus: Nexus) ->
             assert str(errors[0]).startswith(f"{name}(): query= must be a non-empty string")
         assert service.outbox_size == 0
     assert nexus.stats.asks_received == 0
+
+
+@pytest.mark.parametrize("query", ["", "   ", None])
+async def test_a_store_refuses_a_bad_query_in_its_own_words_from_any_thread(
+    nexus: Nexus, query: Any
+) -> None:
+    async with use_websocket(nexus.config()) as store:
+        with pytest.raises(InvalidArgument, match=r"^send_message\(\): query= must be"):
+            store.send_message(query)
+        raised: list[BaseException] = []
+
+        def from_a_thread() -> None:
+            try:
+                store.send_message(query)
+            except InvalidArgument as exc:
+                raised.append(exc)
+
+        thread = threading.Thread(target=from_a_thread)
+        thread.start()
+        thread.join()
+        assert len(raised) == 1 and str(raised[0]).startswith("send_message(): query=")
+        assert store._intake._own is None  # no id remembered for an ask never made
+        store.send_message("and a good one")
+        await wait_until(lambda: len(store.messages.value) == 1)
+    assert nexus.stats.asks_received == 1

@@ -49,7 +49,13 @@ async def test_malformed_json_is_a_bad_request_and_the_connection_survives(
 
 @pytest.mark.parametrize(
     ("payload", "mentions"),
-    [({"query": 3}, "query"), ({"query": ""}, "query"), ({}, "query"), ("text", "object")],
+    [
+        ({"query": 3}, "query"),
+        ({"query": ""}, "query"),
+        ({"query": " \t\n"}, "only whitespace"),
+        ({}, "query"),
+        ("text", "object"),
+    ],
 )
 async def test_wrong_payload_is_a_bad_request_carrying_the_id(
     make_server: MakeServer, session: aiohttp.ClientSession, payload: Any, mentions: str

@@ -75,9 +75,9 @@ class Answers:
             case AskMessage(id=""):
                 await send_error("", "bad_request", "an ask needs a non-empty id")
             case AskMessage():
-                too_long = self._over_limits(message.payload)
-                if too_long:
-                    await send_error(message.id, "bad_request", too_long)
+                refused = self._refused(message.payload)
+                if refused:
+                    await send_error(message.id, "bad_request", refused)
                     return
                 self._state.stats.asks_received += 1
                 self._spawn(self._answer(message, pubkey))
@@ -119,8 +119,11 @@ class Answers:
             case _:
                 assert_never(message)
 
-    def _over_limits(self, request: AskRequest) -> str | None:
+    def _refused(self, request: AskRequest) -> str | None:
+        """Why the server refuses this ask's payload (``bad_request``), if it does."""
         state = self._state
+        if request.query.isspace():  # (the decoder refused an empty one)
+            return "query is only whitespace: send the question to ask"
         if len(request.query) > state.max_query_length:
             return (
                 f"query is {len(request.query)} characters long, over this server's "
