@@ -131,15 +131,34 @@ class AiohttpTransport:
                 await self._ws.send_frame(frame, _TEXT)
                 self.handed += 1
             return
-        real = writer.transport
-        if real.is_closing():  # as aiohttp's writer says it
+        if writer.transport.is_closing():  # as aiohttp's writer says it
             raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
-        data = frame_batch(frames, mask)
-        real.write(data)
-        self.handed += len(frames)
-        writer._output_size += len(data)
+        self._write(writer, frame_batch(frames, mask), len(frames))
         if writer._output_size > writer._limit:
             await drain(writer)
+
+    def write_now(self, frames: list[bytes]) -> bool:
+        """Write several text frames in one write to the socket, without waiting, if
+        that needs no flow control; else write nothing and return ``False``.
+
+        The sender writes a long run of asks this way from the task that made them,
+        so the server starts on them while the rest are made.
+        """
+        writer = self._batcher
+        if writer is None or writer._closing or writer.protocol._paused:
+            return False
+        if writer.transport.is_closing():
+            return False
+        data = frame_batch(frames, mask)
+        if writer._output_size + len(data) > writer._limit:
+            return False  # drain first: the writer task does it
+        self._write(writer, data, len(frames))
+        return True
+
+    def _write(self, writer: Any, data: bytes, frames: int) -> None:
+        writer.transport.write(data)
+        self.handed += frames
+        writer._output_size += len(data)
 
     async def pump(
         self,

@@ -234,6 +234,7 @@ class AskTracker:
         self.track(ask_id, frame, future, timeout, on_piece, now)
         if not direct:
             sender.kick()
+            sender.flush(now)
         return future, direct
 
     async def ask(

@@ -19,6 +19,7 @@ from .derived import DerivedPublisher
 from .transport import Transport
 
 if TYPE_CHECKING:
+    from .core.outbox import Outgoing
     from .metrics import Meter
     from .waiter import Waiter
 
@@ -31,6 +32,9 @@ _CONNECTED = Phase.CONNECTED  # a module constant: an enum lookup per ask is mea
 
 # Frames written to the socket at once, at most.
 _BATCH = 256
+# Asks queued at once that are written from the task that made the last of them (see
+# Sender.flush): the server starts on them while the rest are made.
+_RUN = 32
 
 
 class Sender:
@@ -60,7 +64,9 @@ class Sender:
         # Whether _wake is set (the writer has not taken the wake-up yet): asks made
         # together kick once, not once each.
         self._woken = False
-        self._writing = False  # a frame is being written (writer task or an ask)
+        self._writing = False  # an ask's task is writing its frame (send_now)
+        # The writer task holds frames it took out of the outbox (until written).
+        self._writer_holds = False
         self._queued = core.outbox.items  # read-only here
         self._asks = core.pending.lookups()[0]
         self.outbox_depth = DerivedPublisher(lambda: len(core.outbox), "outbox_depth")
@@ -85,10 +91,58 @@ class Sender:
         return (
             self._transport is not None
             and not self._writing
+            and not self._writer_holds
             and not self._queued  # the containers themselves: no __len__ calls
             and not self._asks
             and self._bucket.free(now)
         )
+
+    def flush(self, now: float) -> None:
+        """Asks made together (answers to one read wake their tasks at once): once a
+        run of them is queued, write it from the task that made the last, without
+        waiting for the writer task, if the transport can without flow control
+        (``write_now``). The writer runs only after every task woken with it, so
+        without this the server would wait for all of them, and then the client for
+        the server: with it, the two work at once, on two cores."""
+        transport = self._transport
+        if (
+            transport is None
+            or self._writing
+            or self._writer_holds
+            or len(self._queued) < _RUN
+            or not self._bucket.free(now)
+            or self._core.state.phase is not _CONNECTED
+        ):
+            return
+        write_now = getattr(transport, "write_now", None)
+        if write_now is None:
+            return
+        core = self._core
+        batch: list[Outgoing] = []
+        while len(batch) < _BATCH and (item := core.next_outgoing()) is not None:
+            batch.append(item)
+        frames = [item.frame for item in batch]
+        try:
+            written = bool(write_now(frames))
+        except Exception:  # the connection is going: the writer finds out and says so
+            written = False
+        if not written:
+            for unsent in reversed(batch):
+                core.unsent(unsent)
+            return
+        if frames_log.isEnabledFor(logging.DEBUG):
+            for sent in batch:
+                frames_log.debug("-> %s", codec.redact(sent.frame))
+        self._wrote(batch, frames)
+        if self._depth._sinks:
+            self.outbox_depth.refresh()
+
+    def _wrote(self, batch: list[Outgoing], frames: list[bytes]) -> None:
+        if self._meter is not None:
+            self._meter.wrote(frames)
+        for sent in batch:
+            if sent.key is not None:  # keyed: recorded by an observer (a journal)
+                self._sent(sent.key)
 
     async def send_now(self) -> None:
         """Write the head of the outbox from the calling task (see :meth:`direct`)."""
@@ -146,8 +200,6 @@ class Sender:
         core = self._core
         depth = self.outbox_depth
         bucket = self._bucket
-        sent_event = self._sent
-        meter = self._meter
         trace = frames_log.isEnabledFor(logging.DEBUG)
         loop = asyncio.get_running_loop()
         while True:
@@ -166,6 +218,9 @@ class Sender:
                 while len(batch) < _BATCH and (more := core.next_outgoing()) is not None:
                     batch.append(more)
             depth.refresh()
+            # The batch is out of the outbox: nothing else writes until it is written
+            # (a flush() meanwhile would put later frames first).
+            self._writer_holds = True
             try:
                 delay = bucket.take(loop.time())
                 if delay > 0:
@@ -173,14 +228,8 @@ class Sender:
                 if trace:
                     for sent in batch:
                         frames_log.debug("-> %s", codec.redact(sent.frame))
-                self._writing = True
                 frames = [sent.frame for sent in batch]
-                try:
-                    await transport.send_batch(frames)
-                finally:
-                    self._writing = False
-                if meter is not None:
-                    meter.wrote(frames)
+                await transport.send_batch(frames)
             except asyncio.CancelledError:
                 for unsent in reversed(batch):
                     core.unsent(unsent)
@@ -191,6 +240,6 @@ class Sender:
                 log.info("write failed (%s); the frames wait for the next connection", exc)
                 await transport.close(1011)
                 return
-            for sent in batch:
-                if sent.key is not None:  # keyed: recorded by an observer (a journal)
-                    sent_event(sent.key)
+            finally:
+                self._writer_holds = False
+            self._wrote(batch, frames)

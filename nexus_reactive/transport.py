@@ -52,6 +52,10 @@ class Transport(Protocol):
     # getattr: a send cancelled after it handed its frame over (while waiting to drain)
     # then counts as written. Without it, a cancelled send's frame goes back to the
     # outbox (an abandoned ask's is dropped there; a pending one may go twice).
+    # Optional: ``write_now(frames) -> bool``, :meth:`send_batch` without waiting: it
+    # writes the frames at once if that needs no flow control, else writes nothing and
+    # returns ``False``. With it, a long run of asks made together is written from the
+    # task that made them, and the server starts on them while the rest are made.
 
     async def send(self, frame: bytes) -> None:
         """Write one text frame."""

@@ -91,6 +91,32 @@ async def test_without_the_private_writer_batches_still_arrive_in_order(
     assert received == [f.decode() for f in frames]
 
 
+async def test_write_now_writes_only_what_needs_no_flow_control(aiohttp_server: Any) -> None:
+    # Frames that fit under the writer's limit go at once, counted as handed; what
+    # would need a drain (or a writer without the private names) is not written at
+    # all, and says so: the writer task sends it the waiting way, in order.
+    received: list[str] = []
+    url = await echo_server(aiohttp_server, received)
+    async with open_session() as session:
+        transport = await open_transport(session, url, headers={})
+        try:
+            small = [f'{{"n": {n}}}'.encode() for n in range(40)]
+            assert transport.write_now(small) is True
+            assert transport.handed == 40
+            too_big = [b'"' + b"x" * (transport._batcher._limit + 1) + b'"']
+            assert transport.write_now(too_big) is False
+            assert transport.handed == 40
+            await transport.send_batch(too_big)  # the waiting way
+            batcher, transport._batcher = transport._batcher, None
+            assert transport.write_now(small[:1]) is False
+            transport._batcher = batcher
+            await wait_for(lambda: len(received) == 41)
+        finally:
+            await transport.close()
+    assert received[:40] == [f.decode() for f in small]
+    assert transport.write_now(small) is False  # closed: nothing written, no error
+
+
 async def burst_server(aiohttp_server: Any, count: int) -> str:
     """Sends ``count`` text frames in one write, with a ping, a binary frame and more
     text among them, then closes with 4000: what the receive loop's drain must hand
