@@ -14,6 +14,7 @@ measurement needs otherwise, which is said where it is done.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -111,13 +112,13 @@ def _service(config: WebSocketConfig, transport: str) -> WebSocketService:
 
 @asynccontextmanager
 async def library_asker(url: str, api_key: str, transport: str = "aiohttp") -> AsyncIterator[AskFn]:
-    """A connected service; yields ``ask()``, one ``service.ask`` of the bench query."""
+    """A connected service; yields ``ask()``, one ``service.ask`` of the bench query.
+
+    ``ask`` is ``service.ask`` with the query bound, not a coroutine around it: one
+    coroutine per ask, as the naive client's (and as an application awaits it).
+    """
     async with _service(WebSocketConfig(url=url, api_key=api_key), transport) as service:
-
-        async def ask() -> object:
-            return await service.ask(traffic.QUERY)
-
-        yield ask
+        yield functools.partial(service.ask, traffic.QUERY)
 
 
 async def wait_until(predicate: Any, timeout: float = 30.0) -> None:

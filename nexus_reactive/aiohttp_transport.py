@@ -139,20 +139,19 @@ class AiohttpTransport:
 
     def write_now(self, frames: list[bytes]) -> bool:
         """Write several text frames in one write to the socket, without waiting, if
-        that needs no flow control; else write nothing and return ``False``.
+        the socket is not behind (flow control has not paused writing); else write
+        nothing and return ``False``.
 
         The sender writes a long run of asks this way from the task that made them,
-        so the server starts on them while the rest are made.
+        so the server starts on them while the rest are made. A write that puts the
+        socket behind pauses writing: the next one waits, in the writer task.
         """
         writer = self._batcher
         if writer is None or writer._closing or writer.protocol._paused:
             return False
         if writer.transport.is_closing():
             return False
-        data = frame_batch(frames, mask)
-        if writer._output_size + len(data) > writer._limit:
-            return False  # drain first: the writer task does it
-        self._write(writer, data, len(frames))
+        self._write(writer, frame_batch(frames, mask), len(frames))
         return True
 
     def _write(self, writer: Any, data: bytes, frames: int) -> None:

@@ -27,6 +27,11 @@ _generic = msgspec.json.Decoder(UnknownMessage)
 _encoder = msgspec.json.Encoder()
 #: :func:`encode` without its Python call, for the ask path.
 encode_fast = _encoder.encode
+#: The bytes of ``AskMessage(id=I, payload=AskRequest(Q))`` around ``Q`` and ``I``, in
+#: the order :func:`encode` writes them: ``ASK_HEAD + encode_fast(Q) + ASK_MID + I +
+#: ASK_TAIL`` is that frame, for an id that needs no escaping (:func:`new_id`'s hex),
+#: without building either struct (the ask path; a test holds the two equal).
+ASK_HEAD, ASK_MID, ASK_TAIL = b'{"type":"ask","payload":{"query":', b'},"id":"', b'"}'
 
 
 def decode(frame: bytes | str) -> Message:

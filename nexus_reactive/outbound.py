@@ -89,13 +89,20 @@ class Sender:
         """Whether a lone ask may be written from the caller's task right now
         (connected, nothing queued or pending, writer idle, no pacing)."""
         return (
-            self._transport is not None
+            not self._asks  # (first: with asks in flight, the one that is false)
+            and not self._queued  # the containers themselves: no __len__ calls
+            and self._transport is not None
             and not self._writing
             and not self._writer_holds
-            and not self._queued  # the containers themselves: no __len__ calls
-            and not self._asks
             and self._bucket.free(now)
         )
+
+    def queued(self, now: float) -> None:
+        """An ask was queued (not written from its task): :meth:`kick`, then
+        :meth:`flush` once a run is queued."""
+        self.kick()
+        if len(self._queued) >= _RUN:
+            self.flush(now)
 
     def flush(self, now: float) -> None:
         """Asks made together (answers to one read wake their tasks at once): once a
@@ -118,9 +125,9 @@ class Sender:
         if write_now is None:
             return
         core = self._core
-        batch: list[Outgoing] = []
-        while len(batch) < _BATCH and (item := core.next_outgoing()) is not None:
-            batch.append(item)
+        batch = core.take_outgoing(_BATCH)
+        if not batch:  # (all abandoned meanwhile)
+            return
         frames = [item.frame for item in batch]
         try:
             written = bool(write_now(frames))
@@ -203,8 +210,10 @@ class Sender:
         trace = frames_log.isEnabledFor(logging.DEBUG)
         loop = asyncio.get_running_loop()
         while True:
-            item = core.next_outgoing()
-            if item is None:
+            # Everything queued goes out together, one write to the socket (one frame at
+            # a time when paced).
+            batch = core.take_outgoing(_BATCH if bucket.free(loop.time()) else 1)
+            if not batch:
                 depth.refresh()
                 if self.changed is not None:
                     self.changed()
@@ -212,11 +221,6 @@ class Sender:
                 wake.clear()
                 await wake.wait()
                 continue
-            batch = [item]
-            if bucket.free(loop.time()):
-                # Everything queued goes out together: one write to the socket.
-                while len(batch) < _BATCH and (more := core.next_outgoing()) is not None:
-                    batch.append(more)
             depth.refresh()
             # The batch is out of the outbox: nothing else writes until it is written
             # (a flush() meanwhile would put later frames first).

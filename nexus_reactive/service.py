@@ -30,7 +30,7 @@ from .guards import check_loop_thread
 from .inbound import Receiver
 from .lazy import LazyLink
 from .logs import enable_debug_from_env
-from .messages import AskMessage, AskRequest, AskResponse, Message, ask_request, new_id
+from .messages import AskMessage, AskResponse, Message, ask_request, new_id
 from .metrics import new_meter
 from .recorder import Recorder
 from .streams import Publisher
@@ -44,6 +44,7 @@ log = logging.getLogger("nexus_reactive.service")
 _running_loop = asyncio.events._get_running_loop
 _get_ident = threading.get_ident
 _encode = codec.encode_fast
+_ASK_HEAD, _ASK_MID, _ASK_TAIL = codec.ASK_HEAD, codec.ASK_MID, codec.ASK_TAIL
 _Loop = asyncio.AbstractEventLoop | None
 _CLOSED = "{}(): this service is closed: nothing more is sent; create a new WebSocketService"
 
@@ -341,9 +342,10 @@ class WebSocketService(ServiceViews):
             if direct:
                 await sender.send_now()
             return await future
-        finally:
+        except BaseException:  # (not a finally: an answered ask needs no look)
             if not future.done() or future.cancelled():
                 asks.abandon(ask_id)
+            raise
 
     async def _ask(
         self,
@@ -374,9 +376,9 @@ class WebSocketService(ServiceViews):
             # Nothing connects until connect() or reconnect(): say why now, not at timeout.
             raise failure
         ask_id = new_id()
-        # ask_request's check, inline for the common case
+        # ask_request's check and the encoding, inline for the common case
         if type(query) is str and query and team_id is None and not query.isspace():
-            payload = AskRequest(query)
-        else:
-            payload = ask_request(query, team_id, caller)
+            parts = (_ASK_HEAD, _encode(query), _ASK_MID, ask_id.encode(), _ASK_TAIL)
+            return ask_id, b"".join(parts), loop
+        payload = ask_request(query, team_id, caller)
         return ask_id, _encode(AskMessage(id=ask_id, payload=payload)), loop

@@ -1,5 +1,6 @@
-"""The codec's property, with Hypothesis: decode of any text, bytes or JSON object returns a
-message or raises ProtocolError, never anything else."""
+"""The codec's properties, with Hypothesis: decode of any text, bytes or JSON object returns a
+message or raises ProtocolError, never anything else; the ask path's frame template writes
+exactly what encode writes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from nexus_reactive.messages import (
     AskMessage,
     AskRequest,
     UnknownMessage,
+    new_id,
 )
 
 # -- the property: decode never fails in any other way ------------------------------
@@ -90,3 +92,14 @@ def test_any_valid_ask_round_trips(query: str, id_: str, team_id: str | None) ->
     message = AskMessage(id=id_, payload=AskRequest(query=query, team_id=team_id))
 
     assert codec.decode(codec.encode(message)) == message
+
+
+@given(st.text(min_size=1))
+@settings(max_examples=300, deadline=None)
+def test_the_ask_frame_template_is_exactly_what_encode_writes(query: str) -> None:
+    # The ask path writes ASK_HEAD + query + ASK_MID + id + ASK_TAIL instead of encoding
+    # two structs: the same bytes, whatever the query holds (quotes, escapes, emoji).
+    ask_id = new_id()
+    made = codec.ASK_HEAD + codec.encode_fast(query) + codec.ASK_MID
+    made += ask_id.encode() + codec.ASK_TAIL
+    assert made == codec.encode(AskMessage(id=ask_id, payload=AskRequest(query)))

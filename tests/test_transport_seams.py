@@ -45,9 +45,9 @@ WHAT_DEGRADES = {
 }
 
 
-async def echo_server(aiohttp_server: Any, received: list[str]) -> str:
+async def echo_server(aiohttp_server: Any, received: list[str], max_msg_size: int = 4 << 20) -> str:
     async def handler(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(max_msg_size=max_msg_size)
         await ws.prepare(request)
         async for msg in ws:
             received.append(msg.data)
@@ -91,29 +91,33 @@ async def test_without_the_private_writer_batches_still_arrive_in_order(
     assert received == [f.decode() for f in frames]
 
 
-async def test_write_now_writes_only_what_needs_no_flow_control(aiohttp_server: Any) -> None:
-    # Frames that fit under the writer's limit go at once, counted as handed; what
-    # would need a drain (or a writer without the private names) is not written at
-    # all, and says so: the writer task sends it the waiting way, in order.
+async def test_write_now_writes_only_while_the_socket_keeps_up(aiohttp_server: Any) -> None:
+    # Frames go at once, counted as handed, while flow control has not paused writing.
+    # A write that puts the socket behind pauses it: the next write_now writes nothing
+    # and says so (the writer task then sends the waiting way, in order). So does a
+    # writer without the private names, and a closed connection.
     received: list[str] = []
-    url = await echo_server(aiohttp_server, received)
+    url = await echo_server(aiohttp_server, received, max_msg_size=0)
     async with open_session() as session:
         transport = await open_transport(session, url, headers={})
         try:
             small = [f'{{"n": {n}}}'.encode() for n in range(40)]
             assert transport.write_now(small) is True
             assert transport.handed == 40
-            too_big = [b'"' + b"x" * (transport._batcher._limit + 1) + b'"']
-            assert transport.write_now(too_big) is False
-            assert transport.handed == 40
-            await transport.send_batch(too_big)  # the waiting way
+            big = [b'"' + b"x" * (8 << 20) + b'"']  # more than the socket's buffers hold
+            assert transport.write_now(big) is True
+            assert transport.write_now(small[:1]) is False  # behind: paused
+            assert transport.handed == 41
+            await transport.send_batch(small[:2])  # the waiting way: drains first
+            assert transport.handed == 43
             batcher, transport._batcher = transport._batcher, None
             assert transport.write_now(small[:1]) is False
             transport._batcher = batcher
-            await wait_for(lambda: len(received) == 41)
+            await wait_for(lambda: len(received) == 43)
         finally:
             await transport.close()
     assert received[:40] == [f.decode() for f in small]
+    assert received[41:] == [f.decode() for f in small[:2]]
     assert transport.write_now(small) is False  # closed: nothing written, no error
 
 

@@ -69,6 +69,7 @@ class ClientCore(Generic[W]):
         # reply() is the table's settle(): bound once, one call less per message.
         self.reply = self.pending.settle
         self._asks = self.pending.lookups()[0]  # read-only: ``in`` without __contains__
+        self._queued = self.outbox.items  # the outbox's deque: no property call per ask
         self._reason: str | None = None  # why the next attempt starts, if not a failure
 
     # -- what the application sends -------------------------------------------------
@@ -106,10 +107,9 @@ class ClientCore(Generic[W]):
                 "give every ask a fresh id (new_id())"
             )
         # Outbox.put and PendingTable.add, inline (two calls less per ask).
-        outbox = self.outbox
-        queued = outbox.items
-        if len(queued) >= outbox.limit:
-            outbox.put(Outgoing(frame, ask_id))  # raises OutboxFull
+        queued = self._queued
+        if len(queued) >= self.outbox.limit:
+            self.outbox.put(Outgoing(frame, ask_id))  # raises OutboxFull
         queued.append(_tuple_new(Outgoing, (frame, ask_id, None)))
         entry = asks[ask_id] = Pending(frame, waiter)
         return entry
@@ -117,7 +117,7 @@ class ClientCore(Generic[W]):
     def next_outgoing(self) -> Outgoing | None:
         """The next frame to write, skipping asks settled or abandoned while queued."""
         # Outbox.pop and PendingTable.get, inline (two calls less per ask).
-        queued, asks = self.outbox.items, self._asks
+        queued, asks = self._queued, self._asks
         while queued:
             item = queued.popleft()
             if item.ask_id is None:
@@ -128,6 +128,24 @@ class ClientCore(Generic[W]):
                 entry.sends += 1
                 return item
         return None
+
+    def take_outgoing(self, limit: int) -> list[Outgoing]:
+        """Up to ``limit`` frames to write at once, in order: :meth:`next_outgoing`
+        repeated, in one call."""
+        queued, asks = self._queued, self._asks
+        taken: list[Outgoing] = []
+        add, pop, get = taken.append, queued.popleft, asks.get
+        while queued and len(taken) < limit:
+            item = pop()
+            if item.ask_id is None:
+                add(item)
+                continue
+            entry = get(item.ask_id)
+            if entry is not None:
+                entry.on_wire = True
+                entry.sends += 1
+                add(item)
+        return taken
 
     def resend(self, ask_id: str) -> bool:
         """Send a pending ask again first (the server asked us to retry it later).
