@@ -100,7 +100,8 @@ class Sender:
     def queued(self, now: float) -> None:
         """An ask was queued (not written from its task): :meth:`kick`, then
         :meth:`flush` once a run is queued."""
-        self.kick()
+        if not self._woken or self._depth._sinks or self.changed is not None:
+            self.kick()  # (else the writer is awake, and nobody else needs telling)
         if len(self._queued) >= _RUN:
             self.flush(now)
 
