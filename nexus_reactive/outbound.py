@@ -67,6 +67,8 @@ class Sender:
         self._writing = False  # an ask's task is writing its frame (send_now)
         # The writer task holds frames it took out of the outbox (until written).
         self._writer_holds = False
+        # flush() found the socket behind: it waits for the writer task's next write.
+        self._stalled = False
         self._queued = core.outbox.items  # read-only here
         self._asks = core.pending.lookups()[0]
         self.outbox_depth = DerivedPublisher(lambda: len(core.outbox), "outbox_depth")
@@ -117,6 +119,7 @@ class Sender:
             transport is None
             or self._writing
             or self._writer_holds
+            or self._stalled
             or len(self._queued) < _RUN
             or not self._bucket.free(now)
             or self._core.state.phase is not _CONNECTED
@@ -135,8 +138,10 @@ class Sender:
         except Exception:  # the connection is going: the writer finds out and says so
             written = False
         if not written:
-            for unsent in reversed(batch):
-                core.unsent(unsent)
+            # The socket is behind: the writer task waits for it, and until it has
+            # written, nothing is taken out here again (once per stall, not per ask).
+            self._stalled = True
+            core.untake(batch)
             return
         if frames_log.isEnabledFor(logging.DEBUG):
             for sent in batch:
@@ -194,7 +199,7 @@ class Sender:
         """A connection opened: start writing to it; returns the writer task."""
         self._transport = transport
         self._wake = asyncio.Event()
-        self._woken = False
+        self._woken = self._stalled = False
         return asyncio.create_task(self._write(transport, self._wake), name="nexus-reactive-writer")
 
     def detach(self, transport: Transport) -> None:
@@ -218,7 +223,7 @@ class Sender:
                 depth.refresh()
                 if self.changed is not None:
                     self.changed()
-                self._woken = False
+                self._woken = self._stalled = False
                 wake.clear()
                 await wake.wait()
                 continue
@@ -247,4 +252,5 @@ class Sender:
                 return
             finally:
                 self._writer_holds = False
+            self._stalled = False
             self._wrote(batch, frames)

@@ -135,6 +135,55 @@ async def test_a_run_waits_behind_a_write_that_waits_to_drain_and_keeps_its_plac
     assert nexus.stats.asks_received == ASKS + 2
 
 
+async def test_a_run_the_socket_cannot_take_waits_for_the_writer_once_not_per_ask(
+    start_nexus: ServerFactory,
+) -> None:
+    # Big asks made together, the server reading nothing: the first run goes out and
+    # puts the socket behind; the next is refused by the transport, goes back to the
+    # head of the outbox as if never taken (no attempt counted), and nothing is taken
+    # out again from the asks' tasks until the writer task has written. When the server
+    # reads again, every ask arrives once, in the order made.
+    queries: list[str] = []
+    gate = asyncio.Event()
+    record = recording(queries)
+
+    async def engine(request: AskRequest) -> AskResponse:
+        if request.query == "slow":
+            await gate.wait()
+        return await record(request)
+
+    size = 100_000
+    nexus = await start_nexus(engine=engine, max_message_size=4 * size, max_query_length=4 * size)
+    async with HeldProxy(nexus.port) as proxy:
+        config = nexus.config(url=proxy.url(), request_timeout=None, heartbeat=None)
+        async with WebSocketService(config) as service:
+            await service.connect()
+            sender = service._connection.sender
+            slow = asyncio.create_task(service.ask("slow"))  # pending: none goes alone
+            await wait_for(lambda: nexus.stats.asks_received == 1)
+            proxy.hold()
+            start = sender._transport.handed  # type: ignore[attr-defined]
+            pad = "x" * size
+            tasks = [asyncio.create_task(service.ask(f"q{i:03d} {pad}")) for i in range(3 * RUN)]
+
+            async def probe() -> tuple[int, bool, int, list[int]]:
+                handed = sender._transport.handed - start  # type: ignore[attr-defined]
+                sends = [e.sends for e in service._core.pending._asks.values()]
+                return handed, sender._stalled, service.outbox_size, sends
+
+            # (A task made after the asks runs after them, before the writer they wake.)
+            handed, stalled, queued, sends = await asyncio.create_task(probe())
+            assert handed == RUN and stalled
+            assert queued == 2 * RUN
+            assert sends.count(0) == 2 * RUN  # the refused run counted no attempt
+            proxy.release()
+            gate.set()
+            await asyncio.gather(slow, *tasks)
+    made = [q for q in queries if q != "slow"]
+    assert made == [f"q{i:03d} xxx" for i in range(3 * RUN)]  # (recorded: 8 characters)
+    assert nexus.stats.asks_received == 3 * RUN + 1
+
+
 async def test_a_compressed_connection_still_answers_every_ask_of_a_run(
     start_nexus: ServerFactory,
 ) -> None:

@@ -39,6 +39,42 @@ def test_submit_ask_then_next_outgoing_marks_it_on_the_wire() -> None:
     assert core.next_outgoing() is None
 
 
+def test_take_outgoing_is_next_outgoing_repeated_up_to_a_limit() -> None:
+    core = connected_core()
+    entries = [core.submit_ask(f"a{i}", f"f{i}".encode()) for i in range(5)]
+    core.submit(b"plain")
+    core.abandon("a1")  # abandoned while queued: skipped, as next_outgoing skips it
+
+    taken = core.take_outgoing(3)
+
+    assert taken == [Outgoing(b"f0", "a0"), Outgoing(b"f2", "a2"), Outgoing(b"f3", "a3")]
+    assert [(e.on_wire, e.sends) for e in entries] == [(True, 1), (False, 0), (True, 1)] + [
+        (True, 1),
+        (False, 0),
+    ]
+    assert core.take_outgoing(10) == [Outgoing(b"f4", "a4"), Outgoing(b"plain", None)]
+    assert core.take_outgoing(10) == []
+
+
+def test_untake_puts_frames_back_as_if_never_taken() -> None:
+    core = connected_core()
+    entries = [core.submit_ask(f"a{i}", f"f{i}".encode()) for i in range(3)]
+    core.submit(b"plain")
+    core.submit_ask("later", b"fl")
+    taken = core.take_outgoing(4)
+    core.reply("a1")  # answered meanwhile: it does not go back
+
+    core.untake(taken)
+
+    assert [(e.on_wire, e.sends) for e in (entries[0], entries[2])] == [(False, 0), (False, 0)]
+    assert core.take_outgoing(10) == [
+        Outgoing(b"f0", "a0"),
+        Outgoing(b"f2", "a2"),
+        Outgoing(b"plain", None),
+        Outgoing(b"fl", "later"),
+    ]
+
+
 def test_submit_untracked_frame_goes_out_without_an_ask_id() -> None:
     core = connected_core()
 

@@ -169,6 +169,21 @@ class ClientCore(Generic[W]):
             entry.on_wire = False
         self.outbox.put_front((item,))
 
+    def untake(self, items: list[Outgoing]) -> None:
+        """Frames :meth:`take_outgoing` gave that were not written after all (nothing
+        tried to: the socket could not take them without waiting): back at the head
+        of the outbox, in order, as if never taken (no attempt counted)."""
+        kept: list[Outgoing] = []
+        for item in items:
+            if item.ask_id is not None:
+                entry = self.pending.get(item.ask_id)
+                if entry is None:
+                    continue
+                entry.on_wire = False
+                entry.sends -= 1
+            kept.append(item)
+        self.outbox.put_front(kept)
+
     # -- what the server sends -----------------------------------------------------
 
     def chunk(self, ask_id: str, index: int, piece: T) -> list[T]:
