@@ -163,7 +163,7 @@ def test_the_library_messages_the_cli_rewrites_are_still_the_library_s() -> None
         WebSocketConfig(url="localhost:8000", api_key=KEY)
     assert cli_words(str(info.value)).startswith("--url must be")
     sources = {
-        "asks.py": "Raise the timeout or check state.error.",
+        "ask_clock.py": "Raise the timeout or check state.error.",
         "failures.py": 'f"no connection within connect_timeout ({connect_timeout:g}s)"',
     }
     for name, text in sources.items():
