@@ -163,7 +163,11 @@ async def test_runs_across_repeated_cuts_are_each_answered_once(
     nexus = await start_nexus(engine=recording(queries))
     async with FaultProxy("127.0.0.1", nexus.port) as proxy:
         config = nexus.config(
-            url=proxy.url(), request_timeout=None, heartbeat=None, reconnect_interval=0.01, max_reconnect_interval=0.05
+            url=proxy.url(),
+            request_timeout=None,
+            heartbeat=None,
+            reconnect_interval=0.01,
+            max_reconnect_interval=0.05,
         )
         async with WebSocketService(config) as service:
             await service.connect()
