@@ -250,3 +250,19 @@ async def test_runs_over_tls_arrive_once_in_order(aiohttp_server: Any, tmp_path:
         answers = await asyncio.gather(*tasks)
         assert [a.answer for a in answers] == [f"You asked: q{i:03d}" for i in range(4 * RUN)]
         assert not sender._stalled and not sender._writer_holds
+
+
+async def test_runs_against_a_rate_limiting_server_are_each_answered_once(
+    start_nexus: ServerFactory,
+) -> None:
+    # The server refuses what goes over its rate with retry_after: refused asks go again
+    # after the pause, the rest of the run waits behind them; every ask gets its answer.
+    queries: list[str] = []
+    nexus = await start_nexus(engine=recording(queries), rate_limit=400.0, rate_burst=40)
+    async with WebSocketService(nexus.config(heartbeat=None, request_timeout=None)) as service:
+        await service.connect()
+        names = [f"q{i:03d}" for i in range(5 * RUN)]
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        answers = await asyncio.gather(*tasks)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+        assert sorted(queries) == names  # each answered once by the engine
