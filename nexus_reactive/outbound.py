@@ -227,10 +227,11 @@ class Sender:
                 wake.clear()
                 await wake.wait()
                 continue
-            depth.refresh()
             # The batch is out of the outbox: nothing else writes until it is written
-            # (a flush() meanwhile would put later frames first).
+            # (a flush() meanwhile would put later frames first). Set before the depth's
+            # subscribers run: one of them may ask.
             self._writer_holds = True
+            depth.refresh()
             try:
                 delay = bucket.take(loop.time())
                 if delay > 0:
