@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from nexus_reactive import AskRequest, AskResponse, WebSocketService
 
-from .conftest import ServerFactory
+from .conftest import Nexus, ServerFactory
 from .test_cancel_in_drain import BIG, HeldProxy
 from .waiting import wait_for
 
@@ -49,6 +51,47 @@ async def ask_together(
         return int(getattr(sender._transport, "handed", 0)) - start
 
     return tasks, await asyncio.create_task(probe())
+
+
+@dataclass
+class Rig:
+    """The reference server behind a :class:`HeldProxy`, a service connected through it,
+    and one ask the server holds (``slow``), so that no ask goes alone."""
+
+    nexus: Nexus
+    proxy: HeldProxy
+    service: WebSocketService
+    queries: list[str]  # what the server was asked, in order (8 characters each)
+
+    def release(self) -> None:
+        """The proxy reads again, and the server answers the slow ask."""
+        self.proxy.release()
+        self._gate.set()
+
+    _gate: asyncio.Event
+
+
+@contextlib.asynccontextmanager
+async def held_rig(start_nexus: ServerFactory, max_size: int) -> AsyncIterator[Rig]:
+    queries: list[str] = []
+    gate = asyncio.Event()
+    record = recording(queries)
+
+    async def engine(request: AskRequest) -> AskResponse:
+        if request.query == "slow":
+            await gate.wait()
+        return await record(request)
+
+    nexus = await start_nexus(engine=engine, max_message_size=max_size, max_query_length=max_size)
+    async with HeldProxy(nexus.port) as proxy:
+        config = nexus.config(url=proxy.url(), request_timeout=None, heartbeat=None)
+        async with WebSocketService(config) as service:
+            await service.connect()
+            slow = asyncio.create_task(service.ask("slow"))
+            await wait_for(lambda: nexus.stats.asks_received == 1)
+            yield Rig(nexus, proxy, service, queries, gate)
+            await slow
+    queries.remove("slow")  # (answered whenever its gate opened)
 
 
 async def test_a_run_of_asks_goes_out_before_the_writer_wakes_in_order_and_once(
@@ -104,35 +147,18 @@ async def test_a_run_waits_behind_a_write_that_waits_to_drain_and_keeps_its_plac
     # (an ask was pending, so it did not go alone): the writer holds it while the
     # socket drains. Asks made together meanwhile must not go out from their tasks:
     # when the server reads again, all arrive once, in the order made.
-    queries: list[str] = []
-    gate = asyncio.Event()
-    record = recording(queries)
-
-    async def engine(request: AskRequest) -> AskResponse:
-        if request.query == "slow":
-            await gate.wait()
-        return await record(request)
-
-    nexus = await start_nexus(engine=engine, max_message_size=3 * BIG, max_query_length=3 * BIG)
-    async with HeldProxy(nexus.port) as proxy:
-        config = nexus.config(url=proxy.url(), request_timeout=None, heartbeat=None)
-        async with WebSocketService(config) as service:
-            await service.connect()
-            sender = service._connection.sender
-            slow = asyncio.create_task(service.ask("slow"))
-            await wait_for(lambda: nexus.stats.asks_received == 1)
-            proxy.hold()
-            noise = base64.b64encode(os.urandom(BIG)).decode()
-            big = asyncio.create_task(service.ask("big-one " + noise))
-            await wait_for(lambda: sender._writer_holds, message="the big ask waits to drain")
-            tasks, handed = await ask_together(service, ASKS)
-            assert handed == 0
-            proxy.release()
-            gate.set()
-            await asyncio.gather(slow, big, *tasks)
-    made = [q for q in queries if q != "slow"]  # (the slow one waits on its gate)
-    assert made == ["big-one "] + [f"q{i:03d}" for i in range(ASKS)]
-    assert nexus.stats.asks_received == ASKS + 2
+    async with held_rig(start_nexus, 3 * BIG) as rig:
+        sender = rig.service._connection.sender
+        rig.proxy.hold()
+        noise = base64.b64encode(os.urandom(BIG)).decode()
+        big = asyncio.create_task(rig.service.ask("big-one " + noise))
+        await wait_for(lambda: sender._writer_holds, message="the big ask waits to drain")
+        tasks, handed = await ask_together(rig.service, ASKS)
+        assert handed == 0
+        rig.release()
+        await asyncio.gather(big, *tasks)
+    assert rig.queries == ["big-one "] + [f"q{i:03d}" for i in range(ASKS)]
+    assert rig.nexus.stats.asks_received == ASKS + 2
 
 
 async def test_a_run_the_socket_cannot_take_waits_for_the_writer_once_not_per_ask(
@@ -143,45 +169,28 @@ async def test_a_run_the_socket_cannot_take_waits_for_the_writer_once_not_per_as
     # head of the outbox as if never taken (no attempt counted), and nothing is taken
     # out again from the asks' tasks until the writer task has written. When the server
     # reads again, every ask arrives once, in the order made.
-    queries: list[str] = []
-    gate = asyncio.Event()
-    record = recording(queries)
-
-    async def engine(request: AskRequest) -> AskResponse:
-        if request.query == "slow":
-            await gate.wait()
-        return await record(request)
-
     size = 100_000
-    nexus = await start_nexus(engine=engine, max_message_size=4 * size, max_query_length=4 * size)
-    async with HeldProxy(nexus.port) as proxy:
-        config = nexus.config(url=proxy.url(), request_timeout=None, heartbeat=None)
-        async with WebSocketService(config) as service:
-            await service.connect()
-            sender = service._connection.sender
-            slow = asyncio.create_task(service.ask("slow"))  # pending: none goes alone
-            await wait_for(lambda: nexus.stats.asks_received == 1)
-            proxy.hold()
-            start = sender._transport.handed  # type: ignore[attr-defined]
-            pad = "x" * size
-            tasks = [asyncio.create_task(service.ask(f"q{i:03d} {pad}")) for i in range(3 * RUN)]
+    async with held_rig(start_nexus, 4 * size) as rig:
+        service, sender = rig.service, rig.service._connection.sender
+        rig.proxy.hold()
+        start = sender._transport.handed  # type: ignore[attr-defined]
+        pad = "x" * size
+        tasks = [asyncio.create_task(service.ask(f"q{i:03d} {pad}")) for i in range(3 * RUN)]
 
-            async def probe() -> tuple[int, bool, int, list[int]]:
-                handed = sender._transport.handed - start  # type: ignore[attr-defined]
-                sends = [e.sends for e in service._core.pending._asks.values()]
-                return handed, sender._stalled, service.outbox_size, sends
+        async def probe() -> tuple[int, bool, int, list[int]]:
+            handed = sender._transport.handed - start  # type: ignore[attr-defined]
+            sends = [e.sends for e in service._core.pending._asks.values()]
+            return handed, sender._stalled, service.outbox_size, sends
 
-            # (A task made after the asks runs after them, before the writer they wake.)
-            handed, stalled, queued, sends = await asyncio.create_task(probe())
-            assert handed == RUN and stalled
-            assert queued == 2 * RUN
-            assert sends.count(0) == 2 * RUN  # the refused run counted no attempt
-            proxy.release()
-            gate.set()
-            await asyncio.gather(slow, *tasks)
-    made = [q for q in queries if q != "slow"]
-    assert made == [f"q{i:03d} xxx" for i in range(3 * RUN)]  # (recorded: 8 characters)
-    assert nexus.stats.asks_received == 3 * RUN + 1
+        # (A task made after the asks runs after them, before the writer they wake.)
+        handed, stalled, queued, sends = await asyncio.create_task(probe())
+        assert handed == RUN and stalled
+        assert queued == 2 * RUN
+        assert sends.count(0) == 2 * RUN  # the refused run counted no attempt
+        rig.release()
+        await asyncio.gather(*tasks)
+    assert rig.queries == [f"q{i:03d} xxx" for i in range(3 * RUN)]  # (8 characters)
+    assert rig.nexus.stats.asks_received == 3 * RUN + 1
 
 
 async def test_a_compressed_connection_still_answers_every_ask_of_a_run(
