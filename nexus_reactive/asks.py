@@ -128,7 +128,7 @@ class AskTracker(AskClock):
                 self._track_offline(ask_id, frame, waiter, limit)
                 return
             self.bind(loop)
-        if self._meter is None and self._queued is None:  # _submit, inline
+        if self._plain:  # _submit, inline: nobody meters or records
             self._core.submit_ask(ask_id, frame, waiter)
         else:
             self._submit(ask_id, frame, waiter)
