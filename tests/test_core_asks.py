@@ -386,6 +386,20 @@ def test_resend_puts_a_pending_ask_back_at_the_head() -> None:
     assert drain(core) == [Outgoing(b"1", "a1"), Outgoing(b"2")]
 
 
+def test_resend_said_again_before_the_ask_went_again_queues_it_once() -> None:
+    # A hostile server repeating "rate_limited" for one id must not grow the outbox.
+    core = connected_core()
+    core.submit_ask("a1", b"1")
+    core.next_outgoing()
+
+    assert all(core.resend("a1") for _ in range(1000))
+
+    assert len(core.outbox) == 1
+    assert drain(core) == [Outgoing(b"1", "a1")]
+    assert core.resend("a1") is True  # on the wire again: queued again, once
+    assert drain(core) == [Outgoing(b"1", "a1")]
+
+
 def test_resend_of_an_unknown_or_settled_ask_does_nothing() -> None:
     core = connected_core()
     core.submit_ask("a1", b"1")

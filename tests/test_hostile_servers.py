@@ -256,6 +256,36 @@ async def test_a_flood_of_repeats_and_unknown_ids_keeps_memory_bounded(
 
 
 @bounded()
+async def test_a_server_repeating_rate_limited_for_one_ask_queues_it_once(
+    script_server: Any,
+) -> None:
+    # A thousand "rate_limited, retry later" for one ask before it can go again: the
+    # ask goes again once (not a thousand times), the outbox never holds it twice, and
+    # it is answered once.
+    repeats = 1_000
+    depths: list[int] = []
+
+    async def script(conn: Conn) -> None:
+        ask = await conn.next_ask()
+        refusal = {"code": "rate_limited", "message": "slow down", "retry_after": 0.05}
+        for _ in range(repeats):
+            await conn.send({"type": "error", "id": ask["id"], "payload": refusal})
+        again = await conn.next_ask()
+        assert again["id"] == ask["id"]
+        await conn.answer(again)
+        await conn.drain()
+
+    server = await script_server(script)
+    service = WebSocketService(server.config(request_timeout=LIMIT))
+    service.outbox_depth.subscribe(depths.append)
+    await service.connect()
+    assert (await service.ask("patient")).answer == "re: patient"
+    assert [a["payload"]["query"] for a in server.asks()] == ["patient", "patient"]
+    assert max(depths) == 1
+    await service.close()
+
+
+@bounded()
 async def test_an_answer_with_an_unknown_id_does_not_settle_an_ask(script_server: Any) -> None:
     async def script(conn: Conn) -> None:
         ask = await conn.next_ask()

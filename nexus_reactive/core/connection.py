@@ -150,14 +150,18 @@ class ClientCore(Generic[W]):
     def resend(self, ask_id: str) -> bool:
         """Send a pending ask again first (the server asked us to retry it later).
 
+        An ask not on the wire is in the outbox already (a server that says so again
+        and again, before it went again): it is not queued a second time.
+
         Returns:
-            Whether the ask was pending (and is now at the head of the outbox).
+            Whether the ask was pending (and is now queued to go again).
         """
         entry = self.pending.get(ask_id)
         if entry is None:
             return False
-        entry.on_wire = False
-        self.outbox.put_front((Outgoing(entry.frame, ask_id),))
+        if entry.on_wire:  # (queued already: a server repeating itself queues it once)
+            entry.on_wire = False
+            self.outbox.put_front((Outgoing(entry.frame, ask_id),))
         return True
 
     def unsent(self, item: Outgoing) -> None:
