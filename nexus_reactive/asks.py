@@ -47,6 +47,7 @@ class AskTracker(AskClock):
     """
 
     __slots__ = (
+        "_asks",
         "_core",
         "_deadlines",
         "_events",
@@ -59,6 +60,7 @@ class AskTracker(AskClock):
         "_timeout",
         "changed",
         "chunk",
+        "first",
         "lookups",
         "reply",
         "resend",
@@ -86,12 +88,15 @@ class AskTracker(AskClock):
         self._shut = False
         #: Classify a reply by id (the core's table, bound once: the hot path).
         self.reply = core.reply
+        #: Remove an ask the receive loop saw pending, at its first answer.
+        self.first = core.pending.first
         #: Order a streamed piece of an answer (see ``ClientCore.chunk``).
         self.chunk = core.chunk
         #: Send a pending ask again first (the server rate-limited it).
         self.resend = core.resend
         #: The table's dicts of pending, answered and abandoned ids (read-only).
         self.lookups = core.pending.lookups()
+        self._asks = self.lookups[0]
         #: Told when an ask is queued or leaves the table (a lazy connection's demand).
         self.changed: Callable[[], None] | None = None
 
@@ -159,11 +164,12 @@ class AskTracker(AskClock):
         # Connected, nothing queued, writer idle, no pacing: write from this task and
         # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
         # nothing else was waiting to go first. (Asks made together go as a batch.)
-        now = loop.time()
-        direct = sender.direct(now)
         if loop is self._loop and self._plain:
             # track(), inline for the common case: bound to this loop, nobody metering
             # or recording the asks (a call less per ask).
+            now = self._clock()
+            # (with asks in flight, Sender.direct's first test is false: not called)
+            direct = not self._asks and sender.direct(now)
             waiter = Waiter(future, on_piece)
             self._core.submit_ask(ask_id, frame, waiter)
             limit = timeout if timeout is not None else self._timeout
@@ -175,6 +181,8 @@ class AskTracker(AskClock):
             if self.changed is not None:
                 self.changed()
         else:
+            now = loop.time()
+            direct = sender.direct(now)
             self.track(ask_id, frame, future, timeout, on_piece, now)
         if not direct:
             sender.queued(now)
@@ -235,6 +243,25 @@ class AskTracker(AskClock):
             future.set_result(message.payload)
         else:
             future.set_exception(server_error(message))  # type: ignore[arg-type]
+
+    def settle_all(self, waiters: list[Waiter], answers: list[ResponseMessage]) -> None:
+        """:meth:`settle` for each first answer one read brought, in order (each ask
+        already removed by the table's ``first``): one call for the read."""
+        keys: list[str] = []
+        slots: list[int] = []
+        for waiter, message in zip(waiters, answers, strict=True):
+            slot = waiter.slot
+            if slot is not None:
+                keys.append(message.id)
+                slots.append(slot)
+                waiter.slot = None
+            future = waiter.future  # (its waiting task runs later: the loop schedules it)
+            if future is not None and not future.done():
+                future.set_result(message.payload)
+        if keys:
+            self._deadlines.remove_all(keys, slots)
+        if self.changed is not None:
+            self.changed()
 
     def piece(self, piece: ResponseChunkMessage) -> None:
         """Hand a streamed piece to the ask's listener (``ask_stream``), if any."""

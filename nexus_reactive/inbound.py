@@ -36,6 +36,7 @@ from .streams import Publisher
 
 if TYPE_CHECKING:
     from .metrics import Meter
+    from .waiter import Waiter
 
 __all__ = ["Handler", "Receiver"]
 
@@ -79,12 +80,14 @@ class Receiver:
         "_emit",
         "_emit_all",
         "_events",
+        "_first",
         "_meter",
         "_piece",
         "_reply",
         "_report",
         "_resend",
         "_settle",
+        "_settle_all",
         "handlers",
         "messages",
     )
@@ -110,6 +113,8 @@ class Receiver:
         self._emit_all = self.messages.emit_all
         self._reply = tracker.reply
         self._settle = tracker.settle
+        self._first = tracker.first
+        self._settle_all = tracker.settle_all
         self._chunk = tracker.chunk
         self._piece = tracker.piece
         self._resend = tracker.resend
@@ -180,12 +185,16 @@ class Receiver:
                 self._deliver_run(decoded)
                 return None
         run: list[Message] = []  # pushes not yet delivered, in order
+        # The asks answered in run, settled together before it is delivered (nothing
+        # runs in between: whoever awaits them runs once the read is handled).
+        waiters: list[Waiter] = []
+        answers: list[ResponseMessage] = []
         for index, frame in enumerate(frames):
             try:
                 message: Message = _decode_known(frame) if decoded is None else decoded[index]
             except _DECODE_ERRORS:
                 if run:  # reported after what came before it, as one by one
-                    self._deliver_run(run)
+                    self._deliver_answered(run, waiters, answers)
                     run = []
                 found = self._second_look(frame)
                 if found is None:
@@ -197,27 +206,38 @@ class Receiver:
                     continue
                 mid = message.id
                 if mid in asks:  # the answer to a pending ask: settled, then delivered
-                    entry = self._reply(mid)[1]  # its first answer: FIRST
-                    if entry is not None:  # what _on_reply does, metered or not, in its place
-                        if meter is not None:
-                            meter.answered(message, entry, False)
-                        if entry.waiter is not None:
-                            self._settle(entry.waiter, message)
+                    entry = self._first(mid)  # what _on_reply does, metered or not
+                    if meter is not None:
+                        meter.answered(message, entry, False)
+                    if entry.waiter is not None:
+                        waiters.append(entry.waiter)
+                        answers.append(message)
                     run.append(message)
                     continue
                 elif mid not in answered and mid not in abandoned:
                     run.append(message)
                     continue
             if run:  # everything before this one is delivered before it settles anything
-                self._deliver_run(run)
+                self._deliver_answered(run, waiters, answers)
                 run = []
             stop = self._dispatch(message, frame)
             if stop is not None:
                 return stop
             plain = not (asks or answered or abandoned)
         if run:
-            self._deliver_run(run)
+            self._deliver_answered(run, waiters, answers)
         return None
+
+    def _deliver_answered(
+        self, run: list[Message], waiters: list[Waiter], answers: list[ResponseMessage]
+    ) -> None:
+        """Settle the asks ``answers`` answered (emptying both lists), then deliver
+        ``run``: each answer is settled before anyone hears of it, as one by one."""
+        if waiters:
+            self._settle_all(waiters, answers)
+            waiters.clear()
+            answers.clear()
+        self._deliver_run(run)
 
     def _deliver_run(self, run: list[Message]) -> None:
         """:meth:`deliver` each of ``run``, in one call while no handler listens."""

@@ -217,6 +217,25 @@ def test_pending_table_forgets_the_oldest_answered_ids_beyond_remember() -> None
     assert table.settle("a")[0] is Reply.UNSOLICITED  # forgotten: treated as new
 
 
+def test_pending_table_first_is_settle_for_an_id_known_pending() -> None:
+    table: PendingTable[str] = PendingTable(remember=2)
+    entry = table.add("a", b"frame", "waiter")
+
+    assert table.first("a") is entry
+    assert "a" not in table
+    assert table.settle("a") == (Reply.DUPLICATE, None)  # remembered as answered
+    table.add("b", b"")
+    table.add("c", b"")
+    table.first("b")
+    table.first("c")
+    assert table.settle("a") == (Reply.UNSOLICITED, None)  # past remember: forgotten
+    table.add("c", b"again")  # an id used again after its answer: refreshed
+    table.first("c")
+    assert table.settle("c") == (Reply.DUPLICATE, None)
+    with pytest.raises(KeyError):
+        table.first("never")
+
+
 def test_pending_table_drain_removes_everything_in_order() -> None:
     table: PendingTable[None] = PendingTable()
     for ask_id in ("x", "y", "z"):

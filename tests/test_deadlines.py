@@ -47,3 +47,15 @@ def test_a_bucket_made_again_after_its_entry_was_dropped_still_falls_due() -> No
     assert deadlines.next_due() is None
     deadlines.add("third", 5.5)  # the same bucket number, after it fell due
     assert deadlines.pop_due(6.0) == ["third"]
+
+
+def test_remove_all_forgets_each_key_in_its_bucket_and_empty_buckets() -> None:
+    deadlines: Deadlines[str] = Deadlines(resolution=1.0)
+    slots = [deadlines.add(key, at) for key, at in (("a", 0.5), ("b", 0.7), ("c", 2.5))]
+
+    deadlines.remove_all(["a", "b", "gone"], [slots[0], slots[1], 7])
+
+    assert len(deadlines) == 1
+    assert 1 not in deadlines._buckets  # emptied: dropped, its heap entry skipped
+    assert deadlines.next_due() == 3.0
+    assert deadlines.pop_due(10.0) == ["c"]

@@ -60,6 +60,17 @@ class Deadlines(Generic[K]):
             if not bucket:
                 del self._buckets[slot]  # its heap entry is skipped lazily
 
+    def remove_all(self, keys: list[K], slots: list[int]) -> None:
+        """:meth:`remove` each of ``keys`` from its bucket in ``slots`` (one call for
+        the asks one read answered)."""
+        buckets = self._buckets
+        for key, slot in zip(keys, slots, strict=True):
+            bucket = buckets.get(slot)
+            if bucket is not None:
+                bucket.pop(key, None)
+                if not bucket:
+                    del buckets[slot]
+
     def next_due(self) -> float | None:
         """When the earliest non-empty bucket falls due, or ``None`` if none."""
         order = self._order

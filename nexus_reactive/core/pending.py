@@ -127,6 +127,24 @@ class PendingTable(Generic[W]):
             return _LATE_REPLY
         return _UNSOLICITED_REPLY
 
+    def first(self, ask_id: str) -> Pending[W]:
+        """:meth:`settle` for an id the caller saw pending (its first answer, ``FIRST``):
+        the ask is removed and its id remembered as answered. (The receive loop's one
+        call per answer: no classification, no tuple.)
+
+        Raises:
+            KeyError: no ask with this id is pending.
+        """
+        entry = self._asks.pop(ask_id)
+        answered = self._answered_ids
+        if ask_id in answered:  # an id used again: RecentIds.add refreshes it
+            self._answered.add(ask_id)
+        else:  # RecentIds.add, inline
+            answered[ask_id] = None
+            if len(answered) > self._answered.limit:
+                answered.popitem(last=False)
+        return entry
+
     def answered(self, ask_id: str) -> bool:
         """Whether ``ask_id`` was answered recently (its late pieces are stale)."""
         return ask_id in self._answered_ids
