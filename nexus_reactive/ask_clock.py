@@ -36,7 +36,7 @@ class AskClock:
     tracker's (its slots), this is what times it."""
 
     # What the clock sets; the tracker's own state is in its slots.
-    __slots__ = ("_clock", "_held", "_loop", "_timer", "_timer_at")
+    __slots__ = ("_asyncio_loop", "_held", "_loop", "_timer", "_timer_at")
 
     _core: ClientCore[Waiter]
     _events: ClientEvents
@@ -52,9 +52,10 @@ class AskClock:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: The bound loop's time(): ``time.monotonic`` itself when that is what the
-        #: loop's is (asyncio's own loops), a call less per ask.
-        self._clock: Callable[[], float] = time.monotonic
+        #: Whether the bound loop's ``create_future()`` and ``time()`` are asyncio's own
+        #: (``asyncio.Future(loop=loop)``, ``time.monotonic()``): the tracker then makes
+        #: and times an ask without those two calls.
+        self._asyncio_loop = False
         # Asks queued with a deadline and no loop to time it: id -> (limit, when queued
         # by time.monotonic()). Any thread adds (under _lock); bind() times them.
         self._held: dict[str, tuple[float, float]] = {}
@@ -65,8 +66,10 @@ class AskClock:
         queued meanwhile are demand on it (a lazy connection's)."""
         with self._lock:
             if self._loop is None:
-                default = type(loop).time is asyncio.BaseEventLoop.time
-                self._clock = time.monotonic if default else loop.time  # (before _loop)
+                base, kind = asyncio.BaseEventLoop, type(loop)
+                self._asyncio_loop = (  # (before _loop: begin() reads it once _loop is set)
+                    kind.time is base.time and kind.create_future is base.create_future
+                )
                 self._loop = loop
             held, self._held = self._held, {}
         if held or len(self._core.pending):

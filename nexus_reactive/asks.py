@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ __all__ = ["AskTracker", "Waiter"]
 
 log = logging.getLogger("nexus_reactive.service")
 _running_loop = asyncio.events._get_running_loop
+_Future = asyncio.Future
+_monotonic = time.monotonic
 
 
 class AskTracker(AskClock):
@@ -160,14 +163,17 @@ class AskTracker(AskClock):
         writes it now (``await sender.send_now()``): see :meth:`ask`."""
         if loop is None:
             loop = asyncio.get_running_loop()
-        future: asyncio.Future[AskResponse] = loop.create_future()
         # Connected, nothing queued, writer idle, no pacing: write from this task and
         # save the writer's wake-up (a loop iteration per ask). Order is unchanged:
         # nothing else was waiting to go first. (Asks made together go as a batch.)
+        future: asyncio.Future[AskResponse]
         if loop is self._loop and self._plain:
             # track(), inline for the common case: bound to this loop, nobody metering
             # or recording the asks (a call less per ask).
-            now = self._clock()
+            if self._asyncio_loop:  # what its create_future() and time() do, without them
+                future, now = _Future(loop=loop), _monotonic()
+            else:
+                future, now = loop.create_future(), loop.time()
             # (with asks in flight, Sender.direct's first test is false: not called)
             direct = not self._asks and sender.direct(now)
             waiter = Waiter(future, on_piece)
@@ -181,7 +187,7 @@ class AskTracker(AskClock):
             if self.changed is not None:
                 self.changed()
         else:
-            now = loop.time()
+            future, now = loop.create_future(), loop.time()
             direct = sender.direct(now)
             self.track(ask_id, frame, future, timeout, on_piece, now)
         if not direct:

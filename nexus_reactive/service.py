@@ -335,7 +335,21 @@ class WebSocketService(ServiceViews):
                 is closed, or an empty or blank ``query`` (:class:`InvalidArgument`).
         """
         # AskTracker.ask, inline: one coroutine less per ask.
-        ask_id, frame, loop = self._ask_frame(query, team_id)
+        loop = self._loop
+        if (  # _ask_frame, inline for the common case: all its checks pass
+            self._loop_says_thread
+            and loop._thread_id == _get_ident()  # type: ignore[union-attr]
+            and not self._closed
+            and self._connection.failure is None
+            and type(query) is str
+            and query
+            and team_id is None
+            and not query.isspace()
+        ):
+            ask_id = new_id()
+            frame = b"".join((_ASK_HEAD, _encode(query), _ASK_MID, ask_id.encode(), _ASK_TAIL))
+        else:  # each check in its order, with its error
+            ask_id, frame, loop = self._ask_frame(query, team_id)
         asks, sender = self._asks, self._connection.sender
         future, direct = asks.begin(ask_id, frame, sender, timeout, None, loop)
         try:

@@ -88,6 +88,39 @@ def test_asks_are_timed_by_their_loops_own_clock(timeout: float) -> None:
         assert slow.answer == "re: slow"
 
 
+class _Made(asyncio.Future[Any]):
+    """The futures :class:`_OwnFutures` makes."""
+
+
+class _OwnFutures(asyncio.SelectorEventLoop):
+    """A loop that makes its own futures (as uvloop and others may)."""
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return _Made(loop=self)
+
+
+def test_a_loop_with_its_own_create_future_makes_the_asks_futures() -> None:
+    async def run() -> list[str]:
+        async with (
+            NexusServer(engine=_slow_for("q")) as server,
+            WebSocketService(server.config()) as service,
+        ):
+            await service.connect()
+            tasks = [asyncio.ensure_future(service.ask(f"q{i}")) for i in range(5)]
+            await asyncio.sleep(0)  # each task has made its ask
+            entries = [service._core.pending.get(i) for i in service._core.pending.lookups()[0]]
+            assert len(entries) == 5
+            assert all(type(e.waiter.future) is _Made for e in entries)  # type: ignore[union-attr]
+            return [a.answer for a in await asyncio.gather(*tasks)]
+
+    loop = _OwnFutures()
+    try:
+        answers = loop.run_until_complete(asyncio.wait_for(run(), 20.0))
+    finally:
+        loop.close()
+    assert answers == [f"re: q{i}" for i in range(5)]
+
+
 def _slow_for(prefix: str) -> Any:
     from nexus_reactive.messages import AskRequest, AskResponse
 
