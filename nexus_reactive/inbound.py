@@ -73,6 +73,7 @@ class Receiver:
     __slots__ = (
         "_abandoned",
         "_answered",
+        "_answers",
         "_asks",
         "_chunk",
         "_connection",
@@ -88,6 +89,7 @@ class Receiver:
         "_resend",
         "_settle",
         "_settle_all",
+        "_waiters",
         "handlers",
         "messages",
     )
@@ -115,6 +117,8 @@ class Receiver:
         self._settle = tracker.settle
         self._first = tracker.first
         self._settle_all = tracker.settle_all
+        self._waiters: list[Waiter] = []  # see on_frames
+        self._answers: list[ResponseMessage] = []
         self._chunk = tracker.chunk
         self._piece = tracker.piece
         self._resend = tracker.resend
@@ -186,9 +190,9 @@ class Receiver:
                 return None
         run: list[Message] = []  # pushes not yet delivered, in order
         # The asks answered in run, settled together before it is delivered (nothing
-        # runs in between: whoever awaits them runs once the read is handled).
-        waiters: list[Waiter] = []
-        answers: list[ResponseMessage] = []
+        # runs in between: whoever awaits them runs once the read is handled). Lists
+        # kept across reads (emptied as they are settled): none made per read.
+        waiters, answers = self._waiters, self._answers
         for index, frame in enumerate(frames):
             try:
                 message: Message = _decode_known(frame) if decoded is None else decoded[index]
@@ -234,9 +238,14 @@ class Receiver:
         """Settle the asks ``answers`` answered (emptying both lists), then deliver
         ``run``: each answer is settled before anyone hears of it, as one by one."""
         if waiters:
-            self._settle_all(waiters, answers)
-            waiters.clear()
-            answers.clear()
+            try:
+                if len(waiters) == 1:  # asks one at a time: settle() makes no lists
+                    self._settle(waiters[0], answers[0])
+                else:
+                    self._settle_all(waiters, answers)
+            finally:
+                waiters.clear()
+                answers.clear()
         self._deliver_run(run)
 
     def _deliver_run(self, run: list[Message]) -> None:

@@ -32,12 +32,13 @@ async def test_answers_around_an_error_and_a_malformed_frame_settle_and_untime_e
         aiohttp_server,
         4,
         lambda ids: [
+            response("start"),  # (a connection's first frame is handled on its own)
             response(ids[1], "second"),
+            response(ids[0], "first"),  # two in one run: settled together
             b"{not json",
             *pushes(0, 3),
-            response(ids[0], "first"),
+            response(ids[3], "fourth"),  # one alone
             error(ids[2]),
-            response(ids[3], "fourth"),
             response(ids[3], "fourth, again"),  # a repeat: dropped
             response("end"),
         ],

@@ -64,7 +64,7 @@ class Deadlines(Generic[K]):
         """:meth:`remove` each of ``keys`` from its bucket in ``slots`` (one call for
         the asks one read answered)."""
         buckets = self._buckets
-        for key, slot in zip(keys, slots, strict=True):
+        for key, slot in zip(keys, slots):  # noqa: B905 (equal; strict= costs a keyword parse)
             bucket = buckets.get(slot)
             if bucket is not None:
                 bucket.pop(key, None)
