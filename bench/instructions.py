@@ -41,6 +41,12 @@ _FLOODS: dict[str, Callable[[str, int, str], Coroutine[Any, Any, float]]] = {
 _COLLECTED = re.compile(rb"Collected : (\d+)")
 
 
+async def _sequential(variant: str, url: str, key: str, n: int) -> None:
+    async with _ASKERS[variant](url, key) as ask:
+        for _ in range(n):
+            await ask()
+
+
 async def _asks(variant: str, url: str, key: str, n: int) -> None:
     async with _ASKERS[variant](url, key) as ask:
         left = n
@@ -57,6 +63,8 @@ async def _asks(variant: str, url: str, key: str, n: int) -> None:
 def _child(kind: str, variant: str, url: str, key: str, n: int) -> None:
     if kind == "asks":
         asyncio.run(_asks(variant, url, key, n))
+    elif kind == "sequential":
+        asyncio.run(_sequential(variant, url, key, n))
     else:
         asyncio.run(_FLOODS[variant](f"{url}?n={n}", n, key))
 
@@ -93,29 +101,43 @@ def main(argv: list[str] | None = None) -> int:
     """Count and print; return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument("--asks", type=int, nargs=2, default=(500, 2_500), metavar="N")
+    parser.add_argument("--sequential", type=int, nargs=2, default=(300, 1_500), metavar="N")
     parser.add_argument("--flood", type=int, nargs=2, default=(5_000, 25_000), metavar="N")
-    parser.add_argument("--only", choices=("asks", "flood"), help="one of the two measures")
+    parser.add_argument(
+        "--only", choices=("asks", "sequential", "flood"), help="one of the three measures"
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         kind, variant, url, n = args.child
         _child(kind, variant, url, os.environ["NEXUS_API_KEY"], int(n))
         return 0
-    for pair, name in ((args.asks, "--asks"), (args.flood, "--flood")):
+    pairs = ((args.asks, "--asks"), (args.sequential, "--sequential"), (args.flood, "--flood"))
+    for pair, name in pairs:
         if not 0 < pair[0] < pair[1]:
             parser.error(f"{name} takes two counts, the smaller first (got {pair[0]} {pair[1]})")
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind on PATH (Debian: apt install valgrind)")
     key = secrets.token_urlsafe(16)
     try:
-        if args.only in (None, "asks"):
+        if args.only in (None, "asks", "sequential"):
             lean = servers.start_lean(key)
+        if args.only in (None, "asks"):
             costs = {
                 f"{name}, {IN_FLIGHT} in flight": _per_unit("asks", name, lean.url, key, *args.asks)
                 for name in _ASKERS
             }
             names = list(costs)
             _report("asks (lean server)", "ask", costs, [(names[0], names[1])])
+        if args.only in (None, "sequential"):
+            costs = {
+                f"{name}, one at a time": _per_unit(
+                    "sequential", name, lean.url, key, *args.sequential
+                )
+                for name in _ASKERS
+            }
+            names = list(costs)
+            _report("sequential asks (lean server)", "ask", costs, [(names[0], names[1])])
         if args.only in (None, "flood"):
             flood = servers.start_flood()
             costs = {

@@ -199,6 +199,7 @@ def test_instruction_counts_run_each_variant_and_check_their_counts() -> None:
         "try:\n"
         "    for name in instructions._ASKERS:\n"
         "        instructions._child('asks', name, lean.url, key, 120)\n"
+        "        instructions._child('sequential', name, lean.url, key, 20)\n"
         "    for name in instructions._FLOODS:\n"
         "        instructions._child('flood', name, flood.url, key, 300)\n"
         "finally:\n"
