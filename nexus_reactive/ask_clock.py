@@ -66,9 +66,13 @@ class AskClock:
         queued meanwhile are demand on it (a lazy connection's)."""
         with self._lock:
             if self._loop is None:
-                base, kind = asyncio.BaseEventLoop, type(loop)
-                self._asyncio_loop = (  # (before _loop: begin() reads it once _loop is set)
-                    kind.time is base.time and kind.create_future is base.create_future
+                # asyncio's own methods, replaced neither by a subclass nor on the loop
+                # itself (as virtual-clock test tools do: loop.time = ...). Set before
+                # _loop: begin() reads it once _loop is set.
+                base = asyncio.BaseEventLoop
+                self._asyncio_loop = (
+                    getattr(loop.time, "__func__", None) is base.time
+                    and getattr(loop.create_future, "__func__", None) is base.create_future
                 )
                 self._loop = loop
             held, self._held = self._held, {}

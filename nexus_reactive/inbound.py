@@ -193,41 +193,48 @@ class Receiver:
         # runs in between: whoever awaits them runs once the read is handled). Lists
         # kept across reads (emptied as they are settled): none made per read.
         waiters, answers = self._waiters, self._answers
-        for index, frame in enumerate(frames):
-            try:
-                message: Message = _decode_known(frame) if decoded is None else decoded[index]
-            except _DECODE_ERRORS:
-                if run:  # reported after what came before it, as one by one
+        try:
+            for index, frame in enumerate(frames):
+                try:
+                    message: Message = _decode_known(frame) if decoded is None else decoded[index]
+                except _DECODE_ERRORS:
+                    if run:  # reported after what came before it, as one by one
+                        self._deliver_answered(run, waiters, answers)
+                        run = []
+                    found = self._second_look(frame)
+                    if found is None:
+                        continue
+                    message = found
+                if type(message) is ResponseMessage:
+                    if plain:
+                        run.append(message)  # a push: what on_frame does is deliver it
+                        continue
+                    mid = message.id
+                    if mid in asks:  # the answer to a pending ask: settled, then delivered
+                        entry = self._first(mid)  # what _on_reply does, metered or not
+                        if entry.waiter is not None:  # (first: settled even if the meter raises)
+                            waiters.append(entry.waiter)
+                            answers.append(message)
+                        if meter is not None:
+                            meter.answered(message, entry, False)
+                        run.append(message)
+                        continue
+                    elif mid not in answered and mid not in abandoned:
+                        run.append(message)
+                        continue
+                if run:  # everything before this one is delivered before it settles anything
                     self._deliver_answered(run, waiters, answers)
                     run = []
-                found = self._second_look(frame)
-                if found is None:
-                    continue
-                message = found
-            if type(message) is ResponseMessage:
-                if plain:
-                    run.append(message)  # a push: what on_frame does is deliver it
-                    continue
-                mid = message.id
-                if mid in asks:  # the answer to a pending ask: settled, then delivered
-                    entry = self._first(mid)  # what _on_reply does, metered or not
-                    if meter is not None:
-                        meter.answered(message, entry, False)
-                    if entry.waiter is not None:
-                        waiters.append(entry.waiter)
-                        answers.append(message)
-                    run.append(message)
-                    continue
-                elif mid not in answered and mid not in abandoned:
-                    run.append(message)
-                    continue
-            if run:  # everything before this one is delivered before it settles anything
-                self._deliver_answered(run, waiters, answers)
-                run = []
-            stop = self._dispatch(message, frame)
-            if stop is not None:
-                return stop
-            plain = not (asks or answered or abandoned)
+                stop = self._dispatch(message, frame)
+                if stop is not None:
+                    return stop
+                plain = not (asks or answered or abandoned)
+        except BaseException:
+            # Something raised (a meter's span processor): the asks taken out of the
+            # table are settled all the same, as one by one (none waits untimed).
+            if waiters:
+                self._settle_answers(waiters, answers)
+            raise
         if run:
             self._deliver_answered(run, waiters, answers)
         return None
@@ -237,7 +244,7 @@ class Receiver:
     ) -> None:
         """Settle the asks ``answers`` answered (emptying both lists), then deliver
         ``run``: each answer is settled before anyone hears of it, as one by one."""
-        if waiters:
+        if waiters:  # _settle_answers, inline (a call less per read)
             try:
                 if len(waiters) == 1:  # asks one at a time: settle() makes no lists
                     self._settle(waiters[0], answers[0])
@@ -247,6 +254,18 @@ class Receiver:
                 waiters.clear()
                 answers.clear()
         self._deliver_run(run)
+
+    def _settle_answers(self, waiters: list[Waiter], answers: list[ResponseMessage]) -> None:
+        """Settle the asks ``answers`` answered, emptying both lists (what
+        :meth:`_deliver_answered` does first; here, when the read failed midway)."""
+        try:
+            if len(waiters) == 1:  # asks one at a time: settle() makes no lists
+                self._settle(waiters[0], answers[0])
+            else:
+                self._settle_all(waiters, answers)
+        finally:
+            waiters.clear()
+            answers.clear()
 
     def _deliver_run(self, run: list[Message]) -> None:
         """:meth:`deliver` each of ``run``, in one call while no handler listens."""
