@@ -244,20 +244,13 @@ class Receiver:
     ) -> None:
         """Settle the asks ``answers`` answered (emptying both lists), then deliver
         ``run``: each answer is settled before anyone hears of it, as one by one."""
-        if waiters:  # _settle_answers, inline (a call less per read)
-            try:
-                if len(waiters) == 1:  # asks one at a time: settle() makes no lists
-                    self._settle(waiters[0], answers[0])
-                else:
-                    self._settle_all(waiters, answers)
-            finally:
-                waiters.clear()
-                answers.clear()
+        if waiters:
+            self._settle_answers(waiters, answers)
         self._deliver_run(run)
 
     def _settle_answers(self, waiters: list[Waiter], answers: list[ResponseMessage]) -> None:
-        """Settle the asks ``answers`` answered, emptying both lists (what
-        :meth:`_deliver_answered` does first; here, when the read failed midway)."""
+        """Settle the asks ``answers`` answered, emptying both lists (before their run
+        is delivered, or when the read failed midway)."""
         try:
             if len(waiters) == 1:  # asks one at a time: settle() makes no lists
                 self._settle(waiters[0], answers[0])
