@@ -12,7 +12,6 @@ performs the I/O. Frames received go to the receive side (:mod:`.inbound`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ from .logs import traced_frames
 from .messages import ChallengeMessage, Message
 from .outbound import Sender
 from .streams import ValuePublisher
+from .task_stop import stop_tasks
 from .transport import Transport, TransportFactory
 
 if TYPE_CHECKING:
@@ -346,12 +346,10 @@ class Connection:
             if grace is not None:
                 grace.cancel()
             self.sender.detach(transport)
-            for task in (writer, probe):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            stopped = await stop_tasks(writer, probe)
             await transport.close()
+            if stopped:  # cancelled meanwhile (close(), reconnect()): not swallowed
+                raise asyncio.CancelledError
 
     def _confirm_open(self) -> None:
         """The connection counts as open: publish ``connected``, release ``connect()``."""

@@ -292,3 +292,46 @@ async def test_the_reference_server_sends_the_header(start_nexus: ServerFactory)
             transport = await open_transport(session, server.url, headers={"x-api-key": KEY})
             assert transport.auth == expected
             await transport.close()
+
+
+class HeldWrites(ScriptedTransport):
+    """Writes of a ``hold`` ask wait for good; cancelled, a write takes until ``unwind``
+    to end: the connection's clean-up then waits for its writer."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda message: [], auth="none")
+        self.holding = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.unwind = asyncio.Event()
+
+    async def send_batch(self, frames: list[bytes]) -> None:
+        if any(b'"hold"' in frame for frame in frames):
+            self.holding.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                await self.unwind.wait()
+                raise
+        await super().send_batch(frames)
+
+
+async def test_close_while_the_connection_stops_its_writer_is_not_lost() -> None:
+    # The connection ends and, cleaning up, waits for its writer; close() cancels it
+    # meanwhile. That cancellation was swallowed: the connection went on to connect
+    # again, and close() waited for it for good.
+    held = HeldWrites()
+    spare = ScriptedTransport(lambda message: [], auth="none")
+    factory = Factory(held, spare)
+    service = WebSocketService(config(), transport_factory=factory)
+    await service.connect()
+    service.send_query("hold")
+    await asyncio.wait_for(held.holding.wait(), 10)
+    held._inbox.put_nowait(close_error(1012))  # the server goes: a retryable end
+    await asyncio.wait_for(held.cancelled.wait(), 10)  # clean-up waits for the writer
+    closing = asyncio.ensure_future(service.close())
+    await asyncio.sleep(0)  # close() has cancelled the connection (synchronously)
+    held.unwind.set()
+    await asyncio.wait_for(closing, 10)
+    assert factory.opened == [held]  # it did not go on to connect again
+    assert held.closed_with is not None  # and its socket was closed all the same
