@@ -356,18 +356,19 @@ class Receiver:
                 self._meter.duplicate()
             return None
         events = self._events
-        if events is not None:
-            # One operation: the answer is durable exactly when its ask is done.
-            if outcome is _FIRST:
-                events.answered(message.id, frame)
-            else:
-                events.received(frame)
-        if entry is not None:
-            if self._meter is not None:
+        try:
+            if events is not None:
+                # One operation: the answer is durable exactly when its ask is done.
+                if outcome is _FIRST:
+                    events.answered(message.id, frame)
+                else:
+                    events.received(frame)
+            if entry is not None and self._meter is not None:
                 self._meter.answered(message, entry, type(message) is ErrorMessage)
-            if entry.waiter is not None:
+        finally:  # (settled even if a journal or a meter's span processor raised)
+            if entry is not None and entry.waiter is not None:
                 self._settle(entry.waiter, message)
-        elif type(message) is ErrorMessage:
+        if entry is None and type(message) is ErrorMessage:
             retry_after = connection_retry_after(message.id, message.payload.retry_after)
             if retry_after is not None:
                 self._connection.server_wait(retry_after)

@@ -8,9 +8,17 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
-from nexus_reactive import AskRequest, AskResponse, RequestTimeout, Telemetry, WebSocketService
+from nexus_reactive import (
+    AskRequest,
+    AskResponse,
+    RequestTimeout,
+    ServerError,
+    Telemetry,
+    WebSocketService,
+)
 from nexus_reactive.testing import NexusServer
 
 from .conftest import client_config
@@ -164,3 +172,31 @@ async def test_answers_and_errors_in_one_read_with_a_meter_count_each_ask_once(
     assert [o.answer for i, o in enumerate(outcomes) if i != 2] == ["first", "second", "fourth"]
     assert counts.asks_answered == 3 and counts.asks_failed == 1  # the error answer
     assert counts.duplicates_dropped == 1
+
+
+class _RaisesOnFirstEnd(SpanProcessor):
+    """A span processor whose first ``on_end`` raises."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+        if self.ended == 1:
+            raise RuntimeError("the span processor failed")
+
+
+async def test_a_meter_that_raises_on_an_error_answer_still_fails_the_ask(
+    aiohttp_server: Any,
+) -> None:
+    # An error answer goes frame by frame (_on_reply): the ask is taken out of the
+    # table, then the meter is told. If the meter raises, the ask must still end (with
+    # the server's error), not wait for good: it is in no table, and untimed.
+    url = await burst_after_asks(aiohttp_server, 1, lambda ids: [response("start"), error(ids[0])])
+    provider = TracerProvider()
+    provider.add_span_processor(_RaisesOnFirstEnd())
+    config = client_config(url, request_timeout=None, telemetry=Telemetry(provider))
+    async with WebSocketService(config) as service:
+        with pytest.raises(ServerError):
+            await asyncio.wait_for(service.ask("refused"), EVENTUALLY)
+        await wait_for(lambda: service.state.value.connected)
