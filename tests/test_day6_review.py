@@ -97,8 +97,8 @@ async def test_a_meter_that_raises_mid_read_leaves_no_answered_ask_waiting(
         _, waiting = await asyncio.wait(tasks, timeout=EVENTUALLY)
         for task in waiting:
             task.cancel()
-        # (closed once connected again: a close() while the failed connection is torn
-        # down may hang; see the report of this review)
+        # (the failure told, and connected again: close() then ends the new connection;
+        # a close() while the failed one is torn down: test_transport_factory.py)
         await wait_for(lambda: bool(failures) and service.state.value.connected)
     # The first was answered before the meter raised; the second's answer came too.
     # (settled as the read failed, not by a later read: done when the failure is told)
