@@ -58,16 +58,17 @@ def test_a_loop_whose_clock_is_set_on_the_loop_itself_times_the_asks() -> None:
     assert [o.answer for o in outcomes] == ["re: one", "re: two"]
 
 
-class _RaisesOnSecondEnd(SpanProcessor):
-    """A span processor that raises once, when the second span ends (an exporter
+class _RaisesOnEnd(SpanProcessor):
+    """A span processor that raises once, when the ``nth`` span ends (an exporter
     hook that fails: OpenTelemetry's SDK passes it on to whoever ended the span)."""
 
-    def __init__(self) -> None:
+    def __init__(self, nth: int) -> None:
+        self.nth = nth
         self.ended = 0
 
     def on_end(self, span: ReadableSpan) -> None:
         self.ended += 1
-        if self.ended == 2:
+        if self.ended == self.nth:
             raise RuntimeError("the span processor failed")
 
 
@@ -88,7 +89,7 @@ async def test_a_meter_that_raises_mid_read_leaves_no_answered_ask_waiting(
         ],
     )
     provider = TracerProvider()
-    provider.add_span_processor(_RaisesOnSecondEnd())
+    provider.add_span_processor(_RaisesOnEnd(2))
     config = client_config(url, request_timeout=30.0, telemetry=Telemetry(provider))
     async with WebSocketService(config) as service:
         failures: list[bool] = []  # for each failure reported: was the first ask done?
@@ -174,18 +175,6 @@ async def test_answers_and_errors_in_one_read_with_a_meter_count_each_ask_once(
     assert counts.duplicates_dropped == 1
 
 
-class _RaisesOnFirstEnd(SpanProcessor):
-    """A span processor whose first ``on_end`` raises."""
-
-    def __init__(self) -> None:
-        self.ended = 0
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.ended += 1
-        if self.ended == 1:
-            raise RuntimeError("the span processor failed")
-
-
 async def test_a_meter_that_raises_on_an_error_answer_still_fails_the_ask(
     aiohttp_server: Any,
 ) -> None:
@@ -194,7 +183,7 @@ async def test_a_meter_that_raises_on_an_error_answer_still_fails_the_ask(
     # the server's error), not wait for good: it is in no table, and untimed.
     url = await burst_after_asks(aiohttp_server, 1, lambda ids: [response("start"), error(ids[0])])
     provider = TracerProvider()
-    provider.add_span_processor(_RaisesOnFirstEnd())
+    provider.add_span_processor(_RaisesOnEnd(1))
     config = client_config(url, request_timeout=None, telemetry=Telemetry(provider))
     async with WebSocketService(config) as service:
         with pytest.raises(ServerError):
