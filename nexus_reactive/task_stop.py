@@ -9,6 +9,7 @@ on (``close()`` then waits for it for good).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 __all__ = ["stop_tasks"]
 
@@ -17,17 +18,17 @@ async def stop_tasks(*tasks: asyncio.Task[None] | None) -> bool:
     """Cancel each of ``tasks`` and wait for it to end, in turn.
 
     Returns:
-        Whether the calling task was cancelled meanwhile (or already being cancelled):
-        the caller finishes its clean-up, then raises ``CancelledError``.
+        Whether the calling task was cancelled while it waited: the caller finishes
+        its clean-up, then raises ``CancelledError``. (A cancellation already under
+        way when it was called, the one a ``finally`` runs for, is not counted: it
+        goes on by itself.)
     """
-    cancelled = False
+    current = asyncio.current_task()
+    before = 0 if current is None else current.cancelling()
     for task in tasks:
         if task is None:
             continue
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # its own end, or the caller's
             await task
-        except asyncio.CancelledError:  # the task's own end, or the caller's
-            current = asyncio.current_task()
-            cancelled = cancelled or (current is not None and current.cancelling() > 0)
-    return cancelled
+    return current is not None and current.cancelling() > before

@@ -44,3 +44,24 @@ async def test_a_cancellation_of_the_caller_meanwhile_is_reported_not_swallowed(
     await asyncio.gather(caller, return_exceptions=True)
 
     assert seen == [True] and helper.cancelled()
+
+
+async def test_a_cancellation_already_under_way_is_left_to_go_on_by_itself() -> None:
+    # As in a finally run for a CancelledError: stop_tasks does not ask to raise
+    # another one, and the caller's own goes on.
+    helper = asyncio.ensure_future(_forever())
+    await asyncio.sleep(0)
+    seen: list[bool] = []
+
+    async def cleanup() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            seen.append(await stop_tasks(helper))
+
+    caller = asyncio.ensure_future(cleanup())
+    await asyncio.sleep(0)
+    caller.cancel()
+    await asyncio.gather(caller, return_exceptions=True)
+
+    assert seen == [False] and caller.cancelled() and helper.cancelled()
