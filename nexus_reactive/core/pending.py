@@ -109,16 +109,8 @@ class PendingTable(Generic[W]):
 
     def settle(self, ask_id: str) -> tuple[Reply, Pending[W] | None]:
         """Classify a reply for ``ask_id``; a first reply removes the ask."""
-        entry = self._asks.pop(ask_id, None)
-        if entry is not None:
-            answered = self._answered_ids
-            if ask_id in answered:  # an id used again: RecentIds.add refreshes it
-                self._answered.add(ask_id)
-            else:  # RecentIds.add, inline (a call less per answer)
-                answered[ask_id] = None
-                if len(answered) > self._answered.limit:
-                    answered.popitem(last=False)
-            return _FIRST, entry
+        if ask_id in self._asks:
+            return _FIRST, self.first(ask_id)
         if ask_id in self._answered_ids:  # the dict itself: no __contains__ call
             return _DUPLICATE_REPLY
         if ask_id in self._abandoned_ids:
@@ -139,7 +131,7 @@ class PendingTable(Generic[W]):
         answered = self._answered_ids
         if ask_id in answered:  # an id used again: RecentIds.add refreshes it
             self._answered.add(ask_id)
-        else:  # RecentIds.add, inline
+        else:  # RecentIds.add, inline (a call less per answer)
             answered[ask_id] = None
             if len(answered) > self._answered.limit:
                 answered.popitem(last=False)
