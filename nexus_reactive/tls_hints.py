@@ -3,11 +3,13 @@ sure: a ``ws://`` URL of a server that requires TLS, and a ``wss://`` URL of a p
 server where OpenSSL's reason is not definitive. (Where it is, "wrong version number",
 :func:`nexus_reactive.failures.failure` says so itself.)
 
-A TLS server given a plain HTTP request either answers in TLS (an alert record, which
-aiohttp's parser quotes as a bad status line) or hangs up without a byte (OpenSSL and
-Python's ``ssl`` do). The first is recognised from the bytes; the second only by asking
-the port for a TLS handshake (:func:`scheme_hint`): nothing is sent but a hello, and
-no certificate is trusted or checked, since only "does it speak TLS" is asked.
+A TLS server given a plain HTTP request answers in TLS (an alert record, which
+aiohttp's parser quotes as a bad status line), hangs up without a byte (OpenSSL and
+Python's ``ssl`` do), or answers in plain HTTP with 400 (nginx: "The plain HTTP request
+was sent to HTTPS port"; Go: "Client sent an HTTP request to an HTTPS server"). The
+first is recognised from the bytes; the others only by asking the port for a TLS
+handshake (:func:`scheme_hint`): nothing is sent but a hello, and no certificate is
+trusted or checked, since only "does it speak TLS" is asked.
 
 Either way the answer is definitive, the same on every attempt: the error is not retried
 (as ``wss://`` to a plain server is not).
@@ -38,6 +40,7 @@ __all__ = ["scheme_hint"]
 # aiohttp's C parser quotes the bytes it could not read as a status line: a TLS record
 # starts with its type (21 an alert, 22 a handshake) and the major version 3.
 _TLS_RECORD = re.compile(r"b'\\x1[56]\\x03\\x0[0-4]")
+_BAD_REQUEST = 400
 
 
 async def scheme_hint(exc: Exception, url: str, deadline: float) -> NexusConnectionError | None:
@@ -55,9 +58,17 @@ async def scheme_hint(exc: Exception, url: str, deadline: float) -> NexusConnect
         return _answered(url, await _first_bytes(url, deadline))
     if url[:5].lower() != "ws://":
         return None
-    if isinstance(exc, aiohttp.ClientResponseError) and not isinstance(
-        exc, aiohttp.WSServerHandshakeError
-    ):
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        # nginx and Go answer a plain request on a TLS port with a plain HTTP 400. A
+        # 400 is fatal anyway (not retried), so the probe runs once.
+        if exc.status == _BAD_REQUEST and await _speaks_tls(url, deadline):
+            return _error(
+                url,
+                "the server refused the plain upgrade request (HTTP 400), and completes "
+                "a TLS handshake on the same port",
+            )
+        return None
+    if isinstance(exc, aiohttp.ClientResponseError):
         if _TLS_RECORD.search(str(exc.message)):
             return _error(url, "the server answered the plain upgrade request in TLS")
         return None

@@ -6,6 +6,7 @@ does not speak TLS. Real servers on loopback; ``ask`` runs as a subprocess."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,118 @@ async def test_a_tls_alert_to_the_plain_upgrade_says_try_wss() -> None:
     assert f"try wss:// ({url.replace('ws://', 'wss://')})" in str(info.value)
     assert not info.value.retryable
     assert seen == [b"GET /"]  # one attempt, no probe
+
+
+# --- ws:// to a TLS port whose server answers plain HTTP with 400 (nginx, Go) -----------
+
+_GO_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+
+
+async def _plain_400_server(context: ssl.SSLContext | None) -> tuple[asyncio.Server, list[str]]:
+    """A port that answers a plain HTTP request with a plain 400, as nginx's and Go's TLS
+    servers do; with ``context``, it completes a TLS handshake for a client hello.
+    Each connection is logged: ``"plain"`` or ``"tls"``."""
+    seen: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            first = await reader.read(1)
+            if first == b"\x16" and context is not None:  # a TLS record: the hello
+                seen.append("tls")
+                await _handshake(context, first, reader, writer)
+            else:
+                seen.append("plain")
+                await reader.read(1 << 16)
+                writer.write(_GO_ANSWER)
+                await writer.drain()
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, seen
+
+
+async def _handshake(
+    context: ssl.SSLContext,
+    first: bytes,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Complete a server-side TLS handshake whose first byte was already read."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=True)
+    incoming.write(first)
+    while True:
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            writer.write(outgoing.read())
+            data = await reader.read(1 << 16)
+            if not data:
+                return
+            incoming.write(data)
+        else:
+            writer.write(outgoing.read())
+            await writer.drain()
+            await reader.read(1 << 16)  # until the client hangs up
+            return
+
+
+async def test_ws_to_a_tls_port_that_answers_plain_http_400_says_try_wss(
+    tmp_path: Path,
+) -> None:
+    """nginx and Go answer a plain request on their TLS port with a plain HTTP 400; the
+    port completes a TLS handshake, so the 400 gets the hint, once, not retried."""
+    server, seen = await _plain_400_server(make_tls(tmp_path).server_context())
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        service = WebSocketService(WebSocketConfig(url=url, api_key=KEY))
+        with pytest.raises(NexusConnectionError) as info:
+            await service.connect()
+        await service.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    said = str(info.value)
+    assert "refused the plain upgrade request (HTTP 400)" in said
+    assert f"the server may require TLS: try wss:// ({url.replace('ws://', 'wss://')})" in said
+    assert not info.value.retryable
+    assert KEY not in said
+    assert seen == ["plain", "tls"]  # one upgrade, one probe
+
+
+async def test_ws_to_a_tls_port_that_answers_plain_http_400_says_try_wss_in_the_command(
+    tmp_path: Path,
+) -> None:
+    server, _ = await _plain_400_server(make_tls(tmp_path).server_context())
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        code, _, err = await run_cli(ask(url, "--retries", "3"), KEY)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert code == EXIT_UNREACHABLE
+    assert_speaks_cli(err)
+    assert f"the server may require TLS: try wss:// ({url.replace('ws://', 'wss://')})" in err
+
+
+async def test_a_plain_server_answering_400_gets_no_tls_hint() -> None:
+    """A 400 from a port that does not speak TLS is the request's fault: the probe finds
+    no TLS, and the error is the 400's own, fatal as before."""
+    server, seen = await _plain_400_server(None)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        service = WebSocketService(WebSocketConfig(url=url, api_key=KEY))
+        with pytest.raises(NexusConnectionError) as info:
+            await service.connect()
+        await service.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    said = str(info.value)
+    assert "400" in said
+    assert "TLS" not in said and "wss://" not in said
+    assert not info.value.retryable
+    assert seen == ["plain", "plain"]  # the upgrade, and the probe's hello (not TLS)
