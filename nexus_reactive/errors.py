@@ -154,10 +154,20 @@ class RetriesExhausted(NexusConnectionError):
     """
 
     def __init__(self, attempts: int, last_error: NexusConnectionError) -> None:
+        if last_error.close_code == 4429 or last_error.status == 429:
+            advice = (
+                "The server is rate limiting this client: set rate= (and burst=) under "
+                "its limit, so that messages wait instead of being refused, or raise "
+                "max_reconnect_attempts (None retries forever)."
+            )
+        else:
+            advice = (
+                "Check that the server is running and reachable, or raise "
+                "max_reconnect_attempts (None retries forever)."
+            )
         super().__init__(
             f"gave up after {attempts} connection attempt{'s' if attempts != 1 else ''}; "
-            f"last error: {last_error}. Check that the server is running and reachable, "
-            "or raise max_reconnect_attempts (None retries forever).",
+            f"last error: {last_error}. {advice}",
             retryable=False,
             status=last_error.status,
             close_code=last_error.close_code,

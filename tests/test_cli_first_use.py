@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import nexus_reactive
-from nexus_reactive import ConfigError, WebSocketConfig
+from nexus_reactive import ConfigError, NexusConnectionError, RetriesExhausted, WebSocketConfig
 from nexus_reactive.cli import build_parser, cli_words, main
 
 from .test_cli import KEY, PROCESS_TIMEOUT, _env, assert_speaks_cli, run_cli, served
@@ -149,6 +149,15 @@ def test_timeouts_read_as_flags_not_python() -> None:
         "gave up after 3 connection attempts; last error: no connection within 10s "
         "(each attempt's limit). Check that the server is running"
     )
+    # A server that kept rate limiting: the client commands have no pacing flag.
+    exhausted = RetriesExhausted(
+        2, NexusConnectionError("connection closed (code 4429: rate limited)", close_code=4429)
+    )
+    said = cli_words(str(exhausted))
+    assert said.endswith(
+        "The server is rate limiting this client: try again later, or raise --retries."
+    ), said
+    assert "rate=" not in said and "burst=" not in said
     # A URL's own text is left alone, and the rewrite is idempotent.
     url_error = "url must be a ws:// or wss:// URL with a host, got 'wss://h/url must be'"
     once = cli_words(url_error)
@@ -165,6 +174,7 @@ def test_the_library_messages_the_cli_rewrites_are_still_the_library_s() -> None
     sources = {
         "ask_clock.py": "Raise the timeout or check state.error.",
         "failures.py": 'f"no connection within connect_timeout ({connect_timeout:g}s)"',
+        "errors.py": '"The server is rate limiting this client: set rate= (and burst=) under "',
     }
     for name, text in sources.items():
         assert text in library_source(name), name

@@ -147,6 +147,26 @@ async def test_4429_without_retry_after_uses_backoff(script_server: Any) -> None
     await service.close()
 
 
+async def test_giving_up_on_4429_says_the_server_is_rate_limiting(script_server: Any) -> None:
+    # Every connection is closed with 4429 at its first ask: when the budget runs out,
+    # the error says what would help (pace with rate=), not "is the server running?".
+    async def script(conn: Conn) -> None:
+        await conn.next_ask()
+        await conn.close(4429, "retry_after=0.01")
+
+    server = await script_server(script)
+    service = WebSocketService(server.config(max_reconnect_attempts=1))
+    await service.connect()
+    with pytest.raises(RetriesExhausted) as info:
+        await service.ask("too fast")
+    said = str(info.value)
+    assert "gave up after 2 connection attempts" in said
+    assert "rate limiting this client: set rate= (and burst=) under its limit" in said
+    assert "Check that the server is running" not in said
+    assert info.value.close_code == 4429
+    await service.close()
+
+
 # -- server faults: HTTP refusals at the upgrade ---------------------------------------
 
 
@@ -190,6 +210,23 @@ async def test_http_429_honours_retry_after_header(script_server: Any) -> None:
     await service.connect()
     assert server.requests == 2
     assert server.requested_at[1] - server.requested_at[0] >= 0.4
+    await service.close()
+
+
+async def test_giving_up_on_http_429_says_the_server_is_rate_limiting(
+    script_server: Any,
+) -> None:
+    def gate(index: int) -> web.StreamResponse | None:
+        return web.Response(status=429, headers={"Retry-After": "0.01"})
+
+    server = await script_server(answer_all, gate)
+    service = WebSocketService(server.config(max_reconnect_attempts=1))
+    with pytest.raises(RetriesExhausted) as info:
+        await service.connect()
+    said = str(info.value)
+    assert "rate limiting this client: set rate= (and burst=)" in said
+    assert info.value.status == 429
+    assert server.requests == 2
     await service.close()
 
 

@@ -86,6 +86,9 @@ _PHRASES = {
     "certificate (PEM), or set SSL_CERT_FILE=PATH",
     # An ask's timeout: the flag is the knob; the state stream is no CLI user's.
     "Raise the timeout or check state.error.": "Raise --timeout.",
+    # The client commands have no pacing flag: one command is not what floods a server.
+    "set rate= (and burst=) under its limit, so that messages wait instead of being "
+    "refused, or raise": "try again later, or raise",
 }
 # The url keyword's own checks: "url" alone is in too many URLs' text to be replaced.
 _URL = re.compile(r"(?<![\w/-])url (must be|is not a valid URL)")
