@@ -200,6 +200,7 @@ class Connection:
     def server_wait(self, retry_after: float) -> None:
         """The server asked us to stay away this long if it closes (4429)."""
         self._retry_after = retry_after
+        self.sender.refused()  # (and, back, asks go one at a time)
 
     def challenged(self) -> NexusConnectionError | None:
         """What a ``challenge`` in the receive loop means: the handshake ran before it,

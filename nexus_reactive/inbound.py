@@ -47,6 +47,7 @@ Handler = Callable[[Any], None]
 
 # Module constants: an enum attribute lookup per message is measurable.
 _FIRST = Reply.FIRST
+_LATE = Reply.LATE
 _DUPLICATE = Reply.DUPLICATE
 _decode = codec.decode
 _decode_known = codec.decode_known
@@ -73,6 +74,7 @@ class Receiver:
     __slots__ = (
         "_abandoned",
         "_answered",
+        "_answered_window",
         "_answers",
         "_asks",
         "_chunk",
@@ -90,6 +92,7 @@ class Receiver:
         "_settle",
         "_settle_all",
         "_waiters",
+        "_window",
         "handlers",
         "messages",
     )
@@ -124,6 +127,9 @@ class Receiver:
         self._resend = tracker.resend
         # The ask table's dicts (stable objects): an id in none of them is a push.
         self._asks, self._answered, self._abandoned = tracker.lookups
+        # After a rate limit's refusal, answers make room for more asks (see AskWindow).
+        self._window = connection.sender.window
+        self._answered_window = connection.sender.answered
 
     def add_handler(self, type: str, handler: Handler) -> Callable[[], None]:
         """Call ``handler`` with every message of ``type``; return its unsubscriber.
@@ -251,6 +257,8 @@ class Receiver:
     def _settle_answers(self, waiters: list[Waiter], answers: list[ResponseMessage]) -> None:
         """Settle the asks ``answers`` answered, emptying both lists (before their run
         is delivered, or when the read failed midway)."""
+        if self._window.size is not None:  # (a read's answers, counted at once)
+            self._answered_window(len(waiters))
         try:
             if len(waiters) == 1:  # asks one at a time: settle() makes no lists
                 self._settle(waiters[0], answers[0])
@@ -355,6 +363,8 @@ class Receiver:
             if self._meter is not None:
                 self._meter.duplicate()
             return None
+        if self._window.size is not None and (outcome is _FIRST or outcome is _LATE):
+            self._answered_window(1)
         events = self._events
         try:
             if events is not None:

@@ -1,7 +1,8 @@
 """The send side of a connection: :class:`Sender` writes the outbox to the socket.
 
 It owns what writing needs: the wake-up event, the rate bucket (``rate``, and
-the pause a server's ``retry_after`` asks for), whether a write is under way, and
+the pause a server's ``retry_after`` asks for), the window of asks a server that
+refused one for its rate limit gets from then on, whether a write is under way, and
 the ``outbox_depth`` stream. The :class:`~nexus_reactive.connection.Connection`
 owns the sender and runs its writer task while a connection is open.
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import codec
-from .core import ClientCore, Phase, TokenBucket
+from .core import AskWindow, ClientCore, Phase, TokenBucket
 from .derived import DerivedPublisher
 from .transport import Transport
 
@@ -35,6 +36,9 @@ _BATCH = 256
 # Asks queued at once that are written from the task that made the last of them (see
 # Sender.flush): the server starts on them while the rest are made.
 _RUN = 32
+# Seconds the asks under a rate limit's window may go unanswered before the window
+# stops counting them (a server that drops an ask must not hold the rest for good).
+_WINDOW_SILENCE = 1.0
 
 
 class Sender:
@@ -59,6 +63,8 @@ class Sender:
         self._sent = sent
         self._meter = meter
         self._bucket = TokenBucket(rate, burst)
+        #: Bounds the asks awaiting answers after a rate-limit refusal (see AskWindow).
+        self.window = AskWindow()
         self._transport: Transport | None = None
         self._wake: asyncio.Event | None = None
         # Whether _wake is set (the writer has not taken the wake-up yet): asks made
@@ -97,6 +103,7 @@ class Sender:
             and not self._writing
             and not self._writer_holds
             and self._bucket.free(now)
+            and self.window.size is None
         )
 
     def queued(self, now: float) -> None:
@@ -122,6 +129,7 @@ class Sender:
             or self._stalled
             or len(self._queued) < _RUN
             or not self._bucket.free(now)
+            or self.window.size is not None  # (the writer counts the window's asks)
             or self._core.state.phase is not _CONNECTED
         ):
             return
@@ -191,15 +199,29 @@ class Sender:
             self._writing = False
 
     def hold(self, until: float) -> None:
-        """Send nothing before the loop time ``until`` (a server's ``retry_after``)."""
+        """The server refused an ask for its rate limit: send nothing before the loop
+        time ``until`` (its ``retry_after``), then asks one at a time (:attr:`window`)."""
         self._bucket.pause_until(until)
+        self.refused()
         self.kick()
+
+    def refused(self) -> None:
+        """The server refused something for its rate limit: asks go under
+        :attr:`window` from now on."""
+        self.window.refused(asyncio.get_running_loop().time())
+
+    def answered(self, asks: int) -> None:
+        """``asks`` asks were answered while :attr:`window` binds: more may go."""
+        self.window.answered(asks)
+        if self._queued:
+            self.kick()
 
     def attach(self, transport: Transport) -> asyncio.Task[None]:
         """A connection opened: start writing to it; returns the writer task."""
         self._transport = transport
         self._wake = asyncio.Event()
         self._woken = self._stalled = False
+        self.window.forget()  # (nothing written before awaits an answer on this one)
         return asyncio.create_task(self._write(transport, self._wake), name="nexus-reactive-writer")
 
     def detach(self, transport: Transport) -> None:
@@ -215,18 +237,26 @@ class Sender:
         bucket = self._bucket
         trace = frames_log.isEnabledFor(logging.DEBUG)
         loop = asyncio.get_running_loop()
+        window = self.window
         while True:
             # Everything queued goes out together, one write to the socket (one frame at
-            # a time when paced).
-            batch = core.take_outgoing(_BATCH if bucket.free(loop.time()) else 1)
+            # a time when paced; no more asks than a rate limit's window has room for).
+            limit = _BATCH if bucket.free(loop.time()) else 1
+            room = window.room(loop.time())
+            batch = core.take_outgoing(limit) if room is None else core.take_window(limit, room)
             if not batch:
                 depth.refresh()
                 if self.changed is not None:
                     self.changed()
                 self._woken = self._stalled = False
                 wake.clear()
-                await wake.wait()
+                if room == 0 and self._queued:  # asks wait for answers under the window
+                    await self._await_room(wake)
+                else:
+                    await wake.wait()
                 continue
+            if room is not None:
+                window.wrote(sum(1 for sent in batch if sent.ask_id is not None))
             # The batch is out of the outbox: nothing else writes until it is written
             # (a flush() meanwhile would put later frames first). Set before the depth's
             # subscribers run: one of them may ask.
@@ -255,3 +285,12 @@ class Sender:
                 self._writer_holds = False
             self._stalled = False
             self._wrote(batch, frames)
+
+    async def _await_room(self, wake: asyncio.Event) -> None:
+        """Wait for an answer to free room in the window; after a silence of
+        ``_WINDOW_SILENCE``, stop counting the asks under it (dropped by the server?)."""
+        try:
+            async with asyncio.timeout(_WINDOW_SILENCE):
+                await wake.wait()
+        except TimeoutError:
+            self.window.forget()

@@ -21,12 +21,13 @@ from .metrics import Counters, Latency, Metrics
 from .outbox import Outbox, Outgoing
 from .pending import Pending, PendingTable, Reply
 from .policy import close_error, http_error
-from .ratelimit import TokenBucket
+from .ratelimit import AskWindow, TokenBucket
 from .recent import DEFAULT_REMEMBER, RecentIds
 from .state import ConnectionState, Phase
 
 __all__ = [
     "DEFAULT_REMEMBER",
+    "AskWindow",
     "Backoff",
     "ClientCore",
     "ConnectionState",

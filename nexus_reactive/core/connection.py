@@ -147,6 +147,28 @@ class ClientCore(Generic[W]):
                 add(item)
         return taken
 
+    def take_window(self, limit: int, asks: int) -> list[Outgoing]:
+        """:meth:`take_outgoing`, taking at most ``asks`` asks (the room a rate limit's
+        :class:`~nexus_reactive.core.ratelimit.AskWindow` leaves): the frames before
+        the first ask it cannot take; other frames are not held."""
+        queued, pending = self._queued, self._asks
+        taken: list[Outgoing] = []
+        while queued and len(taken) < limit:
+            item = queued[0]
+            if item.ask_id is None:
+                taken.append(queued.popleft())
+                continue
+            if asks == 0:
+                break
+            queued.popleft()
+            entry = pending.get(item.ask_id)
+            if entry is not None:  # (else abandoned meanwhile: dropped, as take_outgoing does)
+                entry.on_wire = True
+                entry.sends += 1
+                taken.append(item)
+                asks -= 1
+        return taken
+
     def resend(self, ask_id: str) -> bool:
         """Send a pending ask again first (the server asked us to retry it later).
 

@@ -1,8 +1,17 @@
-"""A token bucket for outgoing messages: it delays, it never drops."""
+"""Pacing outgoing messages: a token bucket (``rate``), and the window of asks a server
+that refused one for its rate limit gets from then on. Both delay; neither drops."""
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket"]
+__all__ = ["AskWindow", "TokenBucket"]
+
+#: The window stops binding once this many asks may await answers at once: as many as
+#: the sender writes at once anyway.
+WINDOW_LIMIT = 256
+#: Seconds without a refusal after which the window is gone.
+WINDOW_QUIET = 1.0
+# Up to this size a window doubles each round trip (TCP's slow start), then grows by one.
+_FIRST_THRESHOLD = 16
 
 
 class TokenBucket:
@@ -46,3 +55,83 @@ class TokenBucket:
     def pause_until(self, when: float) -> None:
         """Send nothing before ``when`` (a server said ``retry_after``)."""
         self._paused_until = max(self._paused_until, when)
+
+
+class AskWindow:
+    """How many asks may await their answers at once, after the server refused one
+    for its rate limit (``rate_limited``, or a close with 4429).
+
+    Before any refusal there is no bound (:attr:`size` is ``None``). A refusal says
+    that what went together was too much for the server's limit, whatever kind of
+    limit it is (a token bucket, so many per minute): from then on one ask goes out
+    at a time, and the window grows with the answers, as TCP's congestion window
+    does: by one per answer (doubling each round trip) up to a threshold, then by one
+    per round trip. A refusal under the window halves the threshold and starts over
+    at one. The window is gone once it no longer binds (:data:`WINDOW_LIMIT` asks), or
+    once the server has refused nothing for :data:`WINDOW_QUIET` seconds. Frames that
+    are not asks are never held by it.
+
+    Pure: the sender asks :meth:`room` before it writes and says what it wrote; the
+    receiver says what was answered; the caller passes the time in.
+    """
+
+    __slots__ = ("_grown", "_since", "_threshold", "out", "size")
+
+    def __init__(self) -> None:
+        #: Asks that may await answers at once; ``None``: no bound.
+        self.size: int | None = None
+        #: Asks written under the window and not answered (nor refused) yet.
+        self.out = 0
+        self._threshold = _FIRST_THRESHOLD
+        self._grown = 0  # answers toward the next step, past the threshold
+        self._since = 0.0  # when the server last refused
+
+    def refused(self, now: float) -> None:
+        """The server refused an ask for its rate limit: one at a time again."""
+        if self.size is not None:
+            self._threshold = max(2, self.size // 2)
+        self.size = 1
+        self._grown = 0
+        self._since = now
+        self.out = max(0, self.out - 1)  # (the refused one awaits nothing now)
+
+    def room(self, now: float) -> int | None:
+        """How many more asks may be written at ``now``; ``None``: no bound."""
+        if self.size is None:
+            return None
+        if now - self._since >= WINDOW_QUIET:
+            self._end()
+            return None
+        return max(0, self.size - self.out)
+
+    def wrote(self, asks: int) -> None:
+        """``asks`` asks were written (under the window)."""
+        if self.size is not None:
+            self.out += asks
+
+    def answered(self, asks: int) -> None:
+        """``asks`` asks were answered: each makes room, and the window grows."""
+        size = self.size
+        if size is None:
+            return
+        self.out = max(0, self.out - asks)
+        while asks and size < self._threshold:  # slow start
+            size += 1
+            asks -= 1
+        self._grown += asks
+        while self._grown >= size:  # then one per round trip
+            self._grown -= size
+            size += 1
+        self.size = size
+        if size >= WINDOW_LIMIT:
+            self._end()
+
+    def forget(self) -> None:
+        """What was written is awaited no longer (a new connection; a server silent
+        about the asks under the window for a while): count none of it."""
+        self.out = 0
+
+    def _end(self) -> None:
+        self.size = None
+        self.out = self._grown = 0
+        self._threshold = _FIRST_THRESHOLD

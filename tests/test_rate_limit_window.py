@@ -1,0 +1,163 @@
+"""After a server refuses an ask for its rate limit, asks go one at a time, then more
+with each answer (``AskWindow``: slow start). A backlog therefore no longer goes out
+whole into a server still over its limit, to be refused again and closed with 4429
+on every reconnect. Real servers on loopback; the window's arithmetic without them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nexus_reactive import WebSocketService
+from nexus_reactive.core import AskWindow, ClientCore
+from nexus_reactive.core.outbox import Outgoing
+from nexus_reactive.core.ratelimit import WINDOW_QUIET
+
+from .conftest import ServerFactory
+from .resilience_kit import no_task_left_behind_fixture, script_server_fixture  # noqa: F401
+from .resilience_servers import Conn
+from .test_ask_runs import RUN
+from .waiting import EVENTUALLY, wait_for
+
+# -- the window, without sockets ----------------------------------------------------------
+
+
+def test_no_window_before_a_refusal() -> None:
+    window = AskWindow()
+    assert window.room(0.0) is None
+    window.wrote(1_000)
+    window.answered(1_000)
+    assert window.room(0.0) is None and window.out == 0
+
+
+def test_a_refusal_lets_one_ask_await_and_each_answer_one_more() -> None:
+    window = AskWindow()
+    window.refused(10.0)
+    assert window.room(10.0) == 1
+    window.wrote(1)
+    assert window.room(10.0) == 0
+    window.answered(1)  # one answer: two may await
+    assert window.room(10.0) == 2
+    window.wrote(2)
+    window.answered(2)
+    assert window.room(10.0) == 4  # doubles with each round trip (slow start)
+
+
+def test_past_the_threshold_the_window_grows_by_one_per_round_trip() -> None:
+    window = AskWindow()
+    window.refused(0.0)
+    window.answered(15)  # 1 -> 16, the first threshold
+    assert window.size == 16
+    window.answered(15)
+    assert window.size == 16  # a round trip is 16 answers now
+    window.answered(1)
+    assert window.size == 17
+
+
+def test_a_refusal_under_the_window_halves_the_threshold_and_starts_over() -> None:
+    window = AskWindow()
+    window.refused(0.0)
+    window.answered(9)  # size 10
+    window.wrote(10)
+    window.refused(0.5)  # one of the ten refused: it awaits nothing now
+    assert window.size == 1 and window.out == 9
+    assert window.room(0.5) == 0  # the nine others are awaited first
+    window.answered(9)  # threshold 5: 1 -> 5 by slow start (4 answers), then 5: 6
+    assert window.size == 6
+
+
+def test_the_window_ends_once_it_no_longer_binds() -> None:
+    window = AskWindow()
+    window.refused(0.0)
+    while window.size is not None:
+        window.answered(window.size)
+    assert window.room(0.0) is None and window.out == 0
+
+
+def test_the_window_ends_after_a_quiet_second() -> None:
+    window = AskWindow()
+    window.refused(100.0)
+    window.wrote(1)
+    assert window.room(100.0 + WINDOW_QUIET / 2) == 0
+    assert window.room(100.0 + WINDOW_QUIET) is None
+    window.refused(200.0)  # and a new refusal starts afresh, at the first threshold
+    assert window.room(200.0) == 1
+
+
+def test_forgotten_asks_leave_room() -> None:
+    window = AskWindow()
+    window.refused(0.0)
+    window.wrote(1)
+    window.forget()
+    assert window.room(0.0) == 1
+
+
+def _core_with(*items: Outgoing) -> ClientCore[Any]:
+    core: ClientCore[Any] = ClientCore(outbox_limit=100)
+    for item in items:
+        if item.ask_id is not None:
+            core.submit_ask(item.ask_id, item.frame, None)
+        else:
+            core.outbox.put(item)
+    return core
+
+
+def test_take_window_takes_other_frames_past_the_asks_it_cannot_take() -> None:
+    core = _core_with(Outgoing(b"a1", "a1"), Outgoing(b"p1"), Outgoing(b"a2", "a2"))
+    assert [i.frame for i in core.take_window(256, 1)] == [b"a1", b"p1"]
+    assert core.take_window(256, 0) == []  # the head is an ask, and no room
+    assert [i.frame for i in core.take_window(256, 1)] == [b"a2"]
+    assert core.pending.get("a1").on_wire and core.pending.get("a2").on_wire  # type: ignore[union-attr]
+
+
+# -- against servers ----------------------------------------------------------------------
+
+
+async def test_a_backlog_against_a_rate_limiting_server_is_not_closed_again_and_again(
+    start_nexus: ServerFactory,
+) -> None:
+    # 400 asks/s with a burst of 40, and 160 asks made at once: the first runs go out
+    # before the first refusal is back, so the server refuses the rest and may close
+    # with 4429 once. After that the backlog goes under the window: every ask is
+    # answered once, the default retry budget is plenty, and the server never has to
+    # close again. (Before the window, each reconnect sent the whole backlog again,
+    # to be refused and closed: 2 to 4 closes and ~1,000 refusals here, and a livelock
+    # of over a thousand closes a minute with other timings.)
+    nexus = await start_nexus(rate_limit=400.0, rate_burst=40)
+    config = nexus.config(heartbeat=None, request_timeout=None)  # default retries
+    async with WebSocketService(config) as service:
+        await service.connect()
+        names = [f"q{i:03d}" for i in range(5 * RUN)]
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"You asked: {n}" for n in names]
+    assert nexus.stats.abuse_closes <= 1
+    assert nexus.stats.engine_calls == len(names)  # each answered once
+
+
+async def test_an_ask_the_server_drops_under_the_window_does_not_hold_the_rest(
+    script_server: Any,
+) -> None:
+    # The first ask is refused for the rate limit; it goes again, alone under the
+    # window, and the server never answers it. The window stops counting it after a
+    # silence, and the asks behind it go and are answered.
+    async def script(conn: Conn) -> None:
+        first = await conn.next_ask()
+        refusal = {"code": "rate_limited", "message": "slow down", "retry_after": 0.01}
+        await conn.send({"type": "error", "id": first["id"], "payload": refusal})
+        again = await conn.next_ask()
+        assert again["id"] == first["id"]  # dropped: never answered
+        while True:
+            await conn.answer(await conn.next_ask())
+
+    server = await script_server(script)
+    service = WebSocketService(server.config(request_timeout=None))
+    await service.connect()
+    dropped = asyncio.create_task(service.ask("dropped"))
+    await wait_for(lambda: len(server.asks()) >= 1)
+    behind = [asyncio.create_task(service.ask(f"behind {i}")) for i in range(3)]
+    answers = await asyncio.wait_for(asyncio.gather(*behind), EVENTUALLY)
+    assert [a.answer for a in answers] == [f"re: behind {i}" for i in range(3)]
+    assert not dropped.done()
+    dropped.cancel()
+    await service.close()
