@@ -7,7 +7,7 @@ import threading
 
 from .errors import UsageError
 
-__all__ = ["check_loop_thread"]
+__all__ = ["check_awaited_on", "check_loop_thread"]
 
 
 def check_loop_thread(loop: asyncio.AbstractEventLoop | None, name: str) -> None:
@@ -34,4 +34,21 @@ def check_loop_thread(loop: asyncio.AbstractEventLoop | None, name: str) -> None
             f"service.{name}, ...) or asyncio.run_coroutine_threadsafe(service.ask(...), "
             "loop); or use a store's send_message / use_websocket_sync(...), which are "
             "safe from any thread."
+        )
+
+
+def check_awaited_on(loop: asyncio.AbstractEventLoop | None, name: str) -> None:
+    """Refuse, before any side effect, ``name`` (``ask()``) awaited on a loop that is
+    not ``loop`` (the service's, ``None`` until it has one).
+
+    Raises:
+        UsageError: ``loop`` runs on another thread (:func:`check_loop_thread`), or
+            does not run at all: the answer would come on it, so it would never come.
+    """
+    check_loop_thread(loop, name)
+    if loop is not None:
+        raise UsageError(
+            f"{name}() was awaited on another event loop than the one this service is "
+            "bound to (the loop it first ran on); nothing was sent. Await it on that "
+            "loop, or create a WebSocketService on this one."
         )

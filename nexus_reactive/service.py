@@ -26,7 +26,7 @@ from .connection import Connection
 from .core import ClientCore, Phase
 from .core.demand import REASON_RECONNECT
 from .errors import ConnectionClosed, NexusError, ProtocolError, UsageError
-from .guards import check_loop_thread
+from .guards import check_awaited_on
 from .inbound import Receiver
 from .lazy import LazyLink
 from .logs import enable_debug_from_env
@@ -382,7 +382,7 @@ class WebSocketService(ServiceViews):
         if not (self._loop_says_thread and loop._thread_id == _get_ident()):  # type: ignore[union-attr]
             loop = _running_loop()
             if loop is not self._loop:
-                check_loop_thread(self._loop, caller)
+                check_awaited_on(self._loop, caller)
         if self._closed:
             raise UsageError(_CLOSED.format(caller))
         failure = self._connection.failure
