@@ -6,6 +6,7 @@ server over loopback."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from nexus_reactive import WebSocketService
 from nexus_reactive.core import Phase
@@ -72,3 +73,28 @@ def test_an_ask_on_another_loop_while_the_services_loop_is_not_running_is_refuse
     finally:
         home.run_until_complete(server.stop())
         home.close()
+
+
+async def test_an_ask_made_while_close_runs_is_refused_not_left_waiting(
+    start_nexus: ServerFactory,
+) -> None:
+    # close() disconnects at once, then waits for the connection's task. An ask made
+    # meanwhile (here from a task a state subscriber starts on `disconnected`) must not
+    # wait for an answer that nothing will ever bring: its deadline timer is cancelled
+    # by close(), and no connection will open.
+    nexus = await start_nexus()
+    service = WebSocketService(nexus.config(request_timeout=None))
+    await service.connect()
+    late: list[asyncio.Task[object]] = []
+
+    def on_state(state: Any) -> None:
+        if state.phase is Phase.DISCONNECTED and not late:
+            late.append(asyncio.create_task(service.ask("during close")))
+
+    service.state.subscribe(on_state)
+    await service.close()
+    assert late
+    await wait_for(lambda: late[0].done())
+    error = late[0].exception()
+    assert isinstance(error, UsageError) and "closed" in str(error), repr(error)
+    assert service.pending_count == 0
