@@ -339,7 +339,7 @@ class WebSocketService(ServiceViews):
         if (  # _ask_frame, inline for the common case: all its checks pass
             self._loop_says_thread
             and loop._thread_id == _get_ident()  # type: ignore[union-attr]
-            and not self._closed
+            and not self._closing  # (close() has begun: see _ask_frame)
             and self._connection.failure is None
             and type(query) is str
             and query
@@ -383,7 +383,7 @@ class WebSocketService(ServiceViews):
             loop = _running_loop()
             if loop is not self._loop:
                 check_awaited_on(self._loop, caller)
-        if self._closed:
+        if self._closing:  # (from close()'s start: nothing would answer or time it)
             raise UsageError(_CLOSED.format(caller))
         failure = self._connection.failure
         if failure is not None:
