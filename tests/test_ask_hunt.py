@@ -6,11 +6,14 @@ server over loopback."""
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
+
+import pytest
 
 from nexus_reactive import WebSocketService
 from nexus_reactive.core import Phase
-from nexus_reactive.errors import UsageError
+from nexus_reactive.errors import InvalidArgument, UsageError
 from nexus_reactive.testing import NexusServer
 
 from .conftest import ServerFactory
@@ -98,3 +101,19 @@ async def test_an_ask_made_while_close_runs_is_refused_not_left_waiting(
     error = late[0].exception()
     assert isinstance(error, UsageError) and "closed" in str(error), repr(error)
     assert service.pending_count == 0
+
+
+@pytest.mark.parametrize("timeout", [math.inf, math.nan, -1.0, 0, "5"])
+async def test_an_ask_with_a_timeout_that_cannot_be_right_is_refused_before_it_is_queued(
+    start_nexus: ServerFactory, timeout: Any
+) -> None:
+    # timeout=math.inf reads as "no bound"; it raised OverflowError (NaN: ValueError,
+    # "5": TypeError) from timing the ask, after the ask was queued: it went out, and
+    # stayed pending for good with nobody awaiting it.
+    nexus = await start_nexus()
+    async with WebSocketService(nexus.config()) as service:
+        with pytest.raises(InvalidArgument, match="timeout"):
+            await service.ask("q", timeout=timeout)
+        assert service.pending_count == 0 and service.outbox_size == 0
+        assert (await service.ask("marker")).answer == "re: marker"
+        assert nexus.stats.asks_received == 1  # the marker only
