@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 
-from .errors import UsageError
+from .errors import InvalidArgument, UsageError
 
-__all__ = ["check_loop_thread"]
+__all__ = ["check_awaited_on", "check_loop_thread", "check_timeout"]
 
 
 def check_loop_thread(loop: asyncio.AbstractEventLoop | None, name: str) -> None:
@@ -34,4 +35,40 @@ def check_loop_thread(loop: asyncio.AbstractEventLoop | None, name: str) -> None
             f"service.{name}, ...) or asyncio.run_coroutine_threadsafe(service.ask(...), "
             "loop); or use a store's send_message / use_websocket_sync(...), which are "
             "safe from any thread."
+        )
+
+
+def check_awaited_on(loop: asyncio.AbstractEventLoop | None, name: str) -> None:
+    """Refuse, before any side effect, ``name`` (``ask()``) awaited on a loop that is
+    not ``loop`` (the service's, ``None`` until it has one).
+
+    Raises:
+        UsageError: ``loop`` runs on another thread (:func:`check_loop_thread`), or
+            does not run at all: the answer would come on it, so it would never come.
+    """
+    check_loop_thread(loop, name)
+    if loop is not None:
+        raise UsageError(
+            f"{name}() was awaited on another event loop than the one this service is "
+            "bound to (the loop it first ran on); nothing was sent. Await it on that "
+            "loop, or create a WebSocketService on this one."
+        )
+
+
+def check_timeout(timeout: object, name: str) -> None:
+    """Refuse, before the ask is queued, a ``timeout=`` that cannot be right (``None``:
+    the service's ``request_timeout``).
+
+    Raises:
+        InvalidArgument: not a positive, finite number of seconds.
+    """
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not (0 < timeout < math.inf)  # (false for NaN too)
+    ):
+        raise InvalidArgument(
+            f"{name}(timeout=...) must be a positive, finite number of seconds, got "
+            f"{timeout!r}; nothing was sent. Pass timeout=None for the service's "
+            "request_timeout (WebSocketConfig(request_timeout=None): no bound)."
         )

@@ -95,13 +95,19 @@ class Sender:
 
     def direct(self, now: float) -> bool:
         """Whether a lone ask may be written from the caller's task right now
-        (connected, nothing queued or pending, writer idle, no pacing)."""
+        (connected, nothing queued or pending, writer idle, no pacing).
+
+        Connected is the phase, not only a transport attached: ``disconnect()`` and
+        ``reconnect()`` change the phase at once, and the transport stays attached
+        until the connection's task has ended; an ask made in between waits in the
+        outbox (as kick() and flush() do), not on the socket being closed."""
         return (
             not self._asks  # (first: with asks in flight, the one that is false)
             and not self._queued  # the containers themselves: no __len__ calls
             and self._transport is not None
             and not self._writing
             and not self._writer_holds
+            and self._core.state.phase is _CONNECTED
             and self._bucket.free(now)
             and self.window.size is None
         )

@@ -26,7 +26,7 @@ from .connection import Connection
 from .core import ClientCore, Phase
 from .core.demand import REASON_RECONNECT
 from .errors import ConnectionClosed, NexusError, ProtocolError, UsageError
-from .guards import check_loop_thread
+from .guards import check_awaited_on, check_timeout
 from .inbound import Receiver
 from .lazy import LazyLink
 from .logs import enable_debug_from_env
@@ -332,24 +332,25 @@ class WebSocketService(ServiceViews):
             NexusConnectionError: the service gave up reconnecting.
             OutboxFull: the outbox is full; nothing was queued.
             UsageError: awaited on another event loop than the service's, the service
-                is closed, or an empty or blank ``query`` (:class:`InvalidArgument`).
+                is closed (or closing), or an empty or blank ``query`` or a ``timeout``
+                not a positive finite number of seconds (:class:`InvalidArgument`).
         """
-        # AskTracker.ask, inline: one coroutine less per ask.
-        loop = self._loop
+        loop = self._loop  # (AskTracker.ask, inline: one coroutine less per ask)
         if (  # _ask_frame, inline for the common case: all its checks pass
             self._loop_says_thread
             and loop._thread_id == _get_ident()  # type: ignore[union-attr]
-            and not self._closed
+            and not self._closing  # (close() has begun: see _ask_frame)
             and self._connection.failure is None
             and type(query) is str
             and query
             and team_id is None
+            and timeout is None
             and not query.isspace()
         ):
             ask_id = new_id()
             frame = b"".join((_ASK_HEAD, _encode(query), _ASK_MID, ask_id.encode(), _ASK_TAIL))
         else:  # each check in its order, with its error
-            ask_id, frame, loop = self._ask_frame(query, team_id)
+            ask_id, frame, loop = self._ask_frame(query, team_id, "ask", timeout)
         asks, sender = self._asks, self._connection.sender
         future, direct = asks.begin(ask_id, frame, sender, timeout, None, loop)
         try:
@@ -369,12 +370,12 @@ class WebSocketService(ServiceViews):
         on_piece: Callable[[str], None] | None = None,
         caller: str = "ask",
     ) -> AskResponse:
-        ask_id, frame, loop = self._ask_frame(query, team_id, caller)
+        ask_id, frame, loop = self._ask_frame(query, team_id, caller, timeout)
         sender = self._connection.sender
         return await self._asks.ask(ask_id, frame, sender, timeout, on_piece, loop)
 
     def _ask_frame(
-        self, query: str, team_id: str | None, caller: str = "ask"
+        self, query: str, team_id: str | None, caller: str, timeout: float | None
     ) -> tuple[str, bytes, _Loop]:
         loop = self._loop
         # On the thread running an asyncio loop, that loop is the running one: ~30 ns to
@@ -382,13 +383,14 @@ class WebSocketService(ServiceViews):
         if not (self._loop_says_thread and loop._thread_id == _get_ident()):  # type: ignore[union-attr]
             loop = _running_loop()
             if loop is not self._loop:
-                check_loop_thread(self._loop, caller)
-        if self._closed:
+                check_awaited_on(self._loop, caller)
+        if self._closing:  # (from close()'s start: nothing would answer or time it)
             raise UsageError(_CLOSED.format(caller))
         failure = self._connection.failure
         if failure is not None:
             # Nothing connects until connect() or reconnect(): say why now, not at timeout.
             raise failure
+        check_timeout(timeout, caller)
         ask_id = new_id()
         # ask_request's check and the encoding, inline for the common case
         if type(query) is str and query and team_id is None and not query.isspace():
