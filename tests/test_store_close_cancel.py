@@ -32,6 +32,8 @@ async def test_a_cancelled_store_close_is_not_swallowed_and_still_closes(
     app.router.add_get("/", held_upgrade)
     server = await aiohttp_server(app, host="127.0.0.1")
     store = use_websocket(client_config(f"ws://127.0.0.1:{server.port}/", KEY), share=share)
+    completed: list[bool] = []
+    store.messages.subscribe(on_completed=lambda: completed.append(True))
     await wait_for(lambda: upgrades)
     # The task that runs connect(): the store's own, or the shared connection's.
     connecting = pool._entries[0].connecting if share else store._connecting
@@ -43,6 +45,7 @@ async def test_a_cancelled_store_close_is_not_swallowed_and_still_closes(
     closing.append(asyncio.create_task(store.close()))
     await asyncio.gather(closing[0], return_exceptions=True)
     assert closing[0].cancelled(), "close() swallowed its caller's cancellation"
+    assert completed == [True]  # the store's streams complete all the same
     await wait_for(lambda: library_tasks() == [])
     await store.close()  # idempotent, and the store is closed whatever the cancel cut short
     assert store.state.value.phase is Phase.CLOSED
