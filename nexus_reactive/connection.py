@@ -245,6 +245,8 @@ class Connection:
                     except Exception as exc:  # a bug of ours: retried per the policy
                         error = unexpected("the connection failed", exc, log)
                 self._report(error)
+                if self._supervisor is not asyncio.current_task():  # an errors subscriber
+                    await asyncio.sleep(0)  # stopped or replaced us: theirs is the last word
                 decision = core.lost(error)
                 if decision.delay is not None and self.meter is not None:
                     self.meter.lost(error)

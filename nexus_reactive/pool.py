@@ -12,7 +12,6 @@ not part of the settings compared. Each shared service has one
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from .config import WebSocketConfig
 from .errors import NexusError
 from .fanout import Router
 from .service import WebSocketService
+from .task_stop import stop_tasks
 
 __all__ = ["acquire", "release"]
 
@@ -68,6 +68,7 @@ def acquire(
 
 async def release(service: WebSocketService) -> None:
     """Give back a shared service; the last user's release closes it."""
+    cancelled = False  # (a cancellation of the caller meanwhile: raised once closed)
     for index, entry in enumerate(_entries):
         if entry.service is service:
             entry.users -= 1
@@ -77,11 +78,11 @@ async def release(service: WebSocketService) -> None:
             entry.router.close()
             connecting = entry.connecting
             if connecting is not None and not connecting.done():
-                connecting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await connecting
+                cancelled = await stop_tasks(connecting)
             break
     await service.close()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _connect(service: WebSocketService) -> None:

@@ -23,7 +23,6 @@ A store scoped to a ``team_id`` sees only the answers to its own asks too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from .messages import ask_request, new_id
 from .scheduled import ScheduledView, deliver_on
 from .service import WebSocketService
 from .streams import Publisher, ValueStream
+from .task_stop import stop_tasks
 
 __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 
@@ -289,17 +289,20 @@ class WebSocketStore:
             self._detach()
         self._intake.stop()
         connecting, self._connecting = self._connecting, None
+        cancelled = False  # (close() cancelled meanwhile: raised once closed, not swallowed)
         if connecting is not None and not connecting.done():
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connecting
-        if self._shared:
-            await pool.release(self.service)  # the last store's release closes it
-        else:
-            await self.service.close()
-        self._intake.complete()
-        if self._errors is not None:
-            self._errors.complete()
+            cancelled = await stop_tasks(connecting)
+        try:
+            if self._shared:
+                await pool.release(self.service)  # the last store's release closes it
+            else:
+                await self.service.close()
+        finally:  # (cancelled in release(): the store's streams complete all the same)
+            self._intake.complete()
+            if self._errors is not None:
+                self._errors.complete()
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def __aenter__(self) -> Self:
         return self

@@ -130,8 +130,19 @@ class SyncWebSocketStore:
     # -- cleanup ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the store, stop the background loop and join its thread. Idempotent."""
+        """Close the store, stop the background loop and join its thread. Idempotent.
+
+        On the loop's own thread (a subscriber without a scheduler) it cannot wait for
+        itself: it returns at once, and the store closes, then the loop stops, once the
+        subscriber has returned. A ``close()`` on another thread then waits for that.
+        """
+        if threading.current_thread() is self._thread:
+            if not self._closed:
+                self._closed = True
+                self._loop.create_task(self._close_on_loop(), name="nexus-reactive-sync-close")
+            return
         if self._closed:
+            self._thread.join()  # (a close begun on the loop's thread: until it ended)
             return
         self._closed = True
         try:
@@ -175,6 +186,12 @@ class SyncWebSocketStore:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
+
+    async def _close_on_loop(self) -> None:
+        try:
+            await self._store.close()
+        finally:
+            self._loop.stop()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

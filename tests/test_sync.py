@@ -6,7 +6,16 @@ import asyncio
 import threading
 from typing import Any
 
-from nexus_reactive import AskResponse, ErrorMessage, WebSocketService, use_websocket_sync
+import pytest
+
+from nexus_reactive import (
+    AskResponse,
+    ErrorMessage,
+    Phase,
+    UsageError,
+    WebSocketService,
+    use_websocket_sync,
+)
 
 from .conftest import Nexus
 from .waiting import EVENTUALLY, wait_for
@@ -90,3 +99,29 @@ async def test_share_true_is_refused_because_each_sync_store_has_its_own_loop(
             return store.ask("still accepted").answer
 
     assert await asyncio.to_thread(accepted) == "You asked: still accepted"
+
+
+async def test_sync_store_closed_from_its_own_loops_thread_closes(nexus: Nexus) -> None:
+    """close() "from any thread" includes the store's loop thread: a subscriber without a
+    scheduler runs there. It cannot wait for its own thread; the store closes once the
+    subscriber returns (its connection, then the loop), and a close() elsewhere waits."""
+    store = await asyncio.to_thread(use_websocket_sync, nexus.config())
+    outcome: list[object] = []
+
+    def on_state(state: Any) -> None:
+        if state.connected and not outcome and threading.current_thread().name in loop_threads():
+            try:
+                store.close()
+                outcome.append("returned")
+            except BaseException as exc:  # recorded: the test says what it was
+                outcome.append(exc)
+
+    store.state.subscribe(on_state)
+    store.reconnect()  # a fresh connection, its `connected` published on the loop's thread
+    await wait_for(lambda: outcome)
+    assert outcome == ["returned"]
+    await wait_for(lambda: loop_threads() == [])
+    assert store.state.value.phase is Phase.CLOSED
+    await asyncio.to_thread(store.close)  # idempotent
+    with pytest.raises(UsageError):
+        store.send_message("after close")

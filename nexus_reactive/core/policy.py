@@ -5,7 +5,7 @@
 | HTTP 401 / 403 at the upgrade            | fatal: stop, report                     |
 | other HTTP 4xx at the upgrade (not 408)  | fatal: the URL or request is wrong      |
 | HTTP 429 at the upgrade                  | retry after ``Retry-After``, or backoff |
-| HTTP 5xx / 408 at the upgrade            | retry with backoff                      |
+| HTTP 5xx / 408 at the upgrade            | backoff, at least ``Retry-After``       |
 | network error, timeout, TLS reset        | retry with backoff                      |
 | close 1000 not asked for by the client   | retry with backoff                      |
 | close 1001 1006 1009 1011 1012 1013      | retry with backoff                      |
@@ -17,6 +17,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 from ..errors import AuthenticationError, NexusConnectionError
 
@@ -96,8 +98,12 @@ def http_error(status: int, retry_after: float | None = None) -> NexusConnection
             retry_after=retry_after,
         )
     if status >= 500 or status == 408:
+        # A Retry-After (RFC 9110: how long a 503 expects to be down) makes the wait
+        # longer, never shorter, as a proxy's 503 does.
         return NexusConnectionError(
-            f"the server failed the upgrade with HTTP {status}", status=status
+            f"the server failed the upgrade with HTTP {status}",
+            status=status,
+            retry_after=retry_after,
         )
     return NexusConnectionError(
         f"the server refused the WebSocket upgrade with HTTP {status}: check the URL "
@@ -108,20 +114,27 @@ def http_error(status: int, retry_after: float | None = None) -> NexusConnection
 
 
 def close_retry_after(reason: str) -> float | None:
-    """The wait a close reason asks for: ``"retry_after=2.5"`` or ``"2.5"`` (4429)."""
+    """The wait a close reason asks for: ``"retry_after=2.5"`` or ``"2.5"`` (4429).
+
+    Not a wait: a negative number, and what ``float()`` reads as infinity or NaN
+    (``"inf"``, ``"1e999"``): waited out, it would park the client for good.
+    """
     text = reason.strip().removeprefix("retry_after").lstrip(":= ")
     try:
         value = float(text)
     except ValueError:
         return None
-    return value if value >= 0 else None
+    return value if value >= 0 and math.isfinite(value) else None
 
 
 def header_retry_after(value: str | None) -> float | None:
-    """An HTTP ``Retry-After`` header in seconds (a refused upgrade, 429 or 503)."""
+    """An HTTP ``Retry-After`` header in seconds (a refused upgrade, 429 or 503);
+    ``None`` for an HTTP date, or a value that is not a finite number (see
+    :func:`close_retry_after`)."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
