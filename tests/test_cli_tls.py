@@ -398,12 +398,12 @@ async def _handshake(
             return
 
 
-async def test_ws_to_a_tls_port_that_answers_plain_http_400_says_try_wss(
-    tmp_path: Path,
-) -> None:
-    """nginx and Go answer a plain request on their TLS port with a plain HTTP 400; the
-    port completes a TLS handshake, so the 400 gets the hint, once, not retried."""
-    server, seen = await _plain_400_server(make_tls(tmp_path).server_context())
+async def _connect_to_a_400_port(
+    context: ssl.SSLContext | None,
+) -> tuple[NexusConnectionError, list[str], str]:
+    """``connect()`` to :func:`_plain_400_server`: the error, the connections it saw,
+    and its ``ws://`` URL."""
+    server, seen = await _plain_400_server(context)
     url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
     try:
         service = WebSocketService(WebSocketConfig(url=url, api_key=KEY))
@@ -413,10 +413,19 @@ async def test_ws_to_a_tls_port_that_answers_plain_http_400_says_try_wss(
     finally:
         server.close()
         await server.wait_closed()
-    said = str(info.value)
+    return info.value, seen, url
+
+
+async def test_ws_to_a_tls_port_that_answers_plain_http_400_says_try_wss(
+    tmp_path: Path,
+) -> None:
+    """nginx and Go answer a plain request on their TLS port with a plain HTTP 400; the
+    port completes a TLS handshake, so the 400 gets the hint, once, not retried."""
+    error, seen, url = await _connect_to_a_400_port(make_tls(tmp_path).server_context())
+    said = str(error)
     assert "refused the plain upgrade request (HTTP 400)" in said
     assert f"the server may require TLS: try wss:// ({url.replace('ws://', 'wss://')})" in said
-    assert not info.value.retryable
+    assert not error.retryable
     assert KEY not in said
     assert seen == ["plain", "tls"]  # one upgrade, one probe
 
@@ -439,18 +448,9 @@ async def test_ws_to_a_tls_port_that_answers_plain_http_400_says_try_wss_in_the_
 async def test_a_plain_server_answering_400_gets_no_tls_hint() -> None:
     """A 400 from a port that does not speak TLS is the request's fault: the probe finds
     no TLS, and the error is the 400's own, fatal as before."""
-    server, seen = await _plain_400_server(None)
-    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    try:
-        service = WebSocketService(WebSocketConfig(url=url, api_key=KEY))
-        with pytest.raises(NexusConnectionError) as info:
-            await service.connect()
-        await service.close()
-    finally:
-        server.close()
-        await server.wait_closed()
-    said = str(info.value)
+    error, seen, _ = await _connect_to_a_400_port(None)
+    said = str(error)
     assert "400" in said
     assert "TLS" not in said and "wss://" not in said
-    assert not info.value.retryable
+    assert not error.retryable
     assert seen == ["plain", "plain"]  # the upgrade, and the probe's hello (not TLS)
