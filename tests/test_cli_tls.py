@@ -6,7 +6,9 @@ does not speak TLS. Real servers on loopback; ``ask`` runs as a subprocess."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -346,13 +348,17 @@ async def test_a_tls_alert_to_the_plain_upgrade_says_try_wss() -> None:
 _GO_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 
 
-async def _plain_400_server(context: ssl.SSLContext | None) -> tuple[asyncio.Server, list[str]]:
+@contextlib.asynccontextmanager
+async def _plain_400_port(context: ssl.SSLContext | None) -> AsyncIterator[tuple[str, list[str]]]:
     """A port that answers a plain HTTP request with a plain 400, as nginx's and Go's TLS
     servers do; with ``context``, it completes a TLS handshake for a client hello.
-    Each connection is logged: ``"plain"`` or ``"tls"``."""
+    Yields its ``ws://`` URL and each connection seen (``"plain"`` or ``"tls"``); on
+    exit, stops the server and every connection's handler (none outlives the test)."""
     seen: list[str] = []
+    handlers: set[asyncio.Task[None]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
         try:
             first = await reader.read(1)
             if first == b"\x16" and context is not None:  # a TLS record: the hello
@@ -369,7 +375,14 @@ async def _plain_400_server(context: ssl.SSLContext | None) -> tuple[asyncio.Ser
             writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    return server, seen
+    try:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/", seen
+    finally:
+        server.close()
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
 
 
 async def _handshake(
@@ -401,18 +414,13 @@ async def _handshake(
 async def _connect_to_a_400_port(
     context: ssl.SSLContext | None,
 ) -> tuple[NexusConnectionError, list[str], str]:
-    """``connect()`` to :func:`_plain_400_server`: the error, the connections it saw,
+    """``connect()`` to :func:`_plain_400_port`: the error, the connections it saw,
     and its ``ws://`` URL."""
-    server, seen = await _plain_400_server(context)
-    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    try:
+    async with _plain_400_port(context) as (url, seen):
         service = WebSocketService(WebSocketConfig(url=url, api_key=KEY))
         with pytest.raises(NexusConnectionError) as info:
             await service.connect()
         await service.close()
-    finally:
-        server.close()
-        await server.wait_closed()
     return info.value, seen, url
 
 
@@ -433,13 +441,8 @@ async def test_ws_to_a_tls_port_that_answers_plain_http_400_says_try_wss(
 async def test_ws_to_a_tls_port_that_answers_plain_http_400_says_try_wss_in_the_command(
     tmp_path: Path,
 ) -> None:
-    server, _ = await _plain_400_server(make_tls(tmp_path).server_context())
-    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    try:
+    async with _plain_400_port(make_tls(tmp_path).server_context()) as (url, _):
         code, _, err = await run_cli(ask(url, "--retries", "3"), KEY)
-    finally:
-        server.close()
-        await server.wait_closed()
     assert code == EXIT_UNREACHABLE
     assert_speaks_cli(err)
     assert f"the server may require TLS: try wss:// ({url.replace('ws://', 'wss://')})" in err
