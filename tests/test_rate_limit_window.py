@@ -6,16 +6,25 @@ on every reconnect. Real servers on loopback; the window's arithmetic without th
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from nexus_reactive import WebSocketService
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from nexus_reactive import WebSocketService, outbound
+from nexus_reactive.core import ratelimit
 from nexus_reactive.core import AskWindow, ClientCore
 from nexus_reactive.core.outbox import Outgoing
 from nexus_reactive.core.ratelimit import WINDOW_QUIET
 
+from nexus_reactive.signing import public_key_hex
+from nexus_reactive.testing import NexusServer, client_config
+
 from .conftest import ServerFactory
 from .resilience_kit import no_task_left_behind_fixture, script_server_fixture  # noqa: F401
 from .resilience_servers import Conn
+from .signed_keys import client_key_fixture, server_key_fixture  # noqa: F401
 from .test_ask_runs import RUN
 from .waiting import EVENTUALLY, wait_for
 
@@ -161,3 +170,62 @@ async def test_an_ask_the_server_drops_under_the_window_does_not_hold_the_rest(
     assert not dropped.done()
     dropped.cancel()
     await service.close()
+
+
+# -- hostile second read ------------------------------------------------------------------
+
+
+def _no_silence_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither a quiet second nor an unanswered one ends the window: only the answers
+    the client counts make room (a client that misses them stalls for good)."""
+    monkeypatch.setattr(ratelimit, "WINDOW_QUIET", 3600.0)
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+
+
+async def test_answers_read_one_frame_at_a_time_make_room_in_the_window(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With frame tracing on (as on a signed or sealed connection), the receive loop
+    # hands the receiver one frame at a time. The answers read that way must make room
+    # in the window as the batched ones do, or each step of it waits for the silence.
+    _no_silence_fallback(monkeypatch)
+    caplog.set_level(logging.DEBUG, logger="nexus_reactive.frames")
+
+    names = [f"q{i}" for i in range(6)]
+
+    async def script(conn: Conn) -> None:
+        refusal = {"code": "rate_limited", "message": "slow down", "retry_after": 0.01}
+        for _ in names:  # every one of the first asks is refused: they go again, windowed
+            ask = await conn.next_ask()
+            await conn.send({"type": "error", "id": ask["id"], "payload": refusal})
+        while True:
+            await conn.answer(await conn.next_ask())
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
+async def test_answers_on_a_signed_connection_make_room_in_the_window(
+    server_key: Ed25519PrivateKey, client_key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_silence_fallback(monkeypatch)
+    async with NexusServer(signing_key=server_key, rate_limit=200.0, rate_burst=4) as server:
+        cfg = client_config(
+            server.url,
+            server.key,
+            signing_key=client_key,
+            server_key=public_key_hex(server_key),
+            heartbeat=None,
+            request_timeout=None,
+        )
+        async with WebSocketService(cfg) as service:
+            await service.connect()
+            names = [f"q{i:02d}" for i in range(40)]
+            tasks = [asyncio.create_task(service.ask(n)) for n in names]
+            answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+            assert [a.answer for a in answers] == [f"You asked: {n}" for n in names]
+        assert server.stats.rate_limited >= 1  # (the window was on)
