@@ -301,6 +301,8 @@ class Receiver:
                         return self._on_reply(message, frame)
                     # The answer to a pending ask: what _on_reply does, without the call.
                     entry = self._reply(message_id)[1]  # its first answer: FIRST
+                    if self._window.size is not None:  # (room for the next ask)
+                        self._answered_window(1)
                     if entry is not None and entry.waiter is not None:
                         self._settle(entry.waiter, message)
                 elif message_id in self._answered or message_id in self._abandoned:
