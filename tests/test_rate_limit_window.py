@@ -13,11 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nexus_reactive import WebSocketService, outbound
-from nexus_reactive.core import ratelimit
-from nexus_reactive.core import AskWindow, ClientCore
+from nexus_reactive.core import AskWindow, ClientCore, ratelimit
 from nexus_reactive.core.outbox import Outgoing
 from nexus_reactive.core.ratelimit import WINDOW_QUIET
-
 from nexus_reactive.signing import public_key_hex
 from nexus_reactive.testing import NexusServer, client_config
 
@@ -198,8 +196,8 @@ async def test_answers_read_one_frame_at_a_time_make_room_in_the_window(
         for _ in names:  # every one of the first asks is refused: they go again, windowed
             ask = await conn.next_ask()
             await conn.send({"type": "error", "id": ask["id"], "payload": refusal})
-        while True:
-            await conn.answer(await conn.next_ask())
+        while (ask := await conn.next_frame()) is not None:
+            await conn.answer(ask)
 
     server = await script_server(script)
     async with WebSocketService(server.config(request_timeout=None)) as service:
@@ -229,3 +227,94 @@ async def test_answers_on_a_signed_connection_make_room_in_the_window(
             answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
             assert [a.answer for a in answers] == [f"You asked: {n}" for n in names]
         assert server.stats.rate_limited >= 1  # (the window was on)
+
+
+def _window(service: WebSocketService) -> AskWindow:
+    return service._connection.sender.window
+
+
+_REFUSAL = {"code": "rate_limited", "message": "slow down"}
+
+
+async def test_a_retry_after_longer_than_the_quiet_second_does_not_end_the_window(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that says "again in 0.5 s" (a per-minute limit says 30 s): nothing is
+    # sent meanwhile, so the wait is no quiet second. Once sending resumes, one ask
+    # goes, not the whole backlog into a server that has just said it is over its limit.
+    monkeypatch.setattr(ratelimit, "WINDOW_QUIET", 0.3)
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+    names = [f"q{i}" for i in range(4)]
+
+    async def script(conn: Conn) -> None:
+        for _ in names:
+            ask = await conn.next_ask()
+            await conn.send(
+                {"type": "error", "id": ask["id"], "payload": _REFUSAL | {"retry_after": 0.5}}
+            )
+        while (ask := await conn.next_frame()) is not None:
+            await conn.answer(ask)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        await wait_for(lambda: len(server.asks()) > len(names))  # the first goes again
+        assert _window(service).size is not None  # the window binds: the others wait
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
+async def test_a_4429_reconnect_longer_than_the_quiet_second_does_not_end_the_window(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reference server's way: an error with id "" and retry_after, then a close
+    # with 4429. The client stays away 0.5 s; that is no quiet second either.
+    monkeypatch.setattr(ratelimit, "WINDOW_QUIET", 0.3)
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+    names = [f"q{i}" for i in range(4)]
+
+    async def script(conn: Conn) -> None:
+        if conn.index == 0:
+            for _ in names:
+                await conn.next_ask()
+            await conn.send({"type": "error", "id": "", "payload": _REFUSAL | {"retry_after": 0.5}})
+            await conn.close(4429, "retry_after=0.5")
+            return
+        while (ask := await conn.next_frame()) is not None:
+            await conn.answer(ask)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        await wait_for(lambda: server.connections == 2 and len(server.asks()) > len(names))
+        assert _window(service).size is not None  # one ask went; the others wait for it
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
+async def test_a_4429_close_alone_puts_the_asks_under_the_window(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that closes with 4429 without saying so first (the close is the refusal).
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+    names = [f"q{i}" for i in range(4)]
+
+    async def script(conn: Conn) -> None:
+        if conn.index == 0:
+            for _ in names:
+                await conn.next_ask()
+            await conn.close(4429, "retry_after=0.01")
+            return
+        while (ask := await conn.next_frame()) is not None:
+            await conn.answer(ask)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        await wait_for(lambda: server.connections == 2 and len(server.asks()) > len(names))
+        assert _window(service).size is not None
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
