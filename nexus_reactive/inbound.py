@@ -357,7 +357,7 @@ class Receiver:
                 # Not an answer: the server will take the same ask (same id) later.
                 log.info("rate limited: ask %s waits %.2fs, as the server asked", message.id, wait)
                 self._report(server_error(message))
-                self._connection.hold(wait)
+                self._connection.sender.hold(wait)
                 return None
         outcome, entry = self._reply(message.id)
         if outcome is _DUPLICATE:

@@ -91,6 +91,24 @@ def test_the_window_ends_after_a_quiet_second() -> None:
     assert window.room(200.0) == 1
 
 
+def test_the_quiet_second_counts_from_when_sending_may_resume() -> None:
+    window = AskWindow()
+    window.refused(100.0, resume=130.0)  # "again in 30 s": nothing goes meanwhile
+    assert window.room(130.5) == 1
+    assert window.room(131.0) is None
+
+
+def test_a_new_connection_restarts_the_quiet_second_of_a_binding_window() -> None:
+    window = AskWindow()
+    window.refused(10.0)
+    window.wrote(1)
+    window.resumed(12.0)  # back after a 4429's stay-away: the time away was no quiet
+    assert window.room(12.5) == 1
+    ended = AskWindow()
+    ended.resumed(12.0)
+    assert ended.room(12.0) is None  # (no window: none made)
+
+
 def test_forgotten_asks_leave_room() -> None:
     window = AskWindow()
     window.refused(0.0)
