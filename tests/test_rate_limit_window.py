@@ -336,3 +336,33 @@ async def test_a_4429_close_alone_puts_the_asks_under_the_window(
         assert _window(service).size is not None
         answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
         assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
+async def test_a_message_sent_behind_a_waiting_ask_keeps_its_place(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Messages that are not asks take no room in the window, but the outbox keeps its
+    # order: one sent after an ask the window holds goes after that ask, not past it.
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+    monkeypatch.setattr(ratelimit, "WINDOW_QUIET", 3600.0)
+
+    async def script(conn: Conn) -> None:
+        for _ in range(2):
+            ask = await conn.next_ask()
+            await conn.send(
+                {"type": "error", "id": ask["id"], "payload": _REFUSAL | {"retry_after": 0.01}}
+            )
+        while (frame := await conn.next_frame()) is not None:
+            if frame["type"] == "ask":
+                await conn.answer(frame)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in ("q0", "q1")]
+        await wait_for(lambda: len(server.asks()) == 2 and _window(service).size is not None)
+        service.send({"type": "note", "id": "n1", "payload": {}})
+        await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        await wait_for(lambda: any(f["type"] == "note" for f in server.received))
+    kinds = [f["type"] for f in server.received]
+    assert kinds == ["ask", "ask", "ask", "ask", "note"]  # each ask twice, then the note
