@@ -135,6 +135,15 @@ def test_take_window_takes_other_frames_past_the_asks_it_cannot_take() -> None:
     assert core.pending.get("a1").on_wire and core.pending.get("a2").on_wire  # type: ignore[union-attr]
 
 
+def test_take_window_does_not_hold_frames_behind_an_abandoned_ask() -> None:
+    # An ask abandoned while queued (cancelled, timed out) will never go: it takes no
+    # room, and the message behind it is not held for the window's room.
+    core = _core_with(Outgoing(b"a1", "a1"), Outgoing(b"a2", "a2"), Outgoing(b"p1"))
+    core.pending.discard("a2")
+    assert [i.frame for i in core.take_window(256, 1)] == [b"a1", b"p1"]
+    assert not core.outbox.items
+
+
 # -- against servers ----------------------------------------------------------------------
 
 
