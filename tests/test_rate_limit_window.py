@@ -375,3 +375,37 @@ async def test_a_message_sent_behind_a_waiting_ask_keeps_its_place(
         await wait_for(lambda: any(f["type"] == "note" for f in server.received))
     kinds = [f["type"] for f in server.received]
     assert kinds == ["ask", "ask", "ask", "ask", "note"]  # each ask twice, then the note
+
+
+def test_answers_to_asks_sent_before_the_refusal_do_not_open_the_window() -> None:
+    # The refusal came back ahead of the answers to the asks that went with the
+    # refused one: those answers say nothing about what the server takes now.
+    window = AskWindow()
+    window.refused(0.0)
+    window.answered(39)
+    assert window.room(0.0) == 1
+
+
+async def test_after_a_refusal_one_ask_goes_whatever_was_answered_before_it(
+    script_server: Any,
+) -> None:
+    names = [f"q{i}" for i in range(4)]
+
+    async def script(conn: Conn) -> None:
+        asks = [await conn.next_ask() for _ in names]
+        await conn.send(
+            {"type": "error", "id": asks[3]["id"], "payload": _REFUSAL | {"retry_after": 0.01}}
+        )
+        for ask in asks[:3]:  # answered after the refusal (each in its own task, say)
+            await conn.answer(ask)
+        while (frame := await conn.next_frame()) is not None:
+            await conn.answer(frame)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        await asyncio.wait_for(asyncio.gather(*tasks[:3]), EVENTUALLY)
+        assert _window(service).room(asyncio.get_running_loop().time()) in (0, 1)  # one ask
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
