@@ -53,8 +53,10 @@ def test_a_refusal_lets_one_ask_await_and_each_answer_one_more() -> None:
 def test_past_the_threshold_the_window_grows_by_one_per_round_trip() -> None:
     window = AskWindow()
     window.refused(0.0)
+    window.wrote(15)
     window.answered(15)  # 1 -> 16, the first threshold
     assert window.size == 16
+    window.wrote(16)
     window.answered(15)
     assert window.size == 16  # a round trip is 16 answers now
     window.answered(1)
@@ -64,6 +66,7 @@ def test_past_the_threshold_the_window_grows_by_one_per_round_trip() -> None:
 def test_a_refusal_under_the_window_halves_the_threshold_and_starts_over() -> None:
     window = AskWindow()
     window.refused(0.0)
+    window.wrote(9)
     window.answered(9)  # size 10
     window.wrote(10)
     window.refused(0.5)  # one of the ten refused: it awaits nothing now
@@ -77,6 +80,7 @@ def test_the_window_ends_once_it_no_longer_binds() -> None:
     window = AskWindow()
     window.refused(0.0)
     while window.size is not None:
+        window.wrote(window.size)
         window.answered(window.size)
     assert window.room(0.0) is None and window.out == 0
 

@@ -114,11 +114,15 @@ class AskWindow:
             self.out += asks
 
     def answered(self, asks: int) -> None:
-        """``asks`` asks were answered: each makes room, and the window grows."""
+        """``asks`` asks were answered: each makes room, and the window grows. Only
+        answers to asks written under the window count (:attr:`out`): the others went
+        before the refusal, or were forgotten, and say nothing of what the server
+        takes now (as TCP's window grows only with the acks of what it sent)."""
         size = self.size
         if size is None:
             return
-        self.out = max(0, self.out - asks)
+        asks = min(asks, self.out)
+        self.out -= asks
         while asks and size < self._threshold:  # slow start
             size += 1
             asks -= 1
