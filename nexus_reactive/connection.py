@@ -193,10 +193,6 @@ class Connection:
         if self.meter is not None:
             self.meter.close()
 
-    def hold(self, wait: float) -> None:
-        """The server rate-limited an ask: send nothing for ``wait`` seconds."""
-        self.sender.hold(asyncio.get_running_loop().time() + wait)
-
     def server_wait(self, retry_after: float) -> None:
         """The server asked us to stay away this long if it closes (4429)."""
         self._retry_after = retry_after
@@ -342,6 +338,8 @@ class Connection:
                 error = await transport.pump(on_frame, self._report, first)
             else:
                 error = await batches(on_frames, self._report, first)
+            if error.close_code == 4429:  # a refusal too, said before or not: asks windowed
+                self.sender.refused()
             if self._retry_after is not None and error.retry_after is None and error.retryable:
                 error.retry_after = self._retry_after
             return error

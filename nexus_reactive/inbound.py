@@ -301,6 +301,8 @@ class Receiver:
                         return self._on_reply(message, frame)
                     # The answer to a pending ask: what _on_reply does, without the call.
                     entry = self._reply(message_id)[1]  # its first answer: FIRST
+                    if self._window.size is not None:  # (room for the next ask)
+                        self._answered_window(1)
                     if entry is not None and entry.waiter is not None:
                         self._settle(entry.waiter, message)
                 elif message_id in self._answered or message_id in self._abandoned:
@@ -355,7 +357,7 @@ class Receiver:
                 # Not an answer: the server will take the same ask (same id) later.
                 log.info("rate limited: ask %s waits %.2fs, as the server asked", message.id, wait)
                 self._report(server_error(message))
-                self._connection.hold(wait)
+                self._connection.sender.hold(wait)
                 return None
         outcome, entry = self._reply(message.id)
         if outcome is _DUPLICATE:

@@ -204,17 +204,18 @@ class Sender:
         finally:
             self._writing = False
 
-    def hold(self, until: float) -> None:
-        """The server refused an ask for its rate limit: send nothing before the loop
-        time ``until`` (its ``retry_after``), then asks one at a time (:attr:`window`)."""
+    def hold(self, wait: float) -> None:
+        """The server refused an ask for its rate limit: send nothing for ``wait``
+        seconds (its ``retry_after``), then asks one at a time (:attr:`window`)."""
+        until = asyncio.get_running_loop().time() + wait
         self._bucket.pause_until(until)
-        self.refused()
+        self.refused(until)
         self.kick()
 
-    def refused(self) -> None:
+    def refused(self, resume: float | None = None) -> None:
         """The server refused something for its rate limit: asks go under
-        :attr:`window` from now on."""
-        self.window.refused(asyncio.get_running_loop().time())
+        :attr:`window` from now on (from loop time ``resume``, if it said to wait)."""
+        self.window.refused(asyncio.get_running_loop().time(), resume)
 
     def answered(self, asks: int) -> None:
         """``asks`` asks were answered while :attr:`window` binds: more may go."""
@@ -227,7 +228,7 @@ class Sender:
         self._transport = transport
         self._wake = asyncio.Event()
         self._woken = self._stalled = False
-        self.window.forget()  # (nothing written before awaits an answer on this one)
+        self.window.resumed(asyncio.get_running_loop().time())
         return asyncio.create_task(self._write(transport, self._wake), name="nexus-reactive-writer")
 
     def detach(self, transport: Transport) -> None:
@@ -236,6 +237,9 @@ class Sender:
         if self._transport is transport:
             self._transport = None
             self._wake = None
+            # A window whose quiet second passed while connected ends now, not when
+            # the next connection counts the time away as no quiet (see attach).
+            self.window.room(asyncio.get_running_loop().time())
 
     async def _write(self, transport: Transport, wake: asyncio.Event) -> None:
         core = self._core

@@ -132,8 +132,7 @@ async def test_a_paced_connection_leaves_every_write_to_the_writer(
         sender = service._connection.sender
         await service.ask("warm")  # (pending asks: nothing goes alone either)
         if pacing == "retry_after":
-            loop = asyncio.get_running_loop()
-            sender.hold(loop.time() + 0.3)  # what a server's retry_after does
+            sender.hold(0.3)  # what a server's retry_after does (seconds)
         tasks, handed = await ask_together(service, ASKS)
         assert handed == 0
         assert len(await asyncio.gather(*tasks)) == ASKS

@@ -6,16 +6,23 @@ on every reconnect. Real servers on loopback; the window's arithmetic without th
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from nexus_reactive import WebSocketService
-from nexus_reactive.core import AskWindow, ClientCore
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from nexus_reactive import WebSocketService, outbound
+from nexus_reactive.core import AskWindow, ClientCore, ratelimit
 from nexus_reactive.core.outbox import Outgoing
 from nexus_reactive.core.ratelimit import WINDOW_QUIET
+from nexus_reactive.signing import public_key_hex
+from nexus_reactive.testing import NexusServer, client_config
 
 from .conftest import ServerFactory
 from .resilience_kit import no_task_left_behind_fixture, script_server_fixture  # noqa: F401
 from .resilience_servers import Conn
+from .signed_keys import client_key_fixture, server_key_fixture  # noqa: F401
 from .test_ask_runs import RUN
 from .waiting import EVENTUALLY, wait_for
 
@@ -46,8 +53,10 @@ def test_a_refusal_lets_one_ask_await_and_each_answer_one_more() -> None:
 def test_past_the_threshold_the_window_grows_by_one_per_round_trip() -> None:
     window = AskWindow()
     window.refused(0.0)
+    window.wrote(15)
     window.answered(15)  # 1 -> 16, the first threshold
     assert window.size == 16
+    window.wrote(16)
     window.answered(15)
     assert window.size == 16  # a round trip is 16 answers now
     window.answered(1)
@@ -57,6 +66,7 @@ def test_past_the_threshold_the_window_grows_by_one_per_round_trip() -> None:
 def test_a_refusal_under_the_window_halves_the_threshold_and_starts_over() -> None:
     window = AskWindow()
     window.refused(0.0)
+    window.wrote(9)
     window.answered(9)  # size 10
     window.wrote(10)
     window.refused(0.5)  # one of the ten refused: it awaits nothing now
@@ -70,6 +80,7 @@ def test_the_window_ends_once_it_no_longer_binds() -> None:
     window = AskWindow()
     window.refused(0.0)
     while window.size is not None:
+        window.wrote(window.size)
         window.answered(window.size)
     assert window.room(0.0) is None and window.out == 0
 
@@ -82,6 +93,24 @@ def test_the_window_ends_after_a_quiet_second() -> None:
     assert window.room(100.0 + WINDOW_QUIET) is None
     window.refused(200.0)  # and a new refusal starts afresh, at the first threshold
     assert window.room(200.0) == 1
+
+
+def test_the_quiet_second_counts_from_when_sending_may_resume() -> None:
+    window = AskWindow()
+    window.refused(100.0, resume=130.0)  # "again in 30 s": nothing goes meanwhile
+    assert window.room(130.5) == 1
+    assert window.room(131.0) is None
+
+
+def test_a_new_connection_restarts_the_quiet_second_of_a_binding_window() -> None:
+    window = AskWindow()
+    window.refused(10.0)
+    window.wrote(1)
+    window.resumed(12.0)  # back after a 4429's stay-away: the time away was no quiet
+    assert window.room(12.5) == 1
+    ended = AskWindow()
+    ended.resumed(12.0)
+    assert ended.room(12.0) is None  # (no window: none made)
 
 
 def test_forgotten_asks_leave_room() -> None:
@@ -108,6 +137,15 @@ def test_take_window_takes_other_frames_past_the_asks_it_cannot_take() -> None:
     assert core.take_window(256, 0) == []  # the head is an ask, and no room
     assert [i.frame for i in core.take_window(256, 1)] == [b"a2"]
     assert core.pending.get("a1").on_wire and core.pending.get("a2").on_wire  # type: ignore[union-attr]
+
+
+def test_take_window_does_not_hold_frames_behind_an_abandoned_ask() -> None:
+    # An ask abandoned while queued (cancelled, timed out) will never go: it takes no
+    # room, and the message behind it is not held for the window's room.
+    core = _core_with(Outgoing(b"a1", "a1"), Outgoing(b"a2", "a2"), Outgoing(b"p1"))
+    core.pending.discard("a2")
+    assert [i.frame for i in core.take_window(256, 1)] == [b"a1", b"p1"]
+    assert not core.outbox.items
 
 
 # -- against servers ----------------------------------------------------------------------
@@ -161,3 +199,217 @@ async def test_an_ask_the_server_drops_under_the_window_does_not_hold_the_rest(
     assert not dropped.done()
     dropped.cancel()
     await service.close()
+
+
+# -- hostile second read ------------------------------------------------------------------
+
+
+def _no_silence_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither a quiet second nor an unanswered one ends the window: only the answers
+    the client counts make room (a client that misses them stalls for good)."""
+    monkeypatch.setattr(ratelimit, "WINDOW_QUIET", 3600.0)
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+
+
+async def test_answers_read_one_frame_at_a_time_make_room_in_the_window(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With frame tracing on (as on a signed or sealed connection), the receive loop
+    # hands the receiver one frame at a time. The answers read that way must make room
+    # in the window as the batched ones do, or each step of it waits for the silence.
+    _no_silence_fallback(monkeypatch)
+    caplog.set_level(logging.DEBUG, logger="nexus_reactive.frames")
+
+    names = [f"q{i}" for i in range(6)]
+
+    async def script(conn: Conn) -> None:
+        refusal = {"code": "rate_limited", "message": "slow down", "retry_after": 0.01}
+        for _ in names:  # every one of the first asks is refused: they go again, windowed
+            ask = await conn.next_ask()
+            await conn.send({"type": "error", "id": ask["id"], "payload": refusal})
+        while (ask := await conn.next_frame()) is not None:
+            await conn.answer(ask)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
+async def test_answers_on_a_signed_connection_make_room_in_the_window(
+    server_key: Ed25519PrivateKey, client_key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_silence_fallback(monkeypatch)
+    async with NexusServer(signing_key=server_key, rate_limit=200.0, rate_burst=4) as server:
+        cfg = client_config(
+            server.url,
+            server.key,
+            signing_key=client_key,
+            server_key=public_key_hex(server_key),
+            heartbeat=None,
+            request_timeout=None,
+        )
+        async with WebSocketService(cfg) as service:
+            await service.connect()
+            names = [f"q{i:02d}" for i in range(40)]
+            tasks = [asyncio.create_task(service.ask(n)) for n in names]
+            answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+            assert [a.answer for a in answers] == [f"You asked: {n}" for n in names]
+        assert server.stats.rate_limited >= 1  # (the window was on)
+
+
+def _window(service: WebSocketService) -> AskWindow:
+    return service._connection.sender.window
+
+
+_REFUSAL = {"code": "rate_limited", "message": "slow down"}
+
+
+async def test_a_retry_after_longer_than_the_quiet_second_does_not_end_the_window(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that says "again in 0.5 s" (a per-minute limit says 30 s): nothing is
+    # sent meanwhile, so the wait is no quiet second. Once sending resumes, one ask
+    # goes, not the whole backlog into a server that has just said it is over its limit.
+    monkeypatch.setattr(ratelimit, "WINDOW_QUIET", 0.3)
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+    names = [f"q{i}" for i in range(4)]
+
+    async def script(conn: Conn) -> None:
+        for _ in names:
+            ask = await conn.next_ask()
+            await conn.send(
+                {"type": "error", "id": ask["id"], "payload": _REFUSAL | {"retry_after": 0.5}}
+            )
+        while (ask := await conn.next_frame()) is not None:
+            await conn.answer(ask)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        await wait_for(lambda: len(server.asks()) > len(names))  # the first goes again
+        assert _window(service).size is not None  # the window binds: the others wait
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
+async def test_a_4429_reconnect_longer_than_the_quiet_second_does_not_end_the_window(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reference server's way: an error with id "" and retry_after, then a close
+    # with 4429. The client stays away 0.5 s; that is no quiet second either.
+    monkeypatch.setattr(ratelimit, "WINDOW_QUIET", 0.3)
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+    names = [f"q{i}" for i in range(4)]
+
+    async def script(conn: Conn) -> None:
+        if conn.index == 0:
+            for _ in names:
+                await conn.next_ask()
+            await conn.send({"type": "error", "id": "", "payload": _REFUSAL | {"retry_after": 0.5}})
+            await conn.close(4429, "retry_after=0.5")
+            return
+        while (ask := await conn.next_frame()) is not None:
+            await conn.answer(ask)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        await wait_for(lambda: server.connections == 2 and len(server.asks()) > len(names))
+        assert _window(service).size is not None  # one ask went; the others wait for it
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
+async def test_a_4429_close_alone_puts_the_asks_under_the_window(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that closes with 4429 without saying so first (the close is the refusal).
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+    names = [f"q{i}" for i in range(4)]
+
+    async def script(conn: Conn) -> None:
+        if conn.index == 0:
+            for _ in names:
+                await conn.next_ask()
+            await conn.close(4429, "retry_after=0.01")
+            return
+        while (ask := await conn.next_frame()) is not None:
+            await conn.answer(ask)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        await wait_for(lambda: server.connections == 2 and len(server.asks()) > len(names))
+        assert _window(service).size is not None
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
+async def test_a_message_sent_behind_a_waiting_ask_keeps_its_place(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Messages that are not asks take no room in the window, but the outbox keeps its
+    # order: one sent after an ask the window holds goes after that ask, not past it.
+    monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
+    monkeypatch.setattr(ratelimit, "WINDOW_QUIET", 3600.0)
+
+    async def script(conn: Conn) -> None:
+        for _ in range(2):
+            ask = await conn.next_ask()
+            await conn.send(
+                {"type": "error", "id": ask["id"], "payload": _REFUSAL | {"retry_after": 0.01}}
+            )
+        while (frame := await conn.next_frame()) is not None:
+            if frame["type"] == "ask":
+                await conn.answer(frame)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in ("q0", "q1")]
+        await wait_for(lambda: len(server.asks()) == 2 and _window(service).size is not None)
+        service.send({"type": "note", "id": "n1", "payload": {}})
+        await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        await wait_for(lambda: any(f["type"] == "note" for f in server.received))
+    kinds = [f["type"] for f in server.received]
+    assert kinds == ["ask", "ask", "ask", "ask", "note"]  # each ask twice, then the note
+
+
+def test_answers_to_asks_sent_before_the_refusal_do_not_open_the_window() -> None:
+    # The refusal came back ahead of the answers to the asks that went with the
+    # refused one: those answers say nothing about what the server takes now.
+    window = AskWindow()
+    window.refused(0.0)
+    window.answered(39)
+    assert window.room(0.0) == 1
+
+
+async def test_after_a_refusal_one_ask_goes_whatever_was_answered_before_it(
+    script_server: Any,
+) -> None:
+    names = [f"q{i}" for i in range(4)]
+
+    async def script(conn: Conn) -> None:
+        asks = [await conn.next_ask() for _ in names]
+        await conn.send(
+            {"type": "error", "id": asks[3]["id"], "payload": _REFUSAL | {"retry_after": 0.01}}
+        )
+        for ask in asks[:3]:  # answered after the refusal (each in its own task, say)
+            await conn.answer(ask)
+        while (frame := await conn.next_frame()) is not None:
+            await conn.answer(frame)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        await asyncio.wait_for(asyncio.gather(*tasks[:3]), EVENTUALLY)
+        assert _window(service).room(asyncio.get_running_loop().time()) in (0, 1)  # one ask
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]

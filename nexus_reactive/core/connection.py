@@ -150,7 +150,7 @@ class ClientCore(Generic[W]):
     def take_window(self, limit: int, asks: int) -> list[Outgoing]:
         """:meth:`take_outgoing`, taking at most ``asks`` asks (the room a rate limit's
         :class:`~nexus_reactive.core.ratelimit.AskWindow` leaves): the frames before
-        the first ask it cannot take; other frames are not held."""
+        the first ask it cannot take (asks abandoned while queued take no room: dropped)."""
         queued, pending = self._queued, self._asks
         taken: list[Outgoing] = []
         while queued and len(taken) < limit:
@@ -158,15 +158,17 @@ class ClientCore(Generic[W]):
             if item.ask_id is None:
                 taken.append(queued.popleft())
                 continue
+            entry = pending.get(item.ask_id)
+            if entry is None:  # abandoned meanwhile: dropped, as take_outgoing does
+                queued.popleft()
+                continue
             if asks == 0:
                 break
             queued.popleft()
-            entry = pending.get(item.ask_id)
-            if entry is not None:  # (else abandoned meanwhile: dropped, as take_outgoing does)
-                entry.on_wire = True
-                entry.sends += 1
-                taken.append(item)
-                asks -= 1
+            entry.on_wire = True
+            entry.sends += 1
+            taken.append(item)
+            asks -= 1
         return taken
 
     def resend(self, ask_id: str) -> bool:

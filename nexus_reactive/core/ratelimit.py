@@ -86,13 +86,17 @@ class AskWindow:
         self._grown = 0  # answers toward the next step, past the threshold
         self._since = 0.0  # when the server last refused
 
-    def refused(self, now: float) -> None:
-        """The server refused an ask for its rate limit: one at a time again."""
+    def refused(self, now: float, resume: float | None = None) -> None:
+        """The server refused an ask for its rate limit: one at a time again.
+
+        ``resume``: when the server lets the client send again (its ``retry_after``),
+        if later than ``now``: the quiet second counts from then, as nothing is sent
+        before (a wait the server asked for is no quiet)."""
         if self.size is not None:
             self._threshold = max(2, self.size // 2)
         self.size = 1
         self._grown = 0
-        self._since = now
+        self._since = now if resume is None else max(now, resume)
         self.out = max(0, self.out - 1)  # (the refused one awaits nothing now)
 
     def room(self, now: float) -> int | None:
@@ -110,11 +114,15 @@ class AskWindow:
             self.out += asks
 
     def answered(self, asks: int) -> None:
-        """``asks`` asks were answered: each makes room, and the window grows."""
+        """``asks`` asks were answered: each makes room, and the window grows. Only
+        answers to asks written under the window count (:attr:`out`): the others went
+        before the refusal, or were forgotten, and say nothing of what the server
+        takes now (as TCP's window grows only with the acks of what it sent)."""
         size = self.size
         if size is None:
             return
-        self.out = max(0, self.out - asks)
+        asks = min(asks, self.out)
+        self.out -= asks
         while asks and size < self._threshold:  # slow start
             size += 1
             asks -= 1
@@ -125,6 +133,14 @@ class AskWindow:
         self.size = size
         if size >= WINDOW_LIMIT:
             self._end()
+
+    def resumed(self, now: float) -> None:
+        """A new connection opened at ``now``: nothing written before awaits an answer
+        on it (:meth:`forget`), and a window that still binds counts its quiet second
+        from now: the time away (a 4429's ``retry_after``) was no quiet."""
+        self.out = 0
+        if self.size is not None:
+            self._since = max(self._since, now)
 
     def forget(self) -> None:
         """What was written is awaited no longer (a new connection; a server silent
