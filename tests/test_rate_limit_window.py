@@ -238,6 +238,32 @@ async def test_answers_read_one_frame_at_a_time_make_room_in_the_window(
         assert [a.answer for a in answers] == [f"re: {n}" for n in names]
 
 
+async def test_answers_to_fire_and_forget_asks_make_room_in_the_window(
+    script_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # send_query asks have no waiter: their answers, read in a batch, must make room
+    # in the window all the same, or each of them holds the next for good.
+    _no_silence_fallback(monkeypatch)
+    names = [f"f{i}" for i in range(6)]
+
+    async def script(conn: Conn) -> None:
+        refusal = {"code": "rate_limited", "message": "slow down", "retry_after": 0.01}
+        ask = await conn.next_ask()
+        await conn.send({"type": "error", "id": ask["id"], "payload": refusal})
+        while (ask := await conn.next_frame()) is not None:
+            await conn.answer(ask)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        answers: list[str] = []
+        service.on_response(lambda message: answers.append(message.payload.answer))
+        await service.connect()
+        for name in names:
+            service.send_query(name)
+        await wait_for(lambda: len(answers) == len(names))
+        assert sorted(answers) == sorted(f"re: {n}" for n in names)
+
+
 async def test_answers_on_a_signed_connection_make_room_in_the_window(
     server_key: Ed25519PrivateKey, client_key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
