@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -293,6 +294,18 @@ def _window(service: WebSocketService) -> AskWindow:
 _REFUSAL = {"code": "rate_limited", "message": "slow down"}
 
 
+async def _asked_under_the_window(server: Any, names: list[str], went: Callable[[], bool]) -> None:
+    """Ask ``names`` at once of ``server``; once ``went()``, the window must bind; then
+    every ask is answered, in order."""
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(n)) for n in names]
+        await wait_for(went)
+        assert _window(service).size is not None
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
 async def test_a_retry_after_longer_than_the_quiet_second_does_not_end_the_window(
     script_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -313,13 +326,8 @@ async def test_a_retry_after_longer_than_the_quiet_second_does_not_end_the_windo
             await conn.answer(ask)
 
     server = await script_server(script)
-    async with WebSocketService(server.config(request_timeout=None)) as service:
-        await service.connect()
-        tasks = [asyncio.create_task(service.ask(n)) for n in names]
-        await wait_for(lambda: len(server.asks()) > len(names))  # the first goes again
-        assert _window(service).size is not None  # the window binds: the others wait
-        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
-        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+    # The first goes again; the window binds: the others wait.
+    await _asked_under_the_window(server, names, lambda: len(server.asks()) > len(names))
 
 
 async def test_a_4429_reconnect_longer_than_the_quiet_second_does_not_end_the_window(
@@ -342,13 +350,10 @@ async def test_a_4429_reconnect_longer_than_the_quiet_second_does_not_end_the_wi
             await conn.answer(ask)
 
     server = await script_server(script)
-    async with WebSocketService(server.config(request_timeout=None)) as service:
-        await service.connect()
-        tasks = [asyncio.create_task(service.ask(n)) for n in names]
-        await wait_for(lambda: server.connections == 2 and len(server.asks()) > len(names))
-        assert _window(service).size is not None  # one ask went; the others wait for it
-        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
-        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+    # One ask went on the new connection; the others wait for it.
+    await _asked_under_the_window(
+        server, names, lambda: server.connections == 2 and len(server.asks()) > len(names)
+    )
 
 
 async def test_a_4429_close_alone_puts_the_asks_under_the_window(
@@ -368,13 +373,9 @@ async def test_a_4429_close_alone_puts_the_asks_under_the_window(
             await conn.answer(ask)
 
     server = await script_server(script)
-    async with WebSocketService(server.config(request_timeout=None)) as service:
-        await service.connect()
-        tasks = [asyncio.create_task(service.ask(n)) for n in names]
-        await wait_for(lambda: server.connections == 2 and len(server.asks()) > len(names))
-        assert _window(service).size is not None
-        answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
-        assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+    await _asked_under_the_window(
+        server, names, lambda: server.connections == 2 and len(server.asks()) > len(names)
+    )
 
 
 async def test_a_message_sent_behind_a_waiting_ask_keeps_its_place(
