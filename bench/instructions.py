@@ -26,13 +26,17 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import baselines, library, servers
+from . import baselines, ceiling, library, servers
 from .baselines import AskFn
 
 __all__ = ["main"]
 
 IN_FLIGHT = 100
-_ASKERS = {"service.ask": library.library_asker, "naive aiohttp": baselines.naive_asker}
+_ASKERS = {
+    "service.ask": library.library_asker,
+    "naive aiohttp": baselines.naive_asker,
+    "ceiling": ceiling.ceiling_asker,
+}
 _FLOODS: dict[str, Callable[[str, int, str], Coroutine[Any, Any, float]]] = {
     "raw aiohttp": baselines.flood_raw,
     "service.messages": library.flood_service,
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name in _ASKERS
             }
             names = list(costs)
-            _report("asks (lean server)", "ask", costs, [(names[0], names[1])])
+            shown = [(names[0], names[1]), (names[2], names[1]), (names[0], names[2])]
+            _report("asks (lean server)", "ask", costs, shown)
         if args.only in (None, "sequential"):
             costs = {
                 f"{name}, one at a time": _per_unit(

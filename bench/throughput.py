@@ -14,7 +14,7 @@ import gc
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import baselines, library, servers, traffic
+from . import baselines, ceiling, library, servers, traffic
 from .askruns import Asker
 from .rounds import Run, log, rotated, rounds
 from .stats import ratio, summarize
@@ -114,6 +114,11 @@ async def asks(suite: Suite) -> dict[str, Any]:
         }
         for name, client in anchors.items():
             runs.append((f"{name} sequential", suite._sequential_run(client, lean)))
+        # The ceiling for asks in flight: a client that keeps none of the promises.
+        ceiling_client: Asker = lambda: ceiling.ceiling_asker(lean_url, key)  # noqa: E731
+        runs.append(
+            (f"ceiling {p.concurrency} in flight", suite._inflight_run(ceiling_client, lean))
+        )
         reference: dict[str, Asker] = {
             "service.ask": lambda: library.library_asker(ref_url, key),
             "naive aiohttp": lambda: baselines.naive_asker(ref_url, key),
@@ -145,6 +150,14 @@ async def asks(suite: Suite) -> dict[str, Any]:
         "ratios": {
             f"{c} in flight: service / naive": ratio(
                 med(f"service.ask {c} in flight", "asks/s"),
+                med(f"naive aiohttp {c} in flight", "asks/s"),
+            ),
+            f"{c} in flight: service / ceiling": ratio(
+                med(f"service.ask {c} in flight", "asks/s"),
+                med(f"ceiling {c} in flight", "asks/s"),
+            ),
+            f"{c} in flight: ceiling / naive": ratio(
+                med(f"ceiling {c} in flight", "asks/s"),
                 med(f"naive aiohttp {c} in flight", "asks/s"),
             ),
             "sequential p50: service / echo floor": ratio(
