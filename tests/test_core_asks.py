@@ -400,6 +400,39 @@ def test_resend_said_again_before_the_ask_went_again_queues_it_once() -> None:
     assert drain(core) == [Outgoing(b"1", "a1")]
 
 
+def test_several_resends_in_a_row_keep_the_order_the_server_refused_them_in() -> None:
+    # One read brings refusals for a1, a2, a3 (the order they went out): they go again
+    # in that order, ahead of what was queued meanwhile, not reversed.
+    core = connected_core()
+    for i in (1, 2, 3):
+        core.submit_ask(f"a{i}", f"{i}".encode())
+    core.take_outgoing(10)
+    core.submit(b"later")
+
+    assert [core.resend(f"a{i}") for i in (1, 2, 3)] == [True, True, True]
+
+    assert drain(core) == [
+        Outgoing(b"1", "a1"),
+        Outgoing(b"2", "a2"),
+        Outgoing(b"3", "a3"),
+        Outgoing(b"later"),
+    ]
+
+
+def test_a_resend_after_the_previous_one_went_out_goes_first_again() -> None:
+    core = connected_core()
+    for i in (1, 2):
+        core.submit_ask(f"a{i}", f"{i}".encode())
+    core.take_outgoing(10)
+    core.submit(b"later")
+    core.resend("a1")
+    assert core.next_outgoing() == Outgoing(b"1", "a1")  # a1 went again
+
+    core.resend("a2")
+
+    assert drain(core) == [Outgoing(b"2", "a2"), Outgoing(b"later")]
+
+
 def test_resend_of_an_unknown_or_settled_ask_does_nothing() -> None:
     core = connected_core()
     core.submit_ask("a1", b"1")

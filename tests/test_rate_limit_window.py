@@ -440,3 +440,27 @@ async def test_after_a_refusal_one_ask_goes_whatever_was_answered_before_it(
         assert _window(service).room(asyncio.get_running_loop().time()) in (0, 1)  # one ask
         answers = await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
         assert [a.answer for a in answers] == [f"re: {n}" for n in names]
+
+
+async def test_asks_refused_in_one_read_go_again_in_the_order_they_were_made(
+    script_server: Any,
+) -> None:
+    # Three asks, refused one after another before any could go again: they go again
+    # q0, q1, q2, as made and as refused, not the last refused first.
+    async def script(conn: Conn) -> None:
+        asks = [await conn.next_ask() for _ in range(3)]
+        for a in asks:  # (each waits 0.05 s: all three are read before any goes again)
+            await conn.send(
+                {"type": "error", "id": a["id"], "payload": _REFUSAL | {"retry_after": 0.05}}
+            )
+        while (frame := await conn.next_frame()) is not None:
+            if frame["type"] == "ask":
+                await conn.answer(frame)
+
+    server = await script_server(script)
+    async with WebSocketService(server.config(request_timeout=None)) as service:
+        await service.connect()
+        tasks = [asyncio.create_task(service.ask(f"q{i}")) for i in range(3)]
+        await asyncio.wait_for(asyncio.gather(*tasks), EVENTUALLY)
+    queries = [f["payload"]["query"] for f in server.received if f["type"] == "ask"]
+    assert queries == ["q0", "q1", "q2", "q0", "q1", "q2"]

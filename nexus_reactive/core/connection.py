@@ -9,6 +9,7 @@ reads no clock of its own, so every rule of the client is tested without sockets
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
@@ -71,6 +72,7 @@ class ClientCore(Generic[W]):
         self._asks = self.pending.lookups()[0]  # read-only: ``in`` without __contains__
         self._queued = self.outbox.items  # the outbox's deque: no property call per ask
         self._reason: str | None = None  # why the next attempt starts, if not a failure
+        self._resent: Outgoing | None = None  # what resend() queued last (see there)
 
     # -- what the application sends -------------------------------------------------
 
@@ -174,8 +176,11 @@ class ClientCore(Generic[W]):
     def resend(self, ask_id: str) -> bool:
         """Send a pending ask again first (the server asked us to retry it later).
 
-        An ask not on the wire is in the outbox already (a server that says so again
-        and again, before it went again): it is not queued a second time.
+        Asks refused one after another go again in that order: each goes right after
+        the one refused before it while that one still waits in the outbox (one read
+        may bring several refusals), else at the head. An ask not on the wire is in
+        the outbox already (a server that says so again and again, before it went
+        again): it is not queued a second time.
 
         Returns:
             Whether the ask was pending (and is now queued to go again).
@@ -185,7 +190,13 @@ class ClientCore(Generic[W]):
             return False
         if entry.on_wire:  # (queued already: a server repeating itself queues it once)
             entry.on_wire = False
-            self.outbox.put_front((Outgoing(entry.frame, ask_id),))
+            item = Outgoing(entry.frame, ask_id)
+            queued, at = self._queued, 0
+            if self._resent is not None:
+                with contextlib.suppress(ValueError):  # (it went out meanwhile: the head)
+                    at = queued.index(self._resent) + 1
+            queued.insert(at, item)
+            self._resent = item
         return True
 
     def unsent(self, item: Outgoing) -> None:
