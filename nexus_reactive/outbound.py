@@ -255,11 +255,13 @@ class Sender:
             room = window.room(loop.time())
             batch = core.take_outgoing(limit) if room is None else core.take_window(limit, room)
             if not batch:
+                # Idle from here: what is queued from now on (by a subscriber of the
+                # depth, or whoever changed() tells) wakes the writer again.
+                self._woken = self._stalled = False
+                wake.clear()
                 depth.refresh()
                 if self.changed is not None:
                     self.changed()
-                self._woken = self._stalled = False
-                wake.clear()
                 if room == 0 and self._queued:  # asks wait for answers under the window
                     await self._await_room(wake)
                 else:
