@@ -49,6 +49,8 @@ RATIOS = {
     },
     "asks": {
         "100 in flight: service / naive",
+        "100 in flight: service / ceiling",
+        "100 in flight: ceiling / naive",
         "sequential p50: service / echo floor",
         "sequential p50: service / naive",
         "sequential asks/s: service / naive",
@@ -215,7 +217,7 @@ def test_instruction_counts_run_each_variant_and_check_their_counts() -> None:
         check=False,
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert ran.stdout.split() == ["ran", "5"]
+    assert ran.stdout.split() == ["ran", "6"]
     refused = subprocess.run(
         [sys.executable, "-m", "bench.instructions", "--asks", "500", "100"],
         cwd=ROOT,
