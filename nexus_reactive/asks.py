@@ -288,6 +288,7 @@ class AskTracker(AskClock):
             if self._meter is not None:
                 self._meter.ended(ask_id, entry, "failed", error)
             self._fail(ask_id, entry.waiter, error)
+        self._core.drop_unpending()
         if self.changed is not None:
             self.changed()
 
@@ -301,6 +302,7 @@ class AskTracker(AskClock):
                 self._meter.ended(ask_id, entry, "failed", error)
             self._fail(ask_id, entry.waiter, error)
             self._events.abandoned(ask_id)
+        self._core.drop_unpending()
         if self.changed is not None:
             self.changed()
 

@@ -386,6 +386,7 @@ class Connection:
         self.failure = error
         self._fail_ready(error)
         self._fail_asks(error)
+        self.sender.outbox_depth.refresh()  # (failed asks left the outbox)
 
     def _fail_ready(self, error: NexusError) -> None:
         ready = self._ready

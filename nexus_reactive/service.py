@@ -214,8 +214,8 @@ class WebSocketService(ServiceViews):
             "disconnect() was called before the answer arrived; connect() and ask again"
         )
         self._connection.stop(reason)
-        # Awaited asks fail now; fire-and-forget ones stay queued for the next connect().
-        self._asks.fail_awaited(reason)
+        self._asks.fail_awaited(reason)  # (their frames leave the outbox: its depth drops)
+        self._connection.sender.outbox_depth.refresh()
         if not self._closed and self._core.state.phase is not Phase.DISCONNECTED:
             self._connection.publish(self._core.stopped())
 

@@ -455,3 +455,20 @@ def test_resend_then_reconnect_sends_the_ask_once() -> None:
     core.opened()
 
     assert drain(core) == [Outgoing(b"1", "a1")]
+
+
+def test_drop_unpending_keeps_live_asks_and_other_frames_in_order() -> None:
+    core = connected_core()
+    for i in range(4):
+        core.submit_ask(f"a{i}", f"{i}".encode())
+    core.submit(b"plain")
+    core.pending.discard("a1")
+    core.pending.discard("a3")
+
+    core.drop_unpending()
+
+    assert list(core.outbox.items) == [
+        Outgoing(b"0", "a0"),
+        Outgoing(b"2", "a2"),
+        Outgoing(b"plain"),
+    ]

@@ -280,6 +280,16 @@ class ClientCore(Generic[W]):
             queued.popleft()
         return entry
 
+    def drop_unpending(self) -> None:
+        """Drop the frames of asks no longer pending (failed at once: ``disconnect()``,
+        a give-up): never to be sent, they would count as waiting (``outbox_depth``, a
+        lazy connection's demand) until the next write."""
+        queued, asks = self._queued, self._asks
+        kept = [item for item in queued if item.ask_id is None or item.ask_id in asks]
+        if len(kept) < len(queued):
+            queued.clear()
+            queued.extend(kept)
+
     # -- the connection's life -----------------------------------------------------
 
     def restart(self, reason: str | None = None) -> ConnectionState:
