@@ -1,8 +1,13 @@
 """The asks' clock: :class:`AskClock`, the part of :class:`~nexus_reactive.asks.AskTracker`
 that times asks and ends those whose time is up.
 
-One timer serves every deadline (asks go into :class:`~nexus_reactive.core.Deadlines`
-buckets), armed on the loop's thread for the earliest bucket. An ask with a deadline
+One timer serves every deadline, armed on the loop's thread for the earliest. Asks
+made on the loop with the default ``request_timeout`` need no structure of their own:
+made one after another with the same limit, their deadlines come in the order of the
+table of pending asks (a dict, in insertion order), so the timer reads the oldest
+pending ones and stops at the first not yet due; they cost nothing to add or to
+settle. Other asks (their own ``timeout=``, metered, queued from another thread) go
+into :class:`~nexus_reactive.core.Deadlines` buckets. An ask with a deadline
 queued from a thread that runs no event loop, before the service has one (``send_query``
 offline), is queued at once and *held*: its deadline is timed once the service is bound
 to its loop (:meth:`AskClock.bind`), counted from the moment it was queued, as any other
@@ -13,6 +18,7 @@ ask's is. An ask whose time is up is abandoned and fails with
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -153,6 +159,11 @@ class AskClock:
             loop.call_soon_threadsafe(self._arm, loop)
             return
         when = self._deadlines.next_due()
+        _, lane = self._lane(None)
+        if lane is not None:  # (rounded up to the buckets' resolution: one timer for many)
+            res = self._deadlines.resolution
+            lane = math.ceil(lane / res) * res
+            when = lane if when is None else min(when, lane)
         if when == self._timer_at:
             return
         if self._timer is not None:
@@ -164,12 +175,30 @@ class AskClock:
         self._timer = self._timer_at = None
         loop = asyncio.get_running_loop()
         pending = self._core.pending
-        for ask_id in self._deadlines.pop_due(loop.time()):
+        now = loop.time()
+        for ask_id in self._deadlines.pop_due(now):
             entry = pending.get(ask_id)
             if entry is not None and entry.waiter is not None:
                 entry.waiter.slot = None
                 self._expire(ask_id, entry.waiter.limit)
+        for ask_id in self._lane(now)[0]:
+            entry = pending.get(ask_id)
+            if entry is not None and entry.waiter is not None:
+                self._expire(ask_id, entry.waiter.limit)
         self._arm(loop)
+
+    def _lane(self, now: float | None) -> tuple[list[str], float | None]:
+        """The asks timed in the table's order that are due at ``now`` (none if
+        ``None``), oldest first, and the deadline of the first that is not."""
+        due: list[str] = []
+        for ask_id, entry in self._core.pending.lookups()[0].items():
+            waiter = entry.waiter
+            if waiter is None or not waiter.due:
+                continue  # timed by a bucket, or not at all
+            if now is None or waiter.due > now:
+                return due, waiter.due
+            due.append(ask_id)
+        return due, None
 
     def _expire(self, ask_id: str, limit: float) -> None:
         entry = self._core.abandon(ask_id)

@@ -178,10 +178,16 @@ class AskTracker(AskClock):
             direct = not self._asks and sender.direct(now)
             waiter = Waiter(future, on_piece)
             self._core.submit_ask(ask_id, frame, waiter)
-            limit = timeout if timeout is not None else self._timeout
-            if limit is not None:
-                waiter.limit = limit
-                waiter.slot = slot = self._deadlines.add(ask_id, now + limit)
+            if timeout is None:  # the default: timed in the table's order (AskClock)
+                limit = self._timeout
+                if limit is not None:
+                    waiter.limit = limit
+                    waiter.due = due = now + limit
+                    if self._timer_at is None or due < self._timer_at:
+                        self._arm(loop)
+            else:
+                waiter.limit = timeout
+                waiter.slot = slot = self._deadlines.add(ask_id, now + timeout)
                 if self._timer_at is None or slot * self._deadlines.resolution < self._timer_at:
                     self._arm(loop)
             if self.changed is not None:
