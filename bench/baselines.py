@@ -45,9 +45,17 @@ __all__ = [
     "flood_websockets",
     "naive_asker",
     "picows_asker",
+    "stop_reader",
 ]
 
 AskFn = Callable[[], Awaitable[object]]
+
+
+async def stop_reader(reader: asyncio.Task[None]) -> None:
+    """Cancel an ask client's reader task and wait for it to end."""
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
 
 _TEXT = WSMsgType.TEXT
 _SENTINEL = traffic.SENTINEL
@@ -192,9 +200,7 @@ async def naive_asker(url: str, api_key: str) -> AsyncIterator[AskFn]:
         try:
             yield ask
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await stop_reader(reader)
 
 
 @asynccontextmanager

@@ -23,7 +23,6 @@ instructions per ask.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,7 +35,7 @@ from nexus_reactive.aiohttp_seams import mask
 from nexus_reactive.client_frames import frame_batch
 
 from . import traffic
-from .baselines import AskFn
+from .baselines import AskFn, stop_reader
 
 __all__ = ["RUN", "ceiling_asker"]
 
@@ -103,6 +102,4 @@ async def ceiling_asker(url: str, api_key: str) -> AsyncIterator[AskFn]:
         try:
             yield ask
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await stop_reader(reader)

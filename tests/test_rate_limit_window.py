@@ -294,6 +294,22 @@ def _window(service: WebSocketService) -> AskWindow:
 _REFUSAL = {"code": "rate_limited", "message": "slow down"}
 
 
+def _refuse_then_answer(asks: int, retry_after: float) -> Callable[[Conn], Any]:
+    """A server script: refuse the first ``asks`` asks for the rate limit (after all of
+    them came in), then answer every ask."""
+
+    async def script(conn: Conn) -> None:
+        came = [await conn.next_ask() for _ in range(asks)]
+        for ask in came:
+            refusal = _REFUSAL | {"retry_after": retry_after}
+            await conn.send({"type": "error", "id": ask["id"], "payload": refusal})
+        while (frame := await conn.next_frame()) is not None:
+            if frame["type"] == "ask":
+                await conn.answer(frame)
+
+    return script
+
+
 async def _asked_under_the_window(server: Any, names: list[str], went: Callable[[], bool]) -> None:
     """Ask ``names`` at once of ``server``; once ``went()``, the window must bind; then
     every ask is answered, in order."""
@@ -386,17 +402,7 @@ async def test_a_message_sent_behind_a_waiting_ask_keeps_its_place(
     monkeypatch.setattr(outbound, "_WINDOW_SILENCE", 3600.0)
     monkeypatch.setattr(ratelimit, "WINDOW_QUIET", 3600.0)
 
-    async def script(conn: Conn) -> None:
-        for _ in range(2):
-            ask = await conn.next_ask()
-            await conn.send(
-                {"type": "error", "id": ask["id"], "payload": _REFUSAL | {"retry_after": 0.01}}
-            )
-        while (frame := await conn.next_frame()) is not None:
-            if frame["type"] == "ask":
-                await conn.answer(frame)
-
-    server = await script_server(script)
+    server = await script_server(_refuse_then_answer(2, retry_after=0.01))
     async with WebSocketService(server.config(request_timeout=None)) as service:
         await service.connect()
         tasks = [asyncio.create_task(service.ask(n)) for n in ("q0", "q1")]
@@ -447,17 +453,8 @@ async def test_asks_refused_in_one_read_go_again_in_the_order_they_were_made(
 ) -> None:
     # Three asks, refused one after another before any could go again: they go again
     # q0, q1, q2, as made and as refused, not the last refused first.
-    async def script(conn: Conn) -> None:
-        asks = [await conn.next_ask() for _ in range(3)]
-        for a in asks:  # (each waits 0.05 s: all three are read before any goes again)
-            await conn.send(
-                {"type": "error", "id": a["id"], "payload": _REFUSAL | {"retry_after": 0.05}}
-            )
-        while (frame := await conn.next_frame()) is not None:
-            if frame["type"] == "ask":
-                await conn.answer(frame)
-
-    server = await script_server(script)
+    # (Each refusal waits 0.05 s: all three are read before any ask goes again.)
+    server = await script_server(_refuse_then_answer(3, retry_after=0.05))
     async with WebSocketService(server.config(request_timeout=None)) as service:
         await service.connect()
         tasks = [asyncio.create_task(service.ask(f"q{i}")) for i in range(3)]
