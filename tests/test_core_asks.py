@@ -433,6 +433,25 @@ def test_a_resend_after_the_previous_one_went_out_goes_first_again() -> None:
     assert drain(core) == [Outgoing(b"2", "a2"), Outgoing(b"later")]
 
 
+def test_a_resend_goes_first_when_an_equal_frame_of_a_reused_id_waits_at_the_tail() -> None:
+    # a1 was refused, went again and was answered; its id and frame are used again by a
+    # new ask (send() with the caller's id), queued behind other frames. A later refusal
+    # of a2 is not "right after a1": that a1 left the outbox; an equal frame is not it.
+    core = connected_core()
+    for i in (1, 2):
+        core.submit_ask(f"a{i}", f"{i}".encode())
+    core.take_outgoing(10)
+    core.resend("a1")
+    assert core.next_outgoing() == Outgoing(b"1", "a1")  # a1 went again
+    core.reply("a1")  # and was answered
+    core.submit(b"later")
+    core.submit_ask("a1", b"1")  # the id used again, the same frame, at the tail
+
+    core.resend("a2")
+
+    assert drain(core) == [Outgoing(b"2", "a2"), Outgoing(b"later"), Outgoing(b"1", "a1")]
+
+
 def test_resend_of_an_unknown_or_settled_ask_does_nothing() -> None:
     core = connected_core()
     core.submit_ask("a1", b"1")

@@ -9,7 +9,6 @@ reads no clock of its own, so every rule of the client is tested without sockets
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
@@ -191,10 +190,12 @@ class ClientCore(Generic[W]):
         if entry.on_wire:  # (queued already: a server repeating itself queues it once)
             entry.on_wire = False
             item = Outgoing(entry.frame, ask_id)
-            queued, at = self._queued, 0
-            if self._resent is not None:
-                with contextlib.suppress(ValueError):  # (it went out meanwhile: the head)
-                    at = queued.index(self._resent) + 1
+            queued, at, resent = self._queued, 0, self._resent
+            # After the one resent before while it waits (not on the wire, not settled;
+            # by identity: an equal frame of a reused id is another ask), else the head.
+            before = None if resent is None else self._asks.get(resent.ask_id)  # type: ignore[arg-type]
+            if before is not None and not before.on_wire:
+                at = next((i + 1 for i, waiting in enumerate(queued) if waiting is resent), 0)
             queued.insert(at, item)
             self._resent = item
         return True
