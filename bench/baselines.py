@@ -57,6 +57,7 @@ async def stop_reader(reader: asyncio.Task[None]) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await reader
 
+
 _TEXT = WSMsgType.TEXT
 _SENTINEL = traffic.SENTINEL
 _DONE = traffic.SENTINEL_ID
