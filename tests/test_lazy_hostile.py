@@ -154,7 +154,10 @@ async def test_a_server_that_is_down_is_given_up_on_when_unneeded(nexus: Nexus) 
 
 
 async def test_reconnect_while_idle_opens_it_and_the_grace_applies(nexus: Nexus) -> None:
-    async with lazy(nexus) as service:
+    # Nothing needs this connection, so its grace counts from reconnect(): a grace of
+    # SHORT (50 ms) can end before a loaded machine has connected (connecting -> idle,
+    # seen once under `make test-lowest`). Two seconds leave room to connect first.
+    async with lazy(nexus, 2.0) as service:
         service.reconnect()
         await wait_for_state(service, "connected")
         await idle_and_quiet(service, nexus)
