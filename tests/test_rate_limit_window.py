@@ -223,15 +223,8 @@ async def test_answers_read_one_frame_at_a_time_make_room_in_the_window(
 
     names = [f"q{i}" for i in range(6)]
 
-    async def script(conn: Conn) -> None:
-        refusal = {"code": "rate_limited", "message": "slow down", "retry_after": 0.01}
-        for _ in names:  # every one of the first asks is refused: they go again, windowed
-            ask = await conn.next_ask()
-            await conn.send({"type": "error", "id": ask["id"], "payload": refusal})
-        while (ask := await conn.next_frame()) is not None:
-            await conn.answer(ask)
-
-    server = await script_server(script)
+    # Every one of the first asks is refused: they go again, windowed.
+    server = await script_server(_refuse_then_answer(len(names), retry_after=0.01))
     async with WebSocketService(server.config(request_timeout=None)) as service:
         await service.connect()
         tasks = [asyncio.create_task(service.ask(n)) for n in names]
@@ -247,14 +240,7 @@ async def test_answers_to_fire_and_forget_asks_make_room_in_the_window(
     _no_silence_fallback(monkeypatch)
     names = [f"f{i}" for i in range(6)]
 
-    async def script(conn: Conn) -> None:
-        refusal = {"code": "rate_limited", "message": "slow down", "retry_after": 0.01}
-        ask = await conn.next_ask()
-        await conn.send({"type": "error", "id": ask["id"], "payload": refusal})
-        while (ask := await conn.next_frame()) is not None:
-            await conn.answer(ask)
-
-    server = await script_server(script)
+    server = await script_server(_refuse_then_answer(1, retry_after=0.01))
     async with WebSocketService(server.config(request_timeout=None)) as service:
         answers: list[str] = []
         service.on_response(lambda message: answers.append(message.payload.answer))
