@@ -73,6 +73,47 @@ def test_untake_puts_frames_back_as_if_never_taken() -> None:
     ]
 
 
+def test_take_outgoing_past_a_limit_of_asks_settled_while_queued_takes_the_next() -> None:
+    # The asks answered while queued fill the first `limit` taken: what follows is
+    # taken instead, and the writer never sees an empty batch while frames wait.
+    core = connected_core()
+    for i in range(5):
+        core.submit_ask(f"a{i}", f"f{i}".encode())
+    core.submit(b"plain")
+    for i in range(3):
+        core.reply(f"a{i}")
+
+    assert core.take_outgoing(2) == [Outgoing(b"f3", "a3"), Outgoing(b"f4", "a4")]
+    assert core.take_outgoing(2) == [Outgoing(b"plain", None)]
+    assert core.take_outgoing(2) == []
+
+
+def test_sends_counts_each_attempt_once_whichever_way_the_ask_went_back() -> None:
+    core = connected_core()
+    entry = core.submit_ask("a", b"f")
+    attempts = [entry.sends]
+    core.untake(core.take_outgoing(10))  # not written after all: no attempt
+    attempts.append(entry.sends)
+    item = core.take_outgoing(10)[0]
+    attempts.append(entry.sends)
+    core.unsent(item)  # the write failed: it counts, and the ask waits again
+    attempts.append(entry.sends)
+    core.take_outgoing(10)
+    attempts.append(entry.sends)
+    assert core.resend("a")  # refused for a rate limit
+    attempts.append(entry.sends)
+    core.take_outgoing(10)
+    core.lost(retryable())
+    core.attempt()
+    core.opened()  # on the wire of a lost connection: goes again
+    attempts.append(entry.sends)
+    core.take_outgoing(10)
+    attempts.append(entry.sends)
+
+    assert attempts == [0, 0, 1, 1, 2, 2, 3, 4]
+    assert entry.on_wire is True
+
+
 def test_submit_untracked_frame_goes_out_without_an_ask_id() -> None:
     core = connected_core()
 

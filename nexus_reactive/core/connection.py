@@ -10,6 +10,7 @@ reads no clock of its own, so every rule of the client is tested without sockets
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Generic, TypeVar
 
 from ..errors import NexusConnectionError, ProtocolError, RetriesExhausted
@@ -27,6 +28,7 @@ __all__ = ["MAX_EARLY_CHUNKS", "ClientCore", "Decision"]
 W = TypeVar("W")
 T = TypeVar("T")
 
+_ask_id_of = itemgetter(1)  # Outgoing.ask_id, for map()
 # An ask's Outgoing made without the named tuple's Python-level __new__ (~65 ns an ask).
 _tuple_new = tuple.__new__
 
@@ -126,26 +128,36 @@ class ClientCore(Generic[W]):
             entry = asks.get(item.ask_id)
             if entry is not None:
                 entry.on_wire = True
-                entry.sends += 1
                 return item
         return None
 
     def take_outgoing(self, limit: int) -> list[Outgoing]:
         """Up to ``limit`` frames to write at once, in order: :meth:`next_outgoing`
-        repeated, in one call."""
+        repeated, in one call (with no Python code per frame but marking each ask)."""
         queued, asks = self._queued, self._asks
         taken: list[Outgoing] = []
-        add, pop, get = taken.append, queued.popleft, asks.get
         while queued and len(taken) < limit:
-            item = pop()
-            if item.ask_id is None:
-                add(item)
+            room = limit - len(taken)
+            if len(queued) <= room:
+                chunk = list(queued)
+                queued.clear()
+            else:
+                pop = queued.popleft
+                chunk = [pop() for _ in range(room)]
+            entries = list(map(asks.get, map(_ask_id_of, chunk)))  # None: not an ask, or gone
+            if all(entries):  # asks only, all pending: the common case
+                for entry in entries:
+                    entry.on_wire = True  # type: ignore[union-attr]
+                if not taken:
+                    return chunk
+                taken += chunk
                 continue
-            entry = get(item.ask_id)
-            if entry is not None:
-                entry.on_wire = True
-                entry.sends += 1
-                add(item)
+            for item, entry in zip(chunk, entries):  # noqa: B905 (equal by construction)
+                if entry is not None:
+                    entry.on_wire = True
+                    taken.append(item)
+                elif item.ask_id is None:  # (else settled or abandoned while queued: dropped)
+                    taken.append(item)
         return taken
 
     def take_window(self, limit: int, asks: int) -> list[Outgoing]:
@@ -167,7 +179,6 @@ class ClientCore(Generic[W]):
                 break
             queued.popleft()
             entry.on_wire = True
-            entry.sends += 1
             taken.append(item)
             asks -= 1
         return taken
@@ -189,6 +200,7 @@ class ClientCore(Generic[W]):
             return False
         if entry.on_wire:  # (queued already: a server repeating itself queues it once)
             entry.on_wire = False
+            entry.retries += 1
             item = Outgoing(entry.frame, ask_id)
             queued, at, resent = self._queued, 0, self._resent
             # After the one resent before while it waits (not on the wire, not settled;
@@ -206,7 +218,9 @@ class ClientCore(Generic[W]):
             entry = self.pending.get(item.ask_id)
             if entry is None:
                 return
-            entry.on_wire = False
+            if entry.on_wire:  # (the attempt counts: it may have reached the server)
+                entry.on_wire = False
+                entry.retries += 1
         self.outbox.put_front((item,))
 
     def untake(self, items: list[Outgoing]) -> None:
@@ -219,8 +233,7 @@ class ClientCore(Generic[W]):
                 entry = self.pending.get(item.ask_id)
                 if entry is None:
                     continue
-                entry.on_wire = False
-                entry.sends -= 1
+                entry.on_wire = False  # (and its attempt uncounted: see Pending.sends)
             kept.append(item)
         self.outbox.put_front(kept)
 
@@ -344,6 +357,7 @@ class ClientCore(Generic[W]):
         resend = self.pending.on_wire()
         for _, entry in resend:
             entry.on_wire = False
+            entry.retries += 1
         self.outbox.put_front(Outgoing(entry.frame, ask_id) for ask_id, entry in resend)
         return self._set(ConnectionState(phase=Phase.CONNECTED, subprotocol=subprotocol))
 

@@ -53,7 +53,8 @@ class Pending(msgspec.Struct, Generic[W]):
         early: pieces that arrived ahead of ``next_chunk``, by index (at most
             ``MAX_EARLY_CHUNKS``; :meth:`ClientCore.chunk` drops the rest).
         early_dropped: how many early pieces were dropped over that bound.
-        sends: how many times its frame was handed to the writer (the attempts).
+        retries: how many times it went back into the outbox after it was handed to
+            the writer (a reconnect, a rate limit's refusal, a write that failed).
     """
 
     frame: bytes
@@ -62,7 +63,14 @@ class Pending(msgspec.Struct, Generic[W]):
     next_chunk: int = 0
     early: dict[int, Any] | None = None
     early_dropped: int = 0
-    sends: int = 0
+    retries: int = 0
+
+    @property
+    def sends(self) -> int:
+        """How many times its frame was handed to the writer (the attempts). Counted
+        when it goes back, not each time it is taken: one attribute less to write per
+        ask written (a Struct's attribute writes are not the interpreter's fast ones)."""
+        return self.retries + self.on_wire
 
 
 class PendingTable(Generic[W]):
