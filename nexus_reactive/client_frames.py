@@ -66,5 +66,7 @@ def frame_batch(frames: list[bytes], mask: Mask) -> bytes:
         at += 4
         payload = bytearray(frame)
         mask(key, payload)
-        add((known(length) or _header(length)) + key + payload)
+        add(known(length) or _header(length))  # (three parts: joined once, below)
+        add(key)
+        add(payload)
     return b"".join(out)
