@@ -176,17 +176,18 @@ class AskTracker(AskClock):
                 future, now = loop.create_future(), loop.time()
             # (with asks in flight, Sender.direct's first test is false: not called)
             direct = not self._asks and sender.direct(now)
-            waiter = Waiter(future, on_piece)
-            self._core.submit_ask(ask_id, frame, waiter)
             if timeout is None:  # the default: timed in the table's order (AskClock)
                 limit = self._timeout
                 if limit is not None:
-                    waiter.limit = limit
-                    waiter.due = due = now + limit
-                    if self._timer_at is None or due < self._timer_at:
+                    waiter = Waiter(future, on_piece, None, now + limit, limit)
+                    self._core.submit_ask(ask_id, frame, waiter)
+                    if self._timer_at is None or waiter.due < self._timer_at:
                         self._arm(loop)
+                else:
+                    self._core.submit_ask(ask_id, frame, Waiter(future, on_piece))
             else:
-                waiter.limit = timeout
+                waiter = Waiter(future, on_piece, None, 0.0, timeout)
+                self._core.submit_ask(ask_id, frame, waiter)
                 waiter.slot = slot = self._deadlines.add(ask_id, now + timeout)
                 if self._timer_at is None or slot * self._deadlines.resolution < self._timer_at:
                     self._arm(loop)
