@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from nexus_reactive import ProtocolError, ResponseMessage, WebSocketService, use_websocket
+from nexus_reactive import (
+    ProtocolError,
+    ResponseMessage,
+    ServerError,
+    WebSocketService,
+    use_websocket,
+)
 
 from .conftest import client_config
 from .faults import wait_for
@@ -226,6 +232,39 @@ async def test_answers_in_one_read_settle_each_ask_once_in_their_place(aiohttp_s
         await wait_for(lambda: len(seen) == 24)
     assert [a.answer for a in answers] == ["first", "second", "third"]
     assert seen == ["pushed"] * 10 + ["third", "first"] + ["pushed"] * 10 + ["second", "pushed"]
+
+
+async def test_a_read_that_opens_with_answers_then_repeats_one_keeps_every_place(
+    aiohttp_server: Any,
+) -> None:
+    # The answers a read opens with are taken out of the table together; what breaks
+    # the run (a repeat of one of them, a push, an error answer) is met in its place.
+    def burst(ids: list[str]) -> list[bytes]:
+        error = {"type": "error", "id": ids[3], "payload": {"code": "bad", "message": "no"}}
+        return [
+            response(ids[1], "second"),  # reordered
+            response(ids[0], "first"),
+            response(ids[1], "second, again"),  # a repeat: dropped
+            response("push-0"),
+            json.dumps(error).encode(),
+            response(ids[2], "third"),
+            response("end"),
+        ]
+
+    url = await burst_after_asks(aiohttp_server, 4, burst)
+    seen: list[str] = []
+    async with WebSocketService(client_config(url)) as service:
+        service.messages.subscribe(
+            lambda m: seen.append(m.id if m.type == "error" else m.payload.answer)
+        )
+        results = await asyncio.gather(
+            *(service.ask(q) for q in ("a", "b", "c", "d")), return_exceptions=True
+        )
+        await wait_for(lambda: len(seen) == 6)
+    assert [getattr(r, "answer", None) for r in results[:3]] == ["first", "second", "third"]
+    assert isinstance(results[3], ServerError) and results[3].code == "bad"
+    assert seen[:3] == ["second", "first", "pushed"]
+    assert seen[4:] == ["third", "pushed"]
 
 
 async def test_an_ask_cancelled_by_a_subscriber_mid_read_is_cancelled(aiohttp_server: Any) -> None:
