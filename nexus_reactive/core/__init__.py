@@ -11,6 +11,7 @@
 - :mod:`.ratelimit`: the token bucket that paces outgoing messages;
 - :mod:`.metrics`: the counters and latency windows behind ``service.metrics``;
 - :mod:`.demand`: when a lazy connection (``lazy=True``) should be open;
+- :mod:`.sending`: taking frames out of the outbox for the writer, and putting them back;
 - :mod:`.connection`: :class:`ClientCore`, the rules that tie them together.
 """
 

@@ -10,13 +10,13 @@ reads no clock of its own, so every rule of the client is tested without sockets
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from operator import itemgetter
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from ..errors import NexusConnectionError, ProtocolError, RetriesExhausted
 from .backoff import Reconnector
 from .outbox import Outbox, Outgoing
 from .pending import Pending, PendingTable
+from .sending import OutboxRules
 from .state import ConnectionState, Phase
 
 #: Streamed pieces kept per ask ahead of a missing one (out-of-order ``response_chunk``
@@ -28,7 +28,6 @@ __all__ = ["MAX_EARLY_CHUNKS", "ClientCore", "Decision"]
 W = TypeVar("W")
 T = TypeVar("T")
 
-_ask_id_of = itemgetter(1)  # Outgoing.ask_id, for map()
 # An ask's Outgoing made without the named tuple's Python-level __new__ (~65 ns an ask).
 _tuple_new = tuple.__new__
 
@@ -47,7 +46,7 @@ class Decision:
     error: NexusConnectionError
 
 
-class ClientCore(Generic[W]):
+class ClientCore(OutboxRules[W]):
     """Every rule of the client, with no I/O.
 
     Args:
@@ -117,126 +116,6 @@ class ClientCore(Generic[W]):
         entry = asks[ask_id] = Pending(frame, waiter)
         return entry
 
-    def next_outgoing(self) -> Outgoing | None:
-        """The next frame to write, skipping asks settled or abandoned while queued."""
-        # Outbox.pop and PendingTable.get, inline (two calls less per ask).
-        queued, asks = self._queued, self._asks
-        while queued:
-            item = queued.popleft()
-            if item.ask_id is None:
-                return item
-            entry = asks.get(item.ask_id)
-            if entry is not None:
-                entry.on_wire = True
-                return item
-        return None
-
-    def take_outgoing(self, limit: int) -> list[Outgoing]:
-        """Up to ``limit`` frames to write at once, in order: :meth:`next_outgoing`
-        repeated, in one call (with no Python code per frame but marking each ask)."""
-        queued, asks = self._queued, self._asks
-        taken: list[Outgoing] = []
-        while queued and len(taken) < limit:
-            room = limit - len(taken)
-            if len(queued) <= room:
-                chunk = list(queued)
-                queued.clear()
-            else:
-                pop = queued.popleft
-                chunk = [pop() for _ in range(room)]
-            entries = list(map(asks.get, map(_ask_id_of, chunk)))  # None: not an ask, or gone
-            if all(entries):  # asks only, all pending: the common case
-                for entry in entries:
-                    entry.on_wire = True  # type: ignore[union-attr]
-                if not taken:
-                    return chunk
-                taken += chunk
-                continue
-            for item, entry in zip(chunk, entries):  # noqa: B905 (equal by construction)
-                if entry is not None:
-                    entry.on_wire = True
-                    taken.append(item)
-                elif item.ask_id is None:  # (else settled or abandoned while queued: dropped)
-                    taken.append(item)
-        return taken
-
-    def take_window(self, limit: int, asks: int) -> list[Outgoing]:
-        """:meth:`take_outgoing`, taking at most ``asks`` asks (the room a rate limit's
-        :class:`~nexus_reactive.core.ratelimit.AskWindow` leaves): the frames before
-        the first ask it cannot take (asks abandoned while queued take no room: dropped)."""
-        queued, pending = self._queued, self._asks
-        taken: list[Outgoing] = []
-        while queued and len(taken) < limit:
-            item = queued[0]
-            if item.ask_id is None:
-                taken.append(queued.popleft())
-                continue
-            entry = pending.get(item.ask_id)
-            if entry is None:  # abandoned meanwhile: dropped, as take_outgoing does
-                queued.popleft()
-                continue
-            if asks == 0:
-                break
-            queued.popleft()
-            entry.on_wire = True
-            taken.append(item)
-            asks -= 1
-        return taken
-
-    def resend(self, ask_id: str) -> bool:
-        """Send a pending ask again first (the server asked us to retry it later).
-
-        Asks refused one after another go again in that order: each goes right after
-        the one refused before it while that one still waits in the outbox (one read
-        may bring several refusals), else at the head. An ask not on the wire is in
-        the outbox already (a server that says so again and again, before it went
-        again): it is not queued a second time.
-
-        Returns:
-            Whether the ask was pending (and is now queued to go again).
-        """
-        entry = self.pending.get(ask_id)
-        if entry is None:
-            return False
-        if entry.on_wire:  # (queued already: a server repeating itself queues it once)
-            entry.on_wire = False
-            entry.retries += 1
-            item = Outgoing(entry.frame, ask_id)
-            queued, at, resent = self._queued, 0, self._resent
-            # After the one resent before while it waits (not on the wire, not settled;
-            # by identity: an equal frame of a reused id is another ask), else the head.
-            before = None if resent is None else self._asks.get(resent.ask_id)  # type: ignore[arg-type]
-            if before is not None and not before.on_wire:
-                at = next((i + 1 for i, waiting in enumerate(queued) if waiting is resent), 0)
-            queued.insert(at, item)
-            self._resent = item
-        return True
-
-    def unsent(self, item: Outgoing) -> None:
-        """A write of ``item`` failed: it goes back to the head of the outbox."""
-        if item.ask_id is not None:
-            entry = self.pending.get(item.ask_id)
-            if entry is None:
-                return
-            if entry.on_wire:  # (the attempt counts: it may have reached the server)
-                entry.on_wire = False
-                entry.retries += 1
-        self.outbox.put_front((item,))
-
-    def untake(self, items: list[Outgoing]) -> None:
-        """Frames :meth:`take_outgoing` gave that were not written after all (nothing
-        tried to: the socket could not take them without waiting): back at the head
-        of the outbox, in order, as if never taken (no attempt counted)."""
-        kept: list[Outgoing] = []
-        for item in items:
-            if item.ask_id is not None:
-                entry = self.pending.get(item.ask_id)
-                if entry is None:
-                    continue
-                entry.on_wire = False  # (and its attempt uncounted: see Pending.sends)
-            kept.append(item)
-        self.outbox.put_front(kept)
-
     # -- what the server sends -----------------------------------------------------
 
     def chunk(self, ask_id: str, index: int, piece: T) -> list[T]:
@@ -294,16 +173,6 @@ class ClientCore(Generic[W]):
             queued.popleft()
         return entry
 
-    def drop_unpending(self) -> None:
-        """Drop the frames of asks no longer pending (failed at once: ``disconnect()``,
-        a give-up): never to be sent, they would count as waiting (``outbox_depth``, a
-        lazy connection's demand) until the next write."""
-        queued, asks = self._queued, self._asks
-        kept = [item for item in queued if item.ask_id is None or item.ask_id in asks]
-        if len(kept) < len(queued):
-            queued.clear()
-            queued.extend(kept)
-
     # -- the connection's life -----------------------------------------------------
 
     def restart(self, reason: str | None = None) -> ConnectionState:
@@ -354,6 +223,10 @@ class ClientCore(Generic[W]):
         original ids: the server de-duplicates them.
         """
         self.reconnector.opened()
+        if self._resent is not None:  # gone, or goes again below as a copy: forgotten
+            before = self._asks.get(self._resent.ask_id)  # type: ignore[arg-type]
+            if before is None or before.on_wire:
+                self._resent = None
         resend = self.pending.on_wire()
         for _, entry in resend:
             entry.on_wire = False
