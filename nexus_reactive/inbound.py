@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import codec
 from .asks import AskTracker
@@ -24,6 +24,7 @@ from .connection import Connection
 from .core import Reply
 from .core.events import ClientEvents
 from .core.meaning import connection_retry_after, rate_limit_wait, server_error
+from .delivery import Delivery, Handler
 from .errors import NexusConnectionError, NexusError, ProtocolError
 from .messages import (
     AuthOkMessage,
@@ -33,7 +34,6 @@ from .messages import (
     ResponseChunkMessage,
     ResponseMessage,
 )
-from .streams import Publisher
 
 if TYPE_CHECKING:
     from .metrics import Meter
@@ -43,8 +43,6 @@ __all__ = ["Handler", "Receiver"]
 
 log = logging.getLogger("nexus_reactive.service")
 
-#: An ``on_message`` handler.
-Handler = Callable[[Any], None]
 
 # Module constants: an enum attribute lookup per message is measurable.
 _FIRST = Reply.FIRST
@@ -57,8 +55,9 @@ _DECODE_ERRORS = codec.DECODE_ERRORS
 _PUSHES = {ResponseMessage}
 
 
-class Receiver:
-    """Decode, settle and deliver inbound frames.
+class Receiver(Delivery):
+    """Decode, settle and deliver inbound frames (to ``messages`` and the handlers:
+    :class:`~nexus_reactive.delivery.Delivery`).
 
     Args:
         tracker: settles the asks that frames answer.
@@ -81,8 +80,6 @@ class Receiver:
         "_chunk",
         "_connection",
         "_default_wait",
-        "_emit",
-        "_emit_all",
         "_events",
         "_first",
         "_meter",
@@ -94,8 +91,6 @@ class Receiver:
         "_settle_all",
         "_waiters",
         "_window",
-        "handlers",
-        "messages",
     )
 
     def __init__(
@@ -106,17 +101,13 @@ class Receiver:
         report: Callable[[NexusError], None],
         rate_limit_default: float,
     ) -> None:
-        self.messages: Publisher[Message] = Publisher("messages")
+        super().__init__()
         self._meter: Meter | None = connection.meter
-        #: ``on_message`` handlers by message type, swapped in atomically.
-        self.handlers: dict[str, tuple[Handler, ...]] = {}
         self._connection = connection
         self._events = events
         self._report = report
         self._default_wait = rate_limit_default
         # Bound once: one attribute load per call on the hot path.
-        self._emit = self.messages.emit
-        self._emit_all = self.messages.emit_all
         self._reply = tracker.reply
         self._settle = tracker.settle
         self._first = tracker.first
@@ -131,23 +122,6 @@ class Receiver:
         # After a rate limit's refusal, answers make room for more asks (see AskWindow).
         self._window = connection.sender.window
         self._answered_window = connection.sender.answered
-
-    def add_handler(self, type: str, handler: Handler) -> Callable[[], None]:
-        """Call ``handler`` with every message of ``type``; return its unsubscriber.
-
-        Any thread may call either: the handlers are swapped in atomically.
-        """
-        registry = self.handlers
-        registry[type] = (*registry.get(type, ()), handler)
-
-        def unsubscribe() -> None:
-            left = tuple(h for h in registry.get(type, ()) if h is not handler)
-            if left:
-                registry[type] = left
-            else:  # no key left behind: an empty registry is the receiver's fast path
-                registry.pop(type, None)
-
-        return unsubscribe
 
     def on_frame(self, frame: bytes) -> NexusConnectionError | None:
         """Decode, settle and deliver one frame; an error return ends the connection."""
@@ -286,20 +260,6 @@ class Receiver:
             waiters.clear()
             answers.clear()
 
-    def _deliver_run(self, run: list[Message]) -> None:
-        """:meth:`deliver` each of ``run``, in one call while no handler listens."""
-        if not self.handlers:
-            done = self._emit_all(run, self.handlers)
-            if not self.handlers:
-                return
-            # A subscriber added a handler while run[done - 1] was delivered (the last
-            # one, too): it hears of that message, as when delivered alone; the rest
-            # go one by one.
-            self._handle(run[done - 1])
-            run = run[done:]
-        for message in run:
-            self.deliver(message)
-
     def _second_look(self, frame: bytes) -> Message | None:
         """A frame the known types did not decode: an unknown type, or malformed
         (reported; ``None``)."""
@@ -349,21 +309,6 @@ class Receiver:
             self._events.received(frame)
         self.deliver(message)
         return None
-
-    def deliver(self, message: Message) -> None:
-        """Emit on ``messages`` and call the handlers of its type."""
-        self._emit(message)
-        if self.handlers:
-            self._handle(message)
-
-    def _handle(self, message: Message) -> None:
-        handlers = self.handlers.get(message.type)
-        if handlers:
-            for handler in handlers:
-                try:
-                    handler(message)
-                except Exception:
-                    log.exception("an on_message handler for %r raised", message.type)
 
     def _on_reply(
         self, message: ResponseMessage | ErrorMessage, frame: bytes
