@@ -265,10 +265,10 @@ class WebSocketService(ServiceViews):
             ProtocolError: not a valid message; nothing was sent.
             OutboxFull: the outbox is full; nothing was queued.
             UsageError: called off the event loop's thread, or the service is
-                closed; nothing was queued.
+                closed (or closing); nothing was queued.
         """
         self._check_thread("send")
-        if self._closed:
+        if self._closed or self._closing:  # (from close()'s start: nothing would send it)
             raise UsageError(_CLOSED.format("send"))
         typed = codec.to_message(message)
         frame = codec.encode(typed)
@@ -302,11 +302,11 @@ class WebSocketService(ServiceViews):
 
         Raises:
             OutboxFull: the outbox is full; nothing was queued.
-            UsageError: called off the event loop's thread, the service is closed, or
-                an empty or blank ``query`` (:class:`InvalidArgument`); nothing was queued.
+            UsageError: called off the event loop's thread, the service closed (or
+                closing), an empty or blank ``query`` (InvalidArgument); nothing queued.
         """
         self._check_thread("send_query")
-        if self._closed:
+        if self._closed or self._closing:  # (from close()'s start: nothing would send it)
             raise UsageError(_CLOSED.format("send_query"))
         ask_id = message_id or new_id()
         payload = ask_request(query, team_id, "send_query")

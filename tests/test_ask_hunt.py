@@ -103,6 +103,37 @@ async def test_an_ask_made_while_close_runs_is_refused_not_left_waiting(
     assert service.pending_count == 0
 
 
+@pytest.mark.parametrize("how", ["send", "send_query"])
+async def test_a_message_sent_while_close_runs_is_refused_not_silently_dropped(
+    start_nexus: ServerFactory, how: str
+) -> None:
+    # As the ask above: close() has begun, so nothing will ever write the outbox
+    # again. A message queued then (no journal) was dropped with it, and the caller
+    # was told nothing: it is refused instead, and nothing is queued.
+    nexus = await start_nexus()
+    service = WebSocketService(nexus.config())
+    await service.connect()
+    outcome: list[object] = []
+
+    def on_state(state: Any) -> None:
+        if state.phase is Phase.DISCONNECTED and not outcome:
+            try:
+                if how == "send":
+                    service.send({"type": "ask", "id": "late", "payload": {"query": "q"}})
+                else:
+                    service.send_query("during close")
+                outcome.append("queued")
+            except UsageError as exc:
+                outcome.append(exc)
+
+    service.state.subscribe(on_state)
+    await service.close()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], UsageError) and "closed" in str(outcome[0]), outcome
+    assert how in str(outcome[0])
+    assert service.outbox_size == 0 and service.pending_count == 0
+
+
 @pytest.mark.parametrize("timeout", [math.inf, math.nan, -1.0, 0, "5"])
 async def test_an_ask_with_a_timeout_that_cannot_be_right_is_refused_before_it_is_queued(
     start_nexus: ServerFactory, timeout: Any
