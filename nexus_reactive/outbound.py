@@ -21,7 +21,7 @@ from .derived import DerivedPublisher
 from .transport import Transport
 
 if TYPE_CHECKING:
-    from .core.outbox import Outgoing
+    from .core.outbox import Queued
     from .metrics import Meter
     from .waiter import Waiter
 
@@ -30,7 +30,7 @@ __all__ = ["Sender"]
 log = logging.getLogger("nexus_reactive.service")
 frames_log = logging.getLogger("nexus_reactive.frames")
 
-# Outgoing's fields, for map(): no Python code per frame written.
+# An outbox item's frame and key (see Queued), for map(): no Python code per frame.
 _frame_of, _key_of = itemgetter(0), itemgetter(2)
 _CONNECTED = Phase.CONNECTED  # a module constant: an enum lookup per ask is measurable
 
@@ -162,12 +162,12 @@ class Sender:
             return
         if frames_log.isEnabledFor(logging.DEBUG):
             for sent in batch:
-                frames_log.debug("-> %s", codec.redact(sent.frame))
+                frames_log.debug("-> %s", codec.redact(sent[0]))
         self._wrote(batch, frames)
         if self._depth._sinks:
             self.outbox_depth.refresh()
 
-    def _wrote(self, batch: list[Outgoing], frames: list[bytes]) -> None:
+    def _wrote(self, batch: list[Queued], frames: list[bytes]) -> None:
         if self._meter is not None:
             self._meter.wrote(frames)
         keys = list(map(_key_of, batch))
@@ -186,17 +186,17 @@ class Sender:
         handed = getattr(transport, "handed", None)  # see Transport: None if not said
         try:
             if frames_log.isEnabledFor(logging.DEBUG):
-                frames_log.debug("-> %s", codec.redact(item.frame))
-            await transport.send(item.frame)
+                frames_log.debug("-> %s", codec.redact(item[0]))
+            await transport.send(item[0])
             if self._meter is not None:
-                self._meter.wrote_one(item.frame)
+                self._meter.wrote_one(item[0])
         except asyncio.CancelledError:
             # The caller abandons the ask. Cancelled while waiting to drain, the frame
             # is in the socket already: it goes out once, and waits in no outbox.
             # Otherwise it goes back, and the ask's abandon takes it out again.
             if handed is not None and getattr(transport, "handed", handed) > handed:
                 if self._meter is not None:
-                    self._meter.wrote_one(item.frame)
+                    self._meter.wrote_one(item[0])
             else:
                 self._core.unsent(item)
             raise
@@ -273,7 +273,7 @@ class Sender:
                     await wake.wait()
                 continue
             if room is not None:
-                window.wrote(sum(1 for sent in batch if sent.ask_id is not None))
+                window.wrote(sum(1 for sent in batch if sent[1] is not None))
             # The batch is out of the outbox: nothing else writes until it is written
             # (a flush() meanwhile would put later frames first). Set before the depth's
             # subscribers run: one of them may ask.
@@ -285,7 +285,7 @@ class Sender:
                     await asyncio.sleep(delay)
                 if trace:
                     for sent in batch:
-                        frames_log.debug("-> %s", codec.redact(sent.frame))
+                        frames_log.debug("-> %s", codec.redact(sent[0]))
                 frames = list(map(_frame_of, batch))
                 await transport.send_batch(frames)
             except asyncio.CancelledError:

@@ -381,7 +381,7 @@ def test_resend_ignores_the_outbox_limit() -> None:
     core.attempt()
     core.opened()
 
-    assert [item.frame for item in drain(core)] == [b"1", b"2", b"3", b"4"]
+    assert [item[0] for item in drain(core)] == [b"1", b"2", b"3", b"4"]
 
 
 def test_asks_requeued_but_not_yet_written_are_not_doubled_by_a_second_reconnect() -> None:

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from ..errors import NexusConnectionError, ProtocolError, RetriesExhausted
 from .backoff import Reconnector
-from .outbox import Outbox, Outgoing
+from .outbox import Outbox, Outgoing, Queued
 from .pending import Pending, PendingTable
 from .sending import OutboxRules
 from .state import ConnectionState, Phase
@@ -27,9 +27,6 @@ __all__ = ["MAX_EARLY_CHUNKS", "ClientCore", "Decision"]
 
 W = TypeVar("W")
 T = TypeVar("T")
-
-# An ask's Outgoing made without the named tuple's Python-level __new__ (~65 ns an ask).
-_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +69,7 @@ class ClientCore(OutboxRules[W]):
         self._asks = self.pending.lookups()[0]  # read-only: ``in`` without __contains__
         self._queued = self.outbox.items  # the outbox's deque: no property call per ask
         self._reason: str | None = None  # why the next attempt starts, if not a failure
-        self._resent: Outgoing | None = None  # what resend() queued last (see there)
+        self._resent: Queued | None = None  # what resend() queued last (see there)
 
     # -- what the application sends -------------------------------------------------
 
@@ -82,7 +79,7 @@ class ClientCore(OutboxRules[W]):
         Raises:
             OutboxFull: nothing was queued.
         """
-        self.outbox.put(Outgoing(frame, None, key))
+        self.outbox.put((frame, None, key))  # an Outgoing's fields: see Queued
 
     def restore(self, items: list[tuple[str, bool, bytes]]) -> None:
         """Queue what a journal held from a previous life, in order, past the limit:
@@ -112,7 +109,7 @@ class ClientCore(OutboxRules[W]):
         queued = self._queued
         if len(queued) >= self.outbox.limit:
             self.outbox.put(Outgoing(frame, ask_id))  # raises OutboxFull
-        queued.append(_tuple_new(Outgoing, (frame, ask_id, None)))
+        queued.append((frame, ask_id, None))  # an Outgoing's fields: see Queued
         entry = asks[ask_id] = Pending(frame, waiter)
         return entry
 
@@ -169,7 +166,7 @@ class ClientCore(OutboxRules[W]):
         """
         entry = self.pending.discard(ask_id)
         queued = self.outbox.items
-        while queued and queued[0].ask_id is not None and queued[0].ask_id not in self._asks:
+        while queued and queued[0][1] is not None and queued[0][1] not in self._asks:
             queued.popleft()
         return entry
 
@@ -224,7 +221,7 @@ class ClientCore(OutboxRules[W]):
         """
         self.reconnector.opened()
         if self._resent is not None:  # gone, or goes again below as a copy: forgotten
-            before = self._asks.get(self._resent.ask_id)  # type: ignore[arg-type]
+            before = self._asks.get(self._resent[1])  # type: ignore[arg-type]
             if before is None or before.on_wire:
                 self._resent = None
         resend = self.pending.on_wire()

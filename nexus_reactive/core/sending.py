@@ -13,14 +13,14 @@ from collections import deque
 from operator import itemgetter
 from typing import Generic, TypeVar
 
-from .outbox import Outbox, Outgoing
+from .outbox import Outbox, Outgoing, Queued
 from .pending import Pending, PendingTable
 
 __all__ = ["OutboxRules"]
 
 W = TypeVar("W")
 
-_ask_id_of = itemgetter(1)  # Outgoing.ask_id, for map()
+_ask_id_of = itemgetter(1)  # an outbox item's ask id (see Queued), for map()
 
 
 class OutboxRules(Generic[W]):
@@ -29,29 +29,29 @@ class OutboxRules(Generic[W]):
 
     outbox: Outbox
     pending: PendingTable[W]
-    _queued: deque[Outgoing]  # the outbox's deque
+    _queued: deque[Queued]  # the outbox's deque
     _asks: dict[str, Pending[W]]  # the pending asks, by id
-    _resent: Outgoing | None  # what resend() queued last (see there)
+    _resent: Queued | None  # what resend() queued last (see there)
 
-    def next_outgoing(self) -> Outgoing | None:
+    def next_outgoing(self) -> Queued | None:
         """The next frame to write, skipping asks settled or abandoned while queued."""
         # Outbox.pop and PendingTable.get, inline (two calls less per ask).
         queued, asks = self._queued, self._asks
         while queued:
             item = queued.popleft()
-            if item.ask_id is None:
+            if item[1] is None:
                 return item
-            entry = asks.get(item.ask_id)
+            entry = asks.get(item[1])
             if entry is not None:
                 entry.on_wire = True
                 return item
         return None
 
-    def take_outgoing(self, limit: int) -> list[Outgoing]:
+    def take_outgoing(self, limit: int) -> list[Queued]:
         """Up to ``limit`` frames to write at once, in order: :meth:`next_outgoing`
         repeated, in one call (with no Python code per frame but marking each ask)."""
         queued, asks = self._queued, self._asks
-        taken: list[Outgoing] = []
+        taken: list[Queued] = []
         while queued and len(taken) < limit:
             room = limit - len(taken)
             if len(queued) <= room:
@@ -72,22 +72,22 @@ class OutboxRules(Generic[W]):
                 if entry is not None:
                     entry.on_wire = True
                     taken.append(item)
-                elif item.ask_id is None:  # (else settled or abandoned while queued: dropped)
+                elif item[1] is None:  # (else settled or abandoned while queued: dropped)
                     taken.append(item)
         return taken
 
-    def take_window(self, limit: int, asks: int) -> list[Outgoing]:
+    def take_window(self, limit: int, asks: int) -> list[Queued]:
         """:meth:`take_outgoing`, taking at most ``asks`` asks (the room a rate limit's
         :class:`~nexus_reactive.core.ratelimit.AskWindow` leaves): the frames before
         the first ask it cannot take (asks abandoned while queued take no room: dropped)."""
         queued, pending = self._queued, self._asks
-        taken: list[Outgoing] = []
+        taken: list[Queued] = []
         while queued and len(taken) < limit:
             item = queued[0]
-            if item.ask_id is None:
+            if item[1] is None:
                 taken.append(queued.popleft())
                 continue
-            entry = pending.get(item.ask_id)
+            entry = pending.get(item[1])
             if entry is None:  # abandoned meanwhile: dropped, as take_outgoing does
                 queued.popleft()
                 continue
@@ -121,17 +121,17 @@ class OutboxRules(Generic[W]):
             queued, at, resent = self._queued, 0, self._resent
             # After the one resent before while it waits (not on the wire, not settled;
             # by identity: an equal frame of a reused id is another ask), else the head.
-            before = None if resent is None else self._asks.get(resent.ask_id)  # type: ignore[arg-type]
+            before = None if resent is None else self._asks.get(resent[1])  # type: ignore[arg-type]
             if before is not None and not before.on_wire:
                 at = next((i + 1 for i, waiting in enumerate(queued) if waiting is resent), 0)
             queued.insert(at, item)
             self._resent = item
         return True
 
-    def unsent(self, item: Outgoing) -> None:
+    def unsent(self, item: Queued) -> None:
         """A write of ``item`` failed: it goes back to the head of the outbox."""
-        if item.ask_id is not None:
-            entry = self.pending.get(item.ask_id)
+        if item[1] is not None:
+            entry = self.pending.get(item[1])
             if entry is None:
                 return
             if entry.on_wire:  # (the attempt counts: it may have reached the server)
@@ -139,14 +139,14 @@ class OutboxRules(Generic[W]):
                 entry.retries += 1
         self.outbox.put_front((item,))
 
-    def untake(self, items: list[Outgoing]) -> None:
+    def untake(self, items: list[Queued]) -> None:
         """Frames :meth:`take_outgoing` gave that were not written after all (nothing
         tried to: the socket could not take them without waiting): back at the head
         of the outbox, in order, as if never taken (no attempt counted)."""
-        kept: list[Outgoing] = []
+        kept: list[Queued] = []
         for item in items:
-            if item.ask_id is not None:
-                entry = self.pending.get(item.ask_id)
+            if item[1] is not None:
+                entry = self.pending.get(item[1])
                 if entry is None:
                     continue
                 entry.on_wire = False  # (and its attempt uncounted: see Pending.sends)
@@ -158,7 +158,7 @@ class OutboxRules(Generic[W]):
         a give-up): never to be sent, they would count as waiting (``outbox_depth``, a
         lazy connection's demand) until the next write."""
         queued, asks = self._queued, self._asks
-        kept = [item for item in queued if item.ask_id is None or item.ask_id in asks]
+        kept = [item for item in queued if item[1] is None or item[1] in asks]
         if len(kept) < len(queued):
             queued.clear()
             queued.extend(kept)
