@@ -64,6 +64,7 @@ class AskTracker(AskClock):
         "changed",
         "chunk",
         "first",
+        "first_answers",
         "lookups",
         "reply",
         "resend",
@@ -93,6 +94,8 @@ class AskTracker(AskClock):
         self.reply = core.reply
         #: Remove an ask the receive loop saw pending, at its first answer.
         self.first = core.pending.first
+        #: The same for the answers a read opens with, in one call.
+        self.first_answers = core.pending.first_answers
         #: Order a streamed piece of an answer (see ``ClientCore.chunk``).
         self.chunk = core.chunk
         #: Send a pending ask again first (the server rate-limited it).

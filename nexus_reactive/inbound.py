@@ -82,6 +82,7 @@ class Receiver(Delivery):
         "_default_wait",
         "_events",
         "_first",
+        "_first_answers",
         "_meter",
         "_piece",
         "_reply",
@@ -111,6 +112,7 @@ class Receiver(Delivery):
         self._reply = tracker.reply
         self._settle = tracker.settle
         self._first = tracker.first
+        self._first_answers = tracker.first_answers
         self._settle_all = tracker.settle_all
         self._waiters: list[Waiter] = []  # see on_frames
         self._answers: list[ResponseMessage] = []
@@ -177,16 +179,8 @@ class Receiver(Delivery):
         start = 0
         if decoded is not None and not plain and meter is None:
             # The common case of asks in flight: the read's first frames (often all of
-            # them) answer pending asks; taken out of the table here, the shortest way.
-            first = self._first
-            for answer in decoded:
-                if type(answer) is not ResponseMessage or answer.id not in asks:
-                    break
-                waiter = first(answer.id).waiter
-                if waiter is not None:
-                    waiters.append(waiter)
-                    answers.append(answer)
-                start += 1
+            # them) answer pending asks; taken out of the table at once.
+            start = self._first_answers(decoded, ResponseMessage, waiters, answers)
             if start == len(decoded):
                 self._deliver_answered(decoded, waiters, answers)
                 return None

@@ -114,6 +114,40 @@ def test_sends_counts_each_attempt_once_whichever_way_the_ask_went_back() -> Non
     assert entry.on_wire is True
 
 
+def test_first_answers_takes_the_answers_a_read_opens_with_as_first_would() -> None:
+    class Answer:
+        def __init__(self, ask_id: str) -> None:
+            self.id = ask_id
+
+    class Other(Answer):
+        pass
+
+    core = connected_core(remember=3)
+    core.submit_ask("old", b"o", "w-old")
+    core.reply("old")  # answered once: "old" is remembered
+    core.submit_ask("old", b"o2", "w-old2")  # the id used again
+    core.submit_ask("a", b"a", "w-a")
+    core.submit_ask("quiet", b"q")  # fire-and-forget: answered, nobody to settle
+    core.submit_ask("b", b"b", "w-b")
+    core.submit_ask("c", b"c", "w-c")
+    read = [Answer("a"), Answer("quiet"), Answer("old"), Other("b"), Answer("c")]
+    waiters: list[object] = []
+    answers: list[object] = []
+
+    taken = core.pending.first_answers(read, Answer, waiters, answers)
+
+    assert taken == 3  # stops at the first message of another type
+    assert waiters == ["w-a", "w-old2"]
+    assert answers == [read[0], read[2]]
+    assert sorted(core.pending.lookups()[0]) == ["b", "c"]
+    # Remembered as answered, in order; "old", used again, refreshed to the newest.
+    assert list(core.pending.lookups()[1]) == ["a", "quiet", "old"]
+    assert core.reply("old") == (Reply.DUPLICATE, None)
+    # An id not pending stops it too, and changes nothing.
+    assert core.pending.first_answers([Answer("zzz"), Answer("c")], Answer, waiters, answers) == 0
+    assert "c" in core.pending and len(waiters) == 2
+
+
 def test_submit_untracked_frame_goes_out_without_an_ask_id() -> None:
     core = connected_core()
 

@@ -147,6 +147,40 @@ class PendingTable(Generic[W]):
                 answered.popitem(last=False)
         return entry
 
+    def first_answers(
+        self, messages: list[Any], kind: type[Any], waiters: list[W], answers: list[Any]
+    ) -> int:
+        """:meth:`first` for the answers a read opens with, in one call: each of
+        ``messages`` from the first, while it is a ``kind`` whose ``id`` is pending.
+        The waiters of those asks (those that have one) go to ``waiters``, and the
+        messages to ``answers``, in order.
+
+        Returns:
+            How many of ``messages`` were taken (the first that was not, and those
+            after it, are for the caller to classify: :meth:`settle`).
+        """
+        pop, answered = self._asks.pop, self._answered_ids
+        limit = self._answered.limit
+        taken = 0
+        for message in messages:
+            if type(message) is not kind:
+                break
+            ask_id = message.id
+            entry = pop(ask_id, None)
+            if entry is None:
+                break
+            if ask_id in answered:  # an id used again: refreshed (as first())
+                self._answered.add(ask_id)
+            else:
+                answered[ask_id] = None
+                if len(answered) > limit:
+                    answered.popitem(last=False)
+            if entry.waiter is not None:
+                waiters.append(entry.waiter)
+                answers.append(message)
+            taken += 1
+        return taken
+
     def answered(self, ask_id: str) -> bool:
         """Whether ``ask_id`` was answered recently (its late pieces are stale)."""
         return ask_id in self._answered_ids
