@@ -566,3 +566,18 @@ def test_drop_unpending_keeps_live_asks_and_other_frames_in_order() -> None:
         Outgoing(b"2", "a2"),
         Outgoing(b"plain"),
     ]
+
+
+def test_a_write_that_fails_after_the_server_refused_its_ask_queues_it_once() -> None:
+    # The writer holds an ask (its write waits to drain) when the server refuses it for
+    # its rate limit: resend() queues it again. Then the write fails: unsent() must not
+    # queue it a second time, or it goes out twice (and counts one attempt for two).
+    core = connected_core()
+    entry = core.submit_ask("a", b"f")
+    (item,) = core.take_outgoing(10)
+    assert core.resend("a")
+    core.unsent(item)
+
+    assert core.take_outgoing(10) == [Outgoing(b"f", "a")]
+    assert core.take_outgoing(10) == []
+    assert entry.sends == 2  # two frames handed to the writer, two attempts

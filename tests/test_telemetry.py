@@ -345,3 +345,43 @@ print([m for m in sys.modules if m.startswith("opentelemetry") or m == "nexus_re
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+async def test_an_ask_the_pacing_held_back_when_the_connection_was_cut_counts_one_attempt(
+    client: Side,
+) -> None:
+    # rate= paces the writer: it takes the second ask, then waits for a token. The
+    # connection is cut during that wait: the frame was never written, so when it goes
+    # on the next connection that is its first attempt, as the server sees it.
+    received: list[str] = []
+
+    async def engine(request: AskRequest) -> AskResponse:
+        received.append(request.query)
+        return AskResponse(answer=request.query)
+
+    async with (
+        NexusServer(engine=engine) as server,
+        FaultProxy("127.0.0.1", server.port) as proxy,
+    ):
+        config = server.config(url=proxy.url(), telemetry=client.telemetry, rate=1.0, burst=1)
+        async with WebSocketService(config) as service:
+            sender = service._connection.sender
+            first = asyncio.create_task(service.ask("first"))
+            second = asyncio.create_task(service.ask("second"))
+            await first
+            # The writer holds "second" (taken, on the wire) while it waits for a token.
+            await wait_for(
+                lambda: (
+                    sender._writer_holds
+                    and not service.outbox_size
+                    and all(e.on_wire for e in service._core.pending._asks.values())
+                )
+            )
+            await proxy.cut()
+            assert (await second).answer == "second"
+    attempts = {
+        s.attributes["nexus.ask.id"]: s.attributes["nexus.ask.attempts"]
+        for s in _kind(client.finished(), SpanKind.CLIENT)
+    }
+    assert len(attempts) == 2
+    assert sorted(attempts.values()) == sorted(received.count(q) for q in ("first", "second"))
