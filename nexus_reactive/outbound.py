@@ -279,6 +279,7 @@ class Sender:
             # subscribers run: one of them may ask.
             self._writer_holds = True
             depth.refresh()
+            handing = False  # (until then, nothing of the batch reached the socket)
             try:
                 delay = bucket.take(loop.time())
                 if delay > 0:
@@ -287,8 +288,12 @@ class Sender:
                     for sent in batch:
                         frames_log.debug("-> %s", codec.redact(sent[0]))
                 frames = list(map(_frame_of, batch))
+                handing = True
                 await transport.send_batch(frames)
             except asyncio.CancelledError:
+                if not handing:  # cancelled while paced: never written, no attempt
+                    core.untake(batch)
+                    raise
                 for unsent in reversed(batch):
                     core.unsent(unsent)
                 raise

@@ -134,9 +134,12 @@ class OutboxRules(Generic[W]):
             entry = self.pending.get(item[1])
             if entry is None:
                 return
-            if entry.on_wire:  # (the attempt counts: it may have reached the server)
-                entry.on_wire = False
-                entry.retries += 1
+            if not entry.on_wire:
+                # Queued again already while this write was under way (a rate limit's
+                # refusal, resend(); a new connection, opened()): not a second time.
+                return
+            entry.on_wire = False  # (the attempt counts: it may have reached the server)
+            entry.retries += 1
         self.outbox.put_front((item,))
 
     def untake(self, items: list[Queued]) -> None:
@@ -147,7 +150,7 @@ class OutboxRules(Generic[W]):
         for item in items:
             if item[1] is not None:
                 entry = self.pending.get(item[1])
-                if entry is None:
+                if entry is None or not entry.on_wire:  # (gone, or queued again meanwhile)
                     continue
                 entry.on_wire = False  # (and its attempt uncounted: see Pending.sends)
             kept.append(item)
