@@ -41,6 +41,7 @@ from .intake import Intake, history_options
 from .messages import ask_request, new_id
 from .scheduled import ScheduledView, deliver_on
 from .service import WebSocketService
+from .store_loop import await_on, check_store_loop, loop_closed
 from .streams import Publisher, ValueStream
 from .task_stop import stop_tasks
 
@@ -49,6 +50,7 @@ __all__ = ["History", "HistoryItem", "WebSocketStore", "use_websocket"]
 log = logging.getLogger("nexus_reactive.store")
 _CLOSED = "{}(): this store is closed; create a new one"
 _made = threading.Lock()
+_running_loop = asyncio.events._get_running_loop
 
 
 class WebSocketStore:
@@ -88,7 +90,7 @@ class WebSocketStore:
         self._limit = max_messages
         self._interval = batch_interval
         self._loop = loop
-        self._thread = threading.get_ident()
+        self._thread = threading.current_thread()
         self._scheduler = scheduler
         self._team_id = team_id
         self._shared = share
@@ -153,7 +155,8 @@ class WebSocketStore:
         return self._messages_view
 
     def send_message(self, query: str, team_id: str | None = None) -> str:
-        """Ask ``query``; the answer arrives in :attr:`messages`. Any thread may call it.
+        """Ask ``query``; the answer arrives in :attr:`messages`. Any thread may call it
+        while the store's event loop runs.
 
         Args:
             query: the question.
@@ -164,8 +167,9 @@ class WebSocketStore:
 
         Raises:
             OutboxFull: too many messages wait for a connection; nothing was queued.
-            UsageError: the store is closed; nothing was sent. (Called from another
-                thread, this and ``OutboxFull`` go to the store's ``errors``.)
+            UsageError: the store is closed, or its event loop is closed (or, called
+                from another thread, not running); nothing was sent. (The store closed
+                meanwhile, or ``OutboxFull``, from another thread: on ``errors``.)
             InvalidArgument: ``query`` is empty or only whitespace, or not a string
                 (a ``UsageError``); nothing was sent, from any thread.
         """
@@ -174,7 +178,7 @@ class WebSocketStore:
         team = team_id if team_id is not None else self._team_id
         ask_request(query, team, "send_message")  # a bad query: refused here, in its words
         ask_id = new_id()
-        if self._on_loop_thread():
+        if self._on_loop_thread("send_message"):
             self._intake.remember(ask_id)
             return self.service.send_query(query, team, message_id=ask_id)
 
@@ -184,29 +188,37 @@ class WebSocketStore:
             self._intake.remember(ask_id)
             self.service.send_query(query, team, message_id=ask_id)
 
-        self._loop.call_soon_threadsafe(self._from_thread, "send_message", send)
+        self._hand_over("send_message", self._from_thread, "send_message", send)
         return ask_id
 
     def reconnect(self) -> None:
         """Connect again now, with a fresh retry budget: see
-        :meth:`WebSocketService.reconnect`. Any thread may call it (a UI's button).
-        A shared store (``share=True``) reconnects the connection it shares.
+        :meth:`WebSocketService.reconnect`. Any thread may call it (a UI's button)
+        while the store's event loop runs. A shared store (``share=True``) reconnects
+        the connection it shares.
 
         Raises:
-            UsageError: the store is closed. (Called from another thread, an error
-                of the service's goes to ``errors``.)
+            UsageError: the store is closed, or its event loop is closed (or, called
+                from another thread, not running). (Called from another thread, an
+                error of the service's goes to ``errors``.)
         """
         if self._closed:
             raise UsageError(_CLOSED.format("reconnect"))
-        if self._on_loop_thread():
+        if self._on_loop_thread("reconnect"):
             self.service.reconnect()
         else:
-            self._loop.call_soon_threadsafe(self._from_thread, "reconnect", self.service.reconnect)
+            self._hand_over("reconnect", self._from_thread, "reconnect", self.service.reconnect)
 
     def clear_messages(self) -> None:
-        """Empty the history; views taken before keep their contents. Any thread."""
-        if not self._on_loop_thread():
-            self._loop.call_soon_threadsafe(self.clear_messages)
+        """Empty the history; views taken before keep their contents. Any thread,
+        while the store's event loop runs.
+
+        Raises:
+            UsageError: the store's event loop is closed (or, called from another
+                thread, not running); nothing was cleared.
+        """
+        if not self._on_loop_thread("clear_messages"):
+            self._hand_over("clear_messages", self.clear_messages)
             return
         self.service.forget_history()
         self._intake.clear()
@@ -269,17 +281,22 @@ class WebSocketStore:
         """Stop connecting, release the connection, and complete the streams.
 
         A shared connection closes when the last store using it closes. It may be
-        awaited from any thread or event loop: the work runs on the store's loop.
+        awaited from any thread or event loop while the store's loop runs: the work
+        runs on that loop (if it stops meanwhile, ``close()`` waits for it to run again).
+        Closing a closed store does nothing.
+
+        Raises:
+            UsageError: awaited on another loop while the store's loop is not running
+                (nothing was done: run that loop again, and close the store there), or
+                that loop is closed (before or during the close).
         """
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not self._loop:
-            future = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
-            await asyncio.wrap_future(future)
+        if _running_loop() is self._loop:
+            await self._close()
             return
-        await self._close()
+        if self._closed:  # closed, or closing, on its loop: nothing to wait for here
+            return
+        check_store_loop(self._loop, "close", elsewhere=True)
+        await await_on(self._loop, self._close, "close")
 
     async def _close(self) -> None:
         if self._closed:
@@ -337,8 +354,24 @@ class WebSocketStore:
                     self._errors.complete()
             return self._errors
 
-    def _on_loop_thread(self) -> bool:
-        return threading.get_ident() == self._thread
+    def _on_loop_thread(self, name: str) -> bool:
+        """Whether this call runs on the store's loop (inside it, or on the thread that
+        made the store while the loop is stopped); refuse ``name`` if the loop cannot
+        do it (:func:`~nexus_reactive.store_loop.check_store_loop`)."""
+        running = _running_loop()
+        here = running is self._loop if running is not None else self._in_making_thread()
+        check_store_loop(self._loop, name, elsewhere=not here)
+        return here
+
+    def _in_making_thread(self) -> bool:
+        # The Thread, not its id: a thread started after that one ended may reuse the id.
+        return threading.current_thread() is self._thread
+
+    def _hand_over(self, name: str, call: Callable[..., object], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(call, *args)
+        except RuntimeError:  # the loop closed since it was checked
+            raise loop_closed(name) from None
 
     def _from_thread(self, what: str, call: Callable[[], object]) -> None:
         try:
