@@ -279,6 +279,8 @@ async def test_a_loop_closed_while_a_close_from_another_thread_waits_ends_the_wa
     finally:
         release.set()
     await wait_for(lambda: not runner.is_alive(), message="thread A ended")
-    assert left == [[]]
+    # The store held no task of its own; close()'s work had not begun (asyncio), or had
+    # (uvloop runs what was queued during the callback before it stops): unnamed either way.
+    assert [[n for n in names if n.startswith("nexus-reactive")] for names in left] == [[]]
     with pytest.raises(UsageError, match=r"close\(\).*event loop (is|was) closed"):
         await closed
