@@ -20,6 +20,8 @@ __all__ = [
     "RETRY_ATTR",
     "batch_writer",
     "drain",
+    "expire",
+    "hook_data_received",
     "mask",
     "parsed_queue",
     "private_seams",
@@ -50,6 +52,13 @@ _STATE_ATTRS = ("_closing", "_closed")
 #: ClientWebSocketResponse -> the upgrade's ClientResponse: its headers (``x-nexus-auth``)
 #: (fallback: the header is unknown, and a client without a key waits CHALLENGE_GRACE).
 _RESPONSE_ATTR = "_response"
+#: ClientWebSocketResponse -> its Connection -> the ResponseHandler: a callback for any
+#: data received, which our Heartbeat watches (fallback: aiohttp's own heartbeat,
+#: which reschedules a callback per socket read).
+_CONN_ATTR, _PROTOCOL_ATTR, _DATA_CB_ATTR = "_conn", "protocol", "_data_received_cb"
+#: ClientWebSocketResponse: what its heartbeat calls on a missing pong (fallback: the
+#: connection is closed, and the error reads "connection lost", not the heartbeat).
+_EXPIRE_ATTR = "_handle_ping_pong_exception"
 
 
 def private_seams(ws: object | None = None, session: object | None = None) -> dict[str, bool]:
@@ -79,6 +88,9 @@ def private_seams(ws: object | None = None, session: object | None = None) -> di
             seams[f"WebSocketDataQueue.{name}"] = hasattr(reader, name)
         for name in _STATE_ATTRS:
             seams[f"ClientWebSocketResponse.{name}"] = hasattr(ws, name)
+        protocol = getattr(getattr(ws, _CONN_ATTR, None), _PROTOCOL_ATTR, None)
+        seams[f"ResponseHandler.{_DATA_CB_ATTR}"] = hasattr(protocol, _DATA_CB_ATTR)
+        seams[f"ClientWebSocketResponse.{_EXPIRE_ATTR}"] = hasattr(ws, _EXPIRE_ATTR)
     return seams
 
 
@@ -126,3 +138,26 @@ def parsed_queue(ws: object) -> tuple[deque[Any], Callable[[], Awaitable[Any]]] 
     if aiohttp.WSMessage._fields[:2] != ("type", "data"):  # the loop indexes messages
         return None
     return buffer, read
+
+
+def hook_data_received(ws: object, callback: Callable[[], None]) -> bool:
+    """Have aiohttp call ``callback`` whenever data arrives on ``ws``'s socket (what
+    its own heartbeat listens to); whether it could (else nothing was changed)."""
+    conn = getattr(ws, _CONN_ATTR, None)
+    protocol = getattr(conn, _PROTOCOL_ATTR, None)
+    if protocol is None or getattr(protocol, _DATA_CB_ATTR, False) is not None:
+        return False  # not there, or taken (aiohttp's own heartbeat)
+    setattr(protocol, _DATA_CB_ATTR, callback)
+    return True
+
+
+def expire(ws: Any, exc: BaseException) -> None:
+    """End ``ws`` at once with ``exc`` as its exception (a ping unanswered), as aiohttp's
+    own heartbeat does; without that private method, by closing its connection."""
+    handle = getattr(ws, _EXPIRE_ATTR, None)
+    if handle is not None:
+        handle(exc)
+        return
+    response = getattr(ws, _RESPONSE_ATTR, None)
+    if response is not None:
+        response.close()

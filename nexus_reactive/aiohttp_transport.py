@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import ssl as _ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
@@ -27,6 +27,8 @@ from .aiohttp_seams import (
     RETRY_ATTR,
     batch_writer,
     drain,
+    expire,
+    hook_data_received,
     mask,
     parsed_queue,
     private_seams,
@@ -37,6 +39,7 @@ from .config_checks import ProxyUrl
 from .core.opening import AUTH_HEADER
 from .errors import NexusConnectionError, ProtocolError
 from .failures import ended, failure, refuse_redirect, subprotocol_refused
+from .heartbeat import Heartbeat
 from .proxies import is_socks, proxy_headers, socks_connector
 from .tls_hints import scheme_hint
 
@@ -69,15 +72,34 @@ def _each(
 class AiohttpTransport:
     """One open WebSocket connection, over aiohttp."""
 
-    __slots__ = ("_batcher", "_queue", "_ws", "auth", "handed", "on_pong", "subprotocol")
+    __slots__ = (
+        "_batcher",
+        "_heartbeat",
+        "_queue",
+        "_touch",
+        "_ws",
+        "auth",
+        "handed",
+        "on_pong",
+        "subprotocol",
+    )
 
     def __init__(
         self,
         ws: aiohttp.ClientWebSocketResponse[Literal[False]],
         auth: str | None = None,
         subprotocol: str | None = None,
+        heartbeat: float | None = None,
     ) -> None:
         self._ws = ws
+        # Our heartbeat (see heartbeat.py), told of any data by aiohttp's protocol; else
+        # (that seam gone) by the receive loop, of each message.
+        self._heartbeat: Heartbeat | None = None
+        self._touch: Callable[[], None] | None = None
+        if heartbeat is not None:
+            beat = self._heartbeat = Heartbeat(heartbeat, self._ping_empty, self._expire)
+            if not hook_data_received(ws, beat.touch):
+                self._touch = beat.touch
         # Compressed connections write frame by frame (aiohttp compresses in send_frame).
         self._batcher: Any = batch_writer(ws)
         self._queue = parsed_queue(ws)
@@ -115,6 +137,13 @@ class AiohttpTransport:
     async def ping(self, payload: bytes) -> None:
         """Send a WebSocket ping; its pong goes to :attr:`on_pong` (``autoping=False``)."""
         await self._ws.ping(payload)
+
+    def _ping_empty(self) -> Coroutine[Any, Any, None]:
+        return self._ws.ping(b"")  # (an empty payload: not a metrics probe's)
+
+    def _expire(self) -> None:
+        """The heartbeat's ping went unanswered: end the link as aiohttp's would."""
+        expire(self._ws, aiohttp.ServerTimeoutError("no pong within the heartbeat"))
 
     async def send_batch(self, frames: list[bytes]) -> None:
         """Write several text frames, in order, with one write to the socket.
@@ -194,8 +223,11 @@ class AiohttpTransport:
         ws: Any = self._ws
         receive = ws.receive
         queue = self._queue
+        touch = self._touch
         while True:
             msg = await receive()
+            if touch is not None:
+                touch()
             kind = msg.type
             if kind is _TEXT:
                 if first is None:
@@ -252,12 +284,16 @@ class AiohttpTransport:
 
     def _why_ended(self, kind: WSMsgType, data: object, extra: object) -> NexusConnectionError:
         ws = self._ws
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         # An ERROR message carries its exception (a frame over the limit, bad deflate data).
         exc = ws.exception() or (data if isinstance(data, BaseException) else None)
         return ended(kind, data, extra, exc, ws.close_code, bool(ws.compress))
 
     async def close(self, code: int = 1000) -> None:
         """Close the connection (idempotent); never raises."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
             await self._ws.close(code=code)
 
@@ -335,7 +371,7 @@ async def open_transport(
                 url,
                 headers=headers,
                 ssl=ssl,
-                heartbeat=heartbeat,
+                heartbeat=None,  # ours, cheaper per read (see heartbeat.py), set below
                 max_msg_size=max_message_size,
                 decode_text=False,
                 autoping=autoping,
@@ -357,4 +393,4 @@ async def open_transport(
             async with asyncio.timeout(_REFUSAL_CLOSE_WAIT):
                 await ws.close(code=1002)
         raise refused
-    return AiohttpTransport(ws, response_header(ws, AUTH_HEADER), chosen)
+    return AiohttpTransport(ws, response_header(ws, AUTH_HEADER), chosen, heartbeat)

@@ -42,6 +42,12 @@ WHAT_DEGRADES = {
     "WebSocketDataQueue.read": "every received frame costs a receive() (slower)",
     "ClientWebSocketResponse._closing": "every received frame costs a receive() (slower)",
     "ClientWebSocketResponse._closed": "every received frame costs a receive() (slower)",
+    "ResponseHandler._data_received_cb": (
+        "the heartbeat hears of messages, not of any data (a slow large frame may be pinged)"
+    ),
+    "ClientWebSocketResponse._handle_ping_pong_exception": (
+        "a link dead to the heartbeat ends as 'connection lost', not as a heartbeat timeout"
+    ),
 }
 
 
