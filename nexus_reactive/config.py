@@ -126,8 +126,8 @@ class WebSocketConfig:
         should_reconnect: optional hook overriding whether a failure is retried.
         connect_timeout: bound on one attempt (TCP, TLS and the upgrade).
         request_timeout: bound on an ask, across reconnects; ``None``: no bound.
-        heartbeat: seconds between WebSocket pings; no pong within half of it
-            means the link is dead. ``None`` disables pings.
+        heartbeat: seconds without data after which the client pings; nothing
+            within half of it more means the link is dead. ``None`` disables pings.
         outbox_limit: how many messages may wait for a connection.
         dedupe_size: how many answered (and how many abandoned) ask ids the client
             remembers, to drop a server's repeated answers; a repeat of an older id
