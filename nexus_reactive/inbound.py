@@ -150,6 +150,8 @@ class Receiver(Delivery):
         its own, an error or a piece, is matched against the asks as they are then).
         An error return ends the connection; the frames after it are not looked at.
         """
+        if len(frames) == 1:  # (asks one at a time: what a batch sets up costs more)
+            return self.on_frame(frames[0])
         if self._events is not None:  # recorded: each frame its own way
             for frame in frames:
                 stop = self.on_frame(frame)
