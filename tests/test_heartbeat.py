@@ -21,16 +21,25 @@ from .waiting import EVENTUALLY, wait_for
 EVERY = 0.6
 
 
-async def test_a_quiet_link_is_pinged_then_declared_dead_when_nothing_answers() -> None:
+def recorded(*, pong: bool) -> tuple[Heartbeat, list[float], list[float]]:
+    """A heartbeat on this loop, and when it pinged and when it declared the link dead;
+    ``pong``: each ping is answered (data) an eighth of a heartbeat later."""
+    loop = asyncio.get_running_loop()
     pings: list[float] = []
     dead: list[float] = []
-    loop = asyncio.get_running_loop()
 
     async def ping() -> None:
         pings.append(loop.time())
+        if pong:
+            loop.call_later(EVERY / 8, beat.touch)
 
-    start = loop.time()
     beat = Heartbeat(EVERY, ping, lambda: dead.append(loop.time()))
+    return beat, pings, dead
+
+
+async def test_a_quiet_link_is_pinged_then_declared_dead_when_nothing_answers() -> None:
+    start = asyncio.get_running_loop().time()
+    beat, pings, dead = recorded(pong=False)
     await wait_for(lambda: bool(dead), EVENTUALLY)
     assert len(pings) == 1 and len(dead) == 1
     # Pinged after a heartbeat of quiet at least; dead half a heartbeat after the ping.
@@ -40,15 +49,7 @@ async def test_a_quiet_link_is_pinged_then_declared_dead_when_nothing_answers() 
 
 
 async def test_data_after_the_ping_keeps_the_link_and_a_busy_link_is_never_pinged() -> None:
-    pings: list[float] = []
-    dead: list[float] = []
-    loop = asyncio.get_running_loop()
-
-    async def ping() -> None:
-        pings.append(loop.time())
-        loop.call_later(EVERY / 8, beat.touch)  # the pong
-
-    beat = Heartbeat(EVERY, ping, lambda: dead.append(loop.time()))
+    beat, pings, dead = recorded(pong=True)
     try:
         await wait_for(lambda: len(pings) >= 2, EVENTUALLY)  # answered, so pinged again
         assert not dead
