@@ -8,6 +8,8 @@ with a clear message when an aiohttp release renames one.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +21,7 @@ from .client_frames import Mask, mask_python
 __all__ = [
     "RETRY_ATTR",
     "batch_writer",
+    "data_hook_available",
     "drain",
     "expire",
     "hook_data_received",
@@ -53,8 +56,9 @@ _STATE_ATTRS = ("_closing", "_closed")
 #: (fallback: the header is unknown, and a client without a key waits CHALLENGE_GRACE).
 _RESPONSE_ATTR = "_response"
 #: ClientWebSocketResponse -> its Connection -> the ResponseHandler: a callback for any
-#: data received, which our Heartbeat watches (fallback: aiohttp's own heartbeat,
-#: which reschedules a callback per socket read).
+#: data received, which our Heartbeat watches; aiohttp sets it through set_parser's
+#: ``data_received_cb`` (fallback, without that: aiohttp's own heartbeat, which
+#: reschedules a callback per socket read).
 _CONN_ATTR, _PROTOCOL_ATTR, _DATA_CB_ATTR = "_conn", "protocol", "_data_received_cb"
 #: ClientWebSocketResponse: what its heartbeat calls on a missing pong (fallback: the
 #: connection is closed, and the error reads "connection lost", not the heartbeat).
@@ -138,6 +142,20 @@ def parsed_queue(ws: object) -> tuple[deque[Any], Callable[[], Awaitable[Any]]] 
     if aiohttp.WSMessage._fields[:2] != ("type", "data"):  # the loop indexes messages
         return None
     return buffer, read
+
+
+@functools.cache
+def data_hook_available() -> bool:
+    """Whether aiohttp's protocol takes a callback for any data received (what
+    :func:`hook_data_received` sets), checked before connecting: without it, the
+    connection keeps aiohttp's own heartbeat."""
+    from aiohttp.client_proto import ResponseHandler
+
+    try:
+        parameters = inspect.signature(ResponseHandler.set_parser).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "data_received_cb" in parameters
 
 
 def hook_data_received(ws: object, callback: Callable[[], None]) -> bool:

@@ -26,6 +26,7 @@ from yarl import URL
 from .aiohttp_seams import (
     RETRY_ATTR,
     batch_writer,
+    data_hook_available,
     drain,
     expire,
     hook_data_received,
@@ -92,8 +93,8 @@ class AiohttpTransport:
         heartbeat: float | None = None,
     ) -> None:
         self._ws = ws
-        # Our heartbeat (see heartbeat.py), told of any data by aiohttp's protocol; else
-        # (that seam gone) by the receive loop, of each message.
+        # Our heartbeat (heartbeat.py), told of any data by aiohttp's protocol (else, that
+        # hook failing, of each message by the receive loop: coarser, blind to pongs).
         self._heartbeat: Heartbeat | None = None
         self._touch: Callable[[], None] | None = None
         if heartbeat is not None:
@@ -356,6 +357,7 @@ async def open_transport(
     """
     if deadline is None:
         deadline = asyncio.get_running_loop().time() + connect_timeout
+    ours = heartbeat is not None and data_hook_available()
     via: dict[str, Any] = {}
     if proxy is not None and not is_socks(proxy):
         # Credentials in a header, never in a URL that an error could quote.
@@ -371,7 +373,7 @@ async def open_transport(
                 url,
                 headers=headers,
                 ssl=ssl,
-                heartbeat=None,  # ours, cheaper per read (see heartbeat.py), set below
+                heartbeat=None if ours else heartbeat,  # ours: cheaper per read, below
                 max_msg_size=max_message_size,
                 decode_text=False,
                 autoping=autoping,
@@ -393,4 +395,5 @@ async def open_transport(
             async with asyncio.timeout(_REFUSAL_CLOSE_WAIT):
                 await ws.close(code=1002)
         raise refused
-    return AiohttpTransport(ws, response_header(ws, AUTH_HEADER), chosen, heartbeat)
+    beat = heartbeat if ours else None
+    return AiohttpTransport(ws, response_header(ws, AUTH_HEADER), chosen, beat)

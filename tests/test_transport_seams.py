@@ -8,6 +8,7 @@ Each seam has a public fallback in aiohttp_transport.py; the fallback is tested 
 from __future__ import annotations
 
 import ast
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ import pytest
 from aiohttp import web
 
 import nexus_reactive
+from nexus_reactive import aiohttp_transport
 from nexus_reactive.errors import NexusConnectionError
 from nexus_reactive.transport import open_session, open_transport, private_seams
 
 from .faults import wait_for
+from .waiting import EVENTUALLY
 
 WHAT_DEGRADES = {
     "ClientSession._retry_connection": (
@@ -43,7 +46,7 @@ WHAT_DEGRADES = {
     "ClientWebSocketResponse._closing": "every received frame costs a receive() (slower)",
     "ClientWebSocketResponse._closed": "every received frame costs a receive() (slower)",
     "ResponseHandler._data_received_cb": (
-        "the heartbeat hears of messages, not of any data (a slow large frame may be pinged)"
+        "aiohttp's own heartbeat is used: a callback rescheduled per socket read (slower)"
     ),
     "ClientWebSocketResponse._handle_ping_pong_exception": (
         "a link dead to the heartbeat ends as 'connection lost', not as a heartbeat timeout"
@@ -95,6 +98,39 @@ async def test_without_the_private_writer_batches_still_arrive_in_order(
         await wait_for(lambda: len(received) == 50)
         await transport.close()
     assert received == [f.decode() for f in frames]
+
+
+@pytest.mark.parametrize("hook", [True, False])
+async def test_a_silent_server_is_noticed_with_or_without_the_data_hook(
+    aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch, hook: bool
+) -> None:
+    # The server reads nothing and never answers a ping. With the protocol's data hook,
+    # our heartbeat notices; without it (an aiohttp that renamed it), aiohttp's own.
+    stop = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await stop.wait()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    monkeypatch.setattr(aiohttp_transport, "data_hook_available", lambda: hook)
+    async with open_session() as session:
+        transport = await open_transport(
+            session, f"ws://127.0.0.1:{server.port}/", headers={}, heartbeat=0.5
+        )
+        try:
+            assert (transport._heartbeat is not None) is hook
+            error = await asyncio.wait_for(
+                transport.pump_batches(lambda frames: None, lambda exc: None), EVENTUALLY
+            )
+        finally:
+            stop.set()
+            await transport.close()
+    assert error.cause == "heartbeat_timeout", error
 
 
 async def test_write_now_writes_only_while_the_socket_keeps_up(aiohttp_server: Any) -> None:
